@@ -1,0 +1,41 @@
+# Set-up and entry points. `make app` and `make test` work on a fresh Debian machine.
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+APT_PKGS := dataset-fashion-mnist mate-backgrounds chromium
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup apt venv app test test-fast lint bench clean
+
+setup: apt venv
+
+# Debian packages: real Fashion-MNIST files, natural photos, headless Chromium for e2e tests.
+apt:
+	@missing=$$(for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+app: setup
+	$(PY) -m app.ui $(ARGS)
+
+test: setup
+	$(PY) -m pytest $(ARGS)
+
+test-fast: venv
+	$(PY) -m pytest -m "not slow and not e2e" $(ARGS)
+
+lint: venv
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf .pytest_cache .ruff_cache test-artifacts

@@ -1,0 +1,381 @@
+"""Dataset loaders that read the datasets' original files from a local folder.
+
+Each named dataset is looked for, in order, in: an explicit ``data_dir``; the folder named by
+its environment variable (``DAE_MNIST_DIR``, ``DAE_FASHION_MNIST_DIR``, ``DAE_CIFAR10_DIR``,
+``DAE_CIFAR100_DIR``); the usual local places (Keras' cache ``~/.keras/datasets``; for
+Fashion-MNIST Debian's ``/usr/share/datasets/fashion-mnist``); then a Keras download. A folder
+holding the original files works as-is: the four IDX files of MNIST/Fashion-MNIST (gzipped or
+not), CIFAR's ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz`` or the folders they
+extract to, or Keras' ``.npz``. When nothing is found, :class:`DatasetNotFoundError` says
+where it looked and what to put where.
+
+All loaders return :class:`Dataset`: uint8 images ``(N, H, W, C)`` and int labels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+from data.images import ImageReadError, read_image
+
+KERAS_CACHE = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".pgm", ".ppm", ".pnm"}
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset's files are missing or damaged; the message says where to put what."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """Train and test splits of uint8 images ``(N, H, W, C)`` with integer labels.
+
+    ``y_*`` is ``None`` for unlabelled data (an image folder).
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray | None
+    x_test: np.ndarray
+    y_test: np.ndarray | None
+    class_names: tuple[str, ...] = ()
+
+    @property
+    def channels(self) -> int:
+        return int(self.x_train.shape[-1])
+
+
+@dataclasses.dataclass(frozen=True)
+class _Source:
+    env: str
+    places: tuple[Path, ...]
+    expected: str
+    debian: str = ""
+
+
+_IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+_IDX_EXPECTED = ", ".join(f"{n}[.gz]" for n in _IDX_FILES.values()) + " (or Keras' mnist.npz)"
+
+SOURCES = {
+    "mnist": _Source("DAE_MNIST_DIR", (KERAS_CACHE, KERAS_CACHE / "mnist"), _IDX_EXPECTED),
+    "fashion_mnist": _Source(
+        "DAE_FASHION_MNIST_DIR",
+        (KERAS_CACHE / "fashion-mnist", Path("/usr/share/datasets/fashion-mnist")),
+        _IDX_EXPECTED,
+        debian="dataset-fashion-mnist (apt-get install dataset-fashion-mnist)",
+    ),
+    "cifar10": _Source(
+        "DAE_CIFAR10_DIR",
+        (KERAS_CACHE,),
+        "cifar-10-python.tar.gz, or the cifar-10-batches-py folder it extracts to",
+    ),
+    "cifar100": _Source(
+        "DAE_CIFAR100_DIR",
+        (KERAS_CACHE,),
+        "cifar-100-python.tar.gz, or the cifar-100-python folder it extracts to",
+    ),
+}
+
+CLASS_NAMES = {
+    "mnist": tuple(str(i) for i in range(10)),
+    "fashion_mnist": (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    ),
+    "cifar10": (
+        "airplane", "automobile", "bird", "cat", "deer",
+        "dog", "frog", "horse", "ship", "truck",
+    ),
+}
+
+
+# ---------------------------------------------------------------- original file formats
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Reads an IDX file (gzipped or not) as used by MNIST and Fashion-MNIST."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            raw = fh.read()
+    except (OSError, EOFError) as err:
+        raise DatasetNotFoundError(f"{path} is damaged: {err}") from err
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DatasetNotFoundError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    if len(raw) != header + int(np.prod(dims)):
+        raise DatasetNotFoundError(
+            f"{path} is damaged: header says {dims} ({int(np.prod(dims))} bytes of data), "
+            f"file has {len(raw) - header}"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _find_idx(folder: Path) -> dict[str, Path] | None:
+    found = {}
+    for key, stem in _IDX_FILES.items():
+        for candidate in (folder / stem, folder / f"{stem}.gz", folder / stem.replace("-idx", ".idx")):
+            if candidate.is_file():
+                found[key] = candidate
+                break
+    return found if len(found) == len(_IDX_FILES) else None
+
+
+def _load_idx_folder(folder: Path) -> dict[str, np.ndarray] | None:
+    files = _find_idx(folder)
+    if files is None:
+        return None
+    arrays = {key: read_idx(path) for key, path in files.items()}
+    for split in ("train", "test"):
+        if len(arrays[f"x_{split}"]) != len(arrays[f"y_{split}"]):
+            raise DatasetNotFoundError(
+                f"{folder}: {split} images and labels disagree in count "
+                f"({len(arrays[f'x_{split}'])} vs {len(arrays[f'y_{split}'])})"
+            )
+    arrays["x_train"] = arrays["x_train"][..., None]
+    arrays["x_test"] = arrays["x_test"][..., None]
+    return arrays
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path) as npz:
+            arrays = {k: npz[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    except (OSError, KeyError, ValueError) as err:
+        raise DatasetNotFoundError(f"{path} is damaged or not a Keras dataset .npz: {err}") from err
+    for key in ("x_train", "x_test"):
+        if arrays[key].ndim == 3:
+            arrays[key] = arrays[key][..., None]
+    return arrays
+
+
+def _unpickle(fh) -> dict:
+    return pickle.load(fh, encoding="bytes")
+
+
+def _cifar_arrays(batches: list[dict], label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    x = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    y = np.concatenate([np.asarray(b[label_key]) for b in batches]).astype(np.int64)
+    return np.ascontiguousarray(x, dtype=np.uint8), y
+
+
+def _cifar_members(kind: str) -> tuple[str, list[str], str, bytes]:
+    if kind == "cifar10":
+        return "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", b"labels"
+    return "cifar-100-python", ["train"], "test", b"fine_labels"
+
+
+def _load_cifar(folder: Path, kind: str) -> dict[str, np.ndarray] | None:
+    top, train_names, test_name, label_key = _cifar_members(kind)
+    archive_names = {"cifar10": ("cifar-10-python.tar.gz", "cifar-10-batches-py.tar.gz"),
+                     "cifar100": ("cifar-100-python.tar.gz",)}[kind]
+    try:
+        for extracted in (folder / top, folder):
+            if all((extracted / n).is_file() for n in [*train_names, test_name]):
+                def read(name, base=extracted):
+                    with open(base / name, "rb") as fh:
+                        return _unpickle(fh)
+                return _cifar_dict(read, train_names, test_name, label_key)
+        for archive_name in archive_names:
+            archive = folder / archive_name
+            if archive.is_file():
+                with tarfile.open(archive, "r:gz") as tar:
+                    def read(name, tar=tar):
+                        return _unpickle(tar.extractfile(f"{top}/{name}"))
+                    return _cifar_dict(read, train_names, test_name, label_key)
+    except (OSError, EOFError, KeyError, pickle.UnpicklingError, tarfile.TarError, ValueError) as err:
+        raise DatasetNotFoundError(f"{kind} files in {folder} are damaged: {err}") from err
+    return None
+
+
+def _cifar_dict(read, train_names, test_name, label_key) -> dict[str, np.ndarray]:
+    x_train, y_train = _cifar_arrays([read(n) for n in train_names], label_key)
+    x_test, y_test = _cifar_arrays([read(test_name)], label_key)
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+def _load_from(folder: Path, name: str) -> dict[str, np.ndarray] | None:
+    if not folder.is_dir():
+        return None
+    if name in ("cifar10", "cifar100"):
+        return _load_cifar(folder, name)
+    arrays = _load_idx_folder(folder)
+    if arrays is None and name == "mnist" and (folder / "mnist.npz").is_file():
+        arrays = _load_npz(folder / "mnist.npz")
+    return arrays
+
+
+def _keras_download(name: str) -> dict[str, np.ndarray] | None:
+    import keras
+
+    loader = {"mnist": keras.datasets.mnist, "fashion_mnist": keras.datasets.fashion_mnist,
+              "cifar10": keras.datasets.cifar10, "cifar100": keras.datasets.cifar100}[name]
+    try:
+        (x_train, y_train), (x_test, y_test) = loader.load_data()
+    except Exception:  # noqa: BLE001 - any network or cache failure means "not available"
+        return None
+    arrays = {"x_train": x_train, "y_train": y_train.reshape(-1), "x_test": x_test, "y_test": y_test.reshape(-1)}
+    for key in ("x_train", "x_test"):
+        if arrays[key].ndim == 3:
+            arrays[key] = arrays[key][..., None]
+    return arrays
+
+
+def load_named(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> Dataset:
+    """Loads ``mnist``, ``fashion_mnist``, ``cifar10`` or ``cifar100`` from local files.
+
+    Args:
+        name: the dataset.
+        data_dir: a folder with the dataset's original files; when given, only it is used.
+        download: whether to try a Keras download when no local copy is found.
+
+    Raises:
+        DatasetNotFoundError: with the places looked in and what to put where.
+    """
+    if name not in SOURCES:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(SOURCES)} or folder:PATH")
+    source = SOURCES[name]
+    if data_dir is not None:
+        places = [Path(data_dir)]
+    else:
+        places = [Path(os.environ[source.env])] if os.environ.get(source.env) else []
+        places += list(source.places)
+    for place in places:
+        arrays = _load_from(place, name)
+        if arrays is not None:
+            return _dataset(name, arrays)
+    if data_dir is None and download:
+        arrays = _keras_download(name)
+        if arrays is not None:
+            return _dataset(name, arrays)
+    looked = "\n".join(f"  - {p}{'' if p.is_dir() else ' (no such folder)'}" for p in places)
+    hint = f"\nOn Debian/Ubuntu the package {source.debian} installs them." if source.debian else ""
+    raise DatasetNotFoundError(
+        f"dataset {name!r} not found. Looked in:\n{looked}\n"
+        + ("  - a Keras download (failed: offline?)\n" if data_dir is None and download else "")
+        + f"Put {source.expected} in one of these folders, pass --data-dir DIR, "
+        f"or set {source.env}=DIR.{hint}"
+    )
+
+
+def _dataset(name: str, arrays: dict[str, np.ndarray]) -> Dataset:
+    class_names = CLASS_NAMES.get(name, tuple(str(i) for i in range(100)))
+    return Dataset(name, arrays["x_train"], arrays["y_train"].astype(np.int64),
+                   arrays["x_test"], arrays["y_test"].astype(np.int64), class_names)
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """All image files below ``folder`` (recursively, by suffix), sorted for reproducibility."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"image folder {root} does not exist or is not a folder")
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_folder_images(folder, channels: int = 3, min_size: int = 0) -> tuple[list[np.ndarray], list[str]]:
+    """Reads every readable image below ``folder`` as uint8 ``(H, W, channels)``.
+
+    Returns:
+        ``(images, skipped)``: the arrays, and ``"path: reason"`` for each file left out.
+    """
+    mode = "L" if channels == 1 else "RGB"
+    images, skipped = [], []
+    for path in list_images(folder):
+        try:
+            arr = read_image(path, mode=mode)
+        except ImageReadError as err:
+            skipped.append(str(err))
+            continue
+        if min(arr.shape[:2]) < min_size:
+            skipped.append(f"{path}: smaller than {min_size} px")
+            continue
+        images.append(arr.reshape(arr.shape[0], arr.shape[1], channels))
+    if not images:
+        raise DatasetNotFoundError(
+            f"no usable images in {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}; "
+            f"skipped {len(skipped)})"
+        )
+    return images, skipped
+
+
+def split_validation(x: np.ndarray, y: np.ndarray | None, fraction: float, seed: int):
+    """Holds out a seeded random ``fraction`` of the training split for validation.
+
+    Returns:
+        ``(x_train, y_train, x_val, y_val)``.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_val = max(1, int(round(fraction * len(x))))
+    val, train = order[:n_val], order[n_val:]
+    pick = (lambda a, i: None if a is None else a[i])
+    return x[train], pick(y, train), x[val], pick(y, val)
+
+
+def sample_patches(images: list[np.ndarray], patch_size: int, count: int, seed: int) -> np.ndarray:
+    """Cuts ``count`` random ``patch_size`` squares from ``images``, each image weighted by area.
+
+    Returns:
+        uint8 ``(count, patch_size, patch_size, C)``.
+    """
+    usable = [im for im in images if min(im.shape[:2]) >= patch_size]
+    if not usable:
+        raise ValueError(f"no image is at least {patch_size}x{patch_size} pixels; use a smaller --patch-size")
+    rng = np.random.default_rng(seed)
+    areas = np.asarray([im.shape[0] * im.shape[1] for im in usable], dtype=np.float64)
+    which = rng.choice(len(usable), size=count, p=areas / areas.sum())
+    out = np.empty((count, patch_size, patch_size, usable[0].shape[-1]), dtype=np.uint8)
+    for i, k in enumerate(which):
+        im = usable[k]
+        top = rng.integers(0, im.shape[0] - patch_size + 1)
+        left = rng.integers(0, im.shape[1] - patch_size + 1)
+        out[i] = im[top : top + patch_size, left : left + patch_size]
+    return out
+
+
+def load_folder(folder, channels: int, patch_size: int, patches: int, val_fraction: float,
+                seed: int) -> Dataset:
+    """An image folder as a patch dataset: files split into train and validation by image.
+
+    The "test" split holds the validation files' patches: a folder has no official test split,
+    so evaluate on photos kept out of the folder altogether.
+    """
+    images, _skipped = load_folder_images(folder, channels=channels, min_size=patch_size)
+    order = np.random.default_rng(seed).permutation(len(images))
+    n_val = max(1, int(round(val_fraction * len(images)))) if len(images) > 1 else 0
+    val = [images[i] for i in order[:n_val]] or images
+    train = [images[i] for i in order[n_val:]]
+    n_val_patches = max(64, patches // 20)
+    return Dataset(
+        f"folder:{folder}",
+        sample_patches(train, patch_size, patches, seed),
+        None,
+        sample_patches(val, patch_size, n_val_patches, seed + 1),
+        None,
+    )
+
+
+def load_dataset(spec: str, data_dir=None, channels: int = 0, patch_size: int = 64,
+                 patches: int = 20000, val_fraction: float = 0.1, seed: int = 0) -> Dataset:
+    """Loads a dataset by CLI spec: a name of :data:`SOURCES` or ``folder:PATH``."""
+    if spec.startswith("folder:"):
+        return load_folder(spec[len("folder:"):], channels or 3, patch_size, patches, val_fraction, seed)
+    ds = load_named(spec, data_dir)
+    if channels and channels != ds.channels:
+        raise ValueError(f"{spec} has {ds.channels} channel(s); --channels {channels} does not fit")
+    return ds

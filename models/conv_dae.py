@@ -1,0 +1,131 @@
+"""ConvDAE: a convolutional denoising autoencoder r(x̃) = g(f(x̃)).
+
+The encoder f and the decoder g are separate, named functional Keras models that the DAE
+composes. f maps an image ``(H, W, C)`` to a code ``(H / 2**depth, W / 2**depth, bottleneck)``;
+with ``skips=True`` it also hands g its per-level feature maps (a U-Net), and with
+``residual=True`` g predicts the correction ``r(x̃) - x̃`` and adds it back (residual learning,
+as in DnCNN). Both are fully convolutional: any image whose sides are multiples of
+``2**depth`` goes through (padding other sizes is the inference engine's job).
+
+The decoder's output distribution sets the loss, the negative log-likelihood
+``-log p_decoder(x | h)``: ``"gaussian"`` (squared error, linear output) or ``"bernoulli"``
+(binary cross-entropy, sigmoid output).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+DISTRIBUTIONS = ("gaussian", "bernoulli")
+
+
+def _conv_block(x, width, name):
+    for i in range(2):
+        x = layers.Conv2D(width, 3, padding="same", name=f"{name}_conv{i}")(x)
+        x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
+    return x
+
+
+def build_encoder(channels, widths, bottleneck, skips, name="encoder"):
+    """The encoder f: image -> code (plus the skip tensors when ``skips``)."""
+    image = keras.Input((None, None, channels), name="image")
+    x, outputs = image, [image] if skips else []
+    for level, width in enumerate(widths):
+        x = _conv_block(x, width, f"down{level}")
+        if skips:
+            outputs.append(x)
+        x = layers.Conv2D(width, 3, strides=2, padding="same", name=f"down{level}_stride")(x)
+        x = layers.Activation("relu", name=f"down{level}_stride_relu")(x)
+    code = layers.Conv2D(bottleneck, 3, padding="same", name="code_conv")(x)
+    code = layers.Activation("relu", name="code")(code)
+    outputs.append(code)
+    return keras.Model(image, outputs if skips else code, name=name)
+
+
+def build_decoder(channels, widths, bottleneck, skips, residual, distribution, name="decoder"):
+    """The decoder g: code (plus skips) -> reconstruction in the data's range."""
+    code = keras.Input((None, None, bottleneck), name="code")
+    inputs = [code]
+    if skips:
+        image = keras.Input((None, None, channels), name="image")
+        skip_inputs = [keras.Input((None, None, w), name=f"skip{i}") for i, w in enumerate(widths)]
+        inputs = [image, *skip_inputs, code]
+    x = code
+    for level in reversed(range(len(widths))):
+        width = widths[level]
+        x = layers.Conv2DTranspose(width, 3, strides=2, padding="same", name=f"up{level}_transpose")(x)
+        x = layers.Activation("relu", name=f"up{level}_transpose_relu")(x)
+        if skips:
+            x = layers.Concatenate(name=f"up{level}_concat")([x, skip_inputs[level]])
+        x = _conv_block(x, width, f"up{level}")
+    # The output layer stays float32 under mixed precision: the loss needs the precision.
+    if distribution == "bernoulli":
+        out = layers.Conv2D(channels, 1, activation="sigmoid", dtype="float32", name="reconstruction")(x)
+    elif residual and skips:
+        delta = layers.Conv2D(channels, 3, padding="same", dtype="float32", name="correction")(x)
+        image32 = layers.Activation("linear", dtype="float32", name="image_float32")(image)
+        out = layers.Add(dtype="float32", name="reconstruction")([image32, delta])
+    else:
+        out = layers.Conv2D(channels, 3, padding="same", dtype="float32", name="reconstruction")(x)
+    return keras.Model(inputs if skips else code, out, name=name)
+
+
+@keras.saving.register_keras_serializable(package="dae")
+class ConvDAE(keras.Model):
+    """A convolutional denoising autoencoder composed of a named encoder and decoder.
+
+    Args:
+        channels: image channels, 1 (grey) or 3 (colour).
+        widths: filters per resolution level; ``len(widths)`` is the depth (stride
+            ``2**depth``).
+        bottleneck: channels of the code h = f(x̃).
+        skips: U-Net skip connections from encoder to decoder.
+        residual: the decoder predicts r(x̃) - x̃ (needs ``skips`` and a Gaussian decoder).
+        distribution: ``"gaussian"`` (squared error) or ``"bernoulli"`` (cross-entropy).
+    """
+
+    def __init__(self, channels=1, widths=(32, 64), bottleneck=64, skips=True, residual=True,
+                 distribution="gaussian", **kwargs):
+        super().__init__(**kwargs)
+        widths = tuple(int(w) for w in widths)
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        if not widths or min(widths) < 1:
+            raise ValueError(f"widths must be a non-empty list of positive ints, got {widths}")
+        if distribution not in DISTRIBUTIONS:
+            raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
+        if residual and (not skips or distribution != "gaussian"):
+            raise ValueError("residual=True needs skips=True and a gaussian decoder "
+                             f"(got skips={skips}, distribution={distribution!r})")
+        self.channels, self.widths, self.bottleneck = int(channels), widths, int(bottleneck)
+        self.skips, self.residual, self.distribution = bool(skips), bool(residual), distribution
+        self.encoder = build_encoder(self.channels, widths, self.bottleneck, self.skips)
+        self.decoder = build_decoder(self.channels, widths, self.bottleneck, self.skips,
+                                     self.residual, distribution)
+        self.build((None, None, None, self.channels))
+
+    @property
+    def stride(self) -> int:
+        """Image sides must be multiples of this."""
+        return 2 ** len(self.widths)
+
+    def call(self, inputs, training=False):
+        return self.decoder(self.encoder(inputs, training=training), training=training)
+
+    def encode(self, images):
+        """The representation h = f(x̃), the code tensor alone."""
+        out = self.encoder(images)
+        return out[-1] if self.skips else out
+
+    def loss_function(self):
+        """The negative log-likelihood of the decoder's distribution, as a Keras loss."""
+        if self.distribution == "bernoulli":
+            return keras.losses.BinaryCrossentropy(name="bernoulli_nll")
+        return keras.losses.MeanSquaredError(name="gaussian_nll")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(channels=self.channels, widths=list(self.widths), bottleneck=self.bottleneck,
+                      skips=self.skips, residual=self.residual, distribution=self.distribution)
+        return config

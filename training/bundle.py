@@ -1,0 +1,118 @@
+"""Ships a finished run as a bundled model: ``models/bundled/NAME.keras`` and its card.
+
+    python -m training.bundle runs/fmnist-blind --name fashion-mnist \\
+        --description "Blind Fashion-MNIST denoiser"
+
+The card records the exact command that trained the model, its config, the training time on
+this machine, the input convention the engine must follow, and the model's PSNR on the
+dataset's test split (or on ``--eval-images DIR`` for photo models) at the fixed benchmark grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+from data.corruption import BENCHMARK_SETTINGS
+from models.registry import BUNDLED_DIR, load_model
+from training.cli import load_config
+from training.evaluation import evaluate_denoiser
+from training.pretrain import PretrainConfig
+
+
+def pretrain_command(config: PretrainConfig) -> str:
+    """The ``python -m training.pretrain`` command line that reproduces ``config``."""
+    parts = ["python", "-m", "training.pretrain"]
+    for name, value in vars(config).items():
+        default = PretrainConfig.__dataclass_fields__[name].default
+        if value == default or value is None:
+            continue
+        flag = "--" + PretrainConfig.__dataclass_fields__[name].metadata.get("flag", name).replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, tuple) and name == "corruptions":
+            for item in value:
+                parts += [flag, item]
+        elif isinstance(value, tuple):
+            parts += [flag, *map(str, value)]
+        else:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
+def test_scores(model, config: PretrainConfig, eval_images: str | None, limit: int) -> dict:
+    """PSNR on the test split (named datasets) or on a separate folder of clean photos."""
+    from data.datasets import load_folder_images, load_named
+    from data.images import to_model
+
+    if eval_images:
+        from app.engine import denoise
+
+        images, _ = load_folder_images(eval_images, channels=model.channels)
+        clean = [to_model(im) for im in images[: limit or None]]
+        settings = [("gaussian", s / 255) for s in (15, 25, 50)]
+        scores = {}
+        for name, level in settings:
+            per = [evaluate_denoiser(lambda b: denoise(b[0], model).output[None], im[None], [(name, level)])
+                   for im in clean]
+            key = f"{name}:{level:g}"
+            scores[key] = {k: round(sum(p[key][k] for p in per) / len(per), 3)
+                           for k in ("noisy_psnr", "denoised_psnr")}
+        return {"split": f"photos in {eval_images}", "images": len(clean), "psnr": scores}
+    data = load_named(config.dataset, config.data_dir)
+    clean = to_model(data.x_test[: limit or None])
+    denoise_batch = lambda batch: model.predict(batch, batch_size=256, verbose=0)  # noqa: E731
+    psnr = evaluate_denoiser(denoise_batch, clean, BENCHMARK_SETTINGS, seed=0)
+    return {"split": f"{config.dataset} test", "images": int(len(clean)), "psnr": psnr}
+
+
+def bundle(run_dir: Path, name: str, description: str, eval_images: str | None = None,
+           limit: int = 0) -> dict:
+    """Copies ``run_dir/model.keras`` into the bundle and writes its card. Returns the card."""
+    config = load_config(PretrainConfig, run_dir / "config.json")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    model = load_model(run_dir)
+    card = {
+        "name": name,
+        "description": description,
+        "channels": model.channels,
+        "stride": model.stride,
+        "input": {"dtype": "float32", "range": [0.0, 1.0], "layout": "HWC",
+                  "colour": "grey" if model.channels == 1 else "RGB"},
+        "training": {
+            "command": pretrain_command(config),
+            "dataset": config.dataset,
+            "corruptions": list(config.corruptions),
+            "epochs_run": metrics["epochs_run"],
+            "train_seconds": metrics["train_seconds"],
+            "machine": f"{platform.machine()} CPU, 2 cores (no GPU)",
+        },
+        "config": json.loads((run_dir / "config.json").read_text()),
+        "parameters": int(model.count_params()),
+        "scores": test_scores(model, config, eval_images, limit),
+    }
+    BUNDLED_DIR.mkdir(parents=True, exist_ok=True)
+    model.save(BUNDLED_DIR / f"{name}.keras")  # loaded without compiling: no optimizer state
+    (BUNDLED_DIR / f"{name}.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    return card
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--description", default="")
+    parser.add_argument("--eval-images", help="folder of clean test photos (for folder-trained models)")
+    parser.add_argument("--limit", type=int, default=0, help="score only this many test images")
+    args = parser.parse_args(argv)
+    card = bundle(args.run_dir, args.name, args.description, args.eval_images, args.limit)
+    print(json.dumps(card["scores"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

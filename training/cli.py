@@ -1,0 +1,75 @@
+"""Command lines generated from the frozen config dataclasses, so the two cannot drift.
+
+Each field becomes ``--field-name``; its ``metadata["help"]`` is the help text. Booleans get
+``--x/--no-x``; ``tuple[int, ...]`` takes several values; ``tuple[str, ...]`` is repeatable
+under the singular flag in ``metadata["flag"]`` (``--corruption A --corruption B``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from pathlib import Path
+
+
+def _flag(field) -> str:
+    return "--" + field.metadata.get("flag", field.name).replace("_", "-")
+
+
+def build_parser(cls, description: str) -> argparse.ArgumentParser:
+    """An argparse parser with one option per field of the dataclass ``cls``."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        kind, help_ = hints[field.name], field.metadata.get("help", "")
+        kwargs = {"dest": field.name, "help": help_, "default": field.default}
+        if "choices" in field.metadata:
+            kwargs["choices"] = field.metadata["choices"]
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif kind == tuple[int, ...]:
+            kwargs.update(type=int, nargs="+")
+        elif kind == tuple[str, ...]:
+            kwargs.update(action="append", default=None)
+            kwargs["help"] = f"{help_} (repeatable; default: {' '.join(field.default)})"
+        elif typing.get_origin(kind) in (typing.Union, getattr(__import__("types"), "UnionType")):
+            kwargs["type"] = next(a for a in typing.get_args(kind) if a is not type(None))
+        else:
+            kwargs["type"] = kind
+        parser.add_argument(_flag(field), **kwargs)
+    return parser
+
+
+def parse_config(cls, description: str, argv=None):
+    """Parses ``argv`` into an instance of ``cls``; errors exit with argparse's message."""
+    parser = build_parser(cls, description)
+    args = vars(parser.parse_args(argv))
+    values = {k: v for k, v in args.items() if v is not None}
+    try:
+        return config_from_dict(cls, values)
+    except ValueError as err:
+        parser.error(str(err))
+
+
+def config_from_dict(cls, values: dict):
+    """Builds ``cls`` from a mapping; unknown keys are an error that names them."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {', '.join(unknown)}; expected some of {sorted(names)}")
+    hints = typing.get_type_hints(cls)
+    fixed = {k: tuple(v) if typing.get_origin(hints[k]) is tuple else v for k, v in values.items()}
+    return cls(**fixed)
+
+
+def save_config(config, path: Path) -> None:
+    """Writes a config dataclass as JSON."""
+    Path(path).write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+
+
+def load_config(cls, path: Path):
+    """Reads a config dataclass written by :func:`save_config`."""
+    return config_from_dict(cls, json.loads(Path(path).read_text()))

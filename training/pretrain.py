@@ -1,0 +1,281 @@
+"""Pretraining: a conv DAE learns to map x̃ ~ C(x̃ | x) back to x.
+
+    python -m training.pretrain --dataset fashion_mnist \\
+        --corruption gaussian:0.05-0.5 --corruption salt_pepper:0.05-0.5 \\
+        --corruption masking:0.1-0.6 --epochs 20 --out runs/fmnist-blind
+
+A run writes its folder: ``config.json``, ``model.keras``, ``metrics.json``, ``history.csv``,
+TensorBoard ``logs/``, ``samples.png``. A killed run restarted with the same command resumes
+from its last finished epoch (``keras.callbacks.BackupAndRestore``).
+
+On a GPU it uses mixed precision and XLA; with several GPUs ``tf.distribute.MirroredStrategy``;
+with ``TF_CONFIG`` set, ``MultiWorkerMirroredStrategy`` across machines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import field
+from pathlib import Path
+
+import numpy as np
+
+from data.corruption import BENCHMARK_SETTINGS, CorruptionSpec
+from data.datasets import DatasetNotFoundError, load_dataset, split_validation
+from training.cli import parse_config, save_config
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    """Everything a pretraining run depends on; saved as the run's ``config.json``."""
+
+    dataset: str = field(default="fashion_mnist", metadata={
+        "help": "mnist, fashion_mnist, cifar10, cifar100 or folder:PATH (any image folder)"})
+    data_dir: str | None = field(default=None, metadata={
+        "help": "folder with the dataset's original files (default: env var, usual places)"})
+    corruptions: tuple[str, ...] = field(
+        # Blind over all three processes and a wide range: one model for every strength.
+        default=("gaussian:0.05-0.5", "salt_pepper:0.05-0.5", "masking:0.1-0.6"),
+        metadata={"flag": "corruption", "help": "NAME:LEVEL or NAME:LOW-HIGH; one drawn per image"})
+    epochs: int = field(default=20, metadata={"help": "training epochs (early stopping may end sooner)"})
+    batch_size: int = field(default=64, metadata={
+        "help": "global batch size; 64 trades speed for enough updates on a 2-core CPU"})
+    learning_rate: float = field(default=2e-3, metadata={
+        "help": "peak Adam learning rate, cosine-decayed to zero over the run"})
+    widths: tuple[int, ...] = field(default=(32, 64), metadata={
+        "help": "filters per resolution level; the count is the depth (28x28 -> 7x7 with 2)"})
+    bottleneck: int = field(default=128, metadata={"help": "channels of the code h = f(x̃)"})
+    skips: bool = field(default=True, metadata={"help": "U-Net skip connections (sharper output)"})
+    residual: bool = field(default=True, metadata={
+        "help": "decoder predicts the correction r(x̃) - x̃ (gaussian decoder only)"})
+    distribution: str = field(default="gaussian", metadata={
+        "choices": ("gaussian", "bernoulli"),
+        "help": "decoder output distribution: gaussian = squared error, bernoulli = cross-entropy"})
+    val_fraction: float = field(default=0.1, metadata={"help": "share of train held out for validation"})
+    limit: int = field(default=0, metadata={"help": "use only this many training images (0 = all)"})
+    patience: int = field(default=5, metadata={"help": "early-stopping patience in epochs"})
+    seed: int = field(default=0, metadata={"help": "seeds splits, shuffling, corruption and init"})
+    channels: int = field(default=0, metadata={
+        "help": "1 or 3 for folder datasets (0 = the dataset's own; folders default to 3)"})
+    patch_size: int = field(default=64, metadata={"help": "patch side for folder datasets"})
+    patches: int = field(default=20000, metadata={"help": "training patches cut from a folder"})
+    eval_images: int = field(default=1000, metadata={"help": "validation images scored in metrics.json"})
+    distribute: str = field(default="auto", metadata={
+        "choices": ("auto", "none", "mirrored", "multiworker"),
+        "help": "auto: multiworker if TF_CONFIG is set, mirrored on >1 GPU, else none"})
+    cpu_devices: int = field(default=0, metadata={
+        "help": "split the CPU into this many logical devices (to exercise mirrored on a CPU)"})
+    mixed_precision: str = field(default="auto", metadata={
+        "choices": ("auto", "on", "off"), "help": "float16 compute; auto = on when a GPU is present"})
+    jit: str = field(default="auto", metadata={
+        "choices": ("auto", "on", "off"), "help": "XLA compilation; auto = on when a GPU is present"})
+    out: str = field(default="runs/dae", metadata={"help": "run folder"})
+
+    def __post_init__(self):
+        for text in self.corruptions:
+            CorruptionSpec.parse(text)
+        if not self.corruptions:
+            raise ValueError("at least one --corruption is needed")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch size must be >= 1, got {self.epochs}, {self.batch_size}")
+
+    @property
+    def specs(self) -> list[CorruptionSpec]:
+        return [CorruptionSpec.parse(text) for text in self.corruptions]
+
+
+def model_kwargs(config) -> dict:
+    """Constructor arguments of :class:`ConvDAE` from a config."""
+    return dict(widths=config.widths, bottleneck=config.bottleneck, skips=config.skips,
+                residual=config.residual and config.distribution == "gaussian",
+                distribution=config.distribution)
+
+
+def configure_devices(config):
+    """Returns ``(strategy, use_gpu_features)``; sets the dtype policy. Call before any TF op."""
+    import keras
+    import tensorflow as tf
+
+    if config.cpu_devices > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * config.cpu_devices)
+    gpus = tf.config.list_physical_devices("GPU")
+    mode = config.distribute
+    if mode == "auto":
+        mode = "multiworker" if os.environ.get("TF_CONFIG") else ("mirrored" if len(gpus) > 1 else "none")
+    if mode == "multiworker":
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    elif mode == "mirrored":
+        devices = [d.name for d in tf.config.list_logical_devices("GPU" if gpus else "CPU")]
+        strategy = tf.distribute.MirroredStrategy(devices)
+    else:
+        strategy = tf.distribute.get_strategy()
+    mixed = config.mixed_precision == "on" or (config.mixed_precision == "auto" and gpus)
+    keras.config.set_dtype_policy("mixed_float16" if mixed else "float32")
+    jit = config.jit == "on" or (config.jit == "auto" and bool(gpus))
+    return strategy, jit
+
+
+def is_chief(strategy) -> bool:
+    """True unless this process is a non-chief worker of a multi-worker job."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or resolver.task_type is None:
+        return True
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def worker_dir(run_dir: Path, strategy) -> Path:
+    """Where this process writes: the run folder for the chief, a sub-folder for other workers."""
+    if is_chief(strategy):
+        return run_dir
+    resolver = strategy.cluster_resolver
+    return run_dir / "workers" / f"{resolver.task_type}{resolver.task_id}"
+
+
+def prepare_run_dir(config, run_dir: Path) -> None:
+    """Creates the run folder; refuses to mix two different configs in one folder."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "config.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        new = dataclasses.asdict(config)
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != json.loads(json.dumps(new.get(k))))
+        if diff:
+            raise ValueError(f"{run_dir} holds a run with a different config (differs in: "
+                             f"{', '.join(diff)}); use another --out to start a new run")
+    save_config(config, path)
+
+
+def train(config: PretrainConfig) -> dict:
+    """Runs pretraining and writes the run folder. Returns the metrics written."""
+    strategy, jit = configure_devices(config)
+    import keras
+
+    from data.pipeline import denoising_dataset
+    from models.conv_dae import ConvDAE
+
+    keras.utils.set_random_seed(config.seed)
+    data = load_dataset(config.dataset, config.data_dir, channels=config.channels,
+                        patch_size=config.patch_size, patches=config.patches,
+                        val_fraction=config.val_fraction, seed=config.seed)
+    if data.y_train is None:  # folder: already split by image
+        x_train, x_val = data.x_train, data.x_test
+    else:
+        x_train, _, x_val, _ = split_validation(data.x_train, data.y_train, config.val_fraction, config.seed)
+    if config.limit:
+        x_train = x_train[: config.limit]
+    x_val = x_val[: max(config.eval_images, config.batch_size)]
+    out_dir = worker_dir(Path(config.out), strategy)
+    prepare_run_dir(config, out_dir)
+
+    augment = data.y_train is None
+    specs = config.specs
+    train_ds = denoising_dataset(x_train, specs, config.batch_size, config.seed, augment=augment)
+    val_ds = denoising_dataset(x_val, specs, config.batch_size, config.seed + 1, shuffle=False,
+                               fresh_noise=False)
+    steps = len(x_train) // config.batch_size
+    if steps < 1:
+        raise ValueError(f"{len(x_train)} training images is fewer than one batch of {config.batch_size}")
+
+    with strategy.scope():
+        model = ConvDAE(channels=data.channels, name="conv_dae", **model_kwargs(config))
+        schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * steps)
+        model.compile(optimizer=keras.optimizers.Adam(schedule), loss=model.loss_function(),
+                      jit_compile=jit)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(out_dir / "backup")),
+        keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoint.keras")),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True),
+        keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(out_dir / "logs")),
+    ]
+    started = time.time()
+    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
+                        callbacks=callbacks, verbose="auto" if sys.stdout.isatty() else 2)
+    seconds = time.time() - started
+    model.save(out_dir / "model.keras")
+    (out_dir / "checkpoint.keras").unlink(missing_ok=True)
+    if not is_chief(strategy):
+        return {}
+    return summarize(out_dir, config, x_val, history.history, seconds)
+
+
+def summarize(run_dir: Path, config: PretrainConfig, x_val: np.ndarray, history: dict,
+              seconds: float) -> dict:
+    """Scores the saved model on validation images and writes ``metrics.json`` and samples."""
+    from data.images import to_model
+    from models.registry import load_model
+    from training.evaluation import evaluate_denoiser
+
+    model = load_model(run_dir)
+    clean = to_model(x_val[: config.eval_images])
+    names = {s.name for s in config.specs}
+    settings = [s for s in BENCHMARK_SETTINGS if s[0] in names] or [
+        (s.name, (s.low + s.high) / 2) for s in config.specs]
+    denoise = lambda batch: model.predict(batch, batch_size=128, verbose=0)  # noqa: E731
+    metrics = {
+        "val_loss": [round(float(v), 6) for v in history.get("val_loss", [])],
+        "loss": [round(float(v), 6) for v in history.get("loss", [])],
+        "epochs_run": len(history.get("loss", [])),
+        "train_seconds": round(seconds, 1),
+        "validation_images": int(len(clean)),
+        "psnr": evaluate_denoiser(denoise, clean, settings, seed=config.seed),
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    save_samples(run_dir / "samples.png", model, clean[:8], settings, config.seed)
+    return metrics
+
+
+def save_samples(path: Path, model, clean: np.ndarray, settings, seed: int) -> None:
+    """A picture with rows clean / corrupted / reconstructed for each corruption setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from data.corruption import corrupt
+
+    rows = []
+    for name, level in settings:
+        noisy = corrupt(clean, name, level, seed)
+        rows += [("clean", clean), (f"{name} {level:g}", noisy),
+                 ("reconstructed", np.clip(model.predict(noisy, verbose=0), 0, 1))]
+    fig, axes = plt.subplots(len(rows), len(clean), figsize=(len(clean), len(rows)), squeeze=False)
+    for r, (label, images) in enumerate(rows):
+        for c, image in enumerate(images):
+            ax = axes[r, c]
+            ax.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(label, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    """CLI entry point: ``python -m training.pretrain --help``."""
+    config = parse_config(PretrainConfig, __doc__.split("\n\n")[0], argv)
+    try:
+        metrics = train(config)
+    except (DatasetNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if metrics:
+        for setting, score in metrics["psnr"].items():
+            print(f"{setting:>18}: noisy {score['noisy_psnr']:6.2f} dB -> "
+                  f"denoised {score['denoised_psnr']:6.2f} dB")
+        print(f"run folder: {config.out}")
+    return 0
+
+if __name__ == "__main__":
+    sys.exit(main())
