@@ -1,21 +1,51 @@
-"""The one pair of functions through which pixels enter and leave the models.
+"""The one pair of functions through which pixels enter and leave the models, and image files.
 
 ``to_model`` owns dtype, range and bit depth on the way in (integers of any depth to float32
-in ``[0, 1]``, always ``(H, W, C)``); ``from_model`` owns the way back (clip, round, the
-requested integer depth). Everything else (datasets, engine, UI, benchmarks) calls these.
+in ``[0, 1]``, or the range a model's card asks for, always ``(H, W, C)``); ``from_model`` owns
+the way back (clip, round, the requested integer depth). Everything else (datasets, engine, UI,
+benchmarks) calls these.
+
+``load_image`` / ``save_image`` read and write real files: PNG (8/16-bit, palette, grey+alpha,
+RGBA), JPEG (baseline, progressive, CMYK, grey, EXIF-rotated), TIFF (8/16-bit), BMP, WebP, GIF
+(first frame), PGM/PPM. Pixels come out upright (EXIF orientation applied) with the alpha
+channel split off, so a denoiser only ever sees colour; ``save_image`` writes them back in the
+original mode and bit depth with the ICC profile and EXIF (minus orientation), atomically.
+Every file that cannot be used raises a subclass of :class:`ImageReadError` that says why.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import io
+import os
+import re
+import stat
+import struct
+import tempfile
+import warnings
+import zlib
+from pathlib import Path
+
 import numpy as np
 
+DEFAULT_MAX_PIXELS = 100_000_000
+"""Largest image ``load_image`` decodes by default (100 MP: a 24 MP photo passes with room to
+spare, while a decompression bomb, a few kB claiming gigapixels, is refused before decoding)."""
 
-def to_model(image: np.ndarray) -> np.ndarray:
-    """Converts an image or batch to float32 in ``[0, 1]`` with an explicit channel axis.
+MAX_SIDE = 65_536
+"""Longest side accepted: no JPEG or WebP can be larger, and no camera or scanner comes close."""
+
+EXIF_ORIENTATION = 0x0112
+
+
+def to_model(image: np.ndarray, value_range=(0.0, 1.0)) -> np.ndarray:
+    """Converts an image or batch to float32 with an explicit channel axis.
 
     Args:
         image: ``(H, W)``, ``(H, W, C)`` or ``(N, H, W, C)``; uint8, uint16, bool or float
             (floats are taken to be in ``[0, 1]`` already).
+        value_range: ``(low, high)`` the model expects (from its card); black maps to ``low``
+            and full scale to ``high``. The default is ``[0, 1]``.
 
     Returns:
         float32 array, ``(H, W, C)`` or ``(N, H, W, C)``.
@@ -26,31 +56,48 @@ def to_model(image: np.ndarray) -> np.ndarray:
     if arr.ndim not in (3, 4):
         raise ValueError(f"expected an image (H, W[, C]) or batch (N, H, W, C), got shape {arr.shape}")
     if arr.dtype == np.bool_:
-        return arr.astype(np.float32)
-    if np.issubdtype(arr.dtype, np.integer):
-        return arr.astype(np.float32) / float(np.iinfo(arr.dtype).max)
-    if np.issubdtype(arr.dtype, np.floating):
-        return np.clip(arr, 0.0, 1.0).astype(np.float32)
-    raise ValueError(f"unsupported pixel type {arr.dtype}; expected integers or floats")
+        out = arr.astype(np.float32)
+    elif np.issubdtype(arr.dtype, np.integer):
+        out = arr.astype(np.float32) / float(np.iinfo(arr.dtype).max)
+    elif np.issubdtype(arr.dtype, np.floating):
+        out = np.clip(arr, 0.0, 1.0).astype(np.float32)
+    else:
+        raise ValueError(f"unsupported pixel type {arr.dtype}; expected integers or floats")
+    low, high = _check_range(value_range)
+    if (low, high) != (0.0, 1.0):
+        out = out * np.float32(high - low) + np.float32(low)
+    return out
 
 
-def from_model(image: np.ndarray, dtype=np.uint8) -> np.ndarray:
-    """Converts model output (float, nominally ``[0, 1]``) to the given pixel type.
+def from_model(image: np.ndarray, dtype=np.uint8, value_range=(0.0, 1.0)) -> np.ndarray:
+    """Converts model output (float, nominally in ``value_range``) to the given pixel type.
 
     Args:
         image: float array of any shape.
         dtype: ``np.uint8``, ``np.uint16`` or a float type (then clipped to ``[0, 1]`` only).
+        value_range: ``(low, high)`` the model works in (from its card); default ``[0, 1]``.
 
     Returns:
         The clipped, rounded array in ``dtype``.
     """
-    arr = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
+    arr = np.asarray(image, dtype=np.float32)
+    low, high = _check_range(value_range)
+    if (low, high) != (0.0, 1.0):
+        arr = (arr - np.float32(low)) / np.float32(high - low)
+    arr = np.clip(arr, 0.0, 1.0)
     dtype = np.dtype(dtype)
     if np.issubdtype(dtype, np.floating):
         return arr.astype(dtype)
     if dtype not in (np.uint8, np.uint16):
         raise ValueError(f"output pixel type must be uint8, uint16 or float, got {dtype}")
     return np.rint(arr * np.iinfo(dtype).max).astype(dtype)
+
+
+def _check_range(value_range) -> tuple[float, float]:
+    low, high = (float(v) for v in value_range)
+    if not high > low:
+        raise ValueError(f"value range must be (low, high) with high > low, got {tuple(value_range)}")
+    return low, high
 
 
 def match_channels(image: np.ndarray, channels: int) -> np.ndarray:
@@ -70,8 +117,67 @@ def match_channels(image: np.ndarray, channels: int) -> np.ndarray:
     raise ValueError(f"cannot convert {have} channels to {channels}; expected 1 or 3")
 
 
+# ---------------------------------------------------------------- errors
+
+
 class ImageReadError(ValueError):
-    """An image file that cannot be used, with a message that says why."""
+    """An image file that cannot be used, with a message that says why.
+
+    ``reason`` is a short machine-readable code (for manifests); subclasses set it.
+    """
+
+    reason = "unreadable"
+
+
+class ImageNotFoundError(ImageReadError):
+    """The path does not exist or is not a regular file."""
+
+    reason = "not_found"
+
+
+class EmptyImageError(ImageReadError):
+    """The file has zero bytes."""
+
+    reason = "empty"
+
+
+class NotAnImageError(ImageReadError):
+    """The bytes are not an image in any format we read (a text file named ``.png``, ...)."""
+
+    reason = "not_an_image"
+
+
+class TruncatedImageError(ImageReadError):
+    """The header is fine but the pixel data stops early or is damaged."""
+
+    reason = "truncated"
+
+
+class ImageTooLargeError(ImageReadError):
+    """More pixels than the limit: a decompression bomb, or simply too big to denoise here."""
+
+    reason = "too_large"
+
+
+class ImageDimensionsError(ImageReadError):
+    """The header claims a size no real image has (a zero or absurdly long side)."""
+
+    reason = "bad_dimensions"
+
+
+class UnsupportedImageError(ImageReadError):
+    """A real image in a mode we do not denoise (32-bit float, multi-sample scientific data)."""
+
+    reason = "unsupported"
+
+
+class ImageWriteError(OSError):
+    """An image that cannot be written in the requested format (say, alpha into JPEG)."""
+
+    reason = "write_failed"
+
+
+# ---------------------------------------------------------------- reading
 
 
 def read_image(path, mode: str | None = None) -> np.ndarray:
@@ -83,22 +189,474 @@ def read_image(path, mode: str | None = None) -> np.ndarray:
             ``(H, W)`` uint8/uint16 and everything else as RGB uint8.
 
     Raises:
-        ImageReadError: the file is missing, empty, not an image, truncated or too large.
+        ImageReadError: the file is missing, empty, not an image, truncated or too large (one of
+            its subclasses, each with a specific message).
     """
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
-    try:
-        with Image.open(path) as im:
+    name, data = _read_source(path)
+    with _open_pil(name, data, DEFAULT_MAX_PIXELS) as im:
+        with _decoding(name):
             im = ImageOps.exif_transpose(im)
             if mode is not None:
                 im = im.convert(mode)
             elif im.mode not in ("L", "I;16", "RGB"):
                 im = im.convert("RGB")
             arr = np.asarray(im)
-    except FileNotFoundError as err:
-        raise ImageReadError(f"{path}: no such file") from err
-    except Image.DecompressionBombError as err:
-        raise ImageReadError(f"{path}: image too large ({err})") from err
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ImageReadError(f"{path}: not a readable image ({err})") from err
     return arr.astype(np.uint16) if arr.dtype.byteorder not in ("=", "|") else arr
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageFile:
+    """An image as read from a file, ready for a denoiser and for writing back.
+
+    Attributes:
+        pixels: ``(H, W, C)`` uint8 or uint16, ``C`` 1 (grey) or 3 (colour), upright, no alpha.
+        alpha: ``(H, W)`` of the same dtype, or ``None``.
+        format: Pillow's format name (``"PNG"``, ``"JPEG"``, ``"TIFF"``, ``"BMP"``, ``"WEBP"``,
+            ``"GIF"``, ``"PPM"``).
+        mode: the file's original Pillow mode (``"1"``, ``"L"``, ``"LA"``, ``"P"``, ``"RGB"``,
+            ``"RGBA"``, ``"CMYK"``, ``"I;16"``, ...); 16-bit colour reads as ``"RGB"``/``"RGBA"``
+            with uint16 pixels.
+        info: what ``save_image`` writes back: ``icc_profile``, ``exif`` (orientation removed),
+            ``dpi``, and encoder hints (``progressive``, ``lossless``, ``compression``), plus
+            ``frames`` (only the first frame of an animation or multi-page file is used).
+    """
+
+    pixels: np.ndarray
+    alpha: np.ndarray | None
+    format: str
+    mode: str
+    info: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)``."""
+        return int(self.pixels.shape[1]), int(self.pixels.shape[0])
+
+    @property
+    def bit_depth(self) -> int:
+        """Bits per sample: 8 or 16."""
+        return 8 * self.pixels.dtype.itemsize
+
+
+def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageFile:
+    """Reads an image file (path or bytes) for denoising.
+
+    Args:
+        source: a path, or the file's bytes.
+        max_pixels: refuse images with more pixels than this (checked from the header, before
+            any decoding).
+
+    Returns:
+        An :class:`ImageFile`.
+
+    Raises:
+        ImageReadError: one of its subclasses, whose message names the file and says what is
+            wrong: :class:`ImageNotFoundError`, :class:`EmptyImageError`,
+            :class:`NotAnImageError`, :class:`TruncatedImageError`,
+            :class:`ImageTooLargeError`, :class:`ImageDimensionsError`,
+            :class:`UnsupportedImageError`.
+    """
+    name, data = _read_source(source)
+    with _open_pil(name, data, max_pixels) as im:
+        with _decoding(name):
+            if _is_sixteen_bit_colour(im):
+                pixels, alpha = _decode_sixteen_bit_colour(name, data, im)
+            else:
+                pixels, alpha = _pil_pixels(name, im)
+        info = _keep_info(im, data)
+        orientation = im.getexif().get(EXIF_ORIENTATION, 1)
+        pixels, alpha = _orient(pixels, orientation), _orient(alpha, orientation)
+        return ImageFile(np.ascontiguousarray(pixels), None if alpha is None else np.ascontiguousarray(alpha),
+                         im.format or "PNG", im.mode if not _is_la16(im) else "LA", info)
+
+
+def _read_source(source) -> tuple[str, bytes]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        name = "<bytes>"
+    else:
+        path = Path(source)
+        name = str(path)
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError) as err:
+            raise ImageNotFoundError(f"{name}: no such file") from err
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageNotFoundError(f"{name}: not a regular file (a folder, device or pipe)")
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise ImageNotFoundError(f"{name}: cannot read ({err.strerror or err})") from err
+    if not data:
+        raise EmptyImageError(f"{name}: the file is empty (0 bytes)")
+    return name, data
+
+
+class _decoding:
+    """Maps Pillow's and OpenCV's decoding failures to our specific errors."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, tb):
+        if err is None or isinstance(err, ImageReadError):
+            return False
+        text = str(err)
+        if isinstance(err, (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)):
+            if "truncated" in text or isinstance(err, (EOFError, struct.error)) or "broken" in text:
+                raise TruncatedImageError(
+                    f"{self.name}: the pixel data is truncated or damaged ({text})") from err
+            raise TruncatedImageError(f"{self.name}: the pixel data cannot be decoded ({text})") from err
+        return False
+
+
+def _open_pil(name: str, data: bytes, max_pixels: int):
+    from PIL import Image, UnidentifiedImageError
+
+    with warnings.catch_warnings():
+        # We check the size ourselves (below) with a message that says what to do.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as err:
+            found = re.search(r"\((\d+) pixels\)", str(err))
+            claimed = f"{int(found.group(1)) / 1e6:,.0f} MP" if found else "too many pixels"
+            raise ImageTooLargeError(
+                f"{name}: the header claims {claimed}, past the decompression-bomb limit "
+                f"({max_pixels / 1e6:g} MP); refusing to decode it") from err
+        except UnidentifiedImageError as err:
+            raise NotAnImageError(
+                f"{name}: not an image ({len(data)} bytes starting {data[:8]!r}); expected PNG, JPEG, "
+                "TIFF, BMP, WebP, GIF, PGM or PPM") from err
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error) as err:
+            raise NotAnImageError(f"{name}: the header is damaged ({err})") from err
+    _check_dimensions(name, im.size, max_pixels)
+    return im
+
+
+def _check_dimensions(name: str, size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width < 1 or height < 1:
+        raise ImageDimensionsError(f"{name}: the header says {width} x {height} pixels; a side cannot be 0")
+    if max(width, height) > MAX_SIDE:
+        raise ImageDimensionsError(
+            f"{name}: the header says {width} x {height} pixels; sides longer than {MAX_SIDE} px "
+            "are not real images")
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{name}: {width} x {height} = {width * height / 1e6:,.1f} MP is more than the "
+            f"{max_pixels / 1e6:g} MP limit (a decompression bomb, or raise the limit)")
+
+
+def _raw_mode(tile) -> tuple[str, object]:
+    args = tile[3]
+    if isinstance(args, str):
+        return args, None
+    if isinstance(args, tuple) and args:
+        return (args[0] if isinstance(args[0], str) else ""), (args[1] if len(args) > 1 else None)
+    return "", None
+
+
+def _is_sixteen_bit_colour(im) -> bool:
+    """Pillow has no 16-bit colour modes: it reads such files as 8-bit. Spot them."""
+    if im.mode not in ("RGB", "RGBA"):
+        return False
+    for tile in im.tile:
+        raw, extra = _raw_mode(tile)
+        if ";16" in raw:
+            return True
+        if im.format == "PPM" and isinstance(extra, int) and extra > 255:
+            return True
+    return False
+
+
+def _is_la16(im) -> bool:
+    return im.mode == "RGBA" and any(_raw_mode(t)[0].startswith("LA;16") for t in im.tile)
+
+
+def _decode_sixteen_bit_colour(name, data, im):
+    import cv2
+
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.dtype != np.uint16 or arr.shape[:2] != (im.size[1], im.size[0]):
+        raise TruncatedImageError(f"{name}: the 16-bit pixel data cannot be decoded")
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if _is_la16(im):
+        return arr[..., :1], arr[..., 3]
+    rgb = arr[..., 2::-1] if arr.shape[-1] >= 3 else np.repeat(arr, 3, axis=-1)
+    return rgb, (arr[..., 3] if arr.shape[-1] == 4 else None)
+
+
+def _pil_pixels(name, im):
+    """``(pixels (H, W, C), alpha (H, W) or None)`` of the first frame of a Pillow image."""
+    im.load()
+    mode = im.mode
+    if mode == "F" or mode.startswith("I;32") or mode == "I;16S":
+        raise UnsupportedImageError(f"{name}: mode {mode} (float or 32-bit samples); expected 8- or 16-bit")
+    if mode.startswith("I;16"):
+        return _native(np.asarray(im))[..., None], None
+    if mode == "I":
+        arr = np.asarray(im)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise UnsupportedImageError(
+                f"{name}: 32-bit integer samples from {arr.min()} to {arr.max()}; expected 0..65535")
+        return arr.astype(np.uint16)[..., None], None
+    if mode in ("1", "L"):
+        return np.asarray(im.convert("L"))[..., None], None
+    if mode in ("LA", "La"):
+        arr = np.asarray(im.convert("LA"))
+        return arr[..., :1], arr[..., 1]
+    if mode == "P" and "transparency" not in im.info:
+        return np.asarray(im.convert("RGB")), None
+    if mode in ("RGBA", "RGBa", "PA", "P"):
+        arr = np.asarray(im.convert("RGBA"))
+        return arr[..., :3], arr[..., 3]
+    return np.asarray(im.convert("RGB")), None
+
+
+def _native(arr: np.ndarray) -> np.ndarray:
+    return arr.astype(arr.dtype.newbyteorder("=")) if arr.dtype.byteorder not in ("=", "|") else arr
+
+
+def _orient(arr, orientation: int):
+    """Applies an EXIF orientation (1..8) to ``(H, W[, C])`` pixels, as ImageOps.exif_transpose."""
+    if arr is None or orientation not in _ORIENTATIONS:
+        return arr
+    return _ORIENTATIONS[orientation](arr)
+
+
+_ORIENTATIONS = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _keep_info(im, data: bytes) -> dict:
+    info = {}
+    if im.info.get("icc_profile"):
+        info["icc_profile"] = im.info["icc_profile"]
+    exif = im.getexif()
+    exif.pop(EXIF_ORIENTATION, None)
+    if len(exif):
+        info["exif"] = exif.tobytes()
+    if "dpi" in im.info:
+        info["dpi"] = tuple(float(v) for v in im.info["dpi"])
+    if im.format == "JPEG":
+        info["progressive"] = bool(im.info.get("progressive") or im.info.get("progression"))
+    if im.format == "WEBP":
+        info["lossless"] = b"VP8L" in data[:4096]
+    if im.format == "TIFF" and im.info.get("compression") in _TIFF_COMPRESSIONS:
+        info["compression"] = im.info["compression"]
+    info["frames"] = int(getattr(im, "n_frames", 1))
+    return info
+
+
+_TIFF_COMPRESSIONS = {"raw", "tiff_lzw", "tiff_adobe_deflate", "tiff_deflate", "packbits"}
+
+
+# ---------------------------------------------------------------- writing
+
+FORMATS = {
+    "PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "BMP": ".bmp", "WEBP": ".webp", "GIF": ".gif",
+    "PPM": ".ppm",
+}
+"""Formats ``save_image`` writes, with the suffix for each."""
+
+_SUFFIX_FORMATS = {
+    ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
+    ".bmp": "BMP", ".webp": "WEBP", ".gif": "GIF", ".ppm": "PPM", ".pgm": "PPM", ".pbm": "PPM", ".pnm": "PPM",
+}
+_NO_ALPHA = {"JPEG", "PPM", "BMP"}
+_SIXTEEN_BIT = {"PNG", "TIFF", "PPM"}
+
+
+def format_for(path, default: str | None = None) -> str:
+    """The format ``save_image`` picks for ``path`` from its suffix, else ``default``."""
+    found = _SUFFIX_FORMATS.get(Path(path).suffix.lower(), default)
+    if found is None:
+        raise ImageWriteError(
+            f"cannot tell the format of {path}; expected a suffix among {', '.join(sorted(_SUFFIX_FORMATS))}")
+    return found
+
+
+def save_image(image: ImageFile, path, format: str | None = None, quality: int = 95) -> Path:
+    """Writes an image atomically, in its mode and bit depth, with its ICC profile and EXIF.
+
+    The file appears complete or not at all: bytes go to a hidden temporary file in the same
+    folder (``.NAME.XXXX.partial``), which is then renamed over ``path``.
+
+    Args:
+        image: what to write (the ``pixels`` may be new; ``mode``/``info`` come from the source).
+        path: the destination; its folder must exist.
+        format: a key of :data:`FORMATS`, ``"JPG"``/``"TIF"``, or ``None`` for the path's suffix
+            (then the image's own format).
+        quality: JPEG/lossy-WebP quality.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ImageWriteError: the format cannot hold the image (alpha into JPEG/BMP/PPM), or an
+            unknown format.
+    """
+    path = Path(path)
+    fmt = _normalise_format(format) if format else format_for(path, image.format)
+    atomic_write_bytes(path, encode_image(image, fmt, quality))
+    return path
+
+
+def _normalise_format(name: str) -> str:
+    fmt = {"JPG": "JPEG", "TIF": "TIFF", "PGM": "PPM", "PNM": "PPM"}.get(name.upper(), name.upper())
+    if fmt not in FORMATS:
+        raise ImageWriteError(f"cannot write format {name!r}; expected one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def encode_image(image: ImageFile, format: str, quality: int = 95) -> bytes:
+    """The bytes of ``image`` as a ``format`` file (see :func:`save_image`)."""
+    fmt = _normalise_format(format)
+    pixels, alpha = image.pixels, image.alpha
+    if pixels.ndim != 3 or pixels.shape[-1] not in (1, 3) or pixels.dtype not in (np.uint8, np.uint16):
+        raise ImageWriteError(
+            f"pixels must be (H, W, 1 or 3) uint8/uint16, got {pixels.shape} {pixels.dtype}")
+    if alpha is not None and fmt in _NO_ALPHA:
+        raise ImageWriteError(f"{fmt} cannot store the alpha channel; choose PNG, TIFF or WEBP")
+    if pixels.dtype == np.uint16 and fmt not in _SIXTEEN_BIT:
+        pixels = from_model(to_model(pixels), np.uint8)  # the format holds 8 bits; round, not truncate
+    if alpha is not None and alpha.dtype != pixels.dtype:
+        alpha = from_model(to_model(alpha), pixels.dtype)[..., 0]
+    if pixels.dtype == np.uint16 and (pixels.shape[-1] == 3 or alpha is not None):
+        return _encode_sixteen_bit_colour(pixels, alpha, fmt, image.info)
+    im = _pil_image(pixels, alpha, image.mode, fmt)
+    buf = io.BytesIO()
+    im.save(buf, fmt, **_save_options(image.info, fmt, im.mode, quality))
+    return buf.getvalue()
+
+
+def _pil_image(pixels, alpha, mode: str, fmt: str):
+    from PIL import Image
+
+    grey = pixels.shape[-1] == 1
+    im = Image.fromarray(pixels[..., 0] if grey else pixels)  # L, I;16 or RGB
+    if alpha is not None:
+        im.putalpha(Image.fromarray(alpha))
+    if mode == "1" and fmt in ("PNG", "TIFF", "BMP", "PPM", "GIF") and alpha is None:
+        return im.convert("L").point(lambda v: 255 if v >= 128 else 0).convert("1", dither=Image.Dither.NONE)
+    if mode in ("P", "PA") or fmt == "GIF":
+        return _palette(im, fmt)
+    if mode == "CMYK" and fmt in ("JPEG", "TIFF") and not grey:
+        return im.convert("CMYK")
+    if fmt == "WEBP" and im.mode in ("L", "LA"):
+        return im.convert("RGBA" if alpha is not None else "RGB")
+    return im
+
+
+def _palette(im, fmt: str):
+    """Back to 256 colours (an adaptive palette: denoising makes colours the old one lacks)."""
+    from PIL import Image
+
+    if fmt not in ("PNG", "GIF", "BMP", "TIFF"):
+        return im
+    if im.mode in ("L", "RGB"):
+        return im.convert("RGB").quantize(256, Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    if fmt == "GIF":  # GIF has one transparent palette index: alpha becomes binary
+        rgb, alpha = im.convert("RGB"), np.asarray(im.getchannel("A"))
+        quantized = rgb.quantize(255, Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        index = np.asarray(quantized).copy()
+        index[alpha < 128] = 255
+        out = Image.fromarray(index, "P")
+        out.putpalette(quantized.getpalette())
+        out.info["transparency"] = 255
+        return out
+    return im.convert("RGBA").quantize(256, Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+
+
+def _save_options(info: dict, fmt: str, mode: str, quality: int) -> dict:
+    opts = {}
+    if info.get("icc_profile") and fmt in ("PNG", "JPEG", "TIFF", "WEBP"):
+        opts["icc_profile"] = info["icc_profile"]
+    if info.get("exif") and fmt in ("PNG", "JPEG", "TIFF", "WEBP"):
+        opts["exif"] = info["exif"]
+    if info.get("dpi") and fmt in ("PNG", "JPEG", "TIFF", "BMP"):
+        opts["dpi"] = info["dpi"]
+    if fmt == "JPEG":
+        opts.update(quality=quality, progressive=bool(info.get("progressive")))
+    elif fmt == "WEBP":
+        if info.get("lossless"):
+            opts.update(lossless=True, exact=True)  # exact: keep colour under transparent pixels
+        else:
+            opts["quality"] = quality
+    elif fmt == "TIFF":
+        opts["compression"] = info.get("compression", "tiff_lzw")
+    elif fmt == "GIF" and mode == "P":
+        opts["optimize"] = False
+    return opts
+
+
+def _encode_sixteen_bit_colour(pixels, alpha, fmt: str, info: dict) -> bytes:
+    """16-bit colour (or grey + alpha): Pillow cannot write it, OpenCV and tifffile can."""
+    planes = [pixels] + ([alpha[..., None]] if alpha is not None else [])
+    arr = np.concatenate(planes, axis=-1)
+    if fmt == "TIFF":
+        import tifffile
+
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, arr, photometric="rgb" if pixels.shape[-1] == 3 else "minisblack",
+                         extrasamples=["unassalpha"] if alpha is not None else None,
+                         iccprofile=info.get("icc_profile"), compression="zlib")
+        return buf.getvalue()
+    import cv2
+
+    if fmt == "PPM" and arr.shape[-1] != 3:
+        raise ImageWriteError(f"PPM cannot store {arr.shape[-1]}-channel 16-bit pixels; choose PNG or TIFF")
+    if arr.shape[-1] == 2:  # OpenCV writes no grey+alpha: the grey goes into all three colours
+        arr = np.concatenate([np.repeat(arr[..., :1], 3, axis=-1), arr[..., 1:]], axis=-1)
+    bgr = arr[..., [2, 1, 0, 3]] if arr.shape[-1] == 4 else arr[..., ::-1]
+    ok, encoded = cv2.imencode(FORMATS[fmt], np.ascontiguousarray(bgr))
+    if not ok:
+        raise ImageWriteError(f"OpenCV could not encode a 16-bit {fmt} of shape {arr.shape}")
+    data = encoded.tobytes()
+    return _png_with_metadata(data, info) if fmt == "PNG" else data
+
+
+def _png_with_metadata(png: bytes, info: dict) -> bytes:
+    """Inserts iCCP and eXIf chunks after IHDR (OpenCV writes neither)."""
+    chunks = b""
+    if info.get("icc_profile"):
+        chunks += _png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(info["icc_profile"]))
+    exif = info.get("exif")
+    if exif:
+        chunks += _png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+    ihdr_end = 8 + 8 + 13 + 4
+    return png[:ihdr_end] + chunks + png[ihdr_end:]
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
