@@ -1,0 +1,559 @@
+"""Gradio web UI: upload an image, denoise it with a DAE, compare, download a lossless PNG.
+
+A thin layer over :mod:`app.engine`: this module reads uploads, optionally corrupts them with the
+corruption registry (so clean images can be tried), scores the result when a clean reference is
+known, and writes the full-resolution result as PNG at the input's bit depth. Denoising itself
+is :func:`app.engine.denoise`.
+
+Run ``python -m app.ui [--host H] [--port P] [--model NAME_OR_PATH ...] [--share]
+[--auth user:pass]`` (``make app``). The named API endpoints (``/denoise``, ``/compare``) are
+Gradio's own and work from ``gradio_client``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import functools
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import PIL.Image
+
+from app import engine
+from data.corruption import CORRUPTIONS, corrupt
+from data.images import (
+    ImageFile,
+    ImageReadError,
+    ImageTooLargeError,
+    from_model,
+    load_image,
+    match_channels,
+    save_image,
+    to_model,
+)
+from data.metrics import psnr, ssim
+from models.classic import CLASSIC_DENOISERS
+from models.registry import ModelNotFoundError, bundled_models, model_card, resolve_model_path
+
+log = logging.getLogger("app.ui")
+
+NO_CORRUPTION = "none"
+SAMPLES_DIR = Path(__file__).resolve().parent.parent / "data" / "samples"
+OUTPUT_DIR = Path(tempfile.gettempdir()) / "dae-ui-results"
+OUTPUT_MAX_AGE_S = 3600  # results are copied into Gradio's cache on return; ours can go after an hour
+
+DEFAULT_MAX_PIXELS = 16_000_000  # ~4000 x 4000: a few seconds per megapixel on 2 CPU cores
+DEFAULT_MAX_FILE_SIZE = "40mb"  # a 16-bit 16 MP PNG is ~100 MB raw but compresses well; JPEGs are far smaller
+
+
+class ImageUpload(gr.Image):
+    """``gr.Image`` whose preprocessing turns a file Pillow cannot open into a clear ``gr.Error``.
+
+    ``gr.Image`` opens every upload with Pillow before our function runs; a non-image (or a
+    decompression bomb) would otherwise surface as a bare "Error" in the page.
+    """
+
+    is_template = True  # rendered by the frontend's own Image component
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except PIL.Image.DecompressionBombError as err:
+            raise gr.Error(f"{_upload_name(payload)}: image too large to open safely ({err})") from err
+        except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            raise gr.Error(
+                f"{_upload_name(payload)} is not an image this app can read "
+                "(expected PNG, JPEG, TIFF, WebP, BMP, ...)") from err
+
+
+def _upload_name(payload) -> str:
+    name = getattr(payload, "orig_name", None)
+    return repr(name) if name else "the uploaded file"
+
+
+@dataclasses.dataclass
+class Prepared:
+    """An upload ready for denoising.
+
+    Attributes:
+        image: what the model gets (the upload, corrupted when corruption was asked for).
+        clean: the clean reference as float ``(H, W, C)`` in ``[0, 1]`` with the image's
+            channels, or ``None`` when none is known.
+        name: the upload's file stem, used to name the result.
+    """
+
+    image: ImageFile
+    clean: np.ndarray | None
+    name: str
+
+
+def user_errors(fn):
+    """Turns the errors a user can cause into ``gr.Error`` messages; logs anything else.
+
+    Gradio shows a ``gr.Error``'s message in the page; any other exception would show only
+    "Error". Unexpected exceptions are logged with their traceback on the server and reported
+    to the user without it.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except (ImageReadError, ModelNotFoundError, ValueError) as err:
+            raise gr.Error(str(err)) from err
+        except Exception as err:  # noqa: BLE001 - the server must keep serving
+            log.exception("%s failed", fn.__name__)
+            raise gr.Error(f"internal error ({type(err).__name__}); the server log has the details") from err
+
+    return wrapper
+
+
+def read_upload(path: str | None, what: str, max_pixels: int) -> ImageFile:
+    """Reads an uploaded file with the project's reader, refusing images over ``max_pixels``.
+
+    The size is checked from the header, before decoding; we never downscale, so an image too
+    large to denoise here is refused with its size rather than shrunk.
+
+    Raises:
+        gr.Error: no file, or a file that cannot be used, with the reader's reason.
+    """
+    if path is None:
+        raise gr.Error(f"no {what}: upload an image first")
+    try:
+        return load_image(path, max_pixels=max_pixels)
+    except ImageTooLargeError as err:
+        raise gr.Error(f"{what} {_without_path(err, path)}. This server denoises at full resolution and "
+                       "never downscales: crop the image, or start it with a larger --max-pixels.") from err
+    except ImageReadError as err:
+        raise gr.Error(f"{what} {_without_path(err, path)}") from err
+
+
+def _without_path(err: Exception, path: str) -> str:
+    """The reader's message with the server-side temporary path cut to the file's name."""
+    return str(err).replace(str(path), repr(Path(path).name))
+
+
+def prepare(image_path, reference_path, corruption, level, seed, max_pixels=DEFAULT_MAX_PIXELS) -> Prepared:
+    """Reads the upload, applies the requested corruption, and finds the clean reference.
+
+    Args:
+        image_path: the uploaded image.
+        reference_path: an optional clean version of the same image, for scores.
+        corruption: a key of ``CORRUPTIONS`` or ``"none"``.
+        level: the corruption's strength.
+        seed: the corruption's seed (same seed, same noise).
+        max_pixels: the largest image accepted.
+
+    Returns:
+        The :class:`Prepared` upload. With a corruption, the clean reference is the upload
+        itself and the corrupted pixels keep the upload's dtype (8 or 16 bit).
+    """
+    image = read_upload(image_path, "image", max_pixels)
+    name = Path(image_path).stem
+    if corruption not in (None, NO_CORRUPTION):
+        if corruption not in CORRUPTIONS:
+            raise gr.Error(
+                f"unknown corruption {corruption!r}; expected one of {[NO_CORRUPTION, *CORRUPTIONS]}")
+        clean = to_model(image.pixels)
+        noisy = corrupt(clean, corruption, float(level), seed=int(seed or 0))
+        pixels = from_model(noisy, image.pixels.dtype).reshape(image.pixels.shape)
+        return Prepared(dataclasses.replace(image, pixels=pixels), clean, name)
+    if not reference_path:
+        return Prepared(image, None, name)
+    reference = read_upload(reference_path, "reference", max_pixels)
+    if reference.pixels.shape[:2] != image.pixels.shape[:2]:
+        rh, rw = reference.pixels.shape[:2]
+        ih, iw = image.pixels.shape[:2]
+        raise gr.Error(
+            f"the reference is {rw} x {rh} but the image is {iw} x {ih}; they must be the same size")
+    clean = match_channels(to_model(reference.pixels), to_model(image.pixels).shape[-1])
+    return Prepared(image, clean, name)
+
+
+def quality(clean: np.ndarray | None, noisy: np.ndarray, denoised: np.ndarray) -> dict:
+    """PSNR (dB) and SSIM of the noisy input and of the result against the clean reference.
+
+    Returns an empty dict when there is no reference. A perfect score (PSNR ``inf``) is ``None``.
+    """
+    if clean is None:
+        return {}
+    noisy, denoised = to_model(noisy), to_model(denoised)
+
+    def num(x):
+        x = float(x)
+        return round(x, 4) if np.isfinite(x) else None
+
+    return {"noisy_psnr": num(psnr(clean, noisy)), "denoised_psnr": num(psnr(clean, denoised)),
+            "noisy_ssim": num(ssim(clean, noisy)), "denoised_ssim": num(ssim(clean, denoised))}
+
+
+def for_display(pixels: np.ndarray) -> np.ndarray:
+    """8-bit ``(H, W)`` or ``(H, W, 3)`` copy of any image, full resolution, for the browser."""
+    out = from_model(to_model(pixels), np.uint8)
+    return out[..., 0] if out.shape[-1] == 1 else out
+
+
+def residual_display(residual: np.ndarray) -> np.ndarray:
+    """The residual (input minus output, in ``[-1, 1]``) as an 8-bit image, mid-grey at zero."""
+    return for_display(np.clip(0.5 + np.asarray(residual, np.float32), 0.0, 1.0))
+
+
+def write_result(image: ImageFile, name: str) -> Path:
+    """Saves the result as a lossless PNG at the image's bit depth in a fresh folder."""
+    _prune(OUTPUT_DIR, OUTPUT_MAX_AGE_S)
+    folder = OUTPUT_DIR / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    path = folder / f"{name}-denoised.png"
+    # Palette and bilevel files would be re-quantised on writing; keep every denoised value instead.
+    mode = {"1": "L", "P": "RGB", "PA": "RGBA"}.get(image.mode, image.mode)
+    save_image(dataclasses.replace(image, format="PNG", mode=mode), path, format="PNG")
+    return path
+
+
+def _prune(folder: Path, max_age_s: float) -> None:
+    """Removes result folders older than ``max_age_s`` (Gradio keeps its own copy)."""
+    if not folder.is_dir():
+        return
+    cutoff = time.time() - max_age_s
+    for child in folder.iterdir():
+        try:
+            if child.stat().st_mtime < cutoff:
+                shutil.rmtree(child, ignore_errors=True)
+        except FileNotFoundError:  # another request pruned it first
+            pass
+
+
+class DenoiserApp:
+    """The UI's handlers, bound to the models it may use and its size limit.
+
+    Args:
+        models: dropdown label -> model name or path (what :mod:`app.engine` accepts).
+        max_pixels: the largest image (in pixels) accepted.
+    """
+
+    def __init__(self, models: dict[str, str], max_pixels: int = DEFAULT_MAX_PIXELS):
+        if not models:
+            raise ValueError("no models to serve: none bundled in models/bundled and none given with --model")
+        self.models = dict(models)
+        self.max_pixels = int(max_pixels)
+
+    def model(self, choice: str) -> str:
+        """The model name or path for a dropdown value (a label or a value of ``models``)."""
+        if choice in self.models.values():
+            return choice
+        if choice in self.models:
+            return self.models[choice]
+        raise gr.Error(f"unknown model {choice!r}; expected one of {list(self.models)}")
+
+    def model_info(self, choice: str) -> str:
+        """A short Markdown description of a model, from its card."""
+        card = model_card(self.model(choice))
+        channels = card.get("channels") or card.get("config", {}).get("channels") or "?"
+        colour = {1: "grey", 3: "colour"}.get(channels, f"{channels}-channel")
+        lines = [f"**{card.get('name', choice)}** ({colour})"]
+        if card.get("description"):
+            lines.append(card["description"])
+        if card.get("training", {}).get("corruptions"):
+            lines.append("Trained on: " + ", ".join(card["training"]["corruptions"]))
+        return "  \n".join(lines)
+
+    def denoise(self, image_path, model_choice, strength, corruption, level, seed, reference_path,
+                progress=gr.Progress()):  # noqa: B008 - Gradio's way to ask for a progress bar
+        """Denoises an upload; the ``/denoise`` endpoint.
+
+        Returns:
+            ``((input, result), residual, scores, png_path)``: 8-bit full-resolution previews for
+            the slider, the residual preview, a dict with PSNR/SSIM (when a reference is known),
+            size, mode and seconds, and the path of the full-resolution lossless PNG.
+        """
+        prepared = prepare(image_path, reference_path, corruption, level, seed, self.max_pixels)
+        progress(0.0, desc="Denoising")
+        result = engine.denoise(prepared.image.pixels, self.model(model_choice), strength=float(strength),
+                                progress=lambda f: progress(float(f), desc="Denoising tiles"))
+        out = dataclasses.replace(prepared.image, pixels=result.output)
+        path = write_result(out, prepared.name)
+        height, width = result.output.shape[:2]
+        report = {**quality(prepared.clean, prepared.image.pixels, result.output),
+                  "width": width, "height": height, "mode": prepared.image.mode,
+                  "bit_depth": 8 * result.output.dtype.itemsize, "seconds": round(result.seconds, 3)}
+        preview = (for_display(prepared.image.pixels), for_display(result.output))
+        return preview, residual_display(result.residual), report, str(path)
+
+    def compare(self, image_path, model_choice, corruption, level, seed, reference_path,
+                progress=gr.Progress()):  # noqa: B008 - Gradio's way to ask for a progress bar
+        """Runs the same input through our model and the classic denoisers; ``/compare``.
+
+        Classic denoisers run at their registry defaults; those meant for other corruptions
+        (inpainting is for masking) are left out when the corruption is known, and those whose
+        optional package is missing are listed with the reason.
+
+        Returns:
+            ``(gallery, table)``: ``[(preview, caption), ...]`` with the noisy input first, and
+            rows ``[method, PSNR, SSIM, seconds]`` (scores empty without a reference).
+        """
+        prepared = prepare(image_path, reference_path, corruption, level, seed, self.max_pixels)
+        pixels = prepared.image.pixels
+        model = self.model(model_choice)
+        methods = {f"DAE ({model_choice})": lambda x: engine.denoise(x, model).output}
+        skipped = []
+        for denoiser in CLASSIC_DENOISERS.values():
+            if corruption in CORRUPTIONS and corruption not in denoiser.corruptions:
+                continue
+            if denoiser.unavailable():
+                label = f"{denoiser.label} (skipped: {denoiser.requires} not installed)"
+                skipped.append([label, None, None, None])
+                continue
+            methods[denoiser.label] = lambda x, d=denoiser: d(to_model(x))
+        gallery = [(for_display(pixels), "noisy input")]
+        rows = [self._row("noisy input", prepared.clean, pixels, pixels, 0.0)]
+        for i, (label, method) in enumerate(methods.items()):
+            progress(i / len(methods), desc=f"Running {label}")
+            start = time.perf_counter()
+            output = from_model(to_model(method(pixels)), pixels.dtype).reshape(pixels.shape)
+            seconds = time.perf_counter() - start
+            gallery.append((for_display(output), f"{label}: {seconds:.2f} s"))
+            rows.append(self._row(label, prepared.clean, pixels, output, seconds))
+        return gallery, rows + skipped
+
+    @staticmethod
+    def _row(label, clean, noisy, output, seconds):
+        scores = quality(clean, noisy, output)
+        return [label, scores.get("denoised_psnr"), scores.get("denoised_ssim"), round(seconds, 3)]
+
+
+def sample_examples() -> list[list]:
+    """Example rows ``[image, reference, corruption, level]`` from ``data/samples``."""
+    rows = [["clothes_gaussian.png", "clothes_clean.png", NO_CORRUPTION, 0.0],
+            ["clothes_salt_pepper.png", "clothes_clean.png", NO_CORRUPTION, 0.0],
+            ["clothes_clean.png", None, "masking", 0.3],
+            ["photo_gaussian.png", "photo_clean.png", NO_CORRUPTION, 0.0]]
+    return [[str(SAMPLES_DIR / r[0]), str(SAMPLES_DIR / r[1]) if r[1] else None, r[2], r[3]]
+            for r in rows if (SAMPLES_DIR / r[0]).is_file()]
+
+
+def _corruption_controls():
+    with gr.Row():
+        corruption = gr.Dropdown([NO_CORRUPTION, *CORRUPTIONS], value=NO_CORRUPTION, label="Add corruption",
+                                 info="try a model on a clean image (which then is its own reference)")
+        level = gr.Slider(0.0, 1.0, value=0.3, step=0.01, label="Corruption level",
+                          info="noise std (gaussian) or fraction of pixels hit")
+        seed = gr.Number(0, precision=0, label="Seed", minimum=0)
+    return corruption, level, seed
+
+
+def _reference_upload():
+    return ImageUpload(type="filepath", image_mode=None, format="png", sources=["upload"],
+                       label="Clean reference (optional, for PSNR/SSIM)", height=160)
+
+
+def _inputs(app: DenoiserApp):
+    image = ImageUpload(type="filepath", image_mode=None, format="png", sources=["upload", "clipboard"],
+                        label="Noisy image (PNG, JPEG, TIFF, ...; 8 or 16 bit)")
+    labels = list(app.models)
+    model = gr.Dropdown([(k, v) for k, v in app.models.items()], value=app.models[labels[0]], label="Model")
+    info = gr.Markdown(app.model_info(labels[0]))
+    model.change(app.model_info, model, info, api_visibility="private")
+    return image, model
+
+
+def build_app(app: DenoiserApp, concurrency: int = 1, queue_size: int = 32) -> gr.Blocks:
+    """Builds the Blocks UI (tabs Denoise / Compare / Score field) with a request queue.
+
+    Args:
+        app: the handlers and their models.
+        concurrency: denoising requests (all tabs) run at once; more wait in the queue.
+        queue_size: requests that may wait; beyond it new ones are refused with a message.
+    """
+    from app.score_tab import build_score_tab
+
+    shared = {"concurrency_limit": concurrency, "concurrency_id": "engine"}
+    with gr.Blocks(title="DAE denoiser", delete_cache=(OUTPUT_MAX_AGE_S, OUTPUT_MAX_AGE_S)) as demo:
+        gr.Markdown("# Denoising autoencoder\nUpload a noisy image (or corrupt a clean one), denoise it at "
+                    "full resolution, and download the result as a lossless PNG with the input's bit depth.")
+        with gr.Tab("Denoise"):
+            with gr.Row():
+                with gr.Column():
+                    image, model = _inputs(app)
+                    strength = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="Strength",
+                                         info="0 keeps the input, 1 is the model's full output")
+                    corruption, level, seed = _corruption_controls()
+                    reference = _reference_upload()
+                    run = gr.Button("Denoise", variant="primary")
+                with gr.Column():
+                    slider = gr.ImageSlider(format="png", label="Before / after (full resolution)",
+                                            type="numpy", interactive=False)
+                    scores = gr.JSON(label="Scores")
+                    download = gr.DownloadButton("Download PNG", variant="primary", interactive=False)
+                    residual = gr.Image(format="png", label="Residual (input − output; mid-grey = 0)",
+                                        interactive=False)
+            if sample_examples():
+                gr.Examples(sample_examples(), [image, reference, corruption, level], label="Samples")
+            inputs = [image, model, strength, corruption, level, seed, reference]
+            run.click(user_errors(app.denoise), inputs, [slider, residual, scores, download],
+                      api_name="denoise", **shared).success(
+                lambda: gr.DownloadButton(interactive=True), None, download, api_visibility="private")
+        with gr.Tab("Compare"):
+            gr.Markdown("The same input through our model and the classic denoisers, with scores and times.")
+            with gr.Row():
+                with gr.Column():
+                    c_image, c_model = _inputs(app)
+                    c_corruption, c_level, c_seed = _corruption_controls()
+                    c_reference = _reference_upload()
+                    c_run = gr.Button("Compare", variant="primary")
+                with gr.Column():
+                    table = gr.Dataframe(headers=["method", "PSNR (dB)", "SSIM", "seconds"],
+                                         label="Scores against the clean reference", interactive=False)
+                    gallery = gr.Gallery(format="png", label="Results", columns=3, object_fit="contain")
+            if sample_examples():
+                gr.Examples(sample_examples(), [c_image, c_reference, c_corruption, c_level], label="Samples")
+            c_run.click(user_errors(app.compare),
+                        [c_image, c_model, c_corruption, c_level, c_seed, c_reference], [gallery, table],
+                        api_name="compare", **shared)
+        with gr.Tab("Score field"):
+            build_score_tab()
+    return demo.queue(max_size=queue_size)
+
+
+def parse_auth(text: str | None) -> tuple[str, str] | None:
+    """``"user:pass"`` -> ``("user", "pass")``; ``None`` stays ``None``."""
+    if text is None:
+        return None
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise argparse.ArgumentTypeError(f"--auth must look like user:password, got {text!r}")
+    return user, password
+
+
+def model_choices(extra: list[str] | None = None) -> dict[str, str]:
+    """Dropdown label -> model for the bundled models plus ``extra`` names or paths.
+
+    Raises:
+        ModelNotFoundError: an ``extra`` entry leads to no model.
+    """
+    choices = {name: name for name in bundled_models()}
+    for item in extra or []:
+        if item in choices.values():
+            continue
+        path = resolve_model_path(item)
+        choices[str(item)] = str(path)
+    return choices
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m app.ui", description="Serve the denoising web UI.")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for all)")
+    parser.add_argument("--port", type=int, default=7860, help="port to listen on")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME_OR_PATH",
+                        help="extra model: bundled name, run folder or .keras file (repeatable)")
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    parser.add_argument("--auth", type=parse_auth, default=None, metavar="USER:PASS", help="require a login")
+    parser.add_argument("--concurrency", type=int, default=1,
+                        help="requests denoised at once (the model already uses every core)")
+    parser.add_argument("--queue-size", type=int, default=32, help="requests that may wait before refusal")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest image, in pixels")
+    parser.add_argument("--max-file-size", default=DEFAULT_MAX_FILE_SIZE, help="largest upload, e.g. 40mb")
+    return parser.parse_args(argv)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_in_subprocess(args=(), log_path: str | Path | None = None, timeout_s: float = 240.0):
+    """Runs ``python -m app.ui`` on a free local port; yields its URL once it answers.
+
+    The e2e tests and the load benchmark use this to talk to the real server. The process is
+    stopped (terminate, then kill) when the block exits.
+
+    Args:
+        args: extra command-line arguments (``--port``/``--host`` are set here).
+        log_path: file for the server's output (default: discarded).
+        timeout_s: how long start-up (TensorFlow import, model load) may take.
+
+    Raises:
+        RuntimeError: the server exited or did not answer in time; the message has its log tail.
+    """
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    cmd = [sys.executable, "-m", "app.ui", "--host", "127.0.0.1", "--port", str(port), *map(str, args)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "GRADIO_ANALYTICS_ENABLED": "False"}
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_until_up(proc, url, timeout_s, log_path)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if log_path:
+            log.close()
+
+
+def _wait_until_up(proc, url: str, timeout_s: float, log_path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the UI server exited with code {proc.returncode}:\n{_tail(log_path)}")
+        try:
+            with urllib.request.urlopen(url + "gradio_api/info", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except urllib.error.HTTPError as err:
+            if err.code in (401, 403):  # up, behind --auth
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the UI server did not answer at {url} within {timeout_s:.0f} s:\n{_tail(log_path)}")
+
+
+def _tail(log_path, lines: int = 30) -> str:
+    if not log_path or not Path(log_path).is_file():
+        return "(no log)"
+    return "\n".join(Path(log_path).read_text(errors="replace").splitlines()[-lines:])
+
+
+def main(argv=None) -> None:
+    """Starts the server (blocks until interrupted)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        models = model_choices(args.model)
+    except ModelNotFoundError as err:
+        raise SystemExit(f"error: {err}") from err
+    app = DenoiserApp(models, args.max_pixels)
+    first = next(iter(models.values()))
+    log.info("loading %s", first)
+    engine.denoise(np.zeros((32, 32, 1), np.uint8), first)  # load and trace it before the first user waits
+    demo = build_app(app, args.concurrency, args.queue_size)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=args.auth,
+                max_file_size=args.max_file_size, footer_links=["api", "settings"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Unit tests of the UI's handlers (app/ui.py), called directly on real files and the real engine."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+from gradio.data_classes import ImageData
+from PIL import Image
+
+from app import ui
+from data.images import load_image, to_model
+from data.metrics import psnr
+
+SAMPLES = Path(ui.SAMPLES_DIR)
+MODEL = "fashion-mnist"
+
+
+def no_progress(*args, **kwargs):
+    """Stands in for gr.Progress outside a running server."""
+
+
+@pytest.fixture(scope="module")
+def app():
+    return ui.DenoiserApp(ui.model_choices())
+
+
+def write_png(path, pixels, mode=None):
+    Image.fromarray(pixels, mode).save(path)
+    return str(path)
+
+
+def grey16(tmp_path, size=(32, 40)):
+    ramp = np.linspace(1000, 60000, size[0] * size[1]).reshape(size).astype(np.uint16)
+    path = tmp_path / "ramp16.png"
+    Image.fromarray(ramp).save(path)  # Pillow writes uint16 arrays as 16-bit grey ("I;16")
+    return str(path), ramp
+
+
+def test_prepare_corrupts_with_the_seed_and_keeps_bit_depth(tmp_path):
+    path, ramp = grey16(tmp_path)
+    first = ui.prepare(path, None, "gaussian", 0.2, 3)
+    again = ui.prepare(path, None, "gaussian", 0.2, 3)
+    other = ui.prepare(path, None, "gaussian", 0.2, 4)
+    assert first.image.pixels.dtype == np.uint16 and first.image.pixels.shape == (32, 40, 1)
+    np.testing.assert_array_equal(first.image.pixels, again.image.pixels)
+    assert not np.array_equal(first.image.pixels, other.image.pixels)
+    np.testing.assert_allclose(first.clean, to_model(ramp), atol=1e-6)  # the upload is its own reference
+    noise_std = float(np.std(to_model(first.image.pixels) - first.clean))
+    assert 0.15 < noise_std < 0.22  # gaussian 0.2, a little less where clipping bites
+    assert first.name == "ramp16"
+
+
+def test_prepare_uses_an_uploaded_reference_in_the_image_channels(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 256, (24, 20, 3), dtype=np.uint8)
+    image = write_png(tmp_path / "noisy.png", rgb[..., 0])
+    reference = write_png(tmp_path / "clean.png", rgb)
+    prepared = ui.prepare(image, reference, "none", 0.0, 0)
+    assert prepared.clean.shape == (24, 20, 1)  # colour reference turned grey like the image
+    np.testing.assert_array_equal(prepared.image.pixels[..., 0], rgb[..., 0])
+
+
+def test_prepare_refuses_a_reference_of_another_size(tmp_path):
+    image = write_png(tmp_path / "a.png", np.zeros((32, 32), np.uint8))
+    reference = write_png(tmp_path / "b.png", np.zeros((12, 10), np.uint8))
+    with pytest.raises(gr.Error, match="the reference is 10 x 12 but the image is 32 x 32"):
+        ui.prepare(image, reference, "none", 0.0, 0)
+
+
+def test_read_upload_says_what_is_wrong_without_server_paths(tmp_path):
+    text = tmp_path / "holiday.png"
+    text.write_text("this is not a picture")
+    with pytest.raises(gr.Error) as err:
+        ui.read_upload(str(text), "image", ui.DEFAULT_MAX_PIXELS)
+    assert "'holiday.png'" in err.value.message and "not an image" in err.value.message
+    assert str(tmp_path) not in err.value.message
+    with pytest.raises(gr.Error, match="no image: upload an image first"):
+        ui.read_upload(None, "image", ui.DEFAULT_MAX_PIXELS)
+
+
+def test_read_upload_refuses_too_many_pixels_instead_of_downscaling(tmp_path):
+    path = write_png(tmp_path / "big.png", np.zeros((40, 50), np.uint8))
+    with pytest.raises(gr.Error, match="never downscales"):
+        ui.read_upload(path, "image", max_pixels=1000)
+    assert ui.read_upload(path, "image", max_pixels=2000).pixels.shape == (40, 50, 1)
+
+
+def test_upload_component_turns_a_non_image_into_a_clear_error(tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("hello")
+    component = ui.ImageUpload(type="filepath", image_mode=None, render=False)
+    with pytest.raises(gr.Error, match="'notes.png' is not an image this app can read"):
+        component.preprocess(ImageData(path=str(text), orig_name="notes.png"))
+    good = write_png(tmp_path / "ok.png", np.zeros((8, 8), np.uint8))
+    assert component.preprocess(ImageData(path=good, orig_name="ok.png")) == good  # untouched file
+    assert component.get_block_name() == "image"  # rendered by Gradio's own Image frontend
+
+
+def test_denoise_raises_psnr_and_writes_a_full_size_png(app):
+    preview, residual, report, png = app.denoise(
+        str(SAMPLES / "clothes_gaussian.png"), MODEL, 1.0, "none", 0.0, 0,
+        str(SAMPLES / "clothes_clean.png"), progress=no_progress)
+    assert report["denoised_psnr"] > report["noisy_psnr"] + 3.0
+    assert report["denoised_ssim"] > report["noisy_ssim"]
+    assert (report["width"], report["height"], report["mode"], report["bit_depth"]) == (140, 56, "L", 8)
+    with Image.open(png) as im:
+        assert (im.format, im.mode, im.size) == ("PNG", "L", (140, 56))
+        written = np.asarray(im)
+    np.testing.assert_array_equal(written, preview[1])  # the download is exactly the shown result
+    clean = to_model(load_image(SAMPLES / "clothes_clean.png").pixels)
+    assert float(psnr(clean, to_model(written))) == pytest.approx(report["denoised_psnr"], abs=1e-3)
+    assert residual.shape == (56, 140) and residual.dtype == np.uint8
+    assert Path(png).name == "clothes_gaussian-denoised.png"
+
+
+def test_denoise_keeps_sixteen_bits_and_strength_zero_keeps_the_input(app, tmp_path):
+    path, ramp = grey16(tmp_path)
+    _, _, report, png = app.denoise(path, MODEL, 0.0, "none", 0.0, 0, None, progress=no_progress)
+    with Image.open(png) as im:
+        assert im.mode.startswith("I;16") or im.mode == "I"
+        out = np.asarray(im).astype(np.int64)
+    assert report["bit_depth"] == 16 and "noisy_psnr" not in report  # no reference, no scores
+    assert np.abs(out - ramp).max() <= 1  # strength 0: the input, at full 16-bit precision
+
+
+def test_compare_scores_the_model_against_classic_denoisers(app):
+    gallery, rows = app.compare(str(SAMPLES / "clothes_clean.png"), MODEL, "gaussian", 0.3, 0, None,
+                                progress=no_progress)
+    methods = [row[0] for row in rows]
+    assert methods[0] == "noisy input" and methods[1] == f"DAE ({MODEL})"
+    assert {"median 3x3", "non-local means (OpenCV)", "total variation (Chambolle)"} <= set(methods)
+    assert not any(m.startswith("inpainting") for m in methods)  # meant for masking only
+    scores = {row[0]: row[1] for row in rows}
+    assert scores[f"DAE ({MODEL})"] > scores["noisy input"] + 3.0
+    assert scores["median 3x3"] > scores["noisy input"]
+    assert all(row[3] >= 0.0 for row in rows if row[3] is not None)
+    assert len(gallery) == len([r for r in rows if r[1] is not None])
+    assert all(img.shape == (56, 140) for img, _ in gallery)
+
+
+def test_unknown_model_and_corruption_are_refused(app, tmp_path):
+    image = write_png(tmp_path / "a.png", np.zeros((16, 16), np.uint8))
+    with pytest.raises(gr.Error, match="unknown model '/etc/passwd'"):
+        app.denoise(image, "/etc/passwd", 1.0, "none", 0.0, 0, None, progress=no_progress)
+    with pytest.raises(gr.Error, match="unknown corruption 'blur'"):
+        ui.prepare(image, None, "blur", 0.1, 0)
+
+
+def test_user_errors_reports_messages_and_hides_tracebacks():
+    def bad_value():
+        raise ValueError("level must be in [0, 1], got 3")
+
+    def crash():
+        raise RuntimeError("secret internals")
+
+    with pytest.raises(gr.Error, match=r"level must be in \[0, 1\], got 3"):
+        ui.user_errors(bad_value)()
+    with pytest.raises(gr.Error) as err:
+        ui.user_errors(crash)()
+    assert "internal error (RuntimeError)" in err.value.message and "secret" not in err.value.message
+
+
+def test_quality_and_previews():
+    clean = np.full((8, 8, 1), 0.5, np.float32)
+    assert ui.quality(None, clean, clean) == {}
+    scores = ui.quality(clean, np.zeros((8, 8, 1), np.uint8), (clean * 255).round().astype(np.uint8))
+    assert scores["noisy_psnr"] == pytest.approx(6.0206, abs=1e-3)  # mse 0.25
+    assert scores["denoised_psnr"] > 50
+    residual = ui.residual_display(np.array([[[-0.5], [0.0], [0.5]]], np.float32))
+    np.testing.assert_array_equal(residual, [[0, 128, 255]])
+
+
+def test_palette_upload_is_written_as_rgb(tmp_path):
+    palette = Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).convert("P")
+    palette.save(tmp_path / "p.png")
+    image = load_image(tmp_path / "p.png")
+    path = ui.write_result(image, "p")
+    with Image.open(path) as im:
+        assert im.mode == "RGB" and im.size == (8, 8)
+
+
+def test_cli_arguments():
+    args = ui.parse_args([])
+    assert (args.host, args.port, args.share, args.auth, args.concurrency) == ("127.0.0.1", 7860, False, None, 1)
+    assert ui.parse_args(["--auth", "ann:s3cr:et"]).auth == ("ann", "s3cr:et")
+    with pytest.raises(argparse.ArgumentTypeError, match="user:password"):
+        ui.parse_auth("nopassword")
+    assert MODEL in ui.model_choices()
+    with pytest.raises(ui.ModelNotFoundError, match="no model"):
+        ui.model_choices(["/nowhere/model.keras"])
