@@ -16,6 +16,7 @@ Every file that cannot be used raises a subclass of :class:`ImageReadError` that
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import os
 import re
@@ -265,8 +266,8 @@ def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageFile:
                 pixels, alpha = _decode_sixteen_bit_colour(name, data, im)
             else:
                 pixels, alpha = _pil_pixels(name, im)
-        info = _keep_info(im, data)
         orientation = im.getexif().get(EXIF_ORIENTATION, 1)
+        info = _keep_info(im, data)
         pixels, alpha = _orient(pixels, orientation), _orient(alpha, orientation)
         return ImageFile(np.ascontiguousarray(pixels), None if alpha is None else np.ascontiguousarray(alpha),
                          im.format or "PNG", im.mode if not _is_la16(im) else "LA", info)
@@ -318,25 +319,34 @@ class _decoding:
 def _open_pil(name: str, data: bytes, max_pixels: int):
     from PIL import Image, UnidentifiedImageError
 
-    with warnings.catch_warnings():
-        # We check the size ourselves (below) with a message that says what to do.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(io.BytesIO(data))
-        except Image.DecompressionBombError as err:
-            found = re.search(r"\((\d+) pixels\)", str(err))
-            claimed = f"{int(found.group(1)) / 1e6:,.0f} MP" if found else "too many pixels"
-            raise ImageTooLargeError(
-                f"{name}: the header claims {claimed}, past the decompression-bomb limit "
-                f"({max_pixels / 1e6:g} MP); refusing to decode it") from err
-        except UnidentifiedImageError as err:
-            raise NotAnImageError(
-                f"{name}: not an image ({len(data)} bytes starting {data[:8]!r}); expected PNG, JPEG, "
-                "TIFF, BMP, WebP, GIF, PGM or PPM") from err
-        except (OSError, SyntaxError, ValueError, EOFError, struct.error) as err:
-            raise NotAnImageError(f"{name}: the header is damaged ({err})") from err
+    _silence_pillow_bomb_warning()
+    try:
+        im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as err:
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        claimed = f"{int(found.group(1)) / 1e6:,.0f} MP" if found else "too many pixels"
+        limit = min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or max_pixels))  # Pillow's hard limit
+        raise ImageTooLargeError(
+            f"{name}: the header claims {claimed}, past the decompression-bomb limit "
+            f"({limit / 1e6:g} MP); refusing to decode it") from err
+    except UnidentifiedImageError as err:
+        raise NotAnImageError(
+            f"{name}: not an image ({len(data)} bytes starting {data[:8]!r}); expected PNG, JPEG, "
+            "TIFF, BMP, WebP, GIF, PGM or PPM") from err
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as err:
+        raise NotAnImageError(f"{name}: the header is damaged ({err})") from err
     _check_dimensions(name, im.size, max_pixels)
     return im
+
+
+@functools.lru_cache(maxsize=1)
+def _silence_pillow_bomb_warning() -> None:
+    """We check sizes ourselves with a message that says what to do, so Pillow's warning only
+    adds noise. A process-wide filter for this one category: ``catch_warnings`` is not
+    thread-safe, and files are read in threads."""
+    from PIL import Image
+
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def _check_dimensions(name: str, size: tuple[int, int], max_pixels: int) -> None:
@@ -446,10 +456,11 @@ def _keep_info(im, data: bytes) -> dict:
     info = {}
     if im.info.get("icc_profile"):
         info["icc_profile"] = im.info["icc_profile"]
-    exif = im.getexif()
-    exif.pop(EXIF_ORIENTATION, None)
-    if len(exif):
-        info["exif"] = exif.tobytes()
+    if im.format != "TIFF":  # a TIFF's "EXIF" is its own layout tags (strip offsets, ...)
+        exif = im.getexif()
+        exif.pop(EXIF_ORIENTATION, None)
+        if len(exif):
+            info["exif"] = exif.tobytes()
     if "dpi" in im.info:
         info["dpi"] = tuple(float(v) for v in im.info["dpi"])
     if im.format == "JPEG":

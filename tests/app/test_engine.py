@@ -1,0 +1,198 @@
+"""The denoising engine: PSNR gained on real Fashion-MNIST images, tiled == untiled, exact
+blending, bounded model calls, channel policies, the card's input range, strength/residual."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app import engine
+from app.engine import Denoiser, as_denoiser, denoise, denoise_image, denoise_many, tile_starts, tile_weights
+from data.corruption import corrupt
+from data.datasets import load_named
+from data.images import ImageFile, from_model, match_channels, to_model
+from data.metrics import psnr
+from tests.corpus import clean_colour, clean_mosaic
+
+MODEL = "fashion-mnist"
+
+
+class Recorder:
+    """A stand-in network: multiplies by ``gain`` and records every batch it is given."""
+
+    def __init__(self, channels=1, gain=1.0):
+        self.channels, self.gain, self.calls = channels, gain, []
+
+    def predict_on_batch(self, x):
+        self.calls.append((x.shape, float(x.min()), float(x.max())))
+        return x * self.gain
+
+
+def recorder_denoiser(channels=1, stride=4, value_range=(0.0, 1.0), gain=1.0):
+    rec = Recorder(channels, gain)
+    return Denoiser(rec, "recorder", channels, stride, value_range), rec
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    return load_named("fashion_mnist", download=False).x_test
+
+
+@pytest.fixture(scope="module")
+def big_grey():
+    """A 150 x 230 mosaic of Fashion-MNIST test images with Gaussian noise, as float."""
+    clean = np.concatenate([np.concatenate([clean_mosaic(3 * r + c) for c in range(3)], axis=1)
+                            for r in range(3)], axis=0)[:150, :230]
+    return corrupt(to_model(clean), "gaussian", 0.25, seed=1)
+
+
+def test_psnr_gain_on_real_fashion_mnist(fashion):
+    clean = to_model(fashion[:32])
+    noisy = from_model(corrupt(clean, "gaussian", 0.3, seed=0), np.uint8)
+    results = denoise_many(list(noisy), MODEL)
+    out = to_model(np.stack([r.output for r in results]))
+    gain = psnr(clean, out).mean() - psnr(clean, to_model(noisy)).mean()
+    assert gain > 2.0, f"denoising gained only {gain:.2f} dB"
+    # Batched together or one by one: the same result.
+    alone = denoise(noisy[5], MODEL).output
+    assert np.abs(alone.astype(int) - results[5].output.astype(int)).max() <= 1
+    assert all(r.output.dtype == np.uint8 and r.output.shape == (28, 28, 1) for r in results)
+
+
+def test_tiled_equals_untiled(big_grey):
+    whole = denoise(big_grey, MODEL, tile=None)
+    tiled = denoise(big_grey, MODEL, tile=64, overlap=32)
+    assert whole.tiles == 1 and tiled.tiles > 10
+    np.testing.assert_allclose(tiled.output, whole.output, atol=1e-3)
+    assert np.abs(tiled.output - whole.output).mean() < 1e-5
+
+
+def test_identity_network_gives_back_the_input_exactly():
+    """Blending weights sum to one everywhere: tiles of an identity network reassemble the image."""
+    den, rec = recorder_denoiser()
+    pixels = np.random.default_rng(0).integers(0, 65536, size=(203, 157), dtype=np.uint16)
+    out = denoise(pixels, den, tile=48, overlap=16, batch_pixels=48 * 48 * 3).output
+    np.testing.assert_array_equal(out, pixels)
+    shapes = [shape for shape, _, _ in rec.calls]
+    assert all(s[1:] == (48, 48, 1) for s in shapes)  # every call is a batch of tiles ...
+    assert max(s[0] for s in shapes) == 3  # ... of at most batch_pixels
+
+
+def test_tile_weights_crossfade_and_cover():
+    starts = tile_starts(300, 64, 16)
+    assert starts[0] == 0 and starts[-1] == 300 - 64 and all(s % 4 == 0 for s in starts)
+    weights = tile_weights(starts, 64, 16)
+    total = np.zeros(300)
+    for s, w in zip(starts, weights, strict=True):
+        total[s:s + 64] += w
+    assert total.min() > 0.0
+    np.testing.assert_allclose(total[: starts[-2] + 64], 1.0, atol=1e-6)  # exact-overlap part
+    assert weights[1][0] == 0.0 and weights[1][32] == 1.0  # zero at interior edges, one inside
+
+
+def test_model_calls_stay_bounded_on_a_large_image():
+    den, rec = recorder_denoiser(channels=3)
+    pixels = np.zeros((1100, 1300, 3), np.uint8)
+    denoise(pixels, den, tile=256, batch_pixels=1 << 18)
+    assert max(np.prod(shape[:3]) for shape, _, _ in rec.calls) <= 1 << 18
+    assert sum(np.prod(shape[:3]) for shape, _, _ in rec.calls) < 2 * 1100 * 1300
+
+
+def test_output_keeps_shape_and_dtype(big_grey):
+    for pixels in (from_model(big_grey[..., 0], np.uint8)[:50, :61],
+                   from_model(big_grey, np.uint16)[:33, :29],
+                   big_grey[:21, :30].astype(np.float64)):
+        result = denoise(pixels, MODEL)
+        assert result.output.shape == pixels.shape and result.output.dtype == pixels.dtype
+        assert result.residual.shape == pixels.shape and result.residual.dtype == np.float32
+
+
+def test_grey_model_on_colour_per_channel_and_luminance():
+    colour = from_model(corrupt(to_model(clean_colour(0)), "gaussian", 0.2, seed=2), np.uint8)
+    per_channel = denoise(colour, MODEL, colour="per_channel").output
+    for c in range(3):  # each channel exactly as the grey model alone would do it
+        np.testing.assert_array_equal(per_channel[..., c:c + 1], denoise(colour[..., c:c + 1], MODEL).output)
+    luminance = denoise(colour, MODEL, colour="luminance").output
+    x, y = to_model(colour), to_model(luminance)
+    # Only the luma changes: the colour differences stay (up to rounding and clipping).
+    unclipped = (y > 0.01).all(-1) & (y < 0.99).all(-1)
+    diff_in, diff_out = x[..., 0] - x[..., 1], y[..., 0] - y[..., 1]
+    assert np.abs(diff_in - diff_out)[unclipped].max() <= 1.5 / 255
+    expected_luma = to_model(denoise(match_channels(x, 1), MODEL).output)
+    assert np.abs(match_channels(y, 1) - expected_luma)[unclipped].mean() < 2 / 255
+
+
+def test_colour_model_on_grey_image(tmp_path):
+    from models.conv_dae import ConvDAE
+
+    model = ConvDAE(channels=3, widths=(4, 8), bottleneck=8)
+    path = tmp_path / "colour.keras"
+    model.save(path)
+    grey = clean_mosaic(1)  # (55, 81) uint8
+    out = denoise(grey, path)
+    assert out.output.shape == grey.shape and out.output.dtype == np.uint8
+    # The same as denoising the grey repeated in R, G and B, then taking the luma.
+    rgb = denoise(np.repeat(grey[..., None], 3, axis=-1), path, colour="per_channel").output
+    expected = from_model(match_channels(to_model(rgb), 1), np.uint8)[..., 0]
+    assert np.abs(out.output.astype(int) - expected.astype(int)).max() <= 1
+    colour = denoise(clean_colour(2), path)
+    assert colour.output.shape == (55, 81, 3)
+
+
+def test_input_range_comes_from_the_card():
+    den, rec = recorder_denoiser(value_range=(-1.0, 1.0))
+    pixels = np.array([[0, 255], [128, 64]], np.uint8)
+    out = denoise(pixels, den).output
+    np.testing.assert_array_equal(out, pixels)
+    assert rec.calls[0][1] == -1.0 and rec.calls[0][2] == 1.0
+    card = {"channels": 1, "stride": 8, "input": {"range": [-0.5, 0.5]}}
+    loaded = as_denoiser(Recorder(), card=card)
+    assert (loaded.channels, loaded.stride, loaded.value_range) == (1, 8, (-0.5, 0.5))
+    with pytest.raises(ValueError, match="card says 3 channels"):
+        as_denoiser(Recorder(channels=1), card={"channels": 3})
+    bundled = as_denoiser(MODEL)
+    assert bundled.value_range == (0.0, 1.0) and bundled.stride == bundled.model.stride
+
+
+def test_strength_blends_and_residual_is_what_was_removed(big_grey):
+    den, _ = recorder_denoiser(gain=0.5)  # "denoises" by halving
+    x = big_grey[:40, :40]
+    assert np.array_equal(denoise(x, den, strength=0.0).output, x)
+    half = denoise(x, den, strength=0.5)
+    np.testing.assert_allclose(half.output, 0.75 * x, atol=1e-6)
+    np.testing.assert_allclose(half.residual, x - half.output, atol=1e-6)
+
+
+def test_progress_is_reported_up_to_one(big_grey):
+    seen = []
+    denoise(big_grey, MODEL, tile=64, progress=seen.append)
+    assert len(seen) >= 2 and seen == sorted(seen) and seen[-1] == 1.0
+
+
+def test_denoise_image_keeps_alpha_and_metadata():
+    alpha = np.arange(55 * 81, dtype=np.uint16).reshape(55, 81)
+    image = ImageFile(from_model(to_model(clean_colour(1)), np.uint16), alpha, "PNG", "RGBA",
+                      {"icc_profile": b"profile"})
+    out = denoise_image(image, MODEL, strength=0.7)
+    assert out.alpha is alpha and out.info == image.info and out.mode == "RGBA"
+    assert out.pixels.dtype == np.uint16 and not np.array_equal(out.pixels, image.pixels)
+
+
+@pytest.mark.parametrize("pixels, kwargs, words", [
+    (np.zeros((8, 8, 4), np.uint8), {}, "alpha split off"),
+    (np.zeros((8, 8), bool), {}, "uint8, uint16 or float"),
+    (np.zeros((0, 8), np.uint8), {}, "at least one row"),
+    (np.zeros((8, 8), np.uint8), {"strength": 1.5}, "strength must be in"),
+    (np.zeros((8, 8), np.uint8), {"colour": "hsv"}, "colour must be one of"),
+    (np.zeros((8, 8), np.uint8), {"tile": 2}, "at least the model's stride"),
+])
+def test_bad_arguments_say_what_was_received(pixels, kwargs, words):
+    den, _ = recorder_denoiser()
+    with pytest.raises(ValueError, match=words):
+        denoise(pixels, den, **kwargs)
+
+
+def test_engine_defaults_fit_the_model():
+    den = as_denoiser(MODEL)
+    tile, overlap = engine._tiling(den.stride, engine.DEFAULT_TILE, None)
+    assert tile % den.stride == 0 and overlap % den.stride == 0 and 0 < overlap < tile // 2 + 1

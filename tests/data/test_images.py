@@ -1,0 +1,208 @@
+"""Image files in and out: every corpus format loads with its mode, depth and alpha; writing
+keeps them (and ICC/EXIF); broken files raise their specific errors; writes are atomic."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from data import images
+from data.images import (
+    EmptyImageError,
+    ImageDimensionsError,
+    ImageReadError,
+    ImageTooLargeError,
+    ImageWriteError,
+    NotAnImageError,
+    TruncatedImageError,
+    from_model,
+    load_image,
+    read_image,
+    save_image,
+    to_model,
+)
+from tests.corpus import camera_exif, make_corpus, png_header_only, srgb_profile
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    files = make_corpus(root / "noisy", root / "clean")
+    return root, {f.rel: f for f in files}
+
+
+def good(corpus):
+    return [f for f in corpus[1].values() if f.reason is None]
+
+
+def test_to_model_and_from_model_map_the_card_range():
+    pixels = np.array([[0, 128, 255]], dtype=np.uint8)
+    x = to_model(pixels, value_range=(-1.0, 1.0))
+    np.testing.assert_allclose(x[..., 0], [[-1.0, 128 / 255 * 2 - 1, 1.0]], atol=1e-6)
+    np.testing.assert_array_equal(from_model(x, np.uint8, value_range=(-1.0, 1.0))[..., 0], pixels)
+    with pytest.raises(ValueError, match="high > low"):
+        to_model(pixels, value_range=(1.0, 1.0))
+
+
+def test_every_corpus_format_loads_with_its_mode_depth_and_alpha(corpus):
+    root, _ = corpus
+    for f in good(corpus):
+        image = load_image(root / "noisy" / f.rel)
+        assert image.mode == f.mode, f.rel
+        assert str(image.pixels.dtype) == f.dtype, f.rel
+        assert (image.alpha is not None) == f.alpha, f.rel
+        assert image.pixels.ndim == 3 and image.pixels.shape[-1] in (1, 3), f.rel
+        # Upright: the EXIF-rotated JPEG comes out in the clean image's orientation.
+        clean = np.asarray(Image.open(root / "clean" / f.reference))
+        assert image.pixels.shape[:2] == clean.shape[:2], f.rel
+
+
+def test_sixteen_bit_colour_keeps_all_sixteen_bits(corpus):
+    root, _ = corpus
+    image = load_image(root / "noisy" / "png/rgb16.png")
+    assert image.pixels.dtype == np.uint16
+    assert np.any(image.pixels % 257 != 0)  # not 8-bit values scaled up
+    assert len(np.unique(image.pixels)) > 256
+
+
+@pytest.mark.parametrize("rel", ["png/grey8.png", "png/grey16.png", "png/rgb16.png", "png/grey_alpha.png",
+                                 "png/rgba.png", "png/rgba16.png", "tiff/grey8.tif", "tiff/grey16.tif",
+                                 "tiff/rgb8.tif", "tiff/rgb16.tif", "other/image.bmp",
+                                 "other/lossless_alpha.webp", "other/grey.pgm", "other/grey16.pgm",
+                                 "other/colour.ppm", "other/colour16.ppm"])
+def test_lossless_round_trip_is_exact(corpus, tmp_path, rel):
+    root, files = corpus
+    image = load_image(root / "noisy" / rel)
+    out = save_image(image, tmp_path / rel.replace("/", "_"))
+    back = load_image(out)
+    assert (back.mode, back.format, back.pixels.dtype) == (image.mode, image.format, image.pixels.dtype)
+    np.testing.assert_array_equal(back.pixels, image.pixels)
+    if files[rel].alpha:
+        np.testing.assert_array_equal(back.alpha, image.alpha)
+
+
+@pytest.mark.parametrize("rel", ["png/palette.png", "other/animation.gif", "jpeg/cmyk.jpg", "jpeg/grey.jpg",
+                                 "jpeg/progressive.jpg", "other/lossy.webp"])
+def test_lossy_round_trip_keeps_mode_and_stays_close(corpus, tmp_path, rel):
+    root, _ = corpus
+    image = load_image(root / "noisy" / rel)
+    back = load_image(save_image(image, tmp_path / rel.replace("/", "_")))
+    assert back.mode == image.mode and back.pixels.shape == image.pixels.shape
+    error = np.abs(to_model(back.pixels) - to_model(image.pixels)).mean()
+    assert error < 0.03, f"{rel}: mean error {error:.4f} after a re-save"
+    if image.format == "JPEG":
+        assert back.info["progressive"] == image.info["progressive"]
+
+
+def test_icc_and_exif_kept_but_orientation_dropped(corpus, tmp_path):
+    root, _ = corpus
+    image = load_image(root / "noisy" / "jpeg/rotated.jpg")
+    out = save_image(image, tmp_path / "rotated.jpg")
+    with Image.open(out) as im:
+        assert im.info["icc_profile"] == srgb_profile()
+        exif = im.getexif()
+        assert exif[0x010F] == "DAE Test Camera" and exif[0x0131] == "tests/corpus.py"
+        assert 0x0112 not in exif
+        assert im.size == (image.pixels.shape[1], image.pixels.shape[0])
+
+
+def test_sixteen_bit_colour_png_keeps_icc_and_exif(corpus, tmp_path):
+    root, _ = corpus
+    image = load_image(root / "noisy" / "png/rgb16.png")
+    image = images.ImageFile(image.pixels, None, "PNG", "RGB",
+                             {"icc_profile": srgb_profile(), "exif": camera_exif().tobytes()})
+    out = save_image(image, tmp_path / "deep.png")
+    with Image.open(out) as im:
+        assert im.info["icc_profile"] == srgb_profile()
+        assert im.getexif()[0x010F] == "DAE Test Camera"
+    np.testing.assert_array_equal(load_image(out).pixels, image.pixels)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_matches_pillow(tmp_path, orientation):
+    pixels = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
+    path = tmp_path / f"o{orientation}.png"
+    Image.fromarray(pixels).save(path, exif=camera_exif(orientation))
+    with Image.open(path) as im:
+        expected = np.asarray(ImageOps.exif_transpose(im))
+    np.testing.assert_array_equal(load_image(path).pixels, expected)
+
+
+@pytest.mark.parametrize("rel, error, words", [
+    ("bad/truncated.png", TruncatedImageError, "truncated"),
+    ("bad/truncated.jpg", TruncatedImageError, "truncated"),
+    ("bad/empty.png", EmptyImageError, "empty (0 bytes)"),
+    ("bad/notes.png", NotAnImageError, "not an image"),
+    ("bad/bomb.png", ImageTooLargeError, "decompression-bomb limit"),
+    ("bad/big_header.png", ImageTooLargeError, "12000 x 12000 = 144.0 MP is more than the 100 MP limit"),
+    ("bad/absurd.png", ImageDimensionsError, "1000000 x 1"),
+])
+def test_broken_files_raise_specific_errors(corpus, rel, error, words):
+    root, files = corpus
+    with pytest.raises(error) as info:
+        load_image(root / "noisy" / rel)
+    assert words in str(info.value) and rel.split("/")[-1] in str(info.value)
+    assert info.value.reason == files[rel].reason
+    with pytest.raises(error):  # the dataset reader refuses them the same way
+        read_image(root / "noisy" / rel)
+
+
+def test_pixel_limit_is_configurable_and_missing_files_named(tmp_path):
+    path = tmp_path / "small.png"
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(path)
+    with pytest.raises(ImageTooLargeError, match="20 = 0.0 MP"):
+        load_image(path, max_pixels=500)
+    assert load_image(path.read_bytes()).pixels.shape == (20, 30, 1)
+    with pytest.raises(ImageReadError, match="no such file"):
+        load_image(tmp_path / "missing.png")
+    with pytest.raises(ImageReadError, match="not a regular file"):
+        load_image(tmp_path)
+    with pytest.raises(ImageDimensionsError, match="cannot be 0"):
+        images._check_dimensions("x.png", (0, 10), 100)
+    with pytest.raises(ImageTooLargeError):
+        load_image(png_header_only(11_000, 11_000))
+
+
+def test_failed_write_leaves_existing_file_and_no_temporary(tmp_path, monkeypatch):
+    target = tmp_path / "out.png"
+    target.write_bytes(b"previous contents")
+    rgba = images.ImageFile(np.zeros((4, 4, 3), np.uint8), np.full((4, 4), 9, np.uint8), "PNG", "RGBA")
+    with pytest.raises(ImageWriteError, match="JPEG cannot store the alpha channel"):
+        save_image(rgba, tmp_path / "out.jpg")
+
+    def broken_replace(src, dst):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(images.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        save_image(rgba, target)
+    assert target.read_bytes() == b"previous contents"
+    assert sorted(os.listdir(tmp_path)) == ["out.png"]
+
+
+def test_format_conversion_on_save(corpus, tmp_path):
+    root, _ = corpus
+    grey16 = load_image(root / "noisy" / "png/grey16.png")
+    jpeg = load_image(save_image(grey16, tmp_path / "grey.jpg"))  # JPEG holds 8 bits: rounded
+    assert jpeg.format == "JPEG" and jpeg.pixels.dtype == np.uint8
+    assert np.abs(to_model(jpeg.pixels) - to_model(grey16.pixels)).mean() < 0.03
+    palette = load_image(root / "noisy" / "png/palette.png")
+    as_webp = load_image(save_image(palette, tmp_path / "p.webp"))
+    assert as_webp.format == "WEBP" and as_webp.mode == "RGB"
+    with pytest.raises(ImageWriteError, match="cannot write format"):
+        save_image(palette, tmp_path / "p.xyz", format="xyz")
+
+
+def test_read_image_keeps_its_dataset_behaviour(corpus):
+    root, _ = corpus
+    assert read_image(root / "noisy" / "png/grey8.png").ndim == 2
+    assert read_image(root / "noisy" / "png/grey16.png").dtype == np.uint16
+    assert read_image(root / "noisy" / "png/rgba.png").shape[-1] == 3
+    assert read_image(root / "noisy" / "png/rgb8.png", mode="L").ndim == 2
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((3, 3), np.uint8)).save(buf, "PNG")
+    assert load_image(buf.getvalue()).format == "PNG"
