@@ -31,7 +31,6 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
-import PIL.Image
 
 from app import engine
 from data.corruption import CORRUPTIONS, corrupt
@@ -60,29 +59,19 @@ DEFAULT_MAX_PIXELS = 16_000_000  # ~4000 x 4000: a few seconds per megapixel on 
 DEFAULT_MAX_FILE_SIZE = "40mb"  # a 16-bit 16 MP PNG is ~100 MB raw but compresses well; JPEGs are far smaller
 
 
-class ImageUpload(gr.Image):
-    """``gr.Image`` whose preprocessing turns a file Pillow cannot open into a clear ``gr.Error``.
+def upload_path(value) -> str | None:
+    """The file path of an image input: a path, or the raw ``FileData`` payload Gradio sends.
 
-    ``gr.Image`` opens every upload with Pillow before our function runs; a non-image (or a
-    decompression bomb) would otherwise surface as a bare "Error" in the page.
+    The events run with ``preprocess=False``: ``gr.Image`` would otherwise open every upload
+    with Pillow before our function runs, and a non-image or a decompression bomb would show
+    up as a bare "Error" instead of our reader's message. Gradio has already checked that the
+    path is one of its own uploads.
     """
-
-    is_template = True  # rendered by the frontend's own Image component
-
-    def preprocess(self, payload):
-        try:
-            return super().preprocess(payload)
-        except PIL.Image.DecompressionBombError as err:
-            raise gr.Error(f"{_upload_name(payload)}: image too large to open safely ({err})") from err
-        except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-            raise gr.Error(
-                f"{_upload_name(payload)} is not an image this app can read "
-                "(expected PNG, JPEG, TIFF, WebP, BMP, ...)") from err
-
-
-def _upload_name(payload) -> str:
-    name = getattr(payload, "orig_name", None)
-    return repr(name) if name else "the uploaded file"
+    if value is None or value == "":
+        return None
+    if isinstance(value, dict):
+        return value.get("path")
+    return str(getattr(value, "path", value))
 
 
 @dataclasses.dataclass
@@ -164,6 +153,7 @@ def prepare(image_path, reference_path, corruption, level, seed, max_pixels=DEFA
         The :class:`Prepared` upload. With a corruption, the clean reference is the upload
         itself and the corrupted pixels keep the upload's dtype (8 or 16 bit).
     """
+    image_path, reference_path = upload_path(image_path), upload_path(reference_path)
     image = read_upload(image_path, "image", max_pixels)
     name = Path(image_path).stem
     if corruption not in (None, NO_CORRUPTION):
@@ -357,19 +347,21 @@ def _corruption_controls():
     return corruption, level, seed
 
 
-def _reference_upload():
-    return ImageUpload(type="filepath", image_mode=None, format="png", sources=["upload"],
-                       label="Clean reference (optional, for PSNR/SSIM)", height=160)
-
-
-def _inputs(app: DenoiserApp):
-    image = ImageUpload(type="filepath", image_mode=None, format="png", sources=["upload", "clipboard"],
-                        label="Noisy image (PNG, JPEG, TIFF, ...; 8 or 16 bit)")
-    labels = list(app.models)
-    model = gr.Dropdown([(k, v) for k, v in app.models.items()], value=app.models[labels[0]], label="Model")
-    info = gr.Markdown(app.model_info(labels[0]))
+def _inputs(app: DenoiserApp, tab: str):
+    """The image upload, model choice (with its card) and clean-reference upload of a tab."""
+    image = gr.Image(type="filepath", image_mode=None, format="png", sources=["upload", "clipboard"],
+                     label="Noisy image (PNG, JPEG, TIFF, ...; 8 or 16 bit)", elem_id=f"{tab}-image")
+    first = next(iter(app.models))
+    model = gr.Dropdown(list(app.models.items()), value=app.models[first], label="Model",
+                        elem_id=f"{tab}-model")
+    info = gr.Markdown(app.model_info(first))
     model.change(app.model_info, model, info, api_visibility="private")
     return image, model
+
+
+def _reference(tab: str):
+    return gr.Image(type="filepath", image_mode=None, format="png", sources=["upload"], height=160,
+                    label="Clean reference (optional, for PSNR/SSIM)", elem_id=f"{tab}-reference")
 
 
 def build_app(app: DenoiserApp, concurrency: int = 1, queue_size: int = 32) -> gr.Blocks:
@@ -377,54 +369,56 @@ def build_app(app: DenoiserApp, concurrency: int = 1, queue_size: int = 32) -> g
 
     Args:
         app: the handlers and their models.
-        concurrency: denoising requests (all tabs) run at once; more wait in the queue.
+        concurrency: denoising requests (Denoise and Compare together) run at once; more wait
+            in the queue.
         queue_size: requests that may wait; beyond it new ones are refused with a message.
     """
     from app.score_tab import build_score_tab
 
-    shared = {"concurrency_limit": concurrency, "concurrency_id": "engine"}
+    # One engine slot shared by both tabs; raw payloads so that our reader reports bad files.
+    engine_event = {"concurrency_limit": concurrency, "concurrency_id": "engine", "preprocess": False}
     with gr.Blocks(title="DAE denoiser", delete_cache=(OUTPUT_MAX_AGE_S, OUTPUT_MAX_AGE_S)) as demo:
         gr.Markdown("# Denoising autoencoder\nUpload a noisy image (or corrupt a clean one), denoise it at "
                     "full resolution, and download the result as a lossless PNG with the input's bit depth.")
         with gr.Tab("Denoise"):
             with gr.Row():
                 with gr.Column():
-                    image, model = _inputs(app)
+                    image, model = _inputs(app, "denoise")
                     strength = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="Strength",
                                          info="0 keeps the input, 1 is the model's full output")
                     corruption, level, seed = _corruption_controls()
-                    reference = _reference_upload()
-                    run = gr.Button("Denoise", variant="primary")
+                    reference = _reference("denoise")
+                    run = gr.Button("Denoise", variant="primary", elem_id="denoise-run")
                 with gr.Column():
                     slider = gr.ImageSlider(format="png", label="Before / after (full resolution)",
-                                            type="numpy", interactive=False)
-                    scores = gr.JSON(label="Scores")
-                    download = gr.DownloadButton("Download PNG", variant="primary", interactive=False)
+                                            type="numpy", interactive=False, elem_id="denoise-slider")
+                    scores = gr.JSON(label="Scores", elem_id="denoise-scores")
+                    download = gr.DownloadButton("Download PNG", variant="primary", interactive=False,
+                                                 elem_id="denoise-download")
                     residual = gr.Image(format="png", label="Residual (input − output; mid-grey = 0)",
-                                        interactive=False)
+                                        interactive=False, elem_id="denoise-residual")
             if sample_examples():
                 gr.Examples(sample_examples(), [image, reference, corruption, level], label="Samples")
-            inputs = [image, model, strength, corruption, level, seed, reference]
-            run.click(user_errors(app.denoise), inputs, [slider, residual, scores, download],
-                      api_name="denoise", **shared).success(
+            run.click(user_errors(app.denoise), [image, model, strength, corruption, level, seed, reference],
+                      [slider, residual, scores, download], api_name="denoise", **engine_event).success(
                 lambda: gr.DownloadButton(interactive=True), None, download, api_visibility="private")
         with gr.Tab("Compare"):
             gr.Markdown("The same input through our model and the classic denoisers, with scores and times.")
             with gr.Row():
                 with gr.Column():
-                    c_image, c_model = _inputs(app)
+                    c_image, c_model = _inputs(app, "compare")
                     c_corruption, c_level, c_seed = _corruption_controls()
-                    c_reference = _reference_upload()
-                    c_run = gr.Button("Compare", variant="primary")
+                    c_reference = _reference("compare")
+                    c_run = gr.Button("Compare", variant="primary", elem_id="compare-run")
                 with gr.Column():
                     table = gr.Dataframe(headers=["method", "PSNR (dB)", "SSIM", "seconds"],
                                          label="Scores against the clean reference", interactive=False)
                     gallery = gr.Gallery(format="png", label="Results", columns=3, object_fit="contain")
             if sample_examples():
                 gr.Examples(sample_examples(), [c_image, c_reference, c_corruption, c_level], label="Samples")
-            c_run.click(user_errors(app.compare),
-                        [c_image, c_model, c_corruption, c_level, c_seed, c_reference], [gallery, table],
-                        api_name="compare", **shared)
+            c_inputs = [c_image, c_model, c_corruption, c_level, c_seed, c_reference]
+            c_run.click(user_errors(app.compare), c_inputs, [gallery, table], api_name="compare",
+                        **engine_event)
         with gr.Tab("Score field"):
             build_score_tab()
     return demo.queue(max_size=queue_size)

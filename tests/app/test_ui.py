@@ -88,15 +88,15 @@ def test_read_upload_refuses_too_many_pixels_instead_of_downscaling(tmp_path):
     assert ui.read_upload(path, "image", max_pixels=2000).pixels.shape == (40, 50, 1)
 
 
-def test_upload_component_turns_a_non_image_into_a_clear_error(tmp_path):
+def test_raw_upload_payloads_are_read_by_our_reader(app, tmp_path):
     text = tmp_path / "notes.png"
     text.write_text("hello")
-    component = ui.ImageUpload(type="filepath", image_mode=None, render=False)
-    with pytest.raises(gr.Error, match="'notes.png' is not an image this app can read"):
-        component.preprocess(ImageData(path=str(text), orig_name="notes.png"))
-    good = write_png(tmp_path / "ok.png", np.zeros((8, 8), np.uint8))
-    assert component.preprocess(ImageData(path=good, orig_name="ok.png")) == good  # untouched file
-    assert component.get_block_name() == "image"  # rendered by Gradio's own Image frontend
+    payload = {"path": str(text), "orig_name": "notes.png", "meta": {"_type": "gradio.FileData"}}
+    assert ui.upload_path(payload) == str(text)
+    assert ui.upload_path(ImageData(path=str(text))) == str(text)
+    assert ui.upload_path(None) is None and ui.upload_path("") is None
+    with pytest.raises(gr.Error, match="image 'notes.png': not an image"):
+        app.denoise(payload, MODEL, 1.0, "none", 0.0, 0, None, progress=no_progress)
 
 
 def test_denoise_raises_psnr_and_writes_a_full_size_png(app):
