@@ -16,7 +16,6 @@ Every file that cannot be used raises a subclass of :class:`ImageReadError` that
 from __future__ import annotations
 
 import dataclasses
-import functools
 import io
 import os
 import re
@@ -339,11 +338,11 @@ def _open_pil(name: str, data: bytes, max_pixels: int):
     return im
 
 
-@functools.lru_cache(maxsize=1)
 def _silence_pillow_bomb_warning() -> None:
     """We check sizes ourselves with a message that says what to do, so Pillow's warning only
-    adds noise. A process-wide filter for this one category: ``catch_warnings`` is not
-    thread-safe, and files are read in threads."""
+    adds noise. A process-wide filter for this one category (``catch_warnings`` is not
+    thread-safe, and files are read in threads), set again on each call because test runners
+    reset the filters."""
     from PIL import Image
 
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)

@@ -1,6 +1,7 @@
 """Command lines generated from the frozen config dataclasses, so the two cannot drift.
 
-Each field becomes ``--field-name``; its ``metadata["help"]`` is the help text. Booleans get
+Each field becomes ``--field-name`` (required when it has no default; a positional argument
+with ``metadata["positional"]``); its ``metadata["help"]`` is the help text. Booleans get
 ``--x/--no-x``; ``tuple[int, ...]`` takes several values; ``tuple[str, ...]`` is repeatable
 under the singular flag in ``metadata["flag"]`` (``--corruption A --corruption B``).
 """
@@ -25,7 +26,12 @@ def build_parser(cls, description: str) -> argparse.ArgumentParser:
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         kind, help_ = hints[field.name], field.metadata.get("help", "")
+        if field.metadata.get("positional"):  # metadata={"positional": True}: a required argument
+            parser.add_argument(field.name, metavar=field.name.upper(), type=kind, help=help_)
+            continue
         kwargs = {"dest": field.name, "help": help_, "default": field.default}
+        if field.default is dataclasses.MISSING:  # no default: a required option
+            kwargs.update(default=None, required=True)
         if "choices" in field.metadata:
             kwargs["choices"] = field.metadata["choices"]
         if kind is bool:

@@ -1,0 +1,476 @@
+"""Denoise whole folders: ``python -m app.batch IN_DIR OUT_DIR --model NAME_OR_PATH``.
+
+OUT_DIR mirrors IN_DIR's folders; each output keeps its input's format, mode and bit depth
+(``--format`` converts). Safe by default:
+
+- nothing is ever written inside IN_DIR (an OUT_DIR inside IN_DIR, or around it, is refused) and
+  no input is opened for writing;
+- each output is written atomically (a hidden ``.NAME.XXXX.partial`` file, then a rename), so a
+  killed run leaves no half-written image; leftover ``.partial`` files are removed on the next
+  run;
+- existing outputs are skipped unless ``--overwrite``: rerunning the same command resumes;
+- one bad file never stops the run: it is reported with its reason, and the exit status is 1
+  when anything failed (2 when the command itself is wrong).
+
+Small images of the same size go through the model together; reader threads load (and
+writer threads save) files while the model works. A progress bar shows files/s and MP/s; a
+summary follows, and ``--manifest FILE.csv|FILE.json`` records one row per file (status,
+reason, size, seconds, model, and PSNR/SSIM of input and output against ``--reference DIR``,
+whose files are matched by relative path, any image suffix).
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import csv
+import dataclasses
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from app.engine import COLOUR_POLICIES, DEFAULT_BATCH_PIXELS, DEFAULT_TILE, as_denoiser, denoise_many
+from data.datasets import IMAGE_SUFFIXES
+from data.images import (
+    DEFAULT_MAX_PIXELS,
+    FORMATS,
+    ImageReadError,
+    ImageWriteError,
+    atomic_write_bytes,
+    load_image,
+    match_channels,
+    save_image,
+    to_model,
+)
+from training.cli import parse_config
+
+PARTIAL_SUFFIX = ".partial"
+MANIFEST_FIELDS = (
+    "input", "output", "status", "reason", "detail", "width", "height", "mode", "bit_depth",
+    "bytes_in", "bytes_out", "seconds", "model", "psnr_input", "psnr_output", "ssim_input", "ssim_output",
+)
+"""Manifest columns: ``status`` is ``done``, ``skipped`` or ``failed``; ``reason`` a short code
+(``output_exists``, ``truncated``, ``not_an_image``, ...), ``detail`` the full message."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchConfig:
+    """Settings of one batch run (the command line is generated from this)."""
+
+    in_dir: Path = dataclasses.field(metadata={
+        "positional": True, "help": "folder of images to denoise, read recursively and never written"})
+    out_dir: Path = dataclasses.field(metadata={
+        "positional": True, "help": "folder for the results (mirrors IN_DIR; must not be inside it)"})
+    model: str = dataclasses.field(metadata={
+        "help": "bundled model name, run folder or .keras file"})
+    reference: Path | None = dataclasses.field(default=None, metadata={
+        "help": "folder of clean originals, matched by relative path: adds PSNR/SSIM to the manifest"})
+    overwrite: bool = dataclasses.field(default=False, metadata={
+        "help": "redo files whose output exists (default: skip them, so a rerun resumes)"})
+    manifest: Path | None = dataclasses.field(default=None, metadata={
+        "help": "write one row per file to this .csv or .json file"})
+    format: str | None = dataclasses.field(default=None, metadata={
+        "choices": tuple(f.lower() for f in FORMATS) + ("jpg", "tif"),
+        "help": "write every output in this format (default: each input's own)"})
+    glob: str | None = dataclasses.field(default=None, metadata={
+        "help": "only inputs matching this pattern relative to IN_DIR, e.g. '**/*.png' "
+                "(default: every file with an image suffix)"})
+    dry_run: bool = dataclasses.field(default=False, metadata={
+        "help": "list what would be done and stop"})
+    strength: float = dataclasses.field(default=1.0, metadata={
+        "help": "blend between input (0) and denoised output (1)"})
+    colour: str = dataclasses.field(default="per_channel", metadata={
+        "choices": COLOUR_POLICIES,
+        "help": "how a grey model treats colour images: each channel, or the luminance only"})
+    tile: int = dataclasses.field(default=DEFAULT_TILE, metadata={
+        "help": "tile side in pixels for large images (memory stays bounded)"})
+    max_pixels: int = dataclasses.field(default=DEFAULT_MAX_PIXELS, metadata={
+        "help": "refuse images with more pixels than this (decompression-bomb guard)"})
+    batch_size: int = dataclasses.field(default=64, metadata={
+        "help": "small images per model call (same-size images are stacked)"})
+    threads: int = dataclasses.field(default=2, metadata={
+        "help": "reader threads and writer threads each, overlapping file I/O with the model"})
+    progress: bool = dataclasses.field(default=True, metadata={"help": "show a progress bar"})
+
+    def __post_init__(self):
+        if not 0.0 <= self.strength <= 1.0:
+            raise ValueError(f"--strength must be in [0, 1], got {self.strength}")
+        if self.manifest is not None and self.manifest.suffix.lower() not in (".csv", ".json"):
+            raise ValueError(f"--manifest must end in .csv or .json, got {self.manifest}")
+        for name in ("tile", "max_pixels", "batch_size", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+
+
+class BatchError(Exception):
+    """The command cannot run at all (bad folders, unknown model); the message says why."""
+
+
+@dataclasses.dataclass
+class Item:
+    """One input file and its planned output."""
+
+    source: Path
+    rel: str
+    target: Path
+    row: dict
+
+
+@dataclasses.dataclass
+class Summary:
+    """Counts and rows of a finished (or interrupted) run."""
+
+    rows: list[dict]
+    seconds: float = 0.0
+    megapixels: float = 0.0
+    removed_partials: int = 0
+    interrupted: bool = False
+
+    def count(self, status: str) -> int:
+        return sum(r["status"] == status for r in self.rows)
+
+    @property
+    def exit_code(self) -> int:
+        return 130 if self.interrupted else (1 if self.count("failed") else 0)
+
+
+# ---------------------------------------------------------------- planning
+
+
+def check_folders(config: BatchConfig) -> tuple[Path, Path]:
+    """Resolved ``(in_dir, out_dir)``; refuses any layout that could write among the inputs."""
+    in_dir, out_dir = config.in_dir.resolve(), config.out_dir.resolve()
+    if not in_dir.is_dir():
+        raise BatchError(f"IN_DIR {config.in_dir} does not exist or is not a folder")
+    if out_dir == in_dir or out_dir.is_relative_to(in_dir):
+        raise BatchError(f"OUT_DIR {config.out_dir} is inside IN_DIR {config.in_dir}: outputs are never "
+                         "written among the inputs; choose a folder outside it")
+    if in_dir.is_relative_to(out_dir):
+        raise BatchError(f"IN_DIR {config.in_dir} is inside OUT_DIR {config.out_dir}: mirrored outputs could "
+                         "land on inputs; choose an OUT_DIR that does not contain IN_DIR")
+    if config.manifest is not None and config.manifest.resolve().is_relative_to(in_dir):
+        raise BatchError(f"--manifest {config.manifest} is inside IN_DIR: nothing is written there")
+    if config.reference is not None and not config.reference.is_dir():
+        raise BatchError(f"--reference {config.reference} does not exist or is not a folder")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BatchError(f"OUT_DIR {config.out_dir} exists and is not a folder")
+    return in_dir, out_dir
+
+
+def list_inputs(in_dir: Path, pattern: str | None) -> list[Path]:
+    """Input files below ``in_dir``: matching ``pattern``, or with an image suffix; hidden ones left out."""
+    if pattern:
+        found = in_dir.glob(pattern)
+    else:
+        found = (p for p in in_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in found if p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(in_dir).parts))
+
+
+def plan(config: BatchConfig, in_dir: Path, out_dir: Path) -> list[Item]:
+    """One :class:`Item` per input, with ``row["status"]`` set for those decided already."""
+    suffix = FORMATS[_format(config.format)] if config.format else None
+    items, claimed = [], {}
+    for source in list_inputs(in_dir, config.glob):
+        rel = source.relative_to(in_dir).as_posix()
+        target = out_dir / rel if suffix is None else (out_dir / rel).with_suffix(suffix)
+        row = dict.fromkeys(MANIFEST_FIELDS, "")
+        row.update(input=rel, output=target.relative_to(out_dir).as_posix(), model=config.model)
+        if target.parent.resolve().is_relative_to(in_dir):  # a symlinked folder pointing back in
+            _fail(row, "unsafe_output", f"{rel}: its output folder leads back into IN_DIR; not written")
+        elif target in claimed:
+            _fail(row, "output_clash", f"{rel}: writes the same output as {claimed[target]}; not written")
+        elif target.exists() and not config.overwrite:
+            row.update(status="skipped", reason="output_exists",
+                       detail="output exists; --overwrite redoes it")
+        claimed.setdefault(target, rel)
+        items.append(Item(source, rel, target, row))
+    return items
+
+
+def _format(name: str | None) -> str | None:
+    return None if name is None else {"jpg": "JPEG", "tif": "TIFF"}.get(name.lower(), name.upper())
+
+
+def _fail(row: dict, reason: str, detail: str) -> None:
+    row.update(status="failed", reason=reason, detail=detail)
+
+
+def remove_partials(out_dir: Path) -> int:
+    """Deletes temporary files a killed run left in ``out_dir``; returns how many."""
+    if not out_dir.is_dir():
+        return 0
+    stale = [p for p in out_dir.rglob(f".*{PARTIAL_SUFFIX}") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
+# ---------------------------------------------------------------- the run
+
+
+def run(config: BatchConfig, out=None) -> Summary:
+    """Runs a batch: plans, denoises what is to do, writes outputs and the manifest.
+
+    Raises:
+        BatchError: the folders or the model are unusable.
+    """
+    out = out or sys.stdout
+    in_dir, out_dir = check_folders(config)
+    items = plan(config, in_dir, out_dir)
+    todo = [it for it in items if not it.row["status"]]
+    if config.dry_run:
+        for it in items:
+            action = it.row["status"] or "denoise"
+            note = f" ({it.row['detail']})" if it.row["detail"] else ""
+            print(f"{action:8} {it.rel} -> {it.target}{note}", file=out)
+        return Summary([it.row for it in items])
+    try:
+        denoiser = as_denoiser(config.model)
+    except (FileNotFoundError, ValueError, OSError) as err:
+        raise BatchError(f"--model {config.model}: {err}") from err
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = Summary([it.row for it in items], removed_partials=remove_partials(out_dir))
+    start = time.perf_counter()
+    try:
+        _Pipeline(config, denoiser, summary).process(todo)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        for it in todo:
+            if not it.row["status"]:
+                _fail(it.row, "interrupted", "the run was interrupted before this file")
+    finally:
+        summary.seconds = time.perf_counter() - start
+        if config.manifest is not None:
+            write_manifest(config.manifest, summary.rows)
+    return summary
+
+
+class _Pipeline:
+    """Readers -> model (main thread, grouped calls) -> writers, with bounded look-ahead."""
+
+    def __init__(self, config: BatchConfig, denoiser, summary: Summary):
+        self.config, self.denoiser, self.summary = config, denoiser, summary
+        self.readers = cf.ThreadPoolExecutor(config.threads, thread_name_prefix="read")
+        self.writers = cf.ThreadPoolExecutor(config.threads, thread_name_prefix="write")
+        self.writing: collections.deque = collections.deque()
+        self.bar = None
+        self.last_manifest = time.monotonic()
+
+    def process(self, todo: list[Item]) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=len(todo), unit="file", disable=not self.config.progress or not todo,
+                        dynamic_ncols=True, file=sys.stderr)
+        self.started = time.perf_counter()
+        try:
+            self._loop(todo)
+            while self.writing:
+                self._finish_write(self.writing.popleft())
+        finally:
+            self.readers.shutdown(wait=True, cancel_futures=True)
+            self.writers.shutdown(wait=True, cancel_futures=True)
+            self.bar.close()
+
+    def _loop(self, todo: list[Item]) -> None:
+        ahead = max(8, 2 * self.config.batch_size)
+        reading = collections.deque()
+        queue = iter(todo)
+        group: list[tuple[Item, object, object, float]] = []
+        while True:
+            while len(reading) < ahead and (item := next(queue, None)) is not None:
+                reading.append(self.readers.submit(self._read, item))
+            if not reading:
+                break
+            item, image, reference, seconds = reading.popleft().result()
+            if image is None:
+                self._done(item)
+                continue
+            big = max(image.pixels.shape[:2]) > self.config.tile
+            if group and (big or not self._fits(group, image)):
+                self._denoise(group)
+                group = []
+            group.append((item, image, reference, seconds))
+            if big or len(group) >= self.config.batch_size or not reading:
+                self._denoise(group)
+                group = []
+        if group:
+            self._denoise(group)
+
+    def _fits(self, group, image) -> bool:
+        pixels = sum(g[1].pixels.size for g in group) + image.pixels.size
+        return len(group) < self.config.batch_size and pixels <= DEFAULT_BATCH_PIXELS
+
+    def _read(self, item: Item):
+        start = time.perf_counter()
+        try:
+            item.row["bytes_in"] = item.source.stat().st_size
+            image = load_image(item.source, max_pixels=self.config.max_pixels)
+        except ImageReadError as err:
+            _fail(item.row, err.reason, str(err))
+            return item, None, None, 0.0
+        except Exception as err:  # noqa: BLE001 - one bad file never stops the run
+            _fail(item.row, "unreadable", f"{item.rel}: {type(err).__name__}: {err}")
+            return item, None, None, 0.0
+        height, width = image.pixels.shape[:2]
+        item.row.update(width=width, height=height, mode=image.mode, bit_depth=image.bit_depth)
+        reference = self._reference(item) if self.config.reference is not None else None
+        return item, image, reference, time.perf_counter() - start
+
+    def _reference(self, item: Item):
+        base = self.config.reference / item.rel
+        candidates = [base] + sorted(p for p in base.parent.glob(f"{_glob_escape(base.stem)}.*")
+                                     if p.suffix.lower() in IMAGE_SUFFIXES and p != base)
+        for path in candidates:
+            if path.is_file():
+                try:
+                    return load_image(path, max_pixels=self.config.max_pixels)
+                except ImageReadError as err:
+                    return f"reference unusable: {err}"
+        return f"no reference for {item.rel} in {self.config.reference}"
+
+    def _denoise(self, group) -> None:
+        start = time.perf_counter()
+        try:
+            results = denoise_many([g[1].pixels for g in group], self.denoiser, strength=self.config.strength,
+                                   tile=self.config.tile, colour=self.config.colour)
+        except Exception as err:  # noqa: BLE001 - e.g. out of memory on one huge image
+            if len(group) > 1:  # retry one by one so one image cannot sink its group
+                for g in group:
+                    self._denoise([g])
+                return
+            item = group[0][0]
+            _fail(item.row, "denoise_failed", f"{item.rel}: {type(err).__name__}: {err}")
+            self._done(item)
+            return
+        share = (time.perf_counter() - start) / len(group)
+        for (item, image, reference, seconds), result in zip(group, results, strict=True):
+            denoised = dataclasses.replace(image, pixels=result.output)
+            while len(self.writing) >= 2 * self.config.batch_size:
+                self._finish_write(self.writing.popleft())
+            self.writing.append(self.writers.submit(self._write, item, image, denoised, reference,
+                                                    seconds + share))
+        while self.writing and self.writing[0].done():
+            self._finish_write(self.writing.popleft())
+
+    def _write(self, item: Item, image, denoised, reference, seconds: float) -> Item:
+        start = time.perf_counter()
+        try:
+            item.target.parent.mkdir(parents=True, exist_ok=True)
+            save_image(denoised, item.target, format=_format(self.config.format))
+        except ImageWriteError as err:
+            _fail(item.row, err.reason, f"{item.rel}: {err}")
+            return item
+        except Exception as err:  # noqa: BLE001 - a full disk or an encoder error fails this file only
+            _fail(item.row, "write_failed", f"{item.rel}: {type(err).__name__}: {err}")
+            return item
+        item.row.update(status="done", bytes_out=item.target.stat().st_size)
+        if reference is not None:
+            try:
+                self._score(item, image, reference)
+            except Exception as err:  # noqa: BLE001 - scoring is a report, never a failure
+                item.row["detail"] = f"not scored: {type(err).__name__}: {err}"
+        item.row["seconds"] = round(seconds + time.perf_counter() - start, 4)
+        return item
+
+    def _score(self, item: Item, image, reference) -> None:
+        """PSNR/SSIM of the input and of the written output (read back) against the reference."""
+        from data.metrics import psnr, ssim
+
+        if isinstance(reference, str):
+            item.row["detail"] = reference
+            return
+        written = load_image(item.target).pixels
+        clean = to_model(reference.pixels)
+        if clean.shape[:2] != image.pixels.shape[:2]:
+            item.row["detail"] = (f"reference is {clean.shape[1]} x {clean.shape[0]}, input "
+                                  f"{image.pixels.shape[1]} x {image.pixels.shape[0]}: not scored")
+            return
+        for label, pixels in (("input", image.pixels), ("output", written)):
+            estimate = to_model(pixels)
+            target = match_channels(clean, estimate.shape[-1])
+            item.row[f"psnr_{label}"] = round(float(psnr(target, estimate)), 3)
+            item.row[f"ssim_{label}"] = round(float(ssim(target, estimate)), 4)
+
+    def _finish_write(self, future) -> None:
+        self._done(future.result())
+
+    def _done(self, item: Item) -> None:
+        self.bar.update(1)
+        if item.row["status"] == "done":
+            self.summary.megapixels += item.row["width"] * item.row["height"] / 1e6
+            elapsed = max(time.perf_counter() - self.started, 1e-9)
+            self.bar.set_postfix_str(f"{self.summary.megapixels / elapsed:.2f} MP/s", refresh=False)
+        if self.config.manifest is not None and time.monotonic() - self.last_manifest > 5.0:
+            write_manifest(self.config.manifest, self.summary.rows)
+            self.last_manifest = time.monotonic()
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in text)
+
+
+# ---------------------------------------------------------------- reporting
+
+
+def write_manifest(path: Path, rows: list[dict]) -> None:
+    """Writes the rows (atomically) as CSV or JSON, by the file's suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".json":
+        data = json.dumps(rows, indent=1, ensure_ascii=False, default=_plain).encode()
+    else:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        data = buf.getvalue().encode()
+    atomic_write_bytes(path, data)
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else str(value)
+
+
+def report(summary: Summary, config: BatchConfig, out=None) -> None:
+    """Prints the summary: counts, throughput, and each failure with its reason."""
+    out = out or sys.stdout
+    done, skipped, failed = (summary.count(s) for s in ("done", "skipped", "failed"))
+    if config.dry_run:
+        print(f"dry run: {len(summary.rows) - skipped - failed} to denoise, {skipped} skipped, "
+              f"{failed} refused", file=out)
+        return
+    rate = done / summary.seconds if summary.seconds else 0.0
+    mp_rate = summary.megapixels / summary.seconds if summary.seconds else 0.0
+    print(f"denoised {done} file(s), {summary.megapixels:.2f} MP in {summary.seconds:.1f} s "
+          f"({rate:.2f} files/s, {mp_rate:.2f} MP/s); skipped {skipped} (output exists); "
+          f"failed {failed}", file=out)
+    if summary.removed_partials:
+        print(f"removed {summary.removed_partials} partial file(s) left by an earlier, interrupted run",
+              file=out)
+    for row in summary.rows:
+        if row["status"] == "failed":
+            print(f"  FAILED {row['input']}: {row['reason']}: {row['detail']}", file=out)
+    if summary.interrupted:
+        print("interrupted: rerun the same command to resume", file=out)
+    if config.manifest is not None:
+        print(f"manifest: {config.manifest}", file=out)
+
+
+def main(argv=None) -> int:
+    config = parse_config(BatchConfig, __doc__.split("\n\n")[0], argv)
+    try:
+        summary = run(config)
+    except BatchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    report(summary, config)
+    return summary.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

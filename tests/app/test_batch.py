@@ -1,0 +1,183 @@
+"""The batch script on the test corpus: every good file denoised with its format, mode and depth
+kept and PSNR gained; every bad file reported with its reason; inputs untouched; resume,
+overwrite, dry run, refusals, format/glob, manifests."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app import batch
+from app.batch import BatchConfig, main, run
+from data.images import load_image, to_model
+from tests.corpus import make_corpus
+
+MODEL = "fashion-mnist"
+
+
+def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
+    """Relative path -> (sha256, mtime_ns) of every file below ``folder``."""
+    return {p.relative_to(folder).as_posix(): (hashlib.sha256(p.read_bytes()).hexdigest(),
+                                               p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("batch")
+    files = make_corpus(root / "noisy", root / "clean")
+    return root, {f.rel: f for f in files}
+
+
+@pytest.fixture(scope="module")
+def first_run(corpus):
+    """One full run over the corpus with a reference folder and a JSON manifest."""
+    root, files = corpus
+    before = snapshot(root / "noisy")
+    config = BatchConfig(root / "noisy", root / "out", MODEL, reference=root / "clean",
+                         manifest=root / "manifest.json", progress=False)
+    summary = run(config)
+    return summary, before
+
+
+def test_every_good_file_is_denoised_keeping_format_mode_and_depth(corpus, first_run):
+    root, files = corpus
+    summary, _ = first_run
+    rows = {r["input"]: r for r in json.loads((root / "manifest.json").read_text())}
+    assert set(rows) == set(files)
+    for rel, f in files.items():
+        if f.reason is not None:
+            continue
+        row = rows[rel]
+        assert row["status"] == "done", (rel, row)
+        src, out = load_image(root / "noisy" / rel), load_image(root / "out" / rel)
+        assert (out.format, out.mode, out.pixels.dtype, out.pixels.shape) == (
+            src.format, src.mode, src.pixels.dtype, src.pixels.shape), rel
+        if f.alpha and f.lossless:
+            np.testing.assert_array_equal(out.alpha, src.alpha)
+        assert not np.array_equal(to_model(out.pixels), to_model(src.pixels)), rel
+        gain = row["psnr_output"] - row["psnr_input"]
+        # Lossy formats re-encode the output (and JPEG's chroma subsampling already smeared our
+        # channel-independent test colours), so they gain less.
+        assert gain > (2.0 if f.lossless else 0.3), f"{rel}: PSNR gain {gain:.2f} dB"
+        assert row["ssim_output"] > row["ssim_input"] - 0.01, rel
+        assert row["model"] == MODEL and row["seconds"] > 0 and row["bytes_out"] > 0
+    assert summary.exit_code == 1  # the bad files failed
+
+
+def test_every_bad_file_is_reported_with_its_reason(corpus, first_run):
+    root, files = corpus
+    summary, _ = first_run
+    rows = {r["input"]: r for r in summary.rows}
+    for rel, f in files.items():
+        if f.reason is None:
+            continue
+        assert rows[rel]["status"] == "failed" and rows[rel]["reason"] == f.reason, rows[rel]
+        assert rel.split("/")[-1] in rows[rel]["detail"]
+        assert not (root / "out" / rel).exists()
+
+
+def test_inputs_untouched_and_nothing_written_inside_in_dir(corpus, first_run):
+    root, _ = corpus
+    assert snapshot(root / "noisy") == first_run[1]
+    assert not list((root / "out").rglob("*.partial"))
+
+
+def test_rerun_skips_done_outputs_and_overwrite_redoes_them(corpus, first_run, tmp_path):
+    root, files = corpus
+    out_before = snapshot(root / "out")
+    manifest = tmp_path / "again.csv"
+    summary = run(BatchConfig(root / "noisy", root / "out", MODEL, manifest=manifest, progress=False))
+    assert snapshot(root / "out") == out_before  # nothing rewritten
+    with open(manifest, newline="") as fh:
+        rows = {r["input"]: r for r in csv.DictReader(fh)}
+    good = [rel for rel, f in files.items() if f.reason is None]
+    assert all(rows[rel]["status"] == "skipped" and rows[rel]["reason"] == "output_exists" for rel in good)
+    assert summary.count("done") == 0
+    redo = run(BatchConfig(root / "noisy", root / "out", MODEL, overwrite=True, glob="png/grey8.png",
+                           progress=False))
+    assert redo.count("done") == 1
+    assert snapshot(root / "out")["png/grey8.png"][1] != out_before["png/grey8.png"][1]
+
+
+def test_refuses_out_dir_inside_or_around_in_dir(corpus, capsys):
+    root, _ = corpus
+    before = snapshot(root / "noisy")
+    assert main([str(root / "noisy"), str(root / "noisy" / "denoised"), "--model", MODEL]) == 2
+    assert "inside IN_DIR" in capsys.readouterr().err
+    assert main([str(root / "noisy" / "png"), str(root / "noisy"), "--model", MODEL]) == 2
+    assert "inside OUT_DIR" in capsys.readouterr().err
+    assert main([str(root / "noisy"), str(root / "x"), "--model", MODEL,
+                 "--manifest", str(root / "noisy" / "m.csv")]) == 2
+    assert main([str(root / "missing"), str(root / "x"), "--model", MODEL]) == 2
+    assert main([str(root / "noisy"), str(root / "x"), "--model", "no-such-model"]) == 2
+    assert "no model 'no-such-model'" in capsys.readouterr().err
+    assert snapshot(root / "noisy") == before and not (root / "x").exists()
+
+
+def test_dry_run_lists_and_writes_nothing(corpus, capsys):
+    root, files = corpus
+    code = main([str(root / "noisy"), str(root / "dry"), "--model", MODEL, "--dry-run",
+                 "--manifest", str(root / "dry.json")])
+    printed = capsys.readouterr().out
+    assert code == 0 and not (root / "dry").exists() and not (root / "dry.json").exists()
+    assert printed.count("denoise ") == len(files)
+    assert f"dry run: {len(files)} to denoise" in printed
+
+
+def test_format_and_glob(corpus, tmp_path):
+    root, _ = corpus
+    summary = run(BatchConfig(root / "noisy", tmp_path / "out", MODEL, format="png", glob="jpeg/*.jpg",
+                              progress=False))
+    written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*"))
+    assert written == ["jpeg", "jpeg/baseline.png", "jpeg/cmyk.png", "jpeg/grey.png", "jpeg/progressive.png",
+                       "jpeg/rotated.png"]
+    assert summary.count("done") == 5 and summary.exit_code == 0
+    assert load_image(tmp_path / "out" / "jpeg/cmyk.png").mode == "RGB"  # PNG has no CMYK
+    # Alpha cannot go into JPEG: that file fails with the reason, the others go through.
+    jpeg = run(BatchConfig(root / "noisy", tmp_path / "j", MODEL, format="jpeg", glob="png/rgb*.png",
+                           progress=False))
+    rows = {r["input"]: r for r in jpeg.rows}
+    assert rows["png/rgba.png"]["status"] == "failed" and "alpha" in rows["png/rgba.png"]["detail"]
+    assert rows["png/rgb8.png"]["status"] == "done" and jpeg.exit_code == 1
+
+
+def test_leftover_partial_files_are_removed(corpus, tmp_path):
+    root, _ = corpus
+    out = tmp_path / "out"
+    (out / "png").mkdir(parents=True)
+    stale = out / "png" / ".grey8.png.abc123.partial"
+    stale.write_bytes(b"half an image")
+    summary = run(BatchConfig(root / "noisy", out, MODEL, glob="png/grey8.png", progress=False))
+    assert summary.removed_partials == 1 and not stale.exists()
+    assert load_image(out / "png" / "grey8.png").pixels.shape == (55, 81, 1)
+
+
+def test_manifest_suffix_is_checked():
+    with pytest.raises(ValueError, match=r"\.csv or \.json"):
+        BatchConfig(Path("a"), Path("b"), MODEL, manifest=Path("m.txt"))
+    with pytest.raises(SystemExit):
+        batch.main(["a", "b"])  # --model is required
+
+
+def test_one_failing_group_member_does_not_sink_the_others(corpus, tmp_path, monkeypatch):
+    root, _ = corpus
+    real = batch.denoise_many
+
+    def flaky(images, model, **kw):
+        if any(im.shape == (55, 81, 1) for im in images):
+            raise MemoryError("simulated")
+        return real(images, model, **kw)
+
+    monkeypatch.setattr(batch, "denoise_many", flaky)
+    summary = run(BatchConfig(root / "noisy", tmp_path / "o", MODEL, glob="png/*", progress=False))
+    rows = {r["input"]: r for r in summary.rows}
+    assert rows["png/grey8.png"]["reason"] == "denoise_failed"
+    assert rows["png/rgb8.png"]["status"] == "done"
+    assert os.path.exists(tmp_path / "o" / "png" / "rgb8.png")
