@@ -27,6 +27,7 @@ import numpy as np
 from data.corruption import BENCHMARK_SETTINGS, CorruptionSpec
 from data.datasets import DatasetNotFoundError, load_dataset, split_validation
 from training.cli import parse_config, save_config
+from training.distribute import patch_keras_for_multi_worker
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +97,7 @@ def model_kwargs(config) -> dict:
 
 
 def configure_devices(config):
-    """Returns ``(strategy, use_gpu_features)``; sets the dtype policy. Call before any TF op."""
+    """Returns ``(strategy, use_xla)``; sets the dtype policy. Call before any TF op."""
     import keras
     import tensorflow as tf
 
@@ -119,6 +120,12 @@ def configure_devices(config):
     keras.config.set_dtype_policy("mixed_float16" if mixed else "float32")
     jit = config.jit == "on" or (config.jit == "auto" and bool(gpus))
     return strategy, jit
+
+
+def is_multi_worker(strategy) -> bool:
+    import tensorflow as tf
+
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
 def is_chief(strategy) -> bool:
@@ -174,6 +181,10 @@ def train(config: PretrainConfig) -> dict:
     x_val = x_val[: max(config.eval_images, config.batch_size)]
     out_dir = worker_dir(Path(config.out), strategy)
     prepare_run_dir(config, out_dir)
+    name = "MultiWorkerMirroredStrategy" if is_multi_worker(strategy) else type(strategy).__name__
+    print(f"{name}: {strategy.num_replicas_in_sync} replica(s); "
+          f"{len(x_train)} training, {len(x_val)} validation images; dtype policy "
+          f"{keras.config.dtype_policy().name}; XLA {'on' if jit else 'off'}", flush=True)
 
     augment = data.y_train is None
     specs = config.specs
@@ -189,6 +200,8 @@ def train(config: PretrainConfig) -> dict:
         schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * steps)
         model.compile(optimizer=keras.optimizers.Adam(schedule), loss=model.loss_function(),
                       jit_compile=jit)
+        if is_multi_worker(strategy):
+            patch_keras_for_multi_worker(model, next(iter(train_ds)))
     callbacks = [
         keras.callbacks.BackupAndRestore(str(out_dir / "backup")),
         keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoint.keras")),

@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data.corruption import (BENCHMARK_SETTINGS, CORRUPTIONS, CorruptionSpec, corrupt,
+                             corrupt_batch)
+
+RNG = np.random.default_rng(0)
+# Mid-grey images leave room on both sides, so clipping barely touches Gaussian noise.
+GREY = np.full((16, 32, 32, 1), 0.5, np.float32)
+COLOUR = RNG.uniform(0.2, 0.8, (16, 32, 32, 3)).astype(np.float32)
+
+
+def test_gaussian_residual_std_is_sigma_before_clipping():
+    noisy = corrupt(GREY, "gaussian", 0.05, seed=1)
+    residual = noisy - GREY
+    assert abs(residual.std() - 0.05) < 0.002
+    assert abs(residual.mean()) < 0.002
+
+
+def test_gaussian_clips_to_valid_range():
+    noisy = corrupt(GREY, "gaussian", 0.5, seed=2)
+    assert noisy.min() == 0.0 and noisy.max() == 1.0
+    assert 0.1 < (noisy == 1.0).mean() < 0.25  # P(0.5 + 0.5 n > 1) = P(n > 1) = 0.159
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_salt_pepper_fraction_and_ratio(p):
+    noisy = corrupt(GREY, "salt_pepper", p, seed=3)
+    hit = noisy != GREY
+    assert abs(hit.mean() - p) < 0.02
+    assert abs((noisy == 1.0).mean() - p / 2) < 0.02
+    assert set(np.unique(noisy[hit])) <= {0.0, 1.0}
+
+
+def test_salt_ratio_is_settable():
+    x = tf.constant(GREY)
+    out = CORRUPTIONS["salt_pepper"](x, 0.4, tf.constant([5, 0], tf.int64), salt_ratio=0.9).numpy()
+    hit = out != GREY
+    assert abs((out[hit] == 1.0).mean() - 0.9) < 0.03
+
+
+def test_masking_is_per_pixel_and_shared_by_channels():
+    noisy = corrupt(COLOUR, "masking", 0.3, seed=4)
+    zero = noisy == 0.0
+    assert abs(zero.any(-1).mean() - 0.3) < 0.02
+    np.testing.assert_array_equal(zero.all(-1), zero.any(-1))  # a whole pixel or nothing
+    np.testing.assert_array_equal(noisy[~zero], COLOUR[~zero])
+
+
+def test_same_seed_same_noise_different_seed_different_noise():
+    a = corrupt(COLOUR, "gaussian", 0.2, seed=7)
+    np.testing.assert_array_equal(a, corrupt(COLOUR, "gaussian", 0.2, seed=7))
+    assert not np.array_equal(a, corrupt(COLOUR, "gaussian", 0.2, seed=8))
+
+
+def test_single_image_and_batch_agree_on_shape():
+    assert corrupt(COLOUR[0], "masking", 0.5).shape == COLOUR[0].shape
+    with pytest.raises(ValueError, match="expected an image"):
+        corrupt(np.zeros(5), "masking", 0.5)
+
+
+def test_spec_parsing():
+    assert CorruptionSpec.parse("gaussian:0.3") == CorruptionSpec("gaussian", 0.3, 0.3)
+    assert CorruptionSpec.parse("masking:0.1-0.6") == CorruptionSpec("masking", 0.1, 0.6)
+    assert str(CorruptionSpec.parse("salt_pepper:0.05-0.5")) == "salt_pepper:0.05-0.5"
+    with pytest.raises(ValueError, match="unknown corruption 'blur'"):
+        CorruptionSpec.parse("blur:0.3")
+    with pytest.raises(ValueError, match="NAME:LEVEL or NAME:LOW-HIGH"):
+        CorruptionSpec.parse("gaussian")
+    with pytest.raises(ValueError, match=r"got 0.6-0.1"):
+        CorruptionSpec.parse("masking:0.6-0.1")
+
+
+def test_corrupt_batch_draws_one_spec_and_level_per_image():
+    specs = [CorruptionSpec.parse("masking:0.1-0.6"), CorruptionSpec.parse("salt_pepper:0.5")]
+    x = tf.constant(np.full((400, 16, 16, 1), 0.5, np.float32))
+    out = corrupt_batch(x, specs, tf.constant([1, 2])).numpy()
+    zero = (out == 0).mean(axis=(1, 2, 3))
+    salt = (out == 1).mean(axis=(1, 2, 3))
+    masked = salt == 0  # masking never sets a pixel to 1
+    assert 0.35 < masked.mean() < 0.65
+    # Masking levels spread over the range; salt-and-pepper images all sit near p = 0.5.
+    assert zero[masked].min() < 0.15 and zero[masked].max() > 0.55
+    assert np.allclose(zero[~masked] + salt[~masked], 0.5, atol=0.15)  # 256 px: std 0.03
+    again = corrupt_batch(x, specs, tf.constant([1, 2])).numpy()
+    np.testing.assert_array_equal(out, again)
+    assert not np.array_equal(out, corrupt_batch(x, specs, tf.constant([1, 3])).numpy())
+
+
+def test_benchmark_grid_names_are_registered():
+    assert {name for name, _ in BENCHMARK_SETTINGS} == set(CORRUPTIONS)

@@ -1,0 +1,161 @@
+import gzip
+import io
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data import datasets
+from data.datasets import DatasetNotFoundError, load_dataset, load_named, split_validation
+
+RNG = np.random.default_rng(0)
+
+
+def write_idx(path, array, gz):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    (gzip.open if gz else open)(path, "wb").write(payload)
+
+
+def make_idx_folder(folder, n_train=30, n_test=10, gz=True):
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "train-images-idx3-ubyte": RNG.integers(0, 256, (n_train, 28, 28)),
+        "train-labels-idx1-ubyte": RNG.integers(0, 10, n_train),
+        "t10k-images-idx3-ubyte": RNG.integers(0, 256, (n_test, 28, 28)),
+        "t10k-labels-idx1-ubyte": RNG.integers(0, 10, n_test),
+    }
+    for name, arr in arrays.items():
+        write_idx(folder / (name + (".gz" if gz else "")), arr, gz)
+    return arrays
+
+
+def make_cifar_archive(folder, kind, n=6):
+    top, train_names, test_name, label_key = datasets._cifar_members(kind)
+    expected = {}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name in [*train_names, test_name]:
+            data = RNG.integers(0, 256, (n, 3072), dtype=np.uint8)
+            labels = RNG.integers(0, 100 if kind == "cifar100" else 10, n).tolist()
+            expected[name] = (data, labels)
+            blob = pickle.dumps({b"data": data, label_key: labels, b"batch_label": b"x"})
+            info = tarfile.TarInfo(f"{top}/{name}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    archive = "cifar-10-python.tar.gz" if kind == "cifar10" else "cifar-100-python.tar.gz"
+    (folder / archive).write_bytes(buf.getvalue())
+    return expected
+
+
+@pytest.mark.parametrize("gz", [True, False])
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+def test_idx_folder_loads_original_files(tmp_path, name, gz):
+    arrays = make_idx_folder(tmp_path, gz=gz)
+    ds = load_named(name, tmp_path)
+    assert ds.x_train.shape == (30, 28, 28, 1) and ds.x_train.dtype == np.uint8
+    np.testing.assert_array_equal(ds.x_test[..., 0], arrays["t10k-images-idx3-ubyte"])
+    np.testing.assert_array_equal(ds.y_train, arrays["train-labels-idx1-ubyte"])
+
+
+def test_keras_npz_for_mnist(tmp_path):
+    x = RNG.integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    np.savez(tmp_path / "mnist.npz", x_train=x, y_train=np.arange(5), x_test=x[:2], y_test=np.arange(2))
+    ds = load_named("mnist", tmp_path)
+    assert ds.x_train.shape == (5, 28, 28, 1) and list(ds.y_test) == [0, 1]
+
+
+@pytest.mark.parametrize("kind", ["cifar10", "cifar100"])
+def test_cifar_archive_and_extracted_folder(tmp_path, kind):
+    expected = make_cifar_archive(tmp_path, kind)
+    ds = load_named(kind, tmp_path)
+    top, train_names, test_name, _ = datasets._cifar_members(kind)
+    assert ds.x_train.shape == (6 * len(train_names), 32, 32, 3)
+    data, labels = expected[test_name]
+    # CIFAR rows are channel-planar (1024 R, 1024 G, 1024 B): pixel (0, 0) is data[0], [1024], [2048].
+    np.testing.assert_array_equal(ds.x_test[0, 0, 0], data[0, [0, 1024, 2048]])
+    assert list(ds.y_test) == labels
+    with tarfile.open(next(tmp_path.glob("*.tar.gz"))) as tar:
+        tar.extractall(tmp_path / "extracted", filter="data")
+    again = load_named(kind, tmp_path / "extracted")
+    np.testing.assert_array_equal(again.x_test, ds.x_test)
+
+
+def test_env_var_is_used(tmp_path, monkeypatch):
+    make_idx_folder(tmp_path / "fm", n_train=7)
+    monkeypatch.setenv("DAE_FASHION_MNIST_DIR", str(tmp_path / "fm"))
+    assert len(load_named("fashion_mnist").x_train) == 7
+
+
+def test_missing_dataset_names_places_and_what_to_put(tmp_path, monkeypatch):
+    source = datasets.SOURCES["fashion_mnist"]
+    monkeypatch.setitem(datasets.SOURCES, "fashion_mnist",
+                        datasets.dataclasses.replace(source, places=(tmp_path / "nowhere",)))
+    monkeypatch.delenv("DAE_FASHION_MNIST_DIR", raising=False)
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_named("fashion_mnist", download=False)
+    text = str(err.value)
+    assert "dataset 'fashion_mnist' not found" in text
+    assert str(tmp_path / "nowhere") in text and "(no such folder)" in text
+    assert "train-images-idx3-ubyte[.gz]" in text and "DAE_FASHION_MNIST_DIR" in text
+    assert "apt-get install dataset-fashion-mnist" in text
+
+
+def test_explicit_empty_dir_is_reported(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="cifar-10-python.tar.gz"):
+        load_named("cifar10", tmp_path)
+
+
+def test_truncated_idx_is_damaged_not_half_loaded(tmp_path):
+    make_idx_folder(tmp_path, gz=False)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DatasetNotFoundError, match=r"is damaged: header says \(30, 28, 28\)"):
+        load_named("mnist", tmp_path)
+
+
+def test_corrupt_gzip_is_damaged(tmp_path):
+    make_idx_folder(tmp_path, gz=True)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b garbage")
+    with pytest.raises(DatasetNotFoundError, match="damaged"):
+        load_named("mnist", tmp_path)
+
+
+def test_debian_fashion_mnist_when_installed():
+    if not (datasets.Path("/usr/share/datasets/fashion-mnist")).is_dir():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed (make setup installs it)")
+    ds = load_named("fashion_mnist", "/usr/share/datasets/fashion-mnist")
+    assert ds.x_train.shape == (60000, 28, 28, 1) and ds.x_test.shape == (10000, 28, 28, 1)
+    assert np.bincount(ds.y_test).tolist() == [1000] * 10
+
+
+def test_validation_split_is_seeded_and_disjoint():
+    x = np.arange(100)[:, None]
+    a = split_validation(x, x[:, 0], 0.2, seed=1)
+    b = split_validation(x, x[:, 0], 0.2, seed=1)
+    np.testing.assert_array_equal(a[2], b[2])
+    assert len(a[2]) == 20 and not set(a[0][:, 0]) & set(a[2][:, 0])
+    with pytest.raises(ValueError, match=r"in \(0, 1\), got 1.5"):
+        split_validation(x, None, 1.5, 0)
+
+
+def test_folder_dataset_patches_split_by_image(tmp_path):
+    for i in range(4):
+        sub = tmp_path / f"d{i % 2}"
+        sub.mkdir(exist_ok=True)
+        Image.fromarray(RNG.integers(0, 256, (80, 90, 3), dtype=np.uint8)).save(sub / f"{i}.png")
+    (tmp_path / "notes.png").write_text("not an image")
+    ds = load_dataset(f"folder:{tmp_path}", patch_size=32, patches=50, val_fraction=0.25)
+    assert ds.x_train.shape == (50, 32, 32, 3) and ds.y_train is None
+    assert ds.x_test.shape[1:] == (32, 32, 3)
+    grey = load_dataset(f"folder:{tmp_path}", channels=1, patch_size=16, patches=10)
+    assert grey.x_train.shape == (10, 16, 16, 1)
+
+
+def test_folder_without_images_says_so(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="no usable images"):
+        load_dataset(f"folder:{tmp_path}")
+    with pytest.raises(DatasetNotFoundError, match="does not exist"):
+        load_dataset(f"folder:{tmp_path / 'missing'}")

@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from models.conv_dae import ConvDAE
+from tests.helpers import run_model_serialization_test
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("skips,residual,distribution", [
+    (True, True, "gaussian"), (True, False, "bernoulli"), (False, False, "gaussian")])
+def test_round_trip_and_shapes(tmp_path, channels, skips, residual, distribution):
+    model = ConvDAE(channels=channels, widths=(8, 16), bottleneck=12, skips=skips,
+                    residual=residual, distribution=distribution, name="dae")
+    x = np.random.default_rng(0).random((2, 16, 24, channels), dtype=np.float32)
+    reloaded = run_model_serialization_test(model, x, tmp_path)
+    out = np.asarray(reloaded(x))
+    assert out.shape == x.shape
+    assert np.asarray(reloaded.encode(x)).shape == (2, 4, 6, 12)
+    if distribution == "bernoulli":
+        assert out.min() >= 0.0 and out.max() <= 1.0
+
+
+def test_encoder_and_decoder_are_named_models():
+    model = ConvDAE(channels=1, widths=(8, 16), bottleneck=4)
+    assert model.encoder.name == "encoder" and model.decoder.name == "decoder"
+    assert model.stride == 4
+    # Fully convolutional: any size that is a multiple of the stride goes through.
+    assert model(np.zeros((1, 36, 20, 1), np.float32)).shape == (1, 36, 20, 1)
+
+
+def test_residual_model_starts_near_identity_scale():
+    # A residual DAE adds a correction to its input; with zero correction weights it is exactly
+    # the identity, which is what makes residual learning easy to train.
+    model = ConvDAE(channels=1, widths=(4,), bottleneck=4, residual=True)
+    layer = model.decoder.get_layer("correction")
+    layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+    x = np.random.default_rng(1).random((1, 8, 8, 1), dtype=np.float32)
+    np.testing.assert_allclose(np.asarray(model(x)), x, atol=1e-7)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"channels": 2}, "channels must be 1 or 3, got 2"),
+    ({"distribution": "laplace"}, "distribution must be one of"),
+    ({"residual": True, "distribution": "bernoulli"}, "residual=True needs skips=True and a gaussian"),
+    ({"widths": ()}, "widths must be a non-empty list"),
+])
+def test_bad_arguments_say_what_was_received(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ConvDAE(**kwargs)
+
+
+def test_loss_matches_decoder_distribution():
+    assert ConvDAE(distribution="gaussian").loss_function().name == "gaussian_nll"
+    assert ConvDAE(residual=False, distribution="bernoulli").loss_function().name == "bernoulli_nll"

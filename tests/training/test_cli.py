@@ -1,0 +1,39 @@
+import pytest
+
+from training.cli import config_from_dict, parse_config
+from training.pretrain import PretrainConfig
+
+
+def test_flags_map_onto_the_dataclass():
+    config = parse_config(PretrainConfig, "x", [
+        "--dataset", "mnist", "--data-dir", "/d", "--corruption", "masking:0.25",
+        "--corruption", "gaussian:0.1-0.2", "--epochs", "3", "--widths", "8", "16", "--no-skips",
+        "--no-residual", "--out", "runs/m"])
+    assert config.dataset == "mnist" and config.data_dir == "/d"
+    assert config.corruptions == ("masking:0.25", "gaussian:0.1-0.2")
+    assert config.widths == (8, 16) and config.skips is False and config.epochs == 3
+
+
+def test_defaults_are_the_blind_model():
+    config = parse_config(PretrainConfig, "x", [])
+    assert [s.name for s in config.specs] == ["gaussian", "salt_pepper", "masking"]
+
+
+def test_every_field_has_help_and_a_flag():
+    from training.cli import build_parser
+    help_text = build_parser(PretrainConfig, "x").format_help()
+    for name in PretrainConfig.__dataclass_fields__:
+        flag = PretrainConfig.__dataclass_fields__[name].metadata.get("flag", name)
+        assert "--" + flag.replace("_", "-") in help_text
+        assert PretrainConfig.__dataclass_fields__[name].metadata["help"]
+
+
+def test_unknown_keys_are_named():
+    with pytest.raises(ValueError, match="unknown PretrainConfig keys: colour, lr"):
+        config_from_dict(PretrainConfig, {"lr": 1, "colour": 3})
+
+
+def test_bad_corruption_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit):
+        parse_config(PretrainConfig, "x", ["--corruption", "blur:0.3"])
+    assert "unknown corruption 'blur'" in capsys.readouterr().err

@@ -1,0 +1,128 @@
+"""Real pretraining runs on real Fashion-MNIST subsets, in subprocesses where TF must start fresh."""
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data.datasets import DatasetNotFoundError, load_named
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = ["--widths", "8", "16", "--bottleneck", "16", "--batch-size", "32", "--eval-images", "64"]
+
+
+def fashion_mnist_available():
+    try:
+        load_named("fashion_mnist", download=False)
+    except DatasetNotFoundError:
+        return False
+    return True
+
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST files missing (make setup)"),
+]
+
+
+def pretrain(args, env=None, **kwargs):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "training.pretrain", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def finish(proc, timeout=300):
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+def epochs_logged(run):
+    path = run / "history.csv"
+    if not path.exists():
+        return []
+    return [int(row["epoch"]) for row in csv.DictReader(path.open())]
+
+
+def test_short_real_run_learns_to_denoise(tmp_path):
+    run = tmp_path / "run"
+    out = finish(pretrain(["--limit", "6000", "--epochs", "3", *SMALL, "--out", str(run)]))
+    assert "denoised" in out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["val_loss"][-1] < metrics["val_loss"][0]
+    gains = {k: v["denoised_psnr"] - v["noisy_psnr"] for k, v in metrics["psnr"].items()}
+    assert len(gains) == 8 and min(gains.values()) > 0.3, gains
+    assert np.mean(list(gains.values())) > 3.0, gains
+    for name in ("config.json", "model.keras", "samples.png", "history.csv"):
+        assert (run / name).is_file(), name
+    assert any((run / "logs").rglob("events.out.tfevents.*"))
+    assert not (run / "backup").exists()  # removed once training completed
+
+
+def test_killed_run_resumes_where_it_stopped(tmp_path):
+    run = tmp_path / "run"
+    args = ["--limit", "2000", "--epochs", "4", *SMALL, "--out", str(run)]
+    proc = pretrain(args, start_new_session=True)
+    deadline = time.time() + 240
+    while len(epochs_logged(run)) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert proc.poll() is None, "run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = epochs_logged(run)
+    assert len(done) >= 2 and not (run / "metrics.json").exists()
+    finish(pretrain(args))
+    # The restarted run logged only the remaining epochs: every epoch once, in order.
+    assert epochs_logged(run) == [0, 1, 2, 3]
+    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 4 - len(done)
+
+
+def test_different_config_in_same_folder_is_refused(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"dataset": "mnist"}))
+    out = pretrain(["--epochs", "1", "--out", str(run)]).communicate(timeout=120)[0]
+    assert "holds a run with a different config" in out and "Traceback" not in out
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    run = tmp_path / "run"
+    out = finish(pretrain(["--limit", "256", "--epochs", "1", *SMALL, "--distribute", "mirrored",
+                           "--cpu-devices", "2", "--out", str(run)]))
+    assert "MirroredStrategy: 2 replica(s)" in out
+    assert (run / "metrics.json").is_file()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_workers_on_localhost_end_with_identical_weights(tmp_path):
+    import keras
+
+    import models.conv_dae  # noqa: F401
+
+    run = tmp_path / "run"
+    workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    procs = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        procs.append(pretrain(["--limit", "256", "--epochs", "2", *SMALL, "--out", str(run)],
+                              env={"TF_CONFIG": json.dumps(tf_config)}))
+    outs = [finish(p, timeout=400) for p in procs]
+    assert all("MultiWorkerMirroredStrategy: 2 replica(s)" in o for o in outs)
+    chief = keras.saving.load_model(run / "model.keras", safe_mode=True)
+    other = keras.saving.load_model(run / "workers" / "worker1" / "model.keras", safe_mode=True)
+    for a, b in zip(chief.get_weights(), other.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert (run / "metrics.json").is_file() and not (run / "workers" / "worker1" / "metrics.json").exists()
