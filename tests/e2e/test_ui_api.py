@@ -1,0 +1,139 @@
+"""The real UI server, called through its Gradio API with ``gradio_client``."""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from data.corruption import corrupt
+from data.images import from_model, to_model
+from data.metrics import psnr
+
+pytestmark = pytest.mark.e2e
+
+SAMPLES = Path(__file__).resolve().parents[2] / "data" / "samples"
+MODEL = "fashion-mnist"
+
+
+@pytest.fixture(scope="module")
+def client(ui_server):
+    return Client(ui_server, verbose=False)
+
+
+def denoise(client, image, reference=None, corruption="none", level=0.0, strength=1.0, seed=0):
+    return client.predict(handle_file(str(image)), MODEL, strength, corruption, level, seed,
+                          handle_file(str(reference)) if reference else None, api_name="/denoise")
+
+
+def read(path) -> tuple[np.ndarray, str, tuple[int, int]]:
+    with Image.open(path) as im:
+        return np.asarray(im), im.mode, im.size
+
+
+def test_named_endpoints_are_documented(client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/denoise", "/compare"} <= set(endpoints)
+    names = [p["parameter_name"] for p in endpoints["/denoise"]["parameters"]]
+    assert names[:3] == ["image_path", "model_choice", "strength"]
+
+
+def test_denoise_raises_psnr_and_keeps_size_and_mode(client):
+    (before, after), residual, report, png = denoise(client, SAMPLES / "clothes_gaussian.png",
+                                                     SAMPLES / "clothes_clean.png")
+    pixels, mode, size = read(png)
+    noisy, noisy_mode, noisy_size = read(SAMPLES / "clothes_gaussian.png")
+    clean, _, _ = read(SAMPLES / "clothes_clean.png")
+    assert (mode, size) == (noisy_mode, noisy_size) == ("L", (140, 56))
+    assert Path(png).name == "clothes_gaussian-denoised.png"
+    gain = float(psnr(to_model(clean), to_model(pixels)) - psnr(to_model(clean), to_model(noisy)))
+    assert gain > 2.0, f"PSNR went up by only {gain:.2f} dB"
+    assert report["denoised_psnr"] == pytest.approx(float(psnr(to_model(clean), to_model(pixels))), abs=1e-3)
+    assert report["denoised_ssim"] > report["noisy_ssim"]
+    np.testing.assert_array_equal(read(after)[0], pixels)  # the slider shows exactly the download
+    np.testing.assert_array_equal(read(before)[0], noisy)
+    assert read(residual)[2] == size
+
+
+def test_sixteen_bit_input_gives_a_sixteen_bit_png(client, tmp_path):
+    clean, _, _ = read(SAMPLES / "clothes_clean.png")
+    clean16 = clean.astype(np.uint16) * 257
+    noisy16 = from_model(corrupt(to_model(clean16), "gaussian", 0.3, seed=5), np.uint16)[..., 0]
+    Image.fromarray(noisy16).save(tmp_path / "noisy16.png")
+    Image.fromarray(clean16).save(tmp_path / "clean16.png")
+    _, _, report, png = denoise(client, tmp_path / "noisy16.png", tmp_path / "clean16.png")
+    pixels, mode, size = read(png)
+    assert mode in ("I;16", "I;16B", "I") and pixels.dtype in (np.uint16, np.int32) and size == (140, 56)
+    assert report["bit_depth"] == 16
+    assert np.any(pixels.astype(np.int64) % 257 != 0)  # finer steps than any 8-bit image has
+    assert report["denoised_psnr"] > report["noisy_psnr"] + 2.0
+
+
+def test_corruption_control_on_a_colour_photo(client):
+    (before, after), _, report, png = denoise(client, SAMPLES / "photo_clean.png", corruption="salt_pepper",
+                                              level=0.2, seed=7)
+    pixels, mode, size = read(png)
+    assert (mode, size) == ("RGB", (176, 176))
+    assert report["denoised_psnr"] > report["noisy_psnr"] + 2.0
+    again = denoise(client, SAMPLES / "photo_clean.png", corruption="salt_pepper", level=0.2, seed=7)
+    np.testing.assert_array_equal(read(again[0][0])[0], read(before)[0])  # seeded corruption
+
+
+def test_compare_scores_our_model_and_classic_denoisers(client):
+    gallery, table = client.predict(handle_file(str(SAMPLES / "clothes_clean.png")), MODEL, "gaussian",
+                                    0.3, 1, None, api_name="/compare")
+    rows = {row[0]: row for row in table["data"]}
+    assert rows[f"DAE ({MODEL})"][1] > rows["noisy input"][1] + 2.0
+    assert {"median 3x3", "total variation (Chambolle)", "non-local means (OpenCV)"} <= set(rows)
+    assert len(gallery) >= 5 and all(Path(item["image"]).is_file() for item in gallery)
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb's shape)."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+            + chunk(b"IEND", b""))
+
+
+def test_bad_files_get_clear_errors_and_the_server_keeps_serving(client, tmp_path):
+    (tmp_path / "notes.png").write_text("shopping list: milk, eggs")
+    good = (SAMPLES / "photo_clean.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(good[: len(good) // 2])
+    (tmp_path / "bomb.png").write_bytes(png_claiming(30000, 30000))
+    (tmp_path / "empty.png").write_bytes(b"")
+    expected = {"notes.png": "image 'notes.png': not an image",
+                "cut.png": "image 'cut.png': the pixel data is truncated",
+                "bomb.png": "never downscales",
+                "empty.png": "the file is empty"}
+    for name, message in expected.items():
+        with pytest.raises(AppError) as err:
+            denoise(client, tmp_path / name)
+        assert message in str(err.value), (name, str(err.value))
+        assert str(tmp_path) not in str(err.value) and "/tmp/gradio" not in str(err.value)
+    with pytest.raises(AppError, match="the reference is 176 x 176 but the image is 140 x 56"):
+        denoise(client, SAMPLES / "clothes_gaussian.png", SAMPLES / "photo_clean.png")
+    with pytest.raises(AppError, match=r"strength must be in \[0, 1\], got 2"):
+        denoise(client, SAMPLES / "clothes_gaussian.png", strength=2.0)
+    _, _, report, png = denoise(client, SAMPLES / "clothes_gaussian.png", SAMPLES / "clothes_clean.png")
+    assert Path(png).is_file() and report["denoised_psnr"] > report["noisy_psnr"]
+
+
+def test_upload_size_limit(client, ui_server, tmp_path):
+    import httpx
+
+    big = tmp_path / "big.png"
+    big.write_bytes(os.urandom(3_000_000))  # the test server allows 2 MB
+    with pytest.raises(ValueError, match="exceeds the maximum file size"):
+        denoise(client, big)
+    with big.open("rb") as fh:  # the server refuses it too, not only the client
+        response = httpx.post(ui_server + "gradio_api/upload", files={"files": ("big.png", fh, "image/png")})
+    assert response.status_code == 413
