@@ -398,7 +398,8 @@ def build_app(app: DenoiserApp, concurrency: int = 1, queue_size: int = 32) -> g
                     residual = gr.Image(format="png", label="Residual (input − output; mid-grey = 0)",
                                         interactive=False, elem_id="denoise-residual")
             if sample_examples():
-                gr.Examples(sample_examples(), [image, reference, corruption, level], label="Samples")
+                gr.Examples(sample_examples(), [image, reference, corruption, level], label="Samples",
+                            elem_id="denoise-samples")
             run.click(user_errors(app.denoise), [image, model, strength, corruption, level, seed, reference],
                       [slider, residual, scores, download], api_name="denoise", **engine_event).success(
                 lambda: gr.DownloadButton(interactive=True), None, download, api_visibility="private")
@@ -412,10 +413,13 @@ def build_app(app: DenoiserApp, concurrency: int = 1, queue_size: int = 32) -> g
                     c_run = gr.Button("Compare", variant="primary", elem_id="compare-run")
                 with gr.Column():
                     table = gr.Dataframe(headers=["method", "PSNR (dB)", "SSIM", "seconds"],
-                                         label="Scores against the clean reference", interactive=False)
-                    gallery = gr.Gallery(format="png", label="Results", columns=3, object_fit="contain")
+                                         label="Scores against the clean reference", interactive=False,
+                                         elem_id="compare-table")
+                    gallery = gr.Gallery(format="png", label="Results", columns=3, object_fit="contain",
+                                         elem_id="compare-gallery")
             if sample_examples():
-                gr.Examples(sample_examples(), [c_image, c_reference, c_corruption, c_level], label="Samples")
+                gr.Examples(sample_examples(), [c_image, c_reference, c_corruption, c_level], label="Samples",
+                            elem_id="compare-samples")
             c_inputs = [c_image, c_model, c_corruption, c_level, c_seed, c_reference]
             c_run.click(user_errors(app.compare), c_inputs, [gallery, table], api_name="compare",
                         **engine_event)

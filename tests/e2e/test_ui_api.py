@@ -40,7 +40,7 @@ def read(path) -> tuple[np.ndarray, str, tuple[int, int]]:
 
 def test_named_endpoints_are_documented(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/denoise", "/compare"} <= set(endpoints)
+    assert {"/denoise", "/compare", "/score_field"} <= set(endpoints)
     names = [p["parameter_name"] for p in endpoints["/denoise"]["parameters"]]
     assert names[:3] == ["image_path", "model_choice", "strength"]
 

@@ -90,3 +90,17 @@ def test_bad_upload_shows_a_clear_message(page, tmp_path):
     page.locator("#denoise-run").click()
     expect(scores).not_to_have_text(before)
     expect(scores).to_contain_text("denoised_psnr")
+
+
+def test_compare_tab_from_a_sample(page):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Compare").click()
+    samples = page.locator("#compare-samples")
+    samples.get_by_role("row").nth(1).click()  # first sample: noisy clothes with their clean version
+    expect(page.locator("#compare-image img")).to_have_count(1)
+    page.locator("#compare-run").click()
+    table = page.locator("#compare-table")
+    expect(table).to_contain_text("DAE (fashion-mnist)")
+    expect(table).to_contain_text("total variation")
+    expect(page.locator("#compare-gallery img").first).to_be_visible()
