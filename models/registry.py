@@ -63,5 +63,6 @@ def _load(path: str, _mtime: int):
     import keras
 
     import models.conv_dae  # noqa: F401 - registers the custom classes
+    import models.encoder_classifier  # noqa: F401 - fine-tuned classifiers load by name too
 
     return keras.saving.load_model(path, safe_mode=True, compile=False)
