@@ -1,0 +1,135 @@
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+import pytest
+from PIL import Image
+
+from data.toy2d import GaussianMixture, circle, spiral
+from training.score import (
+    ScoreConfig,
+    cached_run,
+    field_agreement,
+    main,
+    manifold_stats,
+    run_chain,
+    structure_measures,
+    sweep,
+    sweep_table,
+)
+
+
+def rotate(v, degrees):
+    a = np.deg2rad(degrees)
+    return v @ np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]])
+
+
+def test_field_agreement_on_known_fields():
+    t = np.random.default_rng(0).standard_normal((500, 2))
+    same = field_agreement(t, t)
+    assert same == pytest.approx({"cosine": 1.0, "norm_error": 0.0, "relative_l2": 0.0})
+    longer = field_agreement(1.2 * t, t)
+    assert longer == pytest.approx({"cosine": 1.0, "norm_error": 0.2, "relative_l2": 0.2})
+    turned = field_agreement(rotate(t, 90), t)
+    assert turned["cosine"] == pytest.approx(0.0, abs=1e-12)
+    assert turned["norm_error"] == pytest.approx(0.0, abs=1e-12)
+    assert turned["relative_l2"] == pytest.approx(np.sqrt(2))
+    assert field_agreement(rotate(t, 30), t)["cosine"] == pytest.approx(np.cos(np.pi / 6))
+    assert field_agreement(-t, t)["cosine"] == pytest.approx(-1.0)
+    assert field_agreement(np.zeros_like(t), t) == pytest.approx(
+        {"cosine": 0.0, "norm_error": 1.0, "relative_l2": 1.0})
+    with pytest.raises(ValueError, match=r"matching \(N, D\) arrays, got \(500, 2\), \(3, 2\)"):
+        field_agreement(t, t[:3])
+
+
+def test_structure_measures_tell_the_true_field_from_a_wrong_one():
+    data, sigma = spiral(), 0.1
+    x = data.sample(1000, 1) + sigma * np.random.default_rng(2).standard_normal((1000, 2))
+    true = structure_measures(lambda p: sigma ** 2 * data.score(p, sigma), data, sigma, x, seed=0)
+    # The true field: ~zero on the arms, ~σ at distance σ (pulls back onto the arm), zero
+    # between arms, and pointing to the nearest arm everywhere off it.
+    assert true["on_manifold_norm"] < 0.1
+    assert true["off_manifold_norm"] == pytest.approx(1.0, abs=0.05)
+    assert true["medial_norm"] < 0.01 and true["medial_points"] == 49
+    assert true["toward_nearest"] > 0.99
+    constant = structure_measures(lambda p: np.tile([sigma, 0.0], (len(p), 1)), data, sigma, x, seed=0)
+    assert constant["vanish_ratio"] == pytest.approx(1.0)
+    assert constant["medial_ratio"] == pytest.approx(1.0)
+    assert 0.15 < constant["toward_nearest"] < 0.35  # a quarter of directions lie within 45°
+    away = structure_measures(lambda p: -sigma ** 2 * data.score(p, sigma), data, sigma, x, seed=0)
+    assert away["toward_nearest"] < 0.01
+
+
+def test_manifold_stats_measure_distance_and_coverage():
+    data = circle()
+    points = data.sample(2000, 0)
+    even = manifold_stats(data, points, data.sample(2000, 1))
+    assert even["distance"] < 1e-3 and even["coverage_tv"] < 0.05
+    lumped = manifold_stats(data, np.tile([[1.5, 0.0]], (100, 1)), points)
+    assert lumped["distance"] == pytest.approx(1.5 - np.sqrt(2), abs=1e-3)
+    assert lumped["coverage_tv"] > 0.85  # all in one of ten regions
+
+
+def test_chain_with_the_ideal_denoiser_settles_on_the_manifold():
+    # r(x) = E[x | x̃] = x + σ²∇log p_σ(x) exactly (Tweedie); its chain must reach the data.
+    data, sigma = GaussianMixture(), 0.1
+    ideal = lambda p: p + sigma ** 2 * data.score(p, sigma)  # noqa: E731
+    metrics, snapshots = run_chain(ideal, data, sigma, steps=30, n=500, seed=0)
+    assert sorted(snapshots) == [0, 1, 5, 30]
+    assert metrics["start_distance"] > 0.5
+    assert metrics["sample_distance"] < metrics["data_distance"] + 0.02
+    assert metrics["coverage_tv"] < 0.1  # all eight modes visited
+
+
+def test_config_errors_name_the_bad_value(capsys):
+    with pytest.raises(ValueError, match="sigma must be > 0, got -0.1"):
+        ScoreConfig(sigma=-0.1)
+    with pytest.raises(ValueError, match="sweep sigmas must be numbers > 0, got 'big'"):
+        ScoreConfig(sweep_sigmas=("0.1", "big"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--dataset", "moons"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'moons'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_short_training_run_learns_the_mixture_score(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["--dataset", "mixture", "--sigma", "0.1", "--steps", "400", "--train-size", "5000",
+            "--eval-points", "1000", "--chain-steps", "20", "--chain-points", "300", "--out", str(out)]
+    assert main(argv) == 0
+    assert "vs blurred p_σ: cosine" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    blurred = metrics["score"]["vs_blurred"]
+    assert blurred["cosine"] >= 0.9
+    assert blurred["norm_error"] <= 0.15
+    # Components of std s = σ = 0.1: blurring scales the score by s² / (s² + σ²) = 1/2.
+    assert metrics["score"]["blurred_vs_unblurred"]["norm_error"] == pytest.approx(0.5, abs=0.01)
+    assert metrics["structure"]["dae"]["toward_nearest"] > 0.9
+    assert metrics["chain"]["sample_distance"] < metrics["chain"]["start_distance"] / 3
+    for name in ("quiver.png", "chain.png"):
+        with Image.open(out / name) as image:
+            assert image.size[0] > 300
+    # A second request for the same config reads the folder instead of training again.
+    stamp = (out / "model.keras").stat().st_mtime_ns
+    config = ScoreConfig(dataset="mixture", sigma=0.1, steps=400, train_size=5000, eval_points=1000,
+                         chain_steps=20, chain_points=300, out=str(out))
+    assert cached_run(config) == metrics
+    assert (out / "model.keras").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_sweep_writes_one_run_per_setting_and_a_table(tmp_path):
+    config = ScoreConfig(dataset="circle", steps=100, eval_points=300, sweep=True,
+                         sweep_sigmas=("0.5", "0.2"), sweep_sizes=(200,), out=str(tmp_path))
+    rows = sweep(config)
+    assert [(r["sigma"], r["train_size"]) for r in rows] == [(0.5, 200), (0.2, 200)]
+    assert (tmp_path / "sigma0.5-n200" / "model.keras").exists()
+    assert json.loads((tmp_path / "sweep.json").read_text()) == rows
+    assert (tmp_path / "sweep.png").exists()
+    table = sweep_table(rows).splitlines()
+    assert "blurred p_σ" in table[0] and "unblurred" not in table[0]  # no unblurred score for a curve
+    assert len(table) == 4
+    # Even 100 steps point the field the right way at σ = 0.5.
+    assert rows[0]["vs_blurred"]["cosine"] > 0.8
