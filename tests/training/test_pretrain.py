@@ -117,7 +117,7 @@ def test_two_workers_on_localhost_end_with_identical_weights(tmp_path):
     procs = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        procs.append(pretrain(["--limit", "256", "--epochs", "2", *SMALL, "--out", str(run)],
+        procs.append(pretrain(["--limit", "128", "--epochs", "1", *SMALL, "--out", str(run)],
                               env={"TF_CONFIG": json.dumps(tf_config)}))
     outs = [finish(p, timeout=400) for p in procs]
     assert all("MultiWorkerMirroredStrategy: 2 replica(s)" in o for o in outs)
