@@ -1,0 +1,222 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data.corruption import BENCHMARK_SETTINGS, corrupt
+from data.datasets import load_named
+from data.images import to_model
+from data.metrics import psnr
+from models.classic import CLASSIC_DENOISERS
+from training import benchmark
+from training.benchmark import (
+    Setting,
+    classic_contender,
+    corrupt_images,
+    default_settings,
+    main,
+    noisy_input,
+    parse_setting,
+    score,
+    tune,
+)
+
+
+def fashion_mnist_available():
+    try:
+        load_named("fashion_mnist", download=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+needs_fashion_mnist = pytest.mark.skipif(not fashion_mnist_available(),
+                                         reason="Fashion-MNIST files missing (make setup)")
+
+
+# ---------------------------------------------------------------- protocol
+
+
+def test_psnr_is_per_image_with_data_range_one_then_averaged():
+    clean = np.zeros((2, 4, 4, 1), np.float32)
+    estimate = np.stack([np.full((4, 4, 1), 0.1), np.full((4, 4, 1), 0.01)]).astype(np.float32)
+    psnrs, ssims = score(clean, estimate)
+    np.testing.assert_allclose(psnrs, [20.0, 40.0], atol=1e-4)  # MSE 1e-2 and 1e-4
+    assert abs(psnrs.mean() - 30.0) < 1e-4  # not 10 log10(1 / mean MSE) = 22.97
+    assert ssims.shape == (2,)
+    list_psnrs, _ = score(list(clean), list(estimate))  # photos: a list of differently sized images
+    np.testing.assert_allclose(list_psnrs, psnrs)
+
+
+def test_estimates_are_clipped_to_the_valid_range_before_scoring():
+    clean = np.full((1, 4, 4, 3), 0.9, np.float32)
+    psnrs, _ = score(clean, np.full_like(clean, 1.7))  # clipped to 1.0: MSE 0.01
+    np.testing.assert_allclose(psnrs, [20.0], atol=1e-4)
+
+
+def test_gaussian_is_clipped_additive_noise_of_std_sigma():
+    clean = np.full((4, 64, 64, 1), 0.5, np.float32)
+    noisy = corrupt_images(clean, Setting("gaussian", 0.1, "gaussian:0.1"), seed=0)
+    residual = noisy - clean
+    assert abs(residual.std() - 0.1) < 0.003 and abs(residual.mean()) < 0.003
+    heavy = corrupt_images(clean, Setting("gaussian", 0.5, "gaussian:0.5"), seed=0)
+    assert heavy.min() == 0.0 and heavy.max() == 1.0
+    assert abs((heavy == 1.0).mean() - 0.1587) < 0.01  # P(0.5 + 0.5 n > 1) = P(n > 1)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
+def test_salt_pepper_sets_a_fraction_p_to_zero_or_one_with_equal_odds(p):
+    clean = np.full((4, 64, 64, 3), 0.5, np.float32)
+    noisy = corrupt_images(clean, Setting("salt_pepper", p, f"salt_pepper:{p}"), seed=0)
+    hit = np.any(noisy != clean, axis=-1)
+    assert abs(hit.mean() - p) < 0.015
+    assert abs((noisy[..., 0] == 1.0).mean() - p / 2) < 0.015
+    assert abs((noisy[..., 0] == 0.0).mean() - p / 2) < 0.015
+    assert np.all(noisy[hit] == noisy[hit][:, :1])  # a hit colour pixel turns black or white
+
+
+@pytest.mark.parametrize("p", [0.25, 0.5])
+def test_masking_sets_a_fraction_p_to_zero(p):
+    clean = np.full((4, 64, 64, 1), 0.5, np.float32)
+    noisy = corrupt_images(clean, Setting("masking", p, f"masking:{p}"), seed=0)
+    assert abs((noisy == 0.0).mean() - p) < 0.015
+    assert set(np.unique(noisy)) == {0.0, 0.5}
+
+
+def test_noise_is_fixed_by_the_seed_and_differs_per_photo():
+    clean = np.full((2, 16, 16, 1), 0.5, np.float32)
+    setting = Setting("gaussian", 0.2, "gaussian:0.2")
+    first, again = corrupt_images(clean, setting, 3), corrupt_images(clean, setting, 3)
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(first, corrupt(clean, "gaussian", 0.2, 3))  # what model cards use
+    assert not np.array_equal(first, corrupt_images(clean, setting, 4))  # the tuning noise differs
+    photos = corrupt_images([clean[0], clean[1]], setting, 3)
+    assert not np.array_equal(photos[0], photos[1])
+
+
+def test_default_settings_follow_the_issue():
+    assert [(s.name, s.level) for s in default_settings(photos=False)] == list(BENCHMARK_SETTINGS)
+    photo = default_settings(photos=True)
+    assert [s.label for s in photo] == ["gaussian:15/255", "gaussian:25/255", "gaussian:50/255"]
+    assert [s.level for s in photo] == [15 / 255, 25 / 255, 50 / 255]
+
+
+def test_parse_setting_takes_numbers_and_fractions():
+    assert parse_setting("gaussian:25/255") == Setting("gaussian", 25 / 255, "gaussian:25/255")
+    assert parse_setting(" masking : 0.5 ") == Setting("masking", 0.5, "masking:0.5")
+    with pytest.raises(ValueError, match="must look like NAME:LEVEL"):
+        parse_setting("gaussian")
+    with pytest.raises(ValueError, match="unknown corruption 'blur'"):
+        parse_setting("blur:0.1")
+    with pytest.raises(ValueError, match=r"gaussian level must satisfy 0.0 <= low <= high <= 1.0, got 2.0"):
+        parse_setting("gaussian:2")
+
+
+def test_tuning_picks_the_grid_entry_with_the_best_validation_psnr():
+    rng = np.random.default_rng(0)
+    walks = rng.standard_normal((6, 24, 24, 1)).cumsum(axis=2) / 8  # smooth-ish random rows
+    clean = np.clip(0.5 + 0.2 * walks, 0, 1).astype(np.float32)
+    noisy = corrupt(clean, "gaussian", 0.3, seed=1)
+    tv = classic_contender(CLASSIC_DENOISERS["tv"])
+    tuned = tune(tv, clean, noisy)
+    assert len(tuned["grid"]) == len(CLASSIC_DENOISERS["tv"].grid)
+    best = max(tuned["grid"], key=lambda t: t["psnr"])
+    assert tuned["params"] == best["params"]
+    assert tuned["params"] != {"weight": 0.02}  # heavy noise needs more than the weakest setting
+    assert best["psnr"] > float(np.mean(psnr(clean, noisy))) + 3
+    assert tune(noisy_input(), clean, noisy) == {"params": {}, "seconds": 0.0, "grid": []}
+
+
+# ---------------------------------------------------------------- end to end
+
+
+@needs_fashion_mnist
+def test_tiny_run_on_real_fashion_mnist(tmp_path, capsys):
+    out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
+    argv = ["--model", "fashion-mnist", "--dataset", "fashion_mnist", "--limit", "6", "--tune-images", "4",
+            "--contender", "median3", "--contender", "nl_means", "--contender", "inpaint",
+            "--json", str(out_json), "--markdown", str(out_md)]
+    assert main(argv) == 0
+    report = json.loads(out_json.read_text())
+    assert report["settings"] == [f"{n}:{lv:g}" for n, lv in BENCHMARK_SETTINGS]
+    assert list(report["contenders"]) == ["noisy", "median3", "nl_means", "inpaint", "fashion-mnist"]
+    clean = to_model(load_named("fashion_mnist").x_test[:6])
+    for name, level in BENCHMARK_SETTINGS:
+        results = report["results"][f"{name}:{level:g}"]
+        assert ("inpaint" in results) == (name == "masking")
+        assert all(r["images"] == 6 for r in results.values())
+        expected_noisy = float(np.mean(psnr(clean, corrupt(clean, name, level, 0))))
+        assert abs(results["noisy"]["psnr"] - expected_noisy) < 1e-3
+        assert results["nl_means"]["params"] in [dict(p) for p in CLASSIC_DENOISERS["nl_means"].grid]
+        assert len(results["nl_means"]["tune"]["grid"]) == len(CLASSIC_DENOISERS["nl_means"].grid)
+    heavy = report["results"]["gaussian:0.3"]
+    assert heavy["fashion-mnist"]["psnr"] > heavy["noisy"]["psnr"] + 2
+    assert report["speed"]["fashion-mnist"]["images_per_second"] > 0
+    markdown = out_md.read_text()
+    assert markdown.startswith("Command: `python -m training.benchmark --model fashion-mnist")
+    assert "| fashion-mnist (ours)" in markdown and "| contender" in markdown and "h=" in markdown
+    assert "| fashion-mnist (ours)" in capsys.readouterr().out
+
+
+def _write_photo(path, pixels):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+
+
+def test_photo_run_tunes_on_a_held_out_photo_and_scores_the_rest(tmp_path):
+    from skimage import data as samples
+
+    folder = tmp_path / "photos"
+    _write_photo(folder / "a_tune.png", samples.coffee()[100:164, 200:280])
+    _write_photo(folder / "b.png", samples.astronaut()[40:104, 200:272])
+    _write_photo(folder / "c.png", samples.chelsea()[100:156, 150:230])
+    out_json = tmp_path / "photos.json"
+    argv = ["--images", str(folder), "--model", "fashion-mnist", "--contender", "median3",
+            "--contender", "tv", "--tune-crop", "48", "--setting", "gaussian:25/255", "--json", str(out_json)]
+    assert main(argv) == 0
+    report = json.loads(out_json.read_text())
+    proto = report["protocol"]
+    assert proto["photos"] and proto["test_images"] == 2
+    assert proto["test"] == "2 photos: b.png (72x64), c.png (80x56)"
+    assert proto["tune"] == "centre 48x48 crop of a_tune.png (not a test photo)"
+    results = report["results"]["gaussian:25/255"]
+    assert results["tv"]["psnr"] > results["noisy"]["psnr"] + 2
+    assert results["tv"]["params"] in [dict(p) for p in CLASSIC_DENOISERS["tv"].grid]
+    assert results["fashion-mnist"]["psnr"] > results["noisy"]["psnr"] + 1  # grey model, per channel
+    assert report["speed"]["tv"]["seconds_per_megapixel"] > 0
+
+
+def test_write_skimage_photos_keeps_test_and_tuning_photos_apart(tmp_path):
+    paths = benchmark.write_skimage_photos(tmp_path)
+    names = sorted(p.relative_to(tmp_path).as_posix() for p in paths)
+    assert names == ["test/astronaut.png", "test/chelsea.png", "test/coffee.png", "test/rocket.png",
+                     "tune/motorcycle_right.png"]
+    assert all(np.asarray(Image.open(p)).shape[-1] == 3 for p in paths)
+    before = (tmp_path / "test/astronaut.png").stat().st_mtime_ns
+    benchmark.write_skimage_photos(tmp_path)  # existing files are left alone
+    assert (tmp_path / "test/astronaut.png").stat().st_mtime_ns == before
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path, capsys):
+    assert main(["--images", str(tmp_path / "missing")]) == 2
+    assert f"error: image folder {tmp_path / 'missing'} does not exist" in capsys.readouterr().err
+    (tmp_path / "one").mkdir()
+    _write_photo(tmp_path / "one" / "only.png", np.zeros((20, 20, 3), np.uint8))
+    assert main(["--images", str(tmp_path / "one")]) == 2
+    assert "holds no photo besides the tuning photo" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--setting", "gaussian:two"])
+    assert "a setting must look like NAME:LEVEL" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--dataset", "mnist", "--images", str(tmp_path)])
+    assert "pass either --dataset or --images, not both" in capsys.readouterr().err
+
+
+@needs_fashion_mnist
+def test_unknown_model_is_a_clear_error(capsys):
+    assert main(["--model", "no-such-model", "--limit", "2", "--contender", "median3"]) == 2
+    assert "error: no model 'no-such-model'" in capsys.readouterr().err

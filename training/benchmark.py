@@ -1,0 +1,554 @@
+"""Denoising benchmark: our models against classic denoisers, on one fixed protocol.
+
+The protocol (issue 3): images are floats in ``[0, 1]``; each setting corrupts them with
+:func:`data.corruption.corrupt` and a fixed seed (``gaussian`` clip(x + σn, 0, 1),
+``salt_pepper`` a fraction p of pixels to 0 or 1 with equal odds, ``masking`` a fraction p to
+0); the score is PSNR per image with data range 1.0 averaged over the images
+(:func:`data.metrics.psnr`), and SSIM (:func:`data.metrics.ssim`). Every contender is first
+tuned over its parameter grid on a separate validation slice, with its own noise draw: for a
+dataset the slice of the train split that pretraining holds out (``split_validation(...,
+0.1, seed)``), for photos a centre crop of a tuning photo kept out of the test photos. It is
+then scored on the test images with the parameters that won, which the report names.
+
+Examples::
+
+    python -m training.benchmark --model fashion-mnist --dataset fashion_mnist --limit 300 \\
+        --json runs/benchmark.json --markdown docs/benchmark.md
+    python -m training.benchmark --write-skimage-photos photos
+    python -m training.benchmark --model photo --images photos/test \\
+        --tune-image photos/tune/motorcycle_right.png
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from data.corruption import BENCHMARK_SETTINGS, CORRUPTIONS, CorruptionSpec, corrupt
+from data.datasets import list_images, load_named, split_validation
+from data.images import read_image, to_model
+from data.metrics import psnr, ssim
+from models.classic import CLASSIC_DENOISERS, ClassicDenoiser
+from models.registry import bundled_models, model_card, resolve_model_path
+from training.cli import parse_config
+
+PHOTO_SIGMAS = (15, 25, 50)  # in uint8 units, i.e. σ = s/255
+SKIMAGE_TEST_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+SKIMAGE_TUNE_PHOTO = "motorcycle_right"  # a different scene from every test photo
+
+
+class BenchmarkError(ValueError):
+    """A benchmark that cannot run as asked; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkConfig:
+    """What to benchmark, on what, and where to write the tables."""
+
+    model: tuple[str, ...] = field(default=(), metadata={
+        "flag": "model", "help": "a model to score: bundled name, run folder or .keras file"})
+    dataset: str | None = field(default=None, metadata={
+        "help": "named dataset whose test split is scored (default fashion_mnist unless --images)"})
+    data_dir: str | None = field(default=None, metadata={"help": "folder with the dataset's files"})
+    images: str | None = field(default=None, metadata={
+        "help": "folder of clean photos to score instead of a dataset"})
+    tune_image: str | None = field(default=None, metadata={
+        "help": "photo whose centre crop tunes the contenders (default: the first photo in "
+                "--images, then left out of the test)"})
+    tune_crop: int = field(default=256, metadata={
+        "help": "side of the tuning crop: big enough to be a real photo, small enough for BM3D's grid"})
+    limit: int = field(default=0, metadata={"help": "score only the first N test images (0: all)"})
+    tune_images: int = field(default=32, metadata={
+        "help": "validation images used to tune each contender on a dataset"})
+    slow_tune_images: int = field(default=16, metadata={
+        "help": "validation images used to tune slow contenders (BM3D) on a dataset"})
+    slow_limit: int = field(default=300, metadata={
+        "help": "slow contenders (BM3D) score only the first N test images (0: all); a full "
+                "Fashion-MNIST test split would take BM3D about 9 hours here"})
+    contender: tuple[str, ...] = field(default=tuple(CLASSIC_DENOISERS), metadata={
+        "flag": "contender", "choices": tuple(CLASSIC_DENOISERS),
+        "help": "classic denoisers to include (the noisy input is always scored)"})
+    setting: tuple[str, ...] = field(default=(), metadata={
+        "flag": "setting",
+        "help": "NAME:LEVEL to score, e.g. gaussian:0.3 or gaussian:25/255 (default: the 8 "
+                "benchmark settings; for photos gaussian 15, 25 and 50 /255)"})
+    seed: int = field(default=0, metadata={"help": "seed of the test noise (tuning uses seed + 1)"})
+    json: str | None = field(default=None, metadata={"help": "write the full report here"})
+    markdown: str | None = field(default=None, metadata={"help": "write the Markdown tables here"})
+    write_skimage_photos: str | None = field(default=None, metadata={
+        "help": "write scikit-image's sample photos to DIR/test and DIR/tune, then exit"})
+
+    def __post_init__(self):
+        if self.dataset and self.images:
+            raise ValueError("pass either --dataset or --images, not both")
+        for name, value in (("limit", self.limit), ("slow_limit", self.slow_limit)):
+            if value < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+        for text in self.setting:
+            parse_setting(text)
+        if min(self.tune_images, self.slow_tune_images) < 1 or self.tune_crop < 16:
+            raise ValueError(f"--tune-images and --slow-tune-images must be >= 1 and --tune-crop >= 16, "
+                             f"got {self.tune_images}, {self.slow_tune_images} and {self.tune_crop}")
+
+
+# ---------------------------------------------------------------- protocol
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One corruption at one level; ``label`` names it in tables (``gaussian:25/255``)."""
+
+    name: str
+    level: float
+    label: str
+
+
+def parse_setting(text: str) -> Setting:
+    """Parses ``NAME:LEVEL`` where LEVEL is a number or a fraction (``gaussian:25/255``)."""
+    name, sep, level_text = text.strip().partition(":")
+    try:
+        level = float(Fraction(level_text.strip()))
+    except (ValueError, ZeroDivisionError):
+        level = None
+    if not sep or level is None:
+        raise ValueError(f"a setting must look like NAME:LEVEL (e.g. gaussian:0.3, gaussian:25/255, "
+                         f"masking:0.5), got {text!r}")
+    CorruptionSpec(name.strip(), level, level)  # checks the name and the level's range
+    return Setting(name.strip(), level, f"{name.strip()}:{level_text.strip()}")
+
+
+def default_settings(photos: bool) -> tuple[Setting, ...]:
+    """The issue's grid: 8 settings for datasets, Gaussian σ ∈ {15, 25, 50}/255 for photos."""
+    if photos:
+        return tuple(Setting("gaussian", s / 255, f"gaussian:{s}/255") for s in PHOTO_SIGMAS)
+    return tuple(Setting(n, lv, f"{n}:{lv:g}") for n, lv in BENCHMARK_SETTINGS)
+
+
+def corrupt_images(images, setting: Setting, seed: int):
+    """Corrupts a batch ``(N, H, W, C)`` with one seed (the same noise as model cards get), or
+    a list of differently sized photos with seeds ``seed, seed + 1, ...``."""
+    if isinstance(images, np.ndarray):
+        return corrupt(images, setting.name, setting.level, seed)
+    return [corrupt(im, setting.name, setting.level, seed + i) for i, im in enumerate(images)]
+
+
+def score(clean, estimates) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image PSNR (data range 1.0) and SSIM of estimates clipped to ``[0, 1]``."""
+    if isinstance(clean, np.ndarray) and isinstance(estimates, np.ndarray):
+        est = np.clip(estimates, 0.0, 1.0)
+        return np.atleast_1d(psnr(clean, est)), np.atleast_1d(ssim(clean, est))
+    pairs = [(c, np.clip(e, 0.0, 1.0)) for c, e in zip(clean, estimates, strict=True)]
+    return (np.asarray([psnr(c, e) for c, e in pairs], np.float64),
+            np.asarray([ssim(c, e) for c, e in pairs], np.float64))
+
+
+# ---------------------------------------------------------------- contenders
+
+
+@dataclasses.dataclass(frozen=True)
+class Contender:
+    """Anything that maps noisy images to estimates, with a parameter grid to tune.
+
+    ``run(images, params)`` takes a batch ``(N, H, W, C)`` or a list of ``(H, W, C)`` photos
+    and returns estimates of the same kind.
+    """
+
+    name: str
+    label: str
+    kind: str  # "input", "classic" or "model"
+    run: Callable[[Sequence[np.ndarray], dict], Sequence[np.ndarray]]
+    grid: tuple[dict, ...] = ({},)
+    corruptions: tuple[str, ...] = tuple(CORRUPTIONS)
+    slow: bool = False
+    about: dict = field(default_factory=dict)  # what the report says of it (a model's file and card)
+
+
+def noisy_input() -> Contender:
+    """The corrupted image itself: the score every denoiser must improve on."""
+    return Contender("noisy", "noisy input", "input", lambda images, params: images)
+
+
+def classic_contender(denoiser: ClassicDenoiser) -> Contender:
+    """A classic denoiser applied image by image."""
+    def run(images, params):
+        out = [denoiser(im, params) for im in images]
+        return np.stack(out) if isinstance(images, np.ndarray) else out
+    return Contender(denoiser.name, denoiser.label, "classic", run, denoiser.grid,
+                     denoiser.corruptions, denoiser.slow)
+
+
+def model_contender(name_or_path: str) -> Contender:
+    """One of our models, run through the engine (:func:`app.engine.denoise_many`), which
+    batches small images of one size together and tiles large ones, as the app does."""
+    from app.engine import as_denoiser, denoise_many
+
+    denoiser = as_denoiser(name_or_path)
+
+    def run(images, params):
+        out = [r.output for r in denoise_many(list(images), denoiser)]
+        return np.stack(out) if isinstance(images, np.ndarray) else out
+
+    text = str(name_or_path)
+    name = text if text in bundled_models() else Path(text).name
+    path = resolve_model_path(text)
+    modified = time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))
+    about = {"path": str(path), "modified": modified, "description": model_card(text).get("description", "")}
+    return Contender(name, f"{name} (ours)", "model", run, about=about)
+
+
+def build_contenders(config: BenchmarkConfig) -> tuple[list[Contender], dict[str, str]]:
+    """The noisy input, the available classic denoisers asked for, and the models.
+
+    Returns:
+        ``(contenders, skipped)`` where ``skipped`` maps a classic name to why it cannot run.
+    """
+    contenders, skipped = [noisy_input()], {}
+    for name in dict.fromkeys(config.contender):
+        denoiser = CLASSIC_DENOISERS[name]
+        reason = denoiser.unavailable()
+        if reason:
+            skipped[name] = reason
+        else:
+            contenders.append(classic_contender(denoiser))
+    names = {c.name for c in contenders}
+    for model in dict.fromkeys(config.model):
+        contender = model_contender(model)
+        if contender.name in names:
+            raise BenchmarkError(f"two contenders are both named {contender.name!r}; "
+                                 "pass each model once, by distinct names or paths")
+        names.add(contender.name)
+        contenders.append(contender)
+    return contenders, skipped
+
+
+# ---------------------------------------------------------------- tuning and scoring
+
+
+def _take(images, n: int):
+    return images[:n] if n else images
+
+
+def tune(contender: Contender, clean, noisy) -> dict:
+    """Picks the parameters with the best mean PSNR on the validation images.
+
+    Returns:
+        ``{"params": best, "seconds": ..., "grid": [{"params", "psnr"}, ...]}`` (an empty grid
+        list when there is nothing to choose).
+    """
+    if len(contender.grid) == 1:
+        return {"params": dict(contender.grid[0]), "seconds": 0.0, "grid": []}
+    started = time.perf_counter()
+    tried = []
+    for params in contender.grid:
+        psnrs, _ = score(clean, contender.run(noisy, params))
+        tried.append({"params": dict(params), "psnr": round(float(np.mean(psnrs)), 3)})
+    best = max(tried, key=lambda t: t["psnr"])
+    return {"params": best["params"], "seconds": round(time.perf_counter() - started, 2), "grid": tried}
+
+
+def evaluate(contender: Contender, params: dict, clean, noisy) -> dict:
+    """Scores one contender at fixed parameters; times it after one warm-up image."""
+    contender.run(noisy[:1], params)  # first call pays for graph tracing, imports, thread pools
+    started = time.perf_counter()
+    estimates = contender.run(noisy, params)
+    seconds = time.perf_counter() - started
+    psnrs, ssims = score(clean, estimates)
+    megapixels = sum(im.shape[0] * im.shape[1] for im in clean) / 1e6
+    return {
+        "psnr": round(float(np.mean(psnrs)), 3),
+        "ssim": round(float(np.mean(ssims)), 4),
+        "images": len(clean),
+        "seconds": round(seconds, 3),
+        "seconds_per_image": seconds / len(clean),
+        "seconds_per_megapixel": seconds / megapixels,
+    }
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkData:
+    """Clean test and tuning images, and how they were chosen (for the report)."""
+
+    test: np.ndarray | list[np.ndarray]
+    tune: np.ndarray | list[np.ndarray]
+    description: dict
+    photos: bool
+
+
+def dataset_data(config: BenchmarkConfig) -> BenchmarkData:
+    """A named dataset's test split; tuning on the slice of the train split pretraining holds out."""
+    name = config.dataset or "fashion_mnist"
+    ds = load_named(name, config.data_dir)
+    test = to_model(_take(ds.x_test, config.limit))
+    _, _, x_val, _ = split_validation(ds.x_train, ds.y_train, 0.1, config.seed)
+    tune_set = to_model(x_val[: config.tune_images])
+    split = f"{name} test" + (f", first {len(test)} images" if config.limit else f", all {len(test)} images")
+    return BenchmarkData(test, tune_set, {
+        "test": split,
+        "tune": f"{len(tune_set)} images of the {name} train split held out by "
+                f"split_validation(fraction=0.1, seed={config.seed})",
+    }, photos=False)
+
+
+def photo_data(config: BenchmarkConfig) -> BenchmarkData:
+    """Clean colour photos from ``--images``; tuning on a centre crop of ``--tune-image``."""
+    paths = list_images(config.images)
+    tune_path = Path(config.tune_image) if config.tune_image else (paths[0] if paths else None)
+    if tune_path is None:
+        raise BenchmarkError(f"no photos in {config.images}")
+    test_paths = [p for p in paths if p.resolve() != tune_path.resolve()]
+    if not test_paths:
+        raise BenchmarkError(f"{config.images} holds no photo besides the tuning photo {tune_path}; "
+                             "add test photos or pass --tune-image from elsewhere")
+    test = [to_model(read_image(p, mode="RGB")) for p in test_paths]
+    whole = to_model(read_image(tune_path, mode="RGB"))
+    side = min(config.tune_crop, *whole.shape[:2])
+    top, left = (whole.shape[0] - side) // 2, (whole.shape[1] - side) // 2
+    crop = whole[top : top + side, left : left + side]
+    return BenchmarkData(test, [crop], {
+        "test": f"{len(test)} photos: " + ", ".join(f"{p.name} ({im.shape[1]}x{im.shape[0]})"
+                                                   for p, im in zip(test_paths, test, strict=True)),
+        "tune": f"centre {side}x{side} crop of {tune_path.name} (not a test photo)",
+    }, photos=True)
+
+
+def write_skimage_photos(folder) -> list[Path]:
+    """Writes scikit-image's bundled sample photos: ``test/`` to score, ``tune/`` to tune on.
+
+    None of them is among the photos the ``photo`` model trains on (mate-backgrounds). Files
+    that exist already are left alone.
+    """
+    from PIL import Image
+    from skimage import data as samples
+
+    images = {f"test/{name}.png": getattr(samples, name)() for name in SKIMAGE_TEST_PHOTOS}
+    images[f"tune/{SKIMAGE_TUNE_PHOTO}.png"] = samples.stereo_motorcycle()[1]
+    written = []
+    for rel, pixels in images.items():
+        path = Path(folder) / rel
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            Image.fromarray(pixels).save(tmp, format="PNG")
+            os.replace(tmp, path)
+        written.append(path)
+    return written
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_benchmark(config: BenchmarkConfig, command: str = "") -> dict:
+    """Tunes and scores every contender on every setting.
+
+    Returns:
+        The report (what :func:`markdown_report` formats and ``--json`` writes).
+    """
+    data = photo_data(config) if config.images else dataset_data(config)
+    settings = tuple(parse_setting(s) for s in config.setting) or default_settings(data.photos)
+    contenders, skipped = build_contenders(config)
+    for reason in skipped.values():
+        _log(reason)
+    load_start = os.getloadavg()
+    results = {}
+    for setting in settings:
+        noisy_test = corrupt_images(data.test, setting, config.seed)
+        noisy_tune = corrupt_images(data.tune, setting, config.seed + 1)
+        results[setting.label] = {}
+        for c in contenders:
+            if setting.name not in c.corruptions:
+                continue
+            n, n_tune = (config.slow_limit, config.slow_tune_images) if c.slow else (0, 0)
+            tuned = tune(c, _take(data.tune, n_tune), _take(noisy_tune, n_tune))
+            result = evaluate(c, tuned["params"], _take(data.test, n), _take(noisy_test, n))
+            results[setting.label][c.name] = {**result, "params": tuned["params"], "tune": {
+                "images": len(_take(data.tune, n_tune)), "seconds": tuned["seconds"], "grid": tuned["grid"]}}
+            _log(f"{setting.label:>18} {c.name:>14}: PSNR {result['psnr']:6.2f} dB  SSIM "
+                 f"{result['ssim']:.3f}  {result['seconds_per_image']:.4f} s/image  "
+                 f"params {tuned['params'] or '-'} (tuned in {tuned['seconds']:.1f} s)")
+    return {
+        "command": command,
+        "config": dataclasses.asdict(config),
+        "protocol": {
+            **data.description,
+            "photos": data.photos,
+            "test_images": len(data.test),
+            "tune_images": len(data.tune),
+            "slow_limit": config.slow_limit,
+            "slow_tune_images": config.slow_tune_images,
+            "seed": config.seed,
+            "tune_seed": config.seed + 1,
+            "score": "PSNR per image (data range 1.0) and SSIM (scikit-image), averaged over images",
+        },
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                    "load_average_start": [round(v, 2) for v in load_start],
+                    "load_average_end": [round(v, 2) for v in os.getloadavg()]},
+        "settings": [s.label for s in settings],
+        "contenders": {c.name: {"label": c.label, "kind": c.kind, "slow": c.slow, **c.about}
+                       for c in contenders},
+        "skipped": skipped,
+        "results": results,
+        "speed": speed_summary(results, contenders),
+    }
+
+
+def speed_summary(results: dict, contenders: Sequence[Contender]) -> dict:
+    """Seconds per image and per megapixel of each contender, averaged over the settings."""
+    speed = {}
+    for c in contenders:
+        runs = [r[c.name] for r in results.values() if c.name in r]
+        if not runs:
+            continue
+        per_image = float(np.mean([r["seconds_per_image"] for r in runs]))
+        speed[c.name] = {
+            "seconds_per_image": per_image,
+            "images_per_second": 1.0 / per_image if per_image > 0 else None,
+            "seconds_per_megapixel": float(np.mean([r["seconds_per_megapixel"] for r in runs])),
+        }
+    return speed
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), rule, *map(line, rows)])
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.2g}" if value < 0.1 else f"{value:.2f}"
+
+
+def _format_params(params: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items()) or "-"
+
+
+def _labels(report: dict) -> dict[str, str]:
+    """Row names; a dagger marks contenders scored on fewer images than the rest."""
+    partial = bool(_slow_note(report["protocol"]))
+    return {n: c["label"] + (" †" if partial and c["slow"] else "") for n, c in report["contenders"].items()}
+
+
+def _slow_note(proto: dict) -> str:
+    """What slow contenders were spared, or ``""`` when they ran on everything."""
+    notes = []
+    if 0 < proto["slow_limit"] < proto["test_images"]:
+        notes.append(f"scored on the first {proto['slow_limit']} test images")
+    if proto["slow_tune_images"] < proto["tune_images"]:
+        notes.append(f"tuned on the first {proto['slow_tune_images']} tuning images")
+    return " and ".join(notes)
+
+
+def _speed_cells(report: dict, name: str) -> list[str]:
+    if report["contenders"][name]["kind"] == "input":
+        return ["-", "-"]
+    sp = report["speed"][name]
+    if report["protocol"]["photos"]:
+        return [_seconds(sp["seconds_per_megapixel"]), _seconds(sp["seconds_per_image"])]
+    return [_seconds(sp["seconds_per_image"]), f"{sp['images_per_second']:.0f}"]
+
+
+def _metric_table(report: dict, metric: str, digits: int, speed: bool) -> str:
+    """Contenders by settings, the best per setting in bold, speed columns optional."""
+    settings, results = report["settings"], report["results"]
+    header = ["contender", *settings]
+    if speed:
+        header += ["s/MP", "s/photo"] if report["protocol"]["photos"] else ["s/image", "images/s"]
+    rows = []
+    for name, label in _labels(report).items():
+        cells = [label]
+        for s in settings:
+            r = results[s].get(name)
+            best = max(v[metric] for v in results[s].values())
+            text = "" if r is None else f"{r[metric]:.{digits}f}"
+            cells.append(f"**{text}**" if r is not None and r[metric] == best else text)
+        rows.append(cells + (_speed_cells(report, name) if speed else []))
+    return _table(header, rows)
+
+
+def _params_table(report: dict) -> str:
+    settings, results = report["settings"], report["results"]
+    rows = [[label, *(_format_params(results[s][n]["params"]) if n in results[s] else "" for s in settings)]
+            for n, label in _labels(report).items()
+            if any(results[s].get(n, {}).get("tune", {}).get("grid") for s in settings)]
+    return _table(["contender", *settings], rows)
+
+
+def markdown_report(report: dict) -> str:
+    """The report's tables in Markdown: PSNR (with speed), SSIM, and the parameters that won."""
+    proto = report["protocol"]
+    unit = ("seconds per megapixel and per photo" if proto["photos"]
+            else "seconds per image and images per second")
+    parts = [
+        f"Test: {proto['test']}. Tuning: {proto['tune']}. Noise seeds {proto['seed']} (test) and "
+        f"{proto['tune_seed']} (tuning). {proto['score']}.", "",
+        f"PSNR (dB), higher is better; the best per setting in bold. Speed: {unit}, mean over the "
+        f"settings, on this machine ({report['machine']['cpus']} CPUs, load average "
+        f"{report['machine']['load_average_start'][0]} at the start).", "",
+        _metric_table(report, "psnr", 2, speed=True), "",
+        "SSIM:", "", _metric_table(report, "ssim", 3, speed=False), "",
+        "Parameters that won on the tuning images:", "", _params_table(report),
+    ]
+    if any(label.endswith("†") for label in _labels(report).values()):
+        parts += ["", f"† slow: {_slow_note(proto)} only."]
+    if report["skipped"]:
+        parts += ["", *(f"- {reason}" for reason in report["skipped"].values())]
+    return "\n".join(parts) + "\n"
+
+
+def _write_atomic(path: str, text: str) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, target)
+
+
+def main(argv=None) -> int:
+    """CLI entry point: runs the benchmark, prints the tables, writes JSON and Markdown."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    config = parse_config(BenchmarkConfig, "Benchmark denoisers against classic ones.", argv)
+    try:
+        if config.write_skimage_photos:
+            for path in write_skimage_photos(config.write_skimage_photos):
+                print(path)
+            root = Path(config.write_skimage_photos)
+            print(f"then: python -m training.benchmark --model photo --images {root / 'test'} "
+                  f"--tune-image {root / 'tune' / (SKIMAGE_TUNE_PHOTO + '.png')}")
+            return 0
+        command = "python -m training.benchmark " + shlex.join(argv)
+        report = run_benchmark(config, command)
+    except (ValueError, FileNotFoundError) as err:  # our input errors: bad files, names, settings
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    text = markdown_report(report)
+    print(text)
+    if config.json:
+        _write_atomic(config.json, json.dumps(report, indent=2) + "\n")
+    if config.markdown:
+        _write_atomic(config.markdown, f"Command: `{command}`\n\n{text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
