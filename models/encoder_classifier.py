@@ -160,6 +160,12 @@ class EncoderClassifier(keras.Model):
         features = pooled.predict(images, batch_size=batch_size, verbose=0)
         self.get_layer("feature_norm").adapt(features)
 
+    def set_weights(self, weights):
+        super().set_weights(weights)
+        # keras' Normalization keeps a copy of its statistics, refreshed only by
+        # finalize_state (as its own loading does): without this the copy would be stale.
+        self.get_layer("feature_norm").finalize_state()
+
     def get_config(self):
         return {
             "name": self.name,

@@ -73,6 +73,15 @@ def test_frozen_encoder_trains_only_the_head_and_unfreezing_is_a_new_model():
     np.testing.assert_allclose(np.asarray(unfrozen(x)), np.asarray(clf(x)), atol=1e-6)
 
 
+def test_new_model_from_weights_keeps_the_feature_standardisation(tmp_path):
+    clf = EncoderClassifier(tiny_dae(), 4, freeze_encoder=True)
+    clf.adapt(images(32, seed=2))
+    unfrozen = clf.with_frozen_encoder(False)
+    x = images()
+    np.testing.assert_allclose(np.asarray(unfrozen(x)), np.asarray(clf(x)), atol=1e-6)
+    run_model_serialization_test(unfrozen, x, tmp_path)
+
+
 def test_scratch_encoder_has_the_architecture_but_fresh_weights():
     dae = tiny_dae()
     pretrained, scratch = code_encoder(dae), code_encoder(dae, pretrained=False)

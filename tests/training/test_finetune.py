@@ -1,0 +1,178 @@
+"""Fine-tuning: label sampling, frozen encoders, run folders, the grid, and a real short run."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from data.datasets import DatasetNotFoundError, load_named
+from models.encoder_classifier import code_encoder
+from models.registry import load_model
+from tests.training.representation_fixtures import save_tiny_dae, write_quadrant_dataset
+from training.finetune import (
+    FinetuneConfig,
+    labelled_subset,
+    load_splits,
+    main,
+    parse_labels_per_class,
+    run,
+    train_seed,
+)
+from training.finetune_grid import GridConfig, run_grid
+
+TINY = dict(dataset="fashion_mnist", seeds=1, epochs=2, head_epochs=1, min_steps_per_epoch=5,
+            batch_size=16, stats_images=200)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return {"model": str(save_tiny_dae(root / "dae.keras")),
+            "data_dir": str(write_quadrant_dataset(root / "data"))}
+
+
+def test_labelled_subset_is_class_balanced_and_seeded():
+    labels = np.random.default_rng(0).integers(0, 10, 5000)
+    pick = labelled_subset(labels, 7, seed=3)
+    assert np.array_equal(np.bincount(labels[pick], minlength=10), [7] * 10)
+    assert len(set(pick)) == len(pick) == 70
+    assert np.array_equal(pick, labelled_subset(labels, 7, seed=3))
+    assert not np.array_equal(pick, labelled_subset(labels, 7, seed=4))
+    assert np.array_equal(labelled_subset(labels, None, seed=3), np.arange(5000))
+
+
+def test_labelled_subset_refuses_a_class_too_small():
+    labels = np.array([0] * 20 + [1] * 3)
+    with pytest.raises(ValueError, match="class 1 has 3 training images; --labels-per-class 5"):
+        labelled_subset(labels, 5, seed=0)
+
+
+@pytest.mark.parametrize("text,expected", [("10", 10), ("all", None), ("ALL", None)])
+def test_labels_per_class_values(text, expected):
+    assert parse_labels_per_class(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "-3", "ten", "1.5"])
+def test_bad_labels_per_class_says_what_was_given(text):
+    with pytest.raises(ValueError, match=f"positive integer or 'all', got '{text}'"):
+        FinetuneConfig(labels_per_class=text)
+
+
+def test_bad_config_values_are_named():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        FinetuneConfig(mode="probe")
+    with pytest.raises(ValueError, match="--seeds must be >= 1, got 0"):
+        FinetuneConfig(seeds=0)
+
+
+def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
+    assert main(["--model", str(tmp_path / "missing.keras"), "--out", str(tmp_path / "run")]) == 2
+    assert "error: no model" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--labels-per-class", "many"])
+    assert "positive integer or 'all', got 'many'" in capsys.readouterr().err
+
+
+def _encoder_weights(path):
+    return [np.asarray(w) for w in code_encoder(load_model(path)).get_weights()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["linear", "finetune", "scratch"])
+def test_modes_freeze_or_train_the_encoder(tmp_path, tiny, mode):
+    config = FinetuneConfig(model=tiny["model"], data_dir=tiny["data_dir"], mode=mode,
+                            labels_per_class="10", robustness=False, out=str(tmp_path), **{
+                                k: v for k, v in TINY.items() if k != "dataset"})
+    splits = load_splits(config)
+    metrics = train_seed(config, splits, seed=0, run_dir=tmp_path, jit=False)
+    assert metrics["labelled_images"] == 40  # 4 classes present x 10
+    trained = keras.saving.load_model(tmp_path / "seeds" / "seed-0" / "model.keras", safe_mode=True)
+    pretrained = _encoder_weights(tiny["model"])
+    after = [np.asarray(w) for w in trained.encoder.get_weights()]
+    same = [np.array_equal(a, b) for a, b in zip(after, pretrained, strict=True)]
+    if mode == "linear":
+        assert all(same)  # frozen: bit-identical after training
+    else:
+        assert not any(same)  # fine-tuned (or random) kernels and biases all moved
+    # The head learned something in every mode, and the DAE file is untouched.
+    head = trained.get_layer("predictions").get_weights()[0]
+    assert np.abs(head).sum() > 0
+    assert all(np.array_equal(a, b) for a, b in
+               zip(_encoder_weights(tiny["model"]), pretrained, strict=True))
+
+
+@pytest.mark.slow
+def test_run_folder_layout_and_resume(tmp_path, tiny):
+    config = FinetuneConfig(model=tiny["model"], data_dir=tiny["data_dir"], mode="finetune",
+                            labels_per_class="20", out=str(tmp_path / "run"),
+                            **{**TINY, "seeds": 2})
+    metrics = run(config)
+    run_dir = tmp_path / "run"
+    for name in ("config.json", "model.keras", "metrics.json", "history.csv", "confusion.png"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "logs").is_dir()
+    assert metrics["seeds"] == [0, 1] and len(metrics["test_accuracy"]["per_seed"]) == 2
+    per_seed = metrics["test_accuracy"]["per_seed"]
+    assert metrics["test_accuracy"]["mean"] == pytest.approx(np.mean(per_seed), abs=1e-5)
+    assert metrics["test_accuracy"]["std"] == pytest.approx(np.std(per_seed, ddof=1), abs=1e-5)
+    assert set(metrics["robustness"]) == {"clean", "gaussian:0.1", "gaussian:0.3", "gaussian:0.5",
+                                          "salt_pepper:0.1", "salt_pepper:0.3", "salt_pepper:0.5",
+                                          "masking:0.25", "masking:0.5"}
+    history = (run_dir / "history.csv").read_text().splitlines()
+    assert history[0].startswith("seed,phase,epoch")
+    assert {line.split(",")[:2][1] for line in history[1:]} == {"head", "all"}
+    # The top-level model is the best-validation seed, and loads through the registry.
+    best = metrics["best_seed"]
+    seed_metrics = json.loads((run_dir / "seeds" / f"seed-{best}" / "metrics.json").read_text())
+    assert seed_metrics["val_accuracy"] == max(metrics["val_accuracy"]["per_seed"])
+    splits = load_splits(config)
+    reloaded = load_model(run_dir)
+    acc = np.mean(np.argmax(reloaded.predict(splits.x_test, verbose=0), -1) == splits.y_test)
+    assert acc == pytest.approx(seed_metrics["test_accuracy"])
+    # Restarted with the same command: finished seeds are not trained again.
+    stamp = (run_dir / "seeds" / "seed-0" / "model.keras").stat().st_mtime_ns
+    assert run(config)["test_accuracy"] == metrics["test_accuracy"]
+    assert (run_dir / "seeds" / "seed-0" / "model.keras").stat().st_mtime_ns == stamp
+    # Another config in the same folder is refused rather than mixed in.
+    with pytest.raises(ValueError, match="holds a run with a different config"):
+        run(FinetuneConfig(**{**config.__dict__, "mode": "linear"}))
+
+
+@pytest.mark.slow
+def test_grid_writes_table_and_plot_and_skips_finished_cells(tmp_path, tiny):
+    base = FinetuneConfig(model=tiny["model"], data_dir=tiny["data_dir"], **TINY)
+    grid = GridConfig(labels=("5",), modes=("scratch", "linear"), out=str(tmp_path / "grid"))
+    results = run_grid(grid, base)
+    assert set(results) == {("5", "scratch"), ("5", "linear")}
+    report = (tmp_path / "grid" / "results.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| 5 |"))
+    scratch, linear = (results[("5", m)]["test_accuracy"] for m in ("scratch", "linear"))
+    assert f"{100 * scratch['mean']:.2f} ± {100 * scratch['std']:.2f}" in row
+    assert f"{100 * (linear['mean'] - scratch['mean']):+.2f}" in row
+    assert "| masking:0.5 |" in report
+    assert (tmp_path / "grid" / "robustness.png").stat().st_size > 10_000
+    stamp = (tmp_path / "grid" / "linear-k5" / "metrics.json").stat().st_mtime_ns
+    assert run_grid(grid, base) == results
+    assert (tmp_path / "grid" / "linear-k5" / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def fashion_mnist_available():
+    try:
+        load_named("fashion_mnist", download=False)
+    except DatasetNotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST files missing (make setup)")
+def test_short_real_finetune_beats_chance_by_far(tmp_path):
+    # The bundled pretrained DAE, 50 labels per class of real Fashion-MNIST, a few hundred steps.
+    config = FinetuneConfig(model="fashion-mnist", mode="finetune", labels_per_class="50", seeds=1,
+                            epochs=2, head_epochs=2, min_steps_per_epoch=25, test_images=1000,
+                            val_fraction=0.02, stats_images=1000, robustness=False,
+                            out=str(tmp_path / "run"))
+    metrics = run(config)
+    assert metrics["labelled_images"] == 500
+    assert metrics["test_accuracy"]["mean"] > 0.5  # chance is 0.1

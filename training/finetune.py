@@ -1,0 +1,394 @@
+"""Fine-tuning: a classifier built around a pretrained DAE encoder, trained on few labels.
+
+    python -m training.finetune --model fashion-mnist --dataset fashion_mnist \\
+        --mode finetune --labels-per-class 100 --seeds 3 --out runs/finetune/finetune-k100
+
+Modes: ``linear`` (encoder frozen: a linear probe on its features), ``finetune`` (the head
+first with the encoder frozen, then everything at a lower learning rate), ``scratch`` (the
+same architecture from random weights: the control). ``--labels-per-class K`` draws a
+class-balanced labelled subset of the training split with each seed (``all`` uses every
+label); ``--seeds N`` repeats the run with seeds ``seed .. seed+N-1`` (subset and
+initialisation) and reports the mean ± std.
+
+A run writes its folder: ``config.json``; ``metrics.json`` (test accuracy mean ± std over
+seeds, per seed, and under every corruption of ``data.corruption.BENCHMARK_SETTINGS``);
+``model.keras``, ``confusion.png`` (the seed with the best *validation* accuracy);
+``history.csv`` (every seed and phase); TensorBoard ``logs/``; and ``seeds/seed-N/`` with each
+seed's model and metrics. The validation split is held out of the training split
+(``data.datasets.split_validation``); the test split is only touched for the final scores.
+A killed run restarted with the same command skips finished seeds and resumes the current
+phase from its last epoch (``keras.callbacks.BackupAndRestore``).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import shutil
+import sys
+import time
+import types
+from dataclasses import field
+from pathlib import Path
+
+import numpy as np
+
+from data.corruption import BENCHMARK_SETTINGS
+from data.datasets import SOURCES, DatasetNotFoundError
+from models.registry import ModelNotFoundError
+from training.cli import parse_config
+
+MODES = ("linear", "finetune", "scratch")
+
+
+def parse_labels_per_class(text: str) -> int | None:
+    """``"all"`` -> ``None``; a positive integer string -> that integer."""
+    if str(text).strip().lower() == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"--labels-per-class must be a positive integer or 'all', got {text!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    """Everything a fine-tuning run depends on; saved as the run's ``config.json``."""
+
+    model: str = field(default="fashion-mnist", metadata={
+        "help": "pretrained DAE: a bundled name, a pretraining run folder or a .keras file"})
+    dataset: str = field(default="fashion_mnist", metadata={
+        "choices": tuple(SOURCES), "help": "labelled dataset (its original files, see --data-dir)"})
+    data_dir: str | None = field(default=None, metadata={
+        "help": "folder with the dataset's original files (default: env var, usual places)"})
+    mode: str = field(default="finetune", metadata={
+        "choices": MODES,
+        "help": "linear: encoder frozen; finetune: head, then everything; scratch: random init"})
+    labels_per_class: str = field(default="100", metadata={
+        "help": "labelled training images per class (class-balanced, seeded), or 'all'"})
+    seeds: int = field(default=3, metadata={"help": "repeats with seeds seed..seed+N-1; mean ± std"})
+    seed: int = field(default=0, metadata={"help": "first seed; also fixes the validation split"})
+    epochs: int = field(default=30, metadata={
+        "help": "most epochs of the main phase (early stopping on validation accuracy ends sooner)"})
+    head_epochs: int = field(default=5, metadata={
+        "help": "finetune mode: epochs training the head alone before unfreezing the encoder"})
+    min_steps_per_epoch: int = field(default=50, metadata={
+        "help": "small labelled sets are repeated so that an epoch has at least this many steps"})
+    batch_size: int = field(default=64, metadata={"help": "batch size (64 suits a small CPU)"})
+    head_learning_rate: float = field(default=1e-2, metadata={
+        "help": "Adam learning rate of the linear probe and of the head phase (a softmax layer "
+                "on standardised features takes a large one)"})
+    learning_rate: float = field(default=1e-3, metadata={
+        "help": "Adam learning rate of scratch training (the usual one for a small CNN)"})
+    finetune_learning_rate: float = field(default=1e-4, metadata={
+        "help": "Adam learning rate once the encoder is unfrozen: 10x lower, to keep its features"})
+    pooling: str = field(default="avg", metadata={
+        "choices": ("avg", "max", "flatten"),
+        "help": "how the code map becomes a vector: global average, global max or flattened"})
+    dropout: float = field(default=0.3, metadata={"help": "dropout before the softmax layer"})
+    stats_images: int = field(default=5000, metadata={
+        "help": "unlabelled training images whose pooled features set the standardisation"})
+    val_fraction: float = field(default=0.1, metadata={
+        "help": "share of the training split held out for validation (early stopping)"})
+    patience: int = field(default=5, metadata={"help": "early-stopping patience in epochs"})
+    test_images: int = field(default=0, metadata={
+        "help": "score only the first N test images (0 = the whole test split)"})
+    robustness: bool = field(default=True, metadata={
+        "help": "also score the test split under each corruption of the benchmark grid"})
+    mixed_precision: str = field(default="auto", metadata={
+        "choices": ("auto", "on", "off"), "help": "float16 compute; auto = on when a GPU is present"})
+    jit: str = field(default="auto", metadata={
+        "choices": ("auto", "on", "off"), "help": "XLA compilation; auto = on when a GPU is present"})
+    out: str = field(default="runs/finetune", metadata={"help": "run folder"})
+
+    def __post_init__(self):
+        parse_labels_per_class(self.labels_per_class)
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        for name in ("seeds", "epochs", "batch_size", "min_steps_per_epoch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.mode == "finetune" and self.head_epochs < 1:
+            raise ValueError(f"--head-epochs must be >= 1 in finetune mode, got {self.head_epochs}")
+
+    @property
+    def per_class(self) -> int | None:
+        """Labelled images per class, ``None`` for all."""
+        return parse_labels_per_class(self.labels_per_class)
+
+
+def labelled_subset(labels: np.ndarray, per_class: int | None, seed: int) -> np.ndarray:
+    """Indices of a class-balanced labelled subset: ``per_class`` of every class, seeded.
+
+    Args:
+        labels: integer labels of the pool to draw from.
+        per_class: images per class, or ``None`` for every index.
+        seed: the same seed gives the same subset.
+
+    Returns:
+        Sorted int indices into ``labels``.
+    """
+    labels = np.asarray(labels)
+    if per_class is None:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    picks = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if len(members) < per_class:
+            raise ValueError(f"class {label} has {len(members)} training images; "
+                             f"--labels-per-class {per_class} needs that many in every class")
+        picks.append(rng.choice(members, size=per_class, replace=False))
+    return np.sort(np.concatenate(picks))
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+    """Float images in ``[0, 1]`` and labels: the labelled pool, validation and test."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+
+
+def load_splits(config: FinetuneConfig) -> Splits:
+    """The dataset's train split minus a validation share, and its (optionally cut) test split."""
+    from data.datasets import load_named, split_validation
+    from data.images import to_model
+
+    data = load_named(config.dataset, config.data_dir)
+    x_train, y_train, x_val, y_val = split_validation(data.x_train, data.y_train,
+                                                      config.val_fraction, config.seed)
+    n_test = config.test_images or len(data.x_test)
+    num_classes = max(len(data.class_names), int(data.y_train.max()) + 1)
+    names = data.class_names or tuple(str(i) for i in range(num_classes))
+    return Splits(to_model(x_train), y_train, to_model(x_val), y_val,
+                  to_model(data.x_test[:n_test]), data.y_test[:n_test], tuple(names[:num_classes]))
+
+
+def predict_labels(model, images: np.ndarray) -> np.ndarray:
+    """Arg-max class of each image."""
+    return np.argmax(model.predict(images, batch_size=256, verbose=0), axis=-1)
+
+
+def robustness(model, x: np.ndarray, y: np.ndarray, settings=BENCHMARK_SETTINGS, seed: int = 0) -> dict:
+    """Accuracy on clean images and under each ``(corruption, level)`` setting.
+
+    Every model scored with the same ``seed`` sees the very same corrupted images.
+
+    Returns:
+        ``{"clean": acc, "gaussian:0.1": acc, ...}``.
+    """
+    from data.corruption import corrupt
+
+    scores = {"clean": float(np.mean(predict_labels(model, x) == y))}
+    for name, level in settings:
+        noisy = corrupt(x, name, level, seed)
+        scores[f"{name}:{level:g}"] = float(np.mean(predict_labels(model, noisy) == y))
+    return scores
+
+
+def _callbacks(seed_dir: Path, log_dir: Path, phase: str, patience: int) -> list:
+    import keras
+
+    return [
+        keras.callbacks.BackupAndRestore(str(seed_dir / f"backup-{phase}")),
+        keras.callbacks.ModelCheckpoint(str(seed_dir / "checkpoint.keras")),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience,
+                                      restore_best_weights=True),
+        keras.callbacks.CSVLogger(str(seed_dir / f"history-{phase}.csv"), append=True),
+        keras.callbacks.TensorBoard(str(log_dir / f"{seed_dir.name}-{phase}")),
+    ]
+
+
+def _fit(model, splits_train, val, config: FinetuneConfig, phase: str, epochs: int, lr: float,
+         seed: int, seed_dir: Path, log_dir: Path, jit: bool):
+    import keras
+    import tensorflow as tf
+
+    x, y = splits_train
+    steps = max(math.ceil(len(x) / config.batch_size), config.min_steps_per_epoch)
+    train_ds = (tf.data.Dataset.from_tensor_slices((x, y))
+                .shuffle(len(x), seed=seed, reshuffle_each_iteration=True).repeat()
+                .batch(config.batch_size).prefetch(tf.data.AUTOTUNE))
+    model.compile(optimizer=keras.optimizers.Adam(lr), jit_compile=jit,
+                  loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
+    history = model.fit(train_ds, steps_per_epoch=steps, epochs=epochs, validation_data=val,
+                        callbacks=_callbacks(seed_dir, log_dir, phase, config.patience),
+                        verbose="auto" if sys.stdout.isatty() else 2)
+    return len(history.history.get("loss", []))
+
+
+def build_classifier(config: FinetuneConfig, num_classes: int, image_size):
+    """The classifier of ``config.mode`` around the encoder of ``config.model``."""
+    from models.encoder_classifier import EncoderClassifier, code_encoder
+    from models.registry import load_model
+
+    encoder = code_encoder(load_model(config.model), pretrained=config.mode != "scratch")
+    channels = encoder.inputs[0].shape[-1]
+    return EncoderClassifier(encoder, num_classes, pooling=config.pooling, dropout=config.dropout,
+                             freeze_encoder=config.mode in ("linear", "finetune"),
+                             image_size=image_size, name="encoder_classifier"), channels
+
+
+def train_seed(config: FinetuneConfig, splits: Splits, seed: int, run_dir: Path, jit: bool) -> dict:
+    """Trains and scores one seed; writes ``seeds/seed-N/`` (model, histories, metrics)."""
+    import keras
+
+    seed_dir = run_dir / "seeds" / f"seed-{seed}"
+    if (seed_dir / "metrics.json").is_file():  # finished before a restart
+        return json.loads((seed_dir / "metrics.json").read_text())
+    seed_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(seed)
+    pick = labelled_subset(splits.y_train, config.per_class, seed)
+    train = (splits.x_train[pick], splits.y_train[pick])
+    val = (splits.x_val, splits.y_val)
+    model, channels = build_classifier(config, len(splits.class_names), splits.x_train.shape[1:3])
+    if channels != splits.x_train.shape[-1]:
+        raise ValueError(f"model {config.model!r} takes {channels}-channel images; "
+                         f"{config.dataset} has {splits.x_train.shape[-1]}")
+    model.adapt(splits.x_train[: config.stats_images])  # unlabelled: the DAE saw them too
+    started, epochs_run = time.time(), {}
+    common = dict(seed=seed, seed_dir=seed_dir, log_dir=run_dir / "logs", jit=jit)
+    if config.mode == "finetune":
+        epochs_run["head"] = _fit(model, train, val, config, "head", config.head_epochs,
+                                  config.head_learning_rate, **common)
+        model = model.with_frozen_encoder(False)
+        epochs_run["all"] = _fit(model, train, val, config, "all", config.epochs,
+                                 config.finetune_learning_rate, **common)
+    else:
+        lr = config.head_learning_rate if config.mode == "linear" else config.learning_rate
+        epochs_run[config.mode] = _fit(model, train, val, config, config.mode, config.epochs, lr,
+                                       **common)
+    seconds = time.time() - started
+    model.save(seed_dir / "model.keras")
+    (seed_dir / "checkpoint.keras").unlink(missing_ok=True)
+    y_pred = predict_labels(model, splits.x_test)
+    np.save(seed_dir / "test_predictions.npy", y_pred)
+    metrics = {
+        "seed": seed,
+        "labelled_images": int(len(pick)),
+        "epochs_run": epochs_run,
+        "train_seconds": round(seconds, 1),
+        "val_accuracy": float(np.mean(predict_labels(model, splits.x_val) == splits.y_val)),
+        "test_accuracy": float(np.mean(y_pred == splits.y_test)),
+    }
+    if config.robustness:
+        metrics["robustness"] = robustness(model, splits.x_test, splits.y_test, seed=config.seed)
+    (seed_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def mean_std(values) -> dict:
+    """``{"mean", "std", "per_seed"}``; std is the sample std (0 for a single seed)."""
+    values = [float(v) for v in values]
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return {"mean": round(float(np.mean(values)), 5), "std": round(std, 5),
+            "per_seed": [round(v, 5) for v in values]}
+
+
+def save_confusion(path: Path, y_true, y_pred, class_names, title: str) -> None:
+    """The confusion matrix of the test split as a picture (scikit-learn's display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    fig, ax = plt.subplots(figsize=(7, 6))
+    ConfusionMatrixDisplay.from_predictions(
+        y_true, y_pred, labels=list(range(len(class_names))), display_labels=list(class_names),
+        ax=ax, colorbar=False, xticks_rotation="vertical", values_format="d")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _merge_histories(run_dir: Path, seeds: list[int]) -> None:
+    rows = []
+    for seed in seeds:
+        for path in sorted((run_dir / "seeds" / f"seed-{seed}").glob("history-*.csv")):
+            phase = path.stem.removeprefix("history-")
+            rows += [{"seed": seed, "phase": phase, **row} for row in csv.DictReader(path.open())]
+    if rows:
+        keys = list(dict.fromkeys(k for row in rows for k in row))
+        with (run_dir / "history.csv").open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def summarize(config: FinetuneConfig, splits: Splits, run_dir: Path, per_seed: list[dict]) -> dict:
+    """Aggregates the seeds into ``metrics.json``; copies the best-validation seed's model."""
+    best = max(per_seed, key=lambda m: m["val_accuracy"])
+    best_dir = run_dir / "seeds" / f"seed-{best['seed']}"
+    shutil.copyfile(best_dir / "model.keras", run_dir / "model.keras")
+    metrics = {
+        "mode": config.mode,
+        "labels_per_class": config.labels_per_class,
+        "labelled_images": per_seed[0]["labelled_images"],
+        "seeds": [m["seed"] for m in per_seed],
+        "best_seed": best["seed"],
+        "test_images": int(len(splits.y_test)),
+        "test_accuracy": mean_std(m["test_accuracy"] for m in per_seed),
+        "val_accuracy": mean_std(m["val_accuracy"] for m in per_seed),
+        "train_seconds": mean_std(m["train_seconds"] for m in per_seed),
+    }
+    if config.robustness:
+        settings = per_seed[0]["robustness"]
+        metrics["robustness"] = {s: mean_std(m["robustness"][s] for m in per_seed) for s in settings}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    y_pred = np.load(best_dir / "test_predictions.npy")
+    acc = metrics["test_accuracy"]
+    save_confusion(run_dir / "confusion.png", splits.y_test, y_pred, splits.class_names,
+                   f"{config.mode}, K={config.labels_per_class}, seed {best['seed']}: test accuracy "
+                   f"{best['test_accuracy']:.3f} (all seeds {acc['mean']:.3f} ± {acc['std']:.3f})")
+    _merge_histories(run_dir, metrics["seeds"])
+    return metrics
+
+
+def run(config: FinetuneConfig) -> dict:
+    """Runs every seed of a fine-tuning config and writes the run folder. Returns its metrics."""
+    from training.pretrain import configure_devices, prepare_run_dir
+
+    devices = types.SimpleNamespace(distribute="none", cpu_devices=0,
+                                    mixed_precision=config.mixed_precision, jit=config.jit)
+    _, jit = configure_devices(devices)
+    splits = load_splits(config)
+    run_dir = Path(config.out)
+    prepare_run_dir(config, run_dir)
+    seeds = list(range(config.seed, config.seed + config.seeds))
+    per_seed = [train_seed(config, splits, seed, run_dir, jit) for seed in seeds]
+    return summarize(config, splits, run_dir, per_seed)
+
+
+def main(argv=None) -> int:
+    """CLI entry point: ``python -m training.finetune --help``."""
+    config = parse_config(FinetuneConfig, __doc__.split("\n\n")[0], argv)
+    try:
+        metrics = run(config)
+    except (DatasetNotFoundError, ModelNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    acc = metrics["test_accuracy"]
+    print(f"{config.mode}, {config.labels_per_class} labels per class, {len(acc['per_seed'])} seed(s): "
+          f"test accuracy {100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} %")
+    for setting, score in metrics.get("robustness", {}).items():
+        print(f"{setting:>18}: {100 * score['mean']:6.2f} ± {100 * score['std']:.2f} %")
+    print(f"run folder: {config.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

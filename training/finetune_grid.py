@@ -1,0 +1,179 @@
+"""The representation experiment: labels per class x {scratch, linear, finetune} x seeds.
+
+    python -m training.finetune_grid --out runs/finetune-grid -- --model fashion-mnist --seeds 3
+
+Runs :mod:`training.finetune` for every labels-per-class value and mode (options after ``--``
+go to every run; see ``python -m training.finetune --help``), one run folder per cell
+(``OUT/MODE-kK``), then writes ``OUT/results.md`` (test accuracy mean ± std, and the robustness
+of every cell under each corruption), ``OUT/results.json`` and ``OUT/robustness.png``. A cell
+whose folder already holds ``metrics.json`` for the same config is not run again, so a killed
+grid restarted with the same command carries on; ``--report-only`` just rewrites the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import field
+from pathlib import Path
+
+from data.datasets import DatasetNotFoundError
+from models.registry import ModelNotFoundError
+from training.cli import build_parser, config_from_dict, parse_config
+from training.finetune import MODES, FinetuneConfig, parse_labels_per_class
+
+
+@dataclasses.dataclass(frozen=True)
+class GridConfig:
+    """The grid's own options; everything else is a :class:`FinetuneConfig` option."""
+
+    labels: tuple[str, ...] = field(default=("10", "100", "all"), metadata={
+        "flag": "labels", "help": "labels-per-class values (K or 'all')"})
+    modes: tuple[str, ...] = field(default=MODES[::-1], metadata={
+        "flag": "mode", "help": f"modes, from {MODES}"})
+    out: str = field(default="runs/finetune-grid", metadata={"help": "folder of the grid's runs"})
+    report_only: bool = field(default=False, metadata={
+        "help": "only rewrite results.md/json and robustness.png from finished runs"})
+
+    def __post_init__(self):
+        for k in self.labels:
+            parse_labels_per_class(k)
+        unknown = sorted(set(self.modes) - set(MODES))
+        if unknown:
+            raise ValueError(f"unknown modes {unknown}; expected some of {list(MODES)}")
+
+
+def cell_configs(grid: GridConfig, base: FinetuneConfig) -> list[FinetuneConfig]:
+    """One fine-tuning config per (labels per class, mode), each with its own run folder."""
+    return [dataclasses.replace(base, labels_per_class=k, mode=mode, out=str(Path(grid.out) / f"{mode}-k{k}"))
+            for k in grid.labels for mode in grid.modes]
+
+
+def _finished(config: FinetuneConfig) -> dict | None:
+    run = Path(config.out)
+    if not (run / "metrics.json").is_file() or not (run / "config.json").is_file():
+        return None
+    saved = json.loads((run / "config.json").read_text())
+    if saved != json.loads(json.dumps(dataclasses.asdict(config))):
+        return None
+    return json.loads((run / "metrics.json").read_text())
+
+
+def _pct(score: dict) -> str:
+    return f"{100 * score['mean']:.2f} ± {100 * score['std']:.2f}"
+
+
+def markdown_report(grid: GridConfig, base: FinetuneConfig, results: dict) -> str:
+    """The results as Markdown: accuracy table, then robustness tables per K."""
+    modes = list(grid.modes)
+    lines = [
+        f"# Fine-tuning the DAE encoder: {base.dataset}, model `{base.model}`", "",
+        f"Test accuracy (%), mean ± std over {base.seeds} seed(s); pooling `{base.pooling}`, "
+        f"at most {base.epochs} epochs (early stopping on validation accuracy).", "",
+        "| labels per class | " + " | ".join(modes) + " | pretrained − scratch |",
+        "|---" * (len(modes) + 2) + "|",
+    ]
+    for k in grid.labels:
+        cells = [results.get((k, m)) for m in modes]
+        row = [_pct(c["test_accuracy"]) if c else "not run" for c in cells]
+        gain = ""
+        scratch = results.get((k, "scratch"))
+        pretrained = [results.get((k, m)) for m in ("finetune", "linear") if results.get((k, m))]
+        if scratch and pretrained:
+            best = max(c["test_accuracy"]["mean"] for c in pretrained)
+            gain = f"{100 * (best - scratch['test_accuracy']['mean']):+.2f}"
+        lines.append(f"| {k} | " + " | ".join(row) + f" | {gain} |")
+    for k in grid.labels:
+        cells = {m: results[(k, m)] for m in modes if (k, m) in results and "robustness" in results[(k, m)]}
+        if not cells:
+            continue
+        settings = list(next(iter(cells.values()))["robustness"])
+        lines += ["", f"### Robustness, {k} labels per class: test accuracy (%) on corrupted images", "",
+                  "| corruption | " + " | ".join(cells) + " |", "|---" * (len(cells) + 1) + "|"]
+        for s in settings:
+            lines.append(f"| {s} | " + " | ".join(_pct(c["robustness"][s]) for c in cells.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def robustness_plot(path: Path, grid: GridConfig, results: dict) -> None:
+    """Accuracy against corruption level: a row per K, a column per corruption, a line per mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from data.corruption import BENCHMARK_SETTINGS
+
+    names = list(dict.fromkeys(name for name, _ in BENCHMARK_SETTINGS))
+    fig, axes = plt.subplots(len(grid.labels), len(names), squeeze=False, sharey=True,
+                             figsize=(3.6 * len(names), 2.8 * len(grid.labels)))
+    for r, k in enumerate(grid.labels):
+        for c, name in enumerate(names):
+            ax = axes[r, c]
+            levels = [0.0] + [lvl for n, lvl in BENCHMARK_SETTINGS if n == name]
+            keys = ["clean"] + [f"{name}:{lvl:g}" for lvl in levels[1:]]
+            for mode in grid.modes:
+                cell = results.get((k, mode))
+                if not cell or "robustness" not in cell:
+                    continue
+                means = [100 * cell["robustness"][key]["mean"] for key in keys]
+                stds = [100 * cell["robustness"][key]["std"] for key in keys]
+                ax.errorbar(levels, means, yerr=stds, marker="o", capsize=2, label=mode)
+            ax.set_title(f"{name}, K={k}", fontsize=9)
+            ax.set_xlabel("level")
+            ax.grid(alpha=0.3)
+            if c == 0:
+                ax.set_ylabel("test accuracy (%)")
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def run_grid(grid: GridConfig, base: FinetuneConfig) -> dict:
+    """Runs the missing cells, then writes the report. Returns ``{(K, mode): metrics}``."""
+    from training.finetune import run
+
+    results = {}
+    for config in cell_configs(grid, base):
+        metrics = _finished(config)
+        if metrics is None and not grid.report_only:
+            print(f"== {config.mode}, {config.labels_per_class} labels per class -> {config.out}", flush=True)
+            metrics = run(config)
+        if metrics is not None:
+            results[(config.labels_per_class, config.mode)] = metrics
+    out = Path(grid.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(markdown_report(grid, base, results))
+    (out / "results.json").write_text(json.dumps(
+        {"grid": dataclasses.asdict(grid), "base": dataclasses.asdict(base),
+         "cells": [{"labels_per_class": k, "mode": m, **v} for (k, m), v in results.items()]},
+        indent=2) + "\n")
+    robustness_plot(out / "robustness.png", grid, results)
+    return results
+
+
+def main(argv=None) -> int:
+    """CLI entry point: ``python -m training.finetune_grid --help``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    grid_args, run_args = argv[:split], argv[split + 1:]
+    parser = build_parser(GridConfig, __doc__.split("\n\n")[0] + " Options after -- go to every run.")
+    values = {k: v for k, v in vars(parser.parse_args(grid_args)).items() if v is not None}
+    try:
+        grid = config_from_dict(GridConfig, values)
+    except ValueError as err:
+        parser.error(str(err))
+    base = parse_config(FinetuneConfig, "options of every run", run_args)
+    try:
+        run_grid(grid, base)
+    except (DatasetNotFoundError, ModelNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print((Path(grid.out) / "results.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
