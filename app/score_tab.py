@@ -60,13 +60,13 @@ def metrics_markdown(metrics: dict) -> str:
             rows.append(f"| {label} | {s['cosine']:.3f} | {s['norm_error']:.1%} |")
     dae, true = metrics["structure"]["dae"], metrics["structure"]["true"]
     medial = ("" if dae["medial_norm"] is None else
-              f", {dae['medial_norm']:.2f} between arms (true {true['medial_norm']:.2f})")
+              f", {dae['medial_norm']:.2f} midway between arms or modes (true {true['medial_norm']:.2f})")
     chain = metrics["chain"]
     return "\n".join(rows) + (
         f"\n\n**Field size / σ**: {dae['on_manifold_norm']:.2f} on the data (true "
         f"{true['on_manifold_norm']:.2f}), {dae['off_manifold_norm']:.2f} at distance σ (true "
-        f"{true['off_manifold_norm']:.2f}){medial}; {dae['toward_nearest']:.1%} of the points "
-        f"off the data point within 45° of the nearest data point."
+        f"{true['off_manifold_norm']:.2f}){medial}. Off the data, the field points within 45° "
+        f"of the nearest data point at {dae['toward_nearest']:.1%} of the points."
         f"\n\n**Markov chain** ({chain['steps']} steps from noise): mean distance to the data "
         f"{chain['start_distance']:.3f} → {chain['sample_distance']:.3f} (real data "
         f"{chain['data_distance']:.3f}). Trained on {metrics['train_size']} points in "

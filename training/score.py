@@ -486,7 +486,7 @@ def summary(metrics: dict) -> str:
     for name, s in metrics.get("structure", {}).items():
         medial = "none" if s["medial_norm"] is None else f"{s['medial_norm']:.3f}"
         lines.append(f"{name + ' field':>28}: |f|/σ on manifold {s['on_manifold_norm']:.3f}, at σ "
-                     f"{s['off_manifold_norm']:.3f}, between arms {medial}; toward nearest "
+                     f"{s['off_manifold_norm']:.3f}, midway {medial}; toward nearest "
                      f"{s['toward_nearest']:.1%}")
     if "chain" in metrics:
         c = metrics["chain"]
