@@ -1,0 +1,168 @@
+"""Feature tables and encoder exports: real files written, read back and compared."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from data.datasets import load_named
+from tests.training.representation_fixtures import save_tiny_dae, write_quadrant_dataset
+from training.export import (
+    EncoderConfig,
+    FeaturesConfig,
+    export_encoder,
+    export_features,
+    features_model,
+    load_exported,
+    load_for_model,
+    main,
+    read_features,
+)
+
+TOLERANCE = {"keras": 1e-6, "savedmodel": 1e-6, "onnx": 1e-5, "tflite": 1e-5}
+
+
+@pytest.fixture(scope="module")
+def dae(tmp_path_factory):
+    return str(save_tiny_dae(tmp_path_factory.mktemp("model") / "dae.keras"))
+
+
+@pytest.fixture
+def mixed_folder(tmp_path):
+    """Readable images of many formats and depths, beside files that are not images."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "images"
+    (root / "nested" / "deeper").mkdir(parents=True)
+    Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(root / "colour.png")
+    Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(root / "grey.jpg", quality=95)
+    Image.fromarray(rng.integers(0, 65536, (20, 12), dtype=np.uint16)).save(root / "deep16.png")
+    Image.fromarray(rng.integers(0, 256, (12, 12, 4), dtype=np.uint8)).save(root / "alpha.png")
+    Image.fromarray(rng.integers(0, 256, (9, 9, 3), dtype=np.uint8)).save(root / "nested" / "a.bmp")
+    Image.fromarray(rng.integers(0, 256, (10, 14), dtype=np.uint8)).save(root / "nested" / "deeper" / "b.tif")
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / "c.webp", lossless=True)
+    (root / "notes.png").write_text("this is text, not a PNG")
+    (root / "empty.jpg").write_bytes(b"")
+    good = (root / "grey.jpg").read_bytes()
+    (root / "nested" / "cut.jpg").write_bytes(good[: len(good) // 3])
+    (root / "readme.txt").write_text("not an image suffix: never looked at")
+    readable = ["alpha.png", "c.webp", "colour.png", "deep16.png", "grey.jpg", "nested/a.bmp",
+                "nested/deeper/b.tif"]
+    return root, readable, ["empty.jpg", "nested/cut.jpg", "notes.png"]
+
+
+@pytest.mark.parametrize("fmt,name", [("keras", "enc.keras"), ("savedmodel", "enc_savedmodel"),
+                                      ("onnx", "enc.onnx"), ("tflite", "enc.tflite")])
+def test_every_export_reloads_to_the_same_features(tmp_path, dae, fmt, name):
+    out = export_encoder(EncoderConfig(model=dae, format=fmt, out=str(tmp_path / name)))
+    card = json.loads((tmp_path / f"{name}.json").read_text())
+    assert card["output"]["shape"] == [None, 8] and card["input"]["range"] == [0.0, 1.0]
+    original = features_model(dae)
+    reloaded = load_exported(out)
+    for shape in [(3, 8, 8, 1), (2, 16, 12, 1)]:  # batch and image size are free
+        x = np.random.default_rng(sum(shape)).random(shape, dtype=np.float32)
+        expected = np.asarray(original(x))
+        got = reloaded(x)
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, atol=TOLERANCE[fmt], rtol=1e-5)
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_export_of_a_flattened_code_fixes_the_size(tmp_path, dae):
+    out = export_encoder(EncoderConfig(model=dae, format="tflite", pooling="flatten", image_size=8,
+                                       out=str(tmp_path / "flat.tflite")))
+    x = np.random.default_rng(1).random((2, 8, 8, 1), dtype=np.float32)
+    expected = np.asarray(features_model(dae, "flatten", 8)(x))
+    assert expected.shape == (2, 2 * 2 * 8)
+    np.testing.assert_allclose(load_exported(out)(x), expected, atol=1e-5)
+
+
+def test_an_existing_export_is_kept(tmp_path, dae, capsys):
+    out = tmp_path / "enc.keras"
+    out.write_bytes(b"precious")
+    assert main(["encoder", "--model", dae, "--format", "keras", "--out", str(out)]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == b"precious"
+    assert main(["encoder", "--model", dae, "--format", "keras", "--out", str(out), "--overwrite"]) == 0
+    assert out.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".npz"])
+def test_folder_export_has_a_row_per_readable_image_and_reports_the_rest(tmp_path, dae, mixed_folder,
+                                                                          suffix, capsys):
+    root, readable, unreadable = mixed_folder
+    out = tmp_path / f"features{suffix}"
+    assert main(["features", "--model", dae, "--images", str(root), "--image-size", "8",
+                 "--batch-size", "3", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert f"wrote {len(readable)} rows of 8 features (avg pooling)" in captured.out
+    assert f"skipped {len(unreadable)} unreadable file(s)" in captured.err
+    for name in unreadable:
+        assert str(root / name) in captured.err
+    table = read_features(out)
+    assert list(table.ids) == readable
+    assert (table.labels == -1).all()
+    assert table.meta["skipped"] == len(unreadable) and table.meta["pooling"] == "avg"
+    # Each row is the encoder's features of that file, as the model input conversion makes it.
+    extractor = features_model(dae, "avg", 8)
+    expected = np.asarray(extractor(np.stack([load_for_model(root / n, 1, 8) for n in readable])))
+    np.testing.assert_allclose(table.features, expected, atol=1e-6)
+    if suffix == ".parquet":
+        assert pq.ParquetFile(out).metadata.num_row_groups == 3  # written in chunks of 3 images
+        assert pq.read_table(out).column("label").null_count == len(readable)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["images", out.name])  # no scratch
+
+
+def test_loading_for_the_model_converts_depth_channels_and_size(mixed_folder):
+    root, _, _ = mixed_folder
+    deep = load_for_model(root / "deep16.png", 3, 8)
+    assert deep.shape == (8, 8, 3) and deep.dtype == np.float32
+    assert 0.0 <= deep.min() and deep.max() <= 1.0 and deep.std() > 0.05  # 16 bits scaled, not clipped
+    assert load_for_model(root / "colour.png", 1, 8).shape == (8, 8, 1)
+
+
+def test_dataset_export_keeps_ids_and_labels(tmp_path, dae):
+    data_dir = write_quadrant_dataset(tmp_path / "data", n_train=50, n_test=30)
+    out = tmp_path / "test.parquet"
+    summary = export_features(FeaturesConfig(model=dae, dataset="fashion_mnist", data_dir=str(data_dir),
+                                             split="test", limit=25, batch_size=10, out=str(out)),
+                              progress=False)
+    assert summary.rows == 25 and summary.skipped == []
+    table = read_features(out)
+    data = load_named("fashion_mnist", data_dir)
+    assert list(table.ids) == [f"test/{i}" for i in range(25)]
+    np.testing.assert_array_equal(table.labels, data.y_test[:25])
+    expected = np.asarray(features_model(dae)(data.x_test[:25].astype(np.float32) / 255.0))
+    np.testing.assert_allclose(table.features, expected, atol=1e-6)
+    assert table.meta["source"] == "fashion_mnist:test"
+
+
+def test_a_folder_without_readable_images_writes_nothing(tmp_path, dae, capsys):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.png").write_text("nope")
+    out = tmp_path / "f.npz"
+    assert main(["features", "--model", dae, "--images", str(tmp_path / "bad"), "--image-size", "8",
+                 "--out", str(out)]) == 2
+    assert "no readable images" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--dataset", "fashion_mnist", "--images", "x", "--out", "f.npz"],
+     "exactly one of --dataset or --images"),
+    (["--dataset", "fashion_mnist", "--out", "f.csv"], "must end in .parquet or .npz, got 'f.csv'"),
+])
+def test_bad_feature_options_are_explained(args, message, capsys):
+    with pytest.raises(SystemExit):
+        main(["features", *args])
+    assert message in capsys.readouterr().err
+
+
+def test_bad_encoder_options_are_explained(capsys):
+    with pytest.raises(SystemExit):
+        main(["encoder", "--format", "onnx", "--out", "enc.tflite"])
+    assert "--format onnx needs --out a path ending in .onnx, got 'enc.tflite'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["encoder", "--format", "keras", "--pooling", "flatten", "--out", "e.keras"])
+    assert "--pooling flatten needs --image-size" in capsys.readouterr().err

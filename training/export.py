@@ -1,0 +1,520 @@
+"""Export what a DAE learned: feature tables for downstream classifiers, and the encoder itself.
+
+    python -m training.export features --model fashion-mnist --dataset fashion_mnist \\
+        --split test --out features/fmnist-test.parquet
+    python -m training.export features --model fashion-mnist --images photos/ --out photos.npz
+    python -m training.export encoder --model fashion-mnist --format savedmodel --out exports/enc
+
+**Features** run the encoder's code output through a stated pooling (``avg``: global average
+over the code map, the default; ``max``; ``flatten``: the whole map) and write one row per
+image: ``id`` (``SPLIT/INDEX`` for a dataset, the path relative to the folder for images),
+``label`` (null in Parquet / -1 in ``.npz`` when unknown) and ``features`` (float32). Images are
+read in batches with a progress bar and written in chunks (Parquet: ``pyarrow.ParquetWriter``;
+``.npz``: a disk-backed array), so a folder of any size passes without being held in memory.
+Folder images are converted to the model's channels, centre-cropped to a square and resized to
+the model's training size (``--image-size`` to override); unreadable files are skipped and
+listed. The output appears only when complete, and an existing file is kept unless
+``--overwrite``.
+
+**Encoder** exports the same image -> features model as ``.keras``, as a TensorFlow SavedModel
+(``model.export``, ready for TF Serving; endpoint ``serve``), as ONNX (``tf2onnx``) or as
+TFLite/LiteRT, with a ``PATH.json`` beside it stating the input convention, the pooling and
+the feature size. :func:`load_exported` reloads any of them; the tests check each gives the
+original's features.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import json
+import os
+import shutil
+import sys
+from dataclasses import field
+from pathlib import Path
+
+import numpy as np
+
+from data.datasets import SOURCES, DatasetNotFoundError
+from data.images import ImageReadError
+from models.encoder_classifier import POOLINGS
+from models.registry import ModelNotFoundError
+from training.cli import parse_config
+
+FORMATS = {"keras": ".keras", "savedmodel": "", "onnx": ".onnx", "tflite": ".tflite"}
+"""Encoder export formats and the suffix each output path needs (a SavedModel is a folder)."""
+DATASET_SIZES = {"mnist": 28, "fashion_mnist": 28, "cifar10": 32, "cifar100": 32}
+
+
+@dataclasses.dataclass(frozen=True)
+class FeaturesConfig:
+    """``python -m training.export features``: encoder features of a split or an image folder."""
+
+    model: str = field(default="fashion-mnist", metadata={
+        "help": "a bundled name, a pretraining or fine-tuning run folder, or a .keras file"})
+    dataset: str | None = field(default=None, metadata={
+        "choices": tuple(SOURCES), "help": "a named dataset (or use --images)"})
+    data_dir: str | None = field(default=None, metadata={"help": "folder with the dataset's files"})
+    split: str = field(default="test", metadata={"choices": ("train", "test"), "help": "dataset split"})
+    images: str | None = field(default=None, metadata={
+        "help": "a folder of images, searched recursively (instead of --dataset)"})
+    out: str = field(default="", metadata={"help": "output file, .parquet or .npz"})
+    pooling: str = field(default="avg", metadata={
+        "choices": POOLINGS, "help": "code map -> vector: global average, global max or flattened"})
+    image_size: int = field(default=0, metadata={
+        "help": "side folder images are resized to (0 = the size the model was trained on)"})
+    batch_size: int = field(default=256, metadata={"help": "images per forward pass and per chunk"})
+    limit: int = field(default=0, metadata={"help": "export only the first N images (0 = all)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing output file"})
+
+    def __post_init__(self):
+        if (self.dataset is None) == (self.images is None):
+            raise ValueError("give exactly one of --dataset or --images, got "
+                             f"dataset={self.dataset!r}, images={self.images!r}")
+        if Path(self.out).suffix not in (".parquet", ".npz"):
+            raise ValueError(f"--out must end in .parquet or .npz, got {self.out!r}")
+        if self.batch_size < 1 or self.image_size < 0 or self.limit < 0:
+            raise ValueError("--batch-size must be >= 1, --image-size and --limit >= 0; got "
+                             f"{self.batch_size}, {self.image_size}, {self.limit}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+    """``python -m training.export encoder``: the image -> features model in a portable format."""
+
+    model: str = field(default="fashion-mnist", metadata={
+        "help": "a bundled name, a pretraining or fine-tuning run folder, or a .keras file"})
+    format: str = field(default="keras", metadata={"choices": tuple(FORMATS), "help": "export format"})
+    out: str = field(default="", metadata={
+        "help": "output path: NAME.keras, a folder (savedmodel), NAME.onnx or NAME.tflite"})
+    pooling: str = field(default="avg", metadata={
+        "choices": POOLINGS, "help": "code map -> vector: global average, global max or flattened"})
+    image_size: int = field(default=0, metadata={
+        "help": "fix the input side (needed by flatten); 0 = any size for avg/max pooling"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing output"})
+
+    def __post_init__(self):
+        suffix = FORMATS.get(self.format)
+        if suffix is None:
+            raise ValueError(f"--format must be one of {list(FORMATS)}, got {self.format!r}")
+        if not self.out or Path(self.out).suffix != suffix:
+            need = f"a path ending in {suffix}" if suffix else "a folder path without a suffix"
+            raise ValueError(f"--format {self.format} needs --out {need}, got {self.out!r}")
+        if self.pooling == "flatten" and not self.image_size:
+            raise ValueError("--pooling flatten needs --image-size (the flattened size depends on it)")
+
+
+# ---------------------------------------------------------------------------- the model
+
+
+def training_image_size(name_or_path) -> int | None:
+    """The image side a model was trained on, from its card or run config (None if unknown)."""
+    from models.registry import model_card
+
+    card = model_card(name_or_path)
+    config = card.get("config", {})
+    dataset = str(config.get("dataset", ""))
+    if dataset in DATASET_SIZES:
+        return DATASET_SIZES[dataset]
+    if dataset.startswith("folder:") and config.get("patch_size"):
+        return int(config["patch_size"])
+    return None
+
+
+def features_model(name_or_path, pooling: str = "avg", image_size: int = 0):
+    """The image -> features model of a DAE or a fine-tuned classifier."""
+    from models.encoder_classifier import feature_extractor
+    from models.registry import load_model
+
+    size = (image_size, image_size) if image_size else None
+    return feature_extractor(load_model(name_or_path), pooling, size)
+
+
+# ---------------------------------------------------------------------------- feature writers
+
+
+def _partial(path: Path) -> Path:
+    """Where an output is written before it is complete (renamed onto ``path`` at the end)."""
+    return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
+class ParquetFeatureWriter:
+    """Appends feature chunks to a Parquet file: ``id`` string, ``label`` int64, ``features``."""
+
+    def __init__(self, path: Path, dim: int, metadata: dict):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.dim = dim
+        self.schema = pa.schema(
+            [("id", pa.string()), ("label", pa.int64()), ("features", pa.list_(pa.float32(), dim))])
+        self.writer = pq.ParquetWriter(path, self.schema)
+
+    def write(self, ids, labels, features: np.ndarray) -> None:
+        import pyarrow as pa
+
+        flat = pa.array(np.ascontiguousarray(features, np.float32).reshape(-1))
+        columns = [pa.array(ids, pa.string()),
+                   pa.array(labels if labels is not None else [None] * len(ids), pa.int64()),
+                   pa.FixedSizeListArray.from_arrays(flat, self.dim)]
+        self.writer.write_batch(pa.record_batch(columns, schema=self.schema))
+
+    def close(self, path: Path, metadata: dict) -> None:
+        self.writer.add_key_value_metadata({"dae": json.dumps(metadata)})
+        self.writer.close()
+
+
+class NpzFeatureWriter:
+    """Collects features in a disk-backed array; ``close`` packs ``ids``, ``labels``,
+    ``features`` and ``meta`` (JSON) into the ``.npz``, streaming from disk."""
+
+    def __init__(self, path: Path, dim: int, metadata: dict, capacity: int):
+        self.scratch = path.with_suffix(".features.npy")
+        self.features = np.lib.format.open_memmap(self.scratch, mode="w+", dtype=np.float32,
+                                                  shape=(max(capacity, 1), dim))
+        self.ids, self.labels, self.count = [], [], 0
+
+    def write(self, ids, labels, features: np.ndarray) -> None:
+        self.features[self.count: self.count + len(ids)] = features
+        self.count += len(ids)
+        self.ids += list(ids)
+        self.labels += list(labels) if labels is not None else [-1] * len(ids)
+
+    def close(self, path: Path, metadata: dict) -> None:
+        try:
+            with open(path, "wb") as fh:
+                np.savez(fh, ids=np.asarray(self.ids, dtype=str),
+                         labels=np.asarray(self.labels, dtype=np.int64),
+                         features=self.features[: self.count], meta=np.asarray(json.dumps(metadata)))
+        finally:
+            del self.features
+            self.scratch.unlink(missing_ok=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureTable:
+    """Features read back from an export."""
+
+    ids: np.ndarray
+    labels: np.ndarray
+    """int64; -1 where the label is unknown."""
+    features: np.ndarray
+    meta: dict
+
+
+def read_features(path) -> FeatureTable:
+    """Reads a ``.parquet`` or ``.npz`` written by ``training.export features``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no feature file {path}")
+    if path.suffix == ".npz":
+        with np.load(path) as npz:
+            return FeatureTable(npz["ids"], npz["labels"], npz["features"], json.loads(str(npz["meta"])))
+    if path.suffix != ".parquet":
+        raise ValueError(f"feature files are .parquet or .npz, got {path}")
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    meta = json.loads((pq.read_metadata(path).metadata or {}).get(b"dae", b"{}"))
+    features = table.column("features").combine_chunks()
+    dim = features.type.list_size
+    values = features.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
+    labels = table.column("label").fill_null(-1).to_numpy()
+    return FeatureTable(np.asarray(table.column("id").to_pylist()), labels.astype(np.int64), values, meta)
+
+
+# ---------------------------------------------------------------------------- image sources
+
+
+def _dataset_batches(config: FeaturesConfig):
+    """``(total, class_names, batches)``: ids, labels, uint8 images per batch of a split."""
+    from data.datasets import load_named
+
+    data = load_named(config.dataset, config.data_dir)
+    x, y = (data.x_train, data.y_train) if config.split == "train" else (data.x_test, data.y_test)
+    n = min(len(x), config.limit) if config.limit else len(x)
+
+    def batches():
+        for start in range(0, n, config.batch_size):
+            stop = min(start + config.batch_size, n)
+            ids = [f"{config.split}/{i}" for i in range(start, stop)]
+            yield ids, y[start:stop], x[start:stop], len(ids)
+
+    return n, data.class_names, batches()
+
+
+def load_for_model(path: Path, channels: int, size: int) -> np.ndarray:
+    """One image file as a float ``(size, size, channels)`` model input.
+
+    Through ``read_image`` and ``to_model`` (any bit depth), ``match_channels``, then a centre
+    crop to a square and an antialiased resize.
+    """
+    import keras
+
+    from data.images import match_channels, read_image, to_model
+
+    image = match_channels(to_model(read_image(path)), channels)
+    resized = keras.ops.image.resize(image, (size, size), interpolation="bilinear", antialias=True,
+                                     crop_to_aspect_ratio=True)
+    return np.clip(keras.ops.convert_to_numpy(resized), 0.0, 1.0)
+
+
+def _folder_batches(config: FeaturesConfig, channels: int, size: int, skipped: list[str]):
+    """``(total, (), batches)`` over an image folder; unreadable files go to ``skipped``."""
+    from data.datasets import list_images
+
+    root = Path(config.images)
+    paths = list_images(root)
+    if config.limit:
+        paths = paths[: config.limit]
+
+    def read(path):
+        try:
+            return load_for_model(path, channels, size)
+        except (ImageReadError, ValueError, OSError) as err:
+            message = str(err)
+            return message if message.startswith(str(path)) else f"{path}: {message}"
+
+    def batches():
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            for start in range(0, len(paths), config.batch_size):
+                chunk = paths[start: start + config.batch_size]
+                ids, images = [], []
+                for path, result in zip(chunk, pool.map(read, chunk), strict=True):
+                    if isinstance(result, str):
+                        skipped.append(result)
+                    else:
+                        ids.append(path.relative_to(root).as_posix())
+                        images.append(result)
+                yield ids, None, (np.stack(images) if images else None), len(chunk)
+
+    return len(paths), (), batches()
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+@dataclasses.dataclass(frozen=True)
+class FeaturesSummary:
+    """What ``export_features`` wrote."""
+
+    out: Path
+    rows: int
+    dim: int
+    skipped: list[str]
+
+
+def _check_free(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    if not out.parent.is_dir():
+        out.parent.mkdir(parents=True, exist_ok=True)
+
+
+def export_features(config: FeaturesConfig, progress: bool = True) -> FeaturesSummary:
+    """Runs the encoder over a split or a folder and writes the feature table.
+
+    Returns:
+        The output path, the rows written, the feature size and the skipped files.
+    """
+    from tqdm import tqdm
+
+    out = Path(config.out)
+    _check_free(out, config.overwrite)
+    size = config.image_size
+    if config.images is not None and not size:
+        size = training_image_size(config.model)
+        if size is None:
+            raise ValueError(f"cannot tell what image size {config.model!r} was trained on; "
+                             "pass --image-size")
+    extractor = features_model(config.model, config.pooling, size)
+    channels = int(extractor.inputs[0].shape[-1])
+    skipped: list[str] = []
+    if config.dataset is not None:
+        total, class_names, batches = _dataset_batches(config)
+    else:
+        total, class_names, batches = _folder_batches(config, channels, size, skipped)
+    dim = int(extractor.outputs[0].shape[-1] or 0)
+    meta = {"model": str(config.model), "pooling": config.pooling, "source":
+            f"{config.dataset}:{config.split}" if config.dataset else str(config.images),
+            "image_size": size or "the dataset's own", "channels": channels, "class_names": list(class_names),
+            "input": "float32 in [0, 1] (data.images.to_model)"}
+    partial = _partial(out)
+    writer, rows = None, 0
+    try:
+        with tqdm(total=total, unit="img", desc="features", disable=not progress) as bar:
+            for ids, labels, images, files_done in batches:
+                if ids:
+                    features = _features(extractor, images, channels, meta["source"])
+                    if writer is None:
+                        dim = features.shape[-1]
+                        writer = (ParquetFeatureWriter(partial, dim, meta) if out.suffix == ".parquet"
+                                  else NpzFeatureWriter(partial, dim, meta, total))
+                    writer.write(ids, None if labels is None else np.asarray(labels, np.int64), features)
+                    rows += len(ids)
+                bar.update(files_done)
+        if writer is None:
+            raise ValueError(f"no readable images in {meta['source']} ({len(skipped)} skipped)")
+        meta.update(rows=rows, skipped=len(skipped))
+        writer.close(partial, meta)
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
+    return FeaturesSummary(out, rows, dim, skipped)
+
+
+def _features(extractor, images: np.ndarray, channels: int, source: str) -> np.ndarray:
+    from data.images import to_model
+
+    if images.shape[-1] != channels:
+        raise ValueError(f"the model takes {channels}-channel images, {source} has {images.shape[-1]}")
+    return np.asarray(extractor.predict_on_batch(to_model(images)), np.float32)
+
+
+def _write_card(out: Path, extractor, config: EncoderConfig) -> Path:
+    card = out.with_name(out.name + ".json")
+    channels = int(extractor.inputs[0].shape[-1])
+    size = config.image_size or None
+    card.write_text(json.dumps({
+        "source_model": str(config.model), "format": config.format, "pooling": config.pooling,
+        "input": {"shape": [None, size, size, channels], "dtype": "float32", "range": [0.0, 1.0],
+                  "layout": "NHWC", "convert_with": "data.images.to_model"},
+        "output": {"shape": [None, int(extractor.outputs[0].shape[-1])], "dtype": "float32"},
+        "savedmodel_endpoint": "serve" if config.format == "savedmodel" else None,
+    }, indent=2) + "\n")
+    return card
+
+
+def export_encoder(config: EncoderConfig) -> Path:
+    """Writes the image -> features model of ``config.model`` in ``config.format``.
+
+    Returns:
+        The output path (a file, or a folder for a SavedModel); ``PATH.json`` describes it.
+    """
+    out = Path(config.out)
+    _check_free(out, config.overwrite)
+    extractor = features_model(config.model, config.pooling, config.image_size)
+    side = config.image_size or 32
+    extractor(np.zeros((1, side, side, extractor.inputs[0].shape[-1]), np.float32))  # ONNX needs a call
+    partial = _partial(out)
+    _remove(partial)
+    try:
+        if config.format == "keras":
+            extractor.save(partial)
+        else:
+            fmt = {"savedmodel": "tf_saved_model", "onnx": "onnx", "tflite": "litert"}[config.format]
+            extractor.export(str(partial), format=fmt, verbose=False)
+        _remove(out)
+        os.replace(partial, out)
+    finally:
+        _remove(partial)
+    _write_card(out, extractor, config)
+    return out
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def load_exported(path):
+    """Reloads an exported encoder as ``fn(images float (N, H, W, C)) -> features (N, D)``.
+
+    The format follows the path: ``.keras``, ``.onnx``, ``.tflite``, or a SavedModel folder.
+    ONNX runs on ``onnxruntime`` when it is installed, else on ``onnx``'s reference evaluator.
+    """
+    path = Path(path)
+    if path.is_dir():
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(path))
+        return lambda x: loaded.serve(np.asarray(x, np.float32)).numpy()
+    if not path.is_file():
+        raise FileNotFoundError(f"no exported encoder at {path}")
+    if path.suffix == ".keras":
+        import keras
+
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+        return lambda x: np.asarray(model.predict_on_batch(np.asarray(x, np.float32)))
+    if path.suffix == ".tflite":
+        return _tflite_runner(path)
+    if path.suffix == ".onnx":
+        return _onnx_runner(path)
+    raise ValueError(f"unknown export {path}: expected .keras, .onnx, .tflite or a SavedModel folder")
+
+
+def _tflite_runner(path: Path):
+    import warnings
+
+    import tensorflow as tf
+
+    with warnings.catch_warnings():  # tf.lite.Interpreter warns that LiteRT will replace it
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+
+    def run(x):
+        x = np.asarray(x, np.float32)
+        interpreter.resize_tensor_input(source["index"], x.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(source["index"], x)
+        interpreter.invoke()
+        return interpreter.get_tensor(target["index"]).copy()
+
+    return run
+
+
+def _onnx_runner(path: Path):
+    try:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: np.asarray(x, np.float32)})[0]
+    except ImportError:
+        import onnx
+        from onnx.reference import ReferenceEvaluator
+
+        model = onnx.load(str(path))
+        evaluator, name = ReferenceEvaluator(model), model.graph.input[0].name
+        return lambda x: evaluator.run(None, {name: np.asarray(x, np.float32)})[0]
+
+
+COMMANDS = {"features": FeaturesConfig, "encoder": EncoderConfig}
+
+
+def main(argv=None) -> int:
+    """CLI entry point: ``python -m training.export {features,encoder} --help``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        parser = argparse.ArgumentParser(prog="python -m training.export",
+                                         description=__doc__.split("\n\n")[0])
+        parser.add_argument("command", choices=list(COMMANDS), help="what to export")
+        parser.parse_args(argv[:1])  # prints usage and exits
+    command, rest = argv[0], argv[1:]
+    config = parse_config(COMMANDS[command], f"python -m training.export {command}", rest)
+    try:
+        if command == "features":
+            summary = export_features(config)
+        else:
+            out = export_encoder(config)
+    except (DatasetNotFoundError, ModelNotFoundError, FileExistsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if command == "encoder":
+        print(f"wrote {config.format} encoder to {out} (described in {out}.json)")
+        return 0
+    if summary.skipped:
+        print(f"skipped {len(summary.skipped)} unreadable file(s):", file=sys.stderr)
+        for line in summary.skipped:
+            print(f"  {line}", file=sys.stderr)
+    print(f"wrote {summary.rows} rows of {summary.dim} features ({config.pooling} pooling) to {summary.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
