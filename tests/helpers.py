@@ -26,3 +26,14 @@ def run_model_serialization_test(model, inputs, tmp_path, atol=1e-6):
     got = keras.ops.convert_to_numpy(reloaded(inputs))
     np.testing.assert_allclose(got, expected, atol=atol)
     return reloaded
+
+
+def fashion_mnist_available() -> bool:
+    """Whether Fashion-MNIST's original files are on this machine (no download tried)."""
+    from data.datasets import DatasetNotFoundError, load_named
+
+    try:
+        load_named("fashion_mnist", download=False)
+    except DatasetNotFoundError:
+        return False
+    return True

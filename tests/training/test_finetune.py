@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from data.datasets import DatasetNotFoundError, load_named
 from models.encoder_classifier import code_encoder
 from models.registry import load_model
+from tests.helpers import fashion_mnist_available
 from tests.training.representation_fixtures import save_tiny_dae, write_quadrant_dataset
 from training.finetune import (
     FinetuneConfig,
@@ -155,14 +155,6 @@ def test_grid_writes_table_and_plot_and_skips_finished_cells(tmp_path, tiny):
     stamp = (tmp_path / "grid" / "linear-k5" / "metrics.json").stat().st_mtime_ns
     assert run_grid(grid, base) == results
     assert (tmp_path / "grid" / "linear-k5" / "metrics.json").stat().st_mtime_ns == stamp
-
-
-def fashion_mnist_available():
-    try:
-        load_named("fashion_mnist", download=False)
-    except DatasetNotFoundError:
-        return False
-    return True
 
 
 @pytest.mark.slow
