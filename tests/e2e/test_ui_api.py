@@ -95,6 +95,27 @@ def test_compare_scores_our_model_and_classic_denoisers(client):
     assert len(gallery) >= 5 and all(Path(item["image"]).is_file() for item in gallery)
 
 
+def test_large_image_keeps_full_resolution_and_reports_progress(client, tmp_path):
+    import time
+
+    from data.images import load_image
+
+    photo = load_image("/usr/share/backgrounds/mate/nature/GreenMeadow.jpg").pixels  # 1280 x 1024
+    Image.fromarray(np.ascontiguousarray(photo[:600, :1200, 1])).save(tmp_path / "meadow.png")
+    job = client.submit(handle_file(str(tmp_path / "meadow.png")), MODEL, 1.0, "gaussian", 0.2, 0, None,
+                        api_name="/denoise")
+    fractions = set()
+    while not job.done():
+        for unit in job.status().progress_data or []:
+            if unit.desc == "Denoising tiles" and unit.progress is not None:
+                fractions.add(unit.progress)
+        time.sleep(0.05)
+    _, _, report, png = job.result()
+    assert any(0.0 < f < 1.0 for f in fractions), f"no progress between 0 and 1 reported: {fractions}"
+    assert read(png)[2] == (1200, 600) and (report["width"], report["height"]) == (1200, 600)
+    assert report["denoised_psnr"] > report["noisy_psnr"] + 2.0
+
+
 def png_claiming(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb's shape)."""
     def chunk(kind, body):
