@@ -126,6 +126,17 @@ def test_denoise_keeps_sixteen_bits_and_strength_zero_keeps_the_input(app, tmp_p
     assert np.abs(out - ramp).max() <= 1  # strength 0: the input, at full 16-bit precision
 
 
+def test_denoise_keeps_the_alpha_channel(app, tmp_path):
+    rng = np.random.default_rng(1)
+    rgba = rng.integers(0, 256, (24, 32, 4), dtype=np.uint8)
+    path = write_png(tmp_path / "icon.png", rgba, "RGBA")
+    _, _, report, png = app.denoise(path, MODEL, 1.0, "none", 0.0, 0, None, progress=no_progress)
+    with Image.open(png) as im:
+        assert (im.mode, im.size) == ("RGBA", (32, 24))
+        np.testing.assert_array_equal(np.asarray(im)[..., 3], rgba[..., 3])
+    assert report["mode"] == "RGBA"
+
+
 def test_compare_scores_the_model_against_classic_denoisers(app):
     gallery, rows = app.compare(str(SAMPLES / "clothes_clean.png"), MODEL, "gaussian", 0.3, 0, None,
                                 progress=no_progress)
