@@ -38,6 +38,7 @@ from data.datasets import IMAGE_SUFFIXES
 from data.images import (
     DEFAULT_MAX_PIXELS,
     FORMATS,
+    PARTIAL_SUFFIX,
     ImageReadError,
     ImageWriteError,
     atomic_write_bytes,
@@ -48,7 +49,6 @@ from data.images import (
 )
 from training.cli import parse_config
 
-PARTIAL_SUFFIX = ".partial"
 MANIFEST_FIELDS = (
     "input", "output", "status", "reason", "detail", "width", "height", "mode", "bit_depth",
     "bytes_in", "bytes_out", "seconds", "model", "psnr_input", "psnr_output", "ssim_input", "ssim_output",
@@ -99,6 +99,9 @@ class BatchConfig:
     def __post_init__(self):
         if not 0.0 <= self.strength <= 1.0:
             raise ValueError(f"--strength must be in [0, 1], got {self.strength}")
+        if self.glob is not None and (Path(self.glob).is_absolute() or ".." in Path(self.glob).parts):
+            raise ValueError(f"--glob must be a pattern inside IN_DIR (no '..', not absolute), "
+                             f"got {self.glob!r}")
         if self.manifest is not None and self.manifest.suffix.lower() not in (".csv", ".json"):
             raise ValueError(f"--manifest must end in .csv or .json, got {self.manifest}")
         for name in ("tile", "max_pixels", "batch_size", "threads"):
@@ -224,6 +227,12 @@ def run(config: BatchConfig, out=None) -> Summary:
     items = plan(config, in_dir, out_dir)
     todo = [it for it in items if not it.row["status"]]
     if config.dry_run:
+        from models.registry import ModelNotFoundError, resolve_model_path
+
+        try:
+            resolve_model_path(config.model)
+        except ModelNotFoundError as err:
+            raise BatchError(f"--model {config.model}: {err}") from err
         for it in items:
             action = it.row["status"] or "denoise"
             note = f" ({it.row['detail']})" if it.row["detail"] else ""

@@ -37,6 +37,9 @@ MAX_SIDE = 65_536
 
 EXIF_ORIENTATION = 0x0112
 
+PARTIAL_SUFFIX = ".partial"
+"""Suffix of the hidden temporary files ``save_image`` writes before renaming them into place."""
+
 
 def to_model(image: np.ndarray, value_range=(0.0, 1.0)) -> np.ndarray:
     """Converts an image or batch to float32 with an explicit channel axis.
@@ -536,7 +539,7 @@ def _normalise_format(name: str) -> str:
 def atomic_write_bytes(path, data: bytes) -> None:
     """Writes ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

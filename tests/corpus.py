@@ -91,8 +91,9 @@ def add_noise(clean: np.ndarray, level: float, seed: int, dtype=np.uint8) -> np.
     return from_model(noisy, dtype).reshape(clean.shape)
 
 
+@lru_cache(maxsize=1)
 def srgb_profile() -> bytes:
-    """An sRGB ICC profile (to check that profiles survive)."""
+    """An sRGB ICC profile (to check that profiles survive); made once, as it holds a timestamp."""
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 

@@ -129,6 +129,8 @@ def test_dry_run_lists_and_writes_nothing(corpus, capsys):
     assert code == 0 and not (root / "dry").exists() and not (root / "dry.json").exists()
     assert printed.count("denoise ") == len(files)
     assert f"dry run: {len(files)} to denoise" in printed
+    assert main([str(root / "noisy"), str(root / "dry"), "--model", "nope", "--dry-run"]) == 2
+    assert "no model 'nope'" in capsys.readouterr().err
 
 
 def test_format_and_glob(corpus, tmp_path):
@@ -162,6 +164,8 @@ def test_leftover_partial_files_are_removed(corpus, tmp_path):
 def test_manifest_suffix_is_checked():
     with pytest.raises(ValueError, match=r"\.csv or \.json"):
         BatchConfig(Path("a"), Path("b"), MODEL, manifest=Path("m.txt"))
+    with pytest.raises(ValueError, match="inside IN_DIR"):
+        BatchConfig(Path("a"), Path("b"), MODEL, glob="../elsewhere/*.png")
     with pytest.raises(SystemExit):
         batch.main(["a", "b"])  # --model is required
 

@@ -1,0 +1,240 @@
+"""Engine throughput and memory: files/s and MP/s on folders of small images, seconds and peak
+memory on one very large photo. Prints a Markdown table.
+
+The small-image folders go through the batch script's own pipeline (:func:`app.batch.run`:
+reader threads, grouped model calls, atomic writes) on files written to a temporary folder:
+
+- ``small grey``: Fashion-MNIST test images (28 x 28 PNG) with Gaussian noise;
+- ``small colour``: crops of the mate-backgrounds photos (JPEG) with Gaussian noise;
+- ``large photo``: one mate-backgrounds photo upscaled to ``--megapixels`` (JPEG): load, denoise
+  in tiles, save, each step timed (the same calls the batch script makes for one file).
+
+Peak memory is the process's resident set (psutil, sampled every 10 ms) above what it held
+before the scenario (model loaded and warmed up), and the peak of numpy/Python allocations
+(tracemalloc), which excludes TensorFlow's own buffers.
+
+Example::
+
+    nice -n 10 python -m training.bench_engine --model fashion-mnist --megapixels 24
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+from dataclasses import field
+from pathlib import Path
+
+import numpy as np
+
+from app.batch import BatchConfig, run
+from app.engine import COLOUR_POLICIES, DEFAULT_TILE, as_denoiser, denoise
+from data.corruption import corrupt
+from data.images import from_model, load_image, save_image, to_model
+from training.cli import parse_config
+
+PHOTOS = Path("/usr/share/backgrounds/mate/nature")
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchEngineConfig:
+    """What to measure."""
+
+    model: str = field(default="fashion-mnist", metadata={"help": "bundled name, run folder or .keras file"})
+    small_grey: int = field(default=1000, metadata={"help": "Fashion-MNIST images in the small grey folder"})
+    small_colour: int = field(default=200, metadata={"help": "photo crops in the small colour folder"})
+    colour_side: int = field(default=96, metadata={"help": "side of the colour crops in pixels"})
+    megapixels: float = field(default=24.0, metadata={"help": "size of the large photo (0 skips it)"})
+    photo: str = field(default=str(PHOTOS / "Garden.jpg"), metadata={"help": "photo to upscale"})
+    tile: int = field(default=DEFAULT_TILE, metadata={"help": "engine tile side"})
+    colour: str = field(default="per_channel", metadata={
+        "choices": COLOUR_POLICIES, "help": "how a grey model treats colour images"})
+    noise: float = field(default=0.1, metadata={"help": "Gaussian noise std added to the small images"})
+
+
+class PeakMemory:
+    """Peak resident memory (sampled) and peak tracemalloc allocations inside a ``with`` block."""
+
+    def __init__(self, interval: float = 0.01):
+        import psutil
+
+        self.process, self.interval = psutil.Process(), interval
+        self.baseline = self.peak = self.process.memory_info().rss
+        self.traced_peak = 0
+        self._stop = threading.Event()
+
+    def _sample(self):
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __enter__(self):
+        self.baseline = self.peak = self.process.memory_info().rss
+        tracemalloc.start()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+        self.traced_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return False
+
+    @property
+    def above_baseline_mb(self) -> float:
+        return (self.peak - self.baseline) / 2**20
+
+
+def write_small_grey(folder: Path, count: int, noise: float) -> None:
+    """``count`` noisy Fashion-MNIST test images as 28 x 28 PNG."""
+    from PIL import Image
+
+    from data.datasets import load_named
+
+    clean = to_model(load_named("fashion_mnist", download=False).x_test[:count])
+    noisy = from_model(corrupt(clean, "gaussian", noise, seed=0), np.uint8)
+    folder.mkdir(parents=True)
+    for i, image in enumerate(noisy):
+        Image.fromarray(image[..., 0]).save(folder / f"{i:05d}.png")
+
+
+def write_small_colour(folder: Path, count: int, side: int, noise: float) -> None:
+    """``count`` noisy ``side`` x ``side`` crops of the mate-backgrounds photos as JPEG."""
+    from PIL import Image
+
+    photos = [np.asarray(Image.open(p).convert("RGB").reduce(2)) for p in sorted(PHOTOS.glob("*.jpg"))]
+    if not photos:
+        raise SystemExit(f"no photos in {PHOTOS}: install the mate-backgrounds package")
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        top, left = rng.integers(0, photo.shape[0] - side), rng.integers(0, photo.shape[1] - side)
+        crop = to_model(photo[top:top + side, left:left + side])
+        noisy = from_model(corrupt(crop, "gaussian", noise, seed=i), np.uint8)
+        Image.fromarray(noisy).save(folder / f"{i:05d}.jpg", quality=95)
+
+
+def write_large_photo(path: Path, photo: str, megapixels: float) -> tuple[int, int]:
+    """The photo upscaled (Lanczos) to about ``megapixels``, as a JPEG; returns its size."""
+    from PIL import Image
+
+    with Image.open(photo) as im:
+        scale = (megapixels * 1e6 / (im.width * im.height)) ** 0.5
+        size = (round(im.width * scale), round(im.height * scale))
+        im.convert("RGB").resize(size, Image.Resampling.LANCZOS).save(path, quality=95)
+    return size
+
+
+def measure_batch(name: str, in_dir: Path, out_dir: Path, config: BenchEngineConfig) -> dict:
+    """Runs the batch pipeline on a folder and returns one table row."""
+    batch = BatchConfig(in_dir, out_dir, config.model, tile=config.tile, colour=config.colour, progress=False)
+    with PeakMemory() as memory:
+        start = time.perf_counter()
+        summary = run(batch, out=open(os.devnull, "w"))
+        seconds = time.perf_counter() - start
+    done = summary.count("done")
+    if done != len(summary.rows):
+        failed = [r for r in summary.rows if r["status"] != "done"]
+        raise SystemExit(f"{name}: {len(failed)} file(s) not denoised, e.g. {failed[0]}")
+    return {"scenario": name, "files": done, "megapixels": summary.megapixels, "seconds": seconds,
+            "memory": memory}
+
+
+def measure_large(path: Path, out: Path, config: BenchEngineConfig) -> dict:
+    """Load, denoise and save one large file (what the batch script does for it), each step
+    timed, memory over all three."""
+    with PeakMemory() as memory:
+        start = time.perf_counter()
+        image = load_image(path)
+        loaded = time.perf_counter()
+        result = denoise(image.pixels, config.model, tile=config.tile, colour=config.colour)
+        denoised = time.perf_counter()
+        save_image(dataclasses.replace(image, pixels=result.output), out)
+        saved = time.perf_counter()
+    height, width = image.pixels.shape[:2]
+    return {"scenario": f"large photo {width}x{height} JPEG", "files": 1, "megapixels": width * height / 1e6,
+            "seconds": saved - start, "memory": memory, "tiles": result.tiles,
+            "steps": f"load {loaded - start:.1f} s, denoise {denoised - loaded:.1f} s, "
+                     f"save {saved - denoised:.1f} s"}
+
+
+def warm_up(config: BenchEngineConfig) -> None:
+    """Loads the model and traces its predict function, so no scenario pays for that."""
+    den = as_denoiser(config.model)
+    side = min(config.tile, 256)
+    denoise(np.zeros((side, side, den.channels), np.uint8), den)
+    denoise(np.zeros((28, 28, den.channels), np.uint8), den)
+
+
+def markdown(rows: list[dict]) -> str:
+    """The Markdown table."""
+    lines = ["| scenario | files | MP | seconds | files/s | MP/s | peak RSS above baseline (MB) "
+             "| peak numpy/Python allocations (MB) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    return "\n".join(lines + [table_row(r) for r in rows])
+
+
+def table_row(r: dict) -> str:
+    """One scenario as a Markdown table row."""
+    m = r["memory"]
+    return (f"| {r['scenario']} | {r['files']} | {r['megapixels']:.2f} | {r['seconds']:.1f} | "
+            f"{r['files'] / r['seconds']:.3g} | {r['megapixels'] / r['seconds']:.3g} | "
+            f"{m.above_baseline_mb:.0f} | {m.traced_peak / 2**20:.0f} |")
+
+
+def _finished(rows: list[dict], row: dict) -> None:
+    rows.append(row)
+    print(f"finished {table_row(row)}", file=sys.stderr, flush=True)
+
+
+def run_benchmark(config: BenchEngineConfig) -> list[dict]:
+    """Writes the test files to a temporary folder, measures every scenario, returns the rows."""
+    warm_up(config)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_engine_") as tmp:
+        tmp = Path(tmp)
+        if config.small_grey:
+            write_small_grey(tmp / "grey", config.small_grey, config.noise)
+            _finished(rows, measure_batch(f"small grey 28x28 PNG (x{config.small_grey})", tmp / "grey",
+                                          tmp / "grey_out", config))
+        if config.small_colour:
+            write_small_colour(tmp / "colour", config.small_colour, config.colour_side, config.noise)
+            side = config.colour_side
+            _finished(rows, measure_batch(f"small colour {side}x{side} JPEG (x{config.small_colour})",
+                                          tmp / "colour", tmp / "colour_out", config))
+        if config.megapixels > 0:
+            (tmp / "large").mkdir()
+            write_large_photo(tmp / "large" / "photo.jpg", config.photo, config.megapixels)
+            _finished(rows, measure_large(tmp / "large" / "photo.jpg", tmp / "large_out.jpg", config))
+    return rows
+
+
+def main(argv=None) -> int:
+    """CLI entry point: prints the machine, the settings and the table."""
+    config = parse_config(BenchEngineConfig, __doc__.split("\n\n")[0], argv)
+    den = as_denoiser(config.model)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}; "
+          f"load average {os.getloadavg()[0]:.1f} at start")
+    print(f"model {config.model} ({den.channels} channel(s), stride {den.stride}); tile {config.tile}, "
+          f"colour policy {config.colour}\n")
+    rows = run_benchmark(config)
+    print(markdown(rows))
+    for r in rows:
+        if "steps" in r:
+            print(f"\n{r['scenario']}: {r['steps']}; {r['tiles']} tiles")
+    print(f"\nload average {os.getloadavg()[0]:.1f} at the end (other jobs share these cores)")
+    print(f"\ncommand: python -m training.bench_engine {' '.join(sys.argv[1:] if argv is None else argv)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
