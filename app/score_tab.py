@@ -111,6 +111,8 @@ def build_score_tab():
                       interactive=False)
     chain = gr.Image(type="filepath", label="DAE Markov chain x ← r(x + σε)", interactive=False)
     metrics = gr.Markdown()
-    button.click(show_score, [dataset, sigma], [quiver, chain, metrics], api_name="score_field")
+    # Training shares the UI's one engine slot, so it never competes with denoising for the CPU.
+    button.click(show_score, [dataset, sigma], [quiver, chain, metrics], api_name="score_field",
+                 concurrency_id="engine")
     return {"dataset": dataset, "sigma": sigma, "button": button, "quiver": quiver,
             "chain": chain, "metrics": metrics}
