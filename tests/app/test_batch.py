@@ -17,6 +17,7 @@ from app import batch
 from app.batch import BatchConfig, main, run
 from data.images import load_image, to_model
 from tests.corpus import make_corpus
+from tests.helpers import fashion_mnist_available
 
 MODEL = "fashion-mnist"
 
@@ -30,6 +31,8 @@ def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
+    if not fashion_mnist_available():
+        pytest.skip("Fashion-MNIST files missing (make setup): the corpus is made from them")
     root = tmp_path_factory.mktemp("batch")
     files = make_corpus(root / "noisy", root / "clean")
     return root, {f.rel: f for f in files}

@@ -13,8 +13,11 @@ from data.datasets import load_named
 from data.images import ImageFile, from_model, match_channels, to_model
 from data.metrics import psnr
 from tests.corpus import clean_colour, clean_mosaic
+from tests.helpers import fashion_mnist_available
 
 MODEL = "fashion-mnist"
+pytestmark = pytest.mark.skipif(not fashion_mnist_available(),
+                                reason="Fashion-MNIST files missing (make setup)")
 
 
 class Recorder:
