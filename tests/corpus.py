@@ -296,3 +296,17 @@ def _broken_files(folder: Path) -> list[CorpusFile]:
         CorpusFile("bad/big_header.png", "too_large"),
         CorpusFile("bad/absurd.png", "bad_dimensions"),
     ]
+
+
+def corpus_fixture(tmp_path_factory, name: str) -> tuple[Path, dict[str, CorpusFile]]:
+    """For module-scoped fixtures: ``(root, {rel: CorpusFile})`` with the noisy files under
+    ``root / "noisy"`` and the clean ones under ``root / "clean"``; skips the tests when the
+    Fashion-MNIST files are missing."""
+    import pytest
+
+    from tests.helpers import fashion_mnist_available
+
+    if not fashion_mnist_available():
+        pytest.skip("Fashion-MNIST files missing (make setup): the corpus is made from them")
+    root = tmp_path_factory.mktemp(name)
+    return root, {f.rel: f for f in make_corpus(root / "noisy", root / "clean")}

@@ -16,8 +16,7 @@ import pytest
 from app import batch
 from app.batch import BatchConfig, main, run
 from data.images import load_image, to_model
-from tests.corpus import make_corpus
-from tests.helpers import fashion_mnist_available
+from tests.corpus import corpus_fixture
 
 MODEL = "fashion-mnist"
 
@@ -31,11 +30,7 @@ def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    if not fashion_mnist_available():
-        pytest.skip("Fashion-MNIST files missing (make setup): the corpus is made from them")
-    root = tmp_path_factory.mktemp("batch")
-    files = make_corpus(root / "noisy", root / "clean")
-    return root, {f.rel: f for f in files}
+    return corpus_fixture(tmp_path_factory, "batch")
 
 
 @pytest.fixture(scope="module")

@@ -25,17 +25,12 @@ from data.images import (
     save_image,
     to_model,
 )
-from tests.corpus import camera_exif, make_corpus, png_header_only, srgb_profile
-from tests.helpers import fashion_mnist_available
+from tests.corpus import camera_exif, corpus_fixture, png_header_only, srgb_profile
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    if not fashion_mnist_available():
-        pytest.skip("Fashion-MNIST files missing (make setup): the corpus is made from them")
-    root = tmp_path_factory.mktemp("corpus")
-    files = make_corpus(root / "noisy", root / "clean")
-    return root, {f.rel: f for f in files}
+    return corpus_fixture(tmp_path_factory, "corpus")
 
 
 def good(corpus):
