@@ -79,6 +79,9 @@ class FinetuneConfig:
         "help": "finetune mode: epochs training the head alone before unfreezing the encoder"})
     min_steps_per_epoch: int = field(default=50, metadata={
         "help": "small labelled sets are repeated so that an epoch has at least this many steps"})
+    max_steps_per_epoch: int = field(default=0, metadata={
+        "help": "cap on steps per epoch (0 = a full pass): with all labels, epochs then become "
+                "shorter rounds between validations and early-stopping checks"})
     batch_size: int = field(default=64, metadata={"help": "batch size (64 suits a small CPU)"})
     head_learning_rate: float = field(default=1e-2, metadata={
         "help": "Adam learning rate of the linear probe and of the head phase (a softmax layer "
@@ -110,6 +113,8 @@ class FinetuneConfig:
         parse_labels_per_class(self.labels_per_class)
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.max_steps_per_epoch < 0:
+            raise ValueError(f"--max-steps-per-epoch must be >= 0, got {self.max_steps_per_epoch}")
         for name in ("seeds", "epochs", "batch_size", "min_steps_per_epoch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -211,13 +216,20 @@ def _callbacks(seed_dir: Path, log_dir: Path, phase: str, patience: int) -> list
     ]
 
 
+def steps_per_epoch(labelled: int, config: FinetuneConfig) -> int:
+    """A full pass over the labelled images, at least ``min_steps_per_epoch`` and at most
+    ``max_steps_per_epoch`` (when set); the training data repeat, so any count works."""
+    steps = max(math.ceil(labelled / config.batch_size), config.min_steps_per_epoch)
+    return min(steps, config.max_steps_per_epoch) if config.max_steps_per_epoch else steps
+
+
 def _fit(model, splits_train, val, config: FinetuneConfig, phase: str, epochs: int, lr: float,
          seed: int, seed_dir: Path, log_dir: Path, jit: bool):
     import keras
     import tensorflow as tf
 
     x, y = splits_train
-    steps = max(math.ceil(len(x) / config.batch_size), config.min_steps_per_epoch)
+    steps = steps_per_epoch(len(x), config)
     train_ds = (tf.data.Dataset.from_tensor_slices((x, y))
                 .shuffle(len(x), seed=seed, reshuffle_each_iteration=True).repeat()
                 .batch(config.batch_size).prefetch(tf.data.AUTOTUNE))

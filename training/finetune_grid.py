@@ -30,7 +30,7 @@ class GridConfig:
 
     labels: tuple[str, ...] = field(default=("10", "100", "all"), metadata={
         "flag": "labels", "help": "labels-per-class values (K or 'all')"})
-    modes: tuple[str, ...] = field(default=MODES[::-1], metadata={
+    modes: tuple[str, ...] = field(default=("scratch", "linear", "finetune"), metadata={
         "flag": "mode", "help": f"modes, from {MODES}"})
     out: str = field(default="runs/finetune-grid", metadata={"help": "folder of the grid's runs"})
     report_only: bool = field(default=False, metadata={

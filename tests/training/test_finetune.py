@@ -17,6 +17,7 @@ from training.finetune import (
     main,
     parse_labels_per_class,
     run,
+    steps_per_epoch,
     train_seed,
 )
 from training.finetune_grid import GridConfig, run_grid
@@ -64,6 +65,14 @@ def test_bad_config_values_are_named():
         FinetuneConfig(mode="probe")
     with pytest.raises(ValueError, match="--seeds must be >= 1, got 0"):
         FinetuneConfig(seeds=0)
+
+
+def test_steps_per_epoch_repeat_small_sets_and_cap_large_ones():
+    config = FinetuneConfig(batch_size=64, min_steps_per_epoch=50)
+    assert steps_per_epoch(100, config) == 50  # 100 images: repeated
+    assert steps_per_epoch(54_000, config) == 844  # a full pass
+    capped = FinetuneConfig(batch_size=64, min_steps_per_epoch=50, max_steps_per_epoch=300)
+    assert steps_per_epoch(54_000, capped) == 300 and steps_per_epoch(100, capped) == 50
 
 
 def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
