@@ -200,8 +200,11 @@ def model_contender(name_or_path: str) -> Contender:
         return np.stack(out) if isinstance(images, np.ndarray) else out
 
     text = str(name_or_path)
-    name = text if text in bundled_models() else Path(text).name
     path = resolve_model_path(text)
+    if text in bundled_models():
+        name = text
+    else:  # a run folder or its model.keras is named after the folder, another file by its stem
+        name = path.parent.name if path.name == "model.keras" else path.stem
     modified = time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))
     about = {"path": str(path), "modified": modified, "description": model_card(text).get("description", "")}
     return Contender(name, f"{name} (ours)", "model", run, about=about)
@@ -364,6 +367,7 @@ def run_benchmark(config: BenchmarkConfig, command: str = "") -> dict:
     data = photo_data(config) if config.images else dataset_data(config)
     settings = tuple(parse_setting(s) for s in config.setting) or default_settings(data.photos)
     contenders, skipped = build_contenders(config)
+    contenders = [c for c in contenders if any(s.name in c.corruptions for s in settings)]
     for reason in skipped.values():
         _log(reason)
     load_start = os.getloadavg()
@@ -541,10 +545,10 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as err:  # our input errors: bad files, names, settings
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if config.json:  # first: the numbers are safe even if formatting them fails
+        _write_atomic(config.json, json.dumps(report, indent=2) + "\n")
     text = markdown_report(report)
     print(text)
-    if config.json:
-        _write_atomic(config.json, json.dumps(report, indent=2) + "\n")
     if config.markdown:
         _write_atomic(config.markdown, f"Command: `{command}`\n\n{text}")
     return 0

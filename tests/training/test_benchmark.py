@@ -173,9 +173,11 @@ def test_photo_run_tunes_on_a_held_out_photo_and_scores_the_rest(tmp_path):
     _write_photo(folder / "c.png", samples.chelsea()[100:156, 150:230])
     out_json = tmp_path / "photos.json"
     argv = ["--images", str(folder), "--model", "fashion-mnist", "--contender", "median3",
-            "--contender", "tv", "--tune-crop", "48", "--setting", "gaussian:25/255", "--json", str(out_json)]
+            "--contender", "tv", "--contender", "inpaint", "--tune-crop", "48",
+            "--setting", "gaussian:25/255", "--json", str(out_json)]
     assert main(argv) == 0
     report = json.loads(out_json.read_text())
+    assert list(report["contenders"]) == ["noisy", "median3", "tv", "fashion-mnist"]  # inpaint: masking only
     proto = report["protocol"]
     assert proto["photos"] and proto["test_images"] == 2
     assert proto["test"] == "2 photos: b.png (72x64), c.png (80x56)"
