@@ -372,8 +372,10 @@ def summarize(config: FinetuneConfig, splits: Splits, run_dir: Path, per_seed: l
 
 def run(config: FinetuneConfig) -> dict:
     """Runs every seed of a fine-tuning config and writes the run folder. Returns its metrics."""
+    from models.registry import resolve_model_path
     from training.pretrain import configure_devices, prepare_run_dir
 
+    resolve_model_path(config.model)  # a wrong --model fails before the data are read
     devices = types.SimpleNamespace(distribute="none", cpu_devices=0,
                                     mixed_precision=config.mixed_precision, jit=config.jit)
     _, jit = configure_devices(devices)
