@@ -139,7 +139,8 @@ class EncoderClassifier(keras.Model):
         # Standardised features: a DAE's code can be tiny in scale (a weak code next to skip
         # connections), which a softmax layer at a sane learning rate cannot make up for. The
         # mean and variance are set by :meth:`adapt`; being fixed, a probe on them stays linear.
-        x = layers.Normalization(axis=-1, name="feature_norm")(x)
+        # float32 under mixed precision too: standardising tiny features subtracts close numbers.
+        x = layers.Normalization(axis=-1, dtype="float32", name="feature_norm")(x)
         x = layers.Dropout(float(dropout), name="dropout")(x)
         # float32 output under mixed precision: the loss needs the precision.
         probs = layers.Dense(int(num_classes), activation="softmax", dtype="float32",

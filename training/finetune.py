@@ -39,8 +39,10 @@ from data.corruption import BENCHMARK_SETTINGS
 from data.datasets import SOURCES, DatasetNotFoundError
 from models.registry import ModelNotFoundError
 from training.cli import parse_config
+from training.pretrain import PretrainConfig
 
 MODES = ("linear", "finetune", "scratch")
+_PRETRAIN = {f.name: f for f in dataclasses.fields(PretrainConfig)}
 
 
 def parse_labels_per_class(text: str) -> int | None:
@@ -103,10 +105,9 @@ class FinetuneConfig:
         "help": "score only the first N test images (0 = the whole test split)"})
     robustness: bool = field(default=True, metadata={
         "help": "also score the test split under each corruption of the benchmark grid"})
-    mixed_precision: str = field(default="auto", metadata={
-        "choices": ("auto", "on", "off"), "help": "float16 compute; auto = on when a GPU is present"})
-    jit: str = field(default="auto", metadata={
-        "choices": ("auto", "on", "off"), "help": "XLA compilation; auto = on when a GPU is present"})
+    # Same choices and meaning as pretraining (training.pretrain.configure_devices reads them).
+    mixed_precision: str = field(default="auto", metadata=_PRETRAIN["mixed_precision"].metadata)
+    jit: str = field(default="auto", metadata=_PRETRAIN["jit"].metadata)
     out: str = field(default="runs/finetune", metadata={"help": "run folder"})
 
     def __post_init__(self):
