@@ -350,12 +350,12 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
 def tile_weights(starts: list[int], size: int, overlap: int) -> list[np.ndarray]:
     """1-D blending weights for each tile along one axis.
 
-    Near an interior edge the weight is 0 for the first ``overlap // 4`` pixels (where the
-    network saw its zero padding), then rises linearly to 1 where the overlap ends; for two
-    neighbours overlapping by exactly ``overlap`` the two ramps sum to 1. Image edges keep
-    weight 1.
+    Near an interior edge the weight is 0 for the first ``3 * overlap // 8`` pixels (where the
+    network's view reached its zero padding: a trained U-Net's output feels the tile edge that
+    far in), then rises linearly to 1 where the overlap ends; for two neighbours overlapping by
+    exactly ``overlap`` the two ramps sum to 1. Image edges keep weight 1.
     """
-    margin = overlap // 4
+    margin = 3 * overlap // 8
     idx = np.arange(size, dtype=np.float32)
 
     def ramp(distance, shared):

@@ -64,7 +64,7 @@ def test_psnr_gain_on_real_fashion_mnist(fashion):
 
 def test_tiled_equals_untiled(big_grey):
     whole = denoise(big_grey, MODEL, tile=None)
-    tiled = denoise(big_grey, MODEL, tile=64, overlap=32)
+    tiled = denoise(big_grey, MODEL, tile=96, overlap=64)  # the default overlap for stride 4
     assert whole.tiles == 1 and tiled.tiles > 10
     np.testing.assert_allclose(tiled.output, whole.output, atol=1e-3)
     assert np.abs(tiled.output - whole.output).mean() < 1e-5
