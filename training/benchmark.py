@@ -86,6 +86,8 @@ class BenchmarkConfig:
     seed: int = field(default=0, metadata={"help": "seed of the test noise (tuning uses seed + 1)"})
     json: str | None = field(default=None, metadata={"help": "write the full report here"})
     markdown: str | None = field(default=None, metadata={"help": "write the Markdown tables here"})
+    from_json: str | None = field(default=None, metadata={
+        "help": "print (and with --markdown write) the tables of a saved --json report, then exit"})
     write_skimage_photos: str | None = field(default=None, metadata={
         "help": "write scikit-image's sample photos to DIR/test and DIR/tune, then exit"})
 
@@ -469,7 +471,8 @@ def _speed_cells(report: dict, name: str) -> list[str]:
     sp = report["speed"][name]
     if report["protocol"]["photos"]:
         return [_seconds(sp["seconds_per_megapixel"]), _seconds(sp["seconds_per_image"])]
-    return [_seconds(sp["seconds_per_image"]), f"{sp['images_per_second']:.0f}"]
+    rate = sp["images_per_second"]
+    return [_seconds(sp["seconds_per_image"]), f"{rate:.0f}" if rate >= 100 else f"{rate:.3g}"]
 
 
 def _metric_table(report: dict, metric: str, digits: int, speed: bool) -> str:
@@ -498,6 +501,23 @@ def _params_table(report: dict) -> str:
     return _table(["contender", *settings], rows)
 
 
+def _margin_table(report: dict) -> str:
+    """Each model's PSNR minus the best classic contender's, per setting ("" without models)."""
+    kinds = {n: c["kind"] for n, c in report["contenders"].items()}
+    models = [n for n, k in kinds.items() if k == "model"]
+    if not models or "classic" not in kinds.values():
+        return ""
+    labels, rows = _labels(report), {}
+    for s in report["settings"]:
+        classic = {n: r for n, r in report["results"][s].items() if kinds[n] == "classic"}
+        best = max(classic, key=lambda n: classic[n]["psnr"])
+        rows.setdefault("best", ["best classic (dB)"]).append(f"{classic[best]['psnr']:.2f} ({best})")
+        for m in models:
+            margin = report["results"][s][m]["psnr"] - classic[best]["psnr"]
+            rows.setdefault(m, [f"{labels[m]} minus best classic"]).append(f"{margin:+.2f}")
+    return _table(["", *report["settings"]], list(rows.values()))
+
+
 def markdown_report(report: dict) -> str:
     """The report's tables in Markdown: PSNR (with speed), SSIM, and the parameters that won."""
     proto = report["protocol"]
@@ -510,6 +530,12 @@ def markdown_report(report: dict) -> str:
         f"settings, on this machine ({report['machine']['cpus']} CPUs, load average "
         f"{report['machine']['load_average_start'][0]} at the start).", "",
         _metric_table(report, "psnr", 2, speed=True), "",
+    ]
+    margins = _margin_table(report)
+    if margins:
+        parts += ["Our models against the best classic contender of each setting (PSNR, dB):", "",
+                  margins, ""]
+    parts += [
         "SSIM:", "", _metric_table(report, "ssim", 3, speed=False), "",
         "Parameters that won on the tuning images:", "", _params_table(report),
     ]
@@ -540,17 +566,19 @@ def main(argv=None) -> int:
             print(f"then: python -m training.benchmark --model photo --images {root / 'test'} "
                   f"--tune-image {root / 'tune' / (SKIMAGE_TUNE_PHOTO + '.png')}")
             return 0
-        command = "python -m training.benchmark " + shlex.join(argv)
-        report = run_benchmark(config, command)
+        if config.from_json:
+            report = json.loads(Path(config.from_json).read_text())
+        else:
+            report = run_benchmark(config, "python -m training.benchmark " + shlex.join(argv))
     except (ValueError, FileNotFoundError) as err:  # our input errors: bad files, names, settings
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if config.json:  # first: the numbers are safe even if formatting them fails
+    if config.json and not config.from_json:  # first: the numbers are safe even if formatting fails
         _write_atomic(config.json, json.dumps(report, indent=2) + "\n")
     text = markdown_report(report)
     print(text)
     if config.markdown:
-        _write_atomic(config.markdown, f"Command: `{command}`\n\n{text}")
+        _write_atomic(config.markdown, f"Command: `{report['command']}`\n\n{text}")
     return 0
 
 

@@ -156,7 +156,11 @@ def test_tiny_run_on_real_fashion_mnist(tmp_path, capsys):
     markdown = out_md.read_text()
     assert markdown.startswith("Command: `python -m training.benchmark --model fashion-mnist")
     assert "| fashion-mnist (ours)" in markdown and "| contender" in markdown and "h=" in markdown
+    assert "| fashion-mnist (ours) minus best classic" in markdown
     assert "| fashion-mnist (ours)" in capsys.readouterr().out
+    again = tmp_path / "again.md"
+    assert main(["--from-json", str(out_json), "--markdown", str(again)]) == 0  # tables re-made, no rerun
+    assert again.read_text() == markdown
 
 
 def _write_photo(path, pixels):
