@@ -81,7 +81,7 @@ class CorruptionSpec:
             )
 
     @classmethod
-    def parse(cls, text: str) -> "CorruptionSpec":
+    def parse(cls, text: str) -> CorruptionSpec:
         """Parses ``NAME:LEVEL`` or ``NAME:LOW-HIGH`` (e.g. ``gaussian:0.05-0.5``)."""
         match = re.fullmatch(r"\s*(\w+)\s*:\s*([0-9.eE+]+)\s*(?:-\s*([0-9.eE+]+))?\s*", text)
         if not match:

@@ -228,7 +228,8 @@ def _keras_download(name: str) -> dict[str, np.ndarray] | None:
         (x_train, y_train), (x_test, y_test) = loader.load_data()
     except Exception:  # noqa: BLE001 - any network or cache failure means "not available"
         return None
-    arrays = {"x_train": x_train, "y_train": y_train.reshape(-1), "x_test": x_test, "y_test": y_test.reshape(-1)}
+    arrays = {"x_train": x_train, "y_train": y_train.reshape(-1),
+              "x_test": x_test, "y_test": y_test.reshape(-1)}
     for key in ("x_train", "x_test"):
         if arrays[key].ndim == 3:
             arrays[key] = arrays[key][..., None]

@@ -27,7 +27,7 @@ def ssim(clean: np.ndarray, estimate: np.ndarray) -> np.ndarray:
     clean, estimate = np.asarray(clean, np.float64), np.asarray(estimate, np.float64)
     if clean.ndim == 3:
         return np.float64(_ssim_one(clean, estimate))
-    return np.asarray([_ssim_one(a, b) for a, b in zip(clean, estimate)])
+    return np.asarray([_ssim_one(a, b) for a, b in zip(clean, estimate, strict=True)])
 
 
 def _ssim_one(a, b):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import types
 import typing
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def build_parser(cls, description: str) -> argparse.ArgumentParser:
         elif kind == tuple[str, ...]:
             kwargs.update(action="append", default=None)
             kwargs["help"] = f"{help_} (repeatable; default: {' '.join(field.default)})"
-        elif typing.get_origin(kind) in (typing.Union, getattr(__import__("types"), "UnionType")):
+        elif typing.get_origin(kind) in (typing.Union, types.UnionType):
             kwargs["type"] = next(a for a in typing.get_args(kind) if a is not type(None))
         else:
             kwargs["type"] = kind
@@ -65,7 +66,8 @@ def config_from_dict(cls, values: dict):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys: {', '.join(unknown)}; expected some of {sorted(names)}")
+        raise ValueError(f"unknown {cls.__name__} keys: {', '.join(unknown)}; "
+                         f"expected some of {sorted(names)}")
     hints = typing.get_type_hints(cls)
     fixed = {k: tuple(v) if typing.get_origin(hints[k]) is tuple else v for k, v in values.items()}
     return cls(**fixed)

@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data.corruption import (BENCHMARK_SETTINGS, CORRUPTIONS, CorruptionSpec, corrupt,
-                             corrupt_batch)
+from data.corruption import BENCHMARK_SETTINGS, CORRUPTIONS, CorruptionSpec, corrupt, corrupt_batch
 
 RNG = np.random.default_rng(0)
 # Mid-grey images leave room on both sides, so clipping barely touches Gaussian noise.

@@ -13,18 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data.datasets import DatasetNotFoundError, load_named
+from tests.helpers import fashion_mnist_available
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--widths", "8", "16", "--bottleneck", "16", "--batch-size", "32", "--eval-images", "64"]
-
-
-def fashion_mnist_available():
-    try:
-        load_named("fashion_mnist", download=False)
-    except DatasetNotFoundError:
-        return False
-    return True
 
 
 pytestmark = [
@@ -123,6 +115,6 @@ def test_two_workers_on_localhost_end_with_identical_weights(tmp_path):
     assert all("MultiWorkerMirroredStrategy: 2 replica(s)" in o for o in outs)
     chief = keras.saving.load_model(run / "model.keras", safe_mode=True)
     other = keras.saving.load_model(run / "workers" / "worker1" / "model.keras", safe_mode=True)
-    for a, b in zip(chief.get_weights(), other.get_weights()):
+    for a, b in zip(chief.get_weights(), other.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert (run / "metrics.json").is_file() and not (run / "workers" / "worker1" / "metrics.json").exists()
