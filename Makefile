@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 APT_PKGS := dataset-fashion-mnist mate-backgrounds chromium
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup apt venv app test test-fast lint bench clean
+.PHONY: setup apt venv app test test-fast lint clean
 
 setup: apt venv
 
