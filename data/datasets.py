@@ -125,6 +125,17 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Writes uint8 ``array`` as an IDX file (gzipped when ``path`` ends in ``.gz``)."""
+    array = np.asarray(array)
+    if array.size and (array.min() < 0 or array.max() > 255):
+        raise ValueError(f"IDX files here hold unsigned bytes (0-255), got {array.min()}-{array.max()}")
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    with (gzip.open if Path(path).suffix == ".gz" else open)(path, "wb") as fh:
+        fh.write(header + array.tobytes())
+
+
 def _find_idx(folder: Path) -> dict[str, Path] | None:
     found = {}
     for key, stem in _IDX_FILES.items():

@@ -1,4 +1,3 @@
-import gzip
 import io
 import pickle
 import tarfile
@@ -8,15 +7,9 @@ import pytest
 from PIL import Image
 
 from data import datasets
-from data.datasets import DatasetNotFoundError, load_dataset, load_named, split_validation
+from data.datasets import DatasetNotFoundError, load_dataset, load_named, split_validation, write_idx
 
 RNG = np.random.default_rng(0)
-
-
-def write_idx(path, array, gz):
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    payload = header + array.astype(np.uint8).tobytes()
-    (gzip.open if gz else open)(path, "wb").write(payload)
 
 
 def make_idx_folder(folder, n_train=30, n_test=10, gz=True):
@@ -28,7 +21,7 @@ def make_idx_folder(folder, n_train=30, n_test=10, gz=True):
         "t10k-labels-idx1-ubyte": RNG.integers(0, 10, n_test),
     }
     for name, arr in arrays.items():
-        write_idx(folder / (name + (".gz" if gz else "")), arr, gz)
+        write_idx(folder / (name + (".gz" if gz else "")), arr)
     return arrays
 
 

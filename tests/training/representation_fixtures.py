@@ -6,15 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from data.datasets import write_idx
+
 IDX_NAMES = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
              "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """Writes an unsigned-byte IDX file, the format of MNIST and Fashion-MNIST."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    path.write_bytes(header + array.tobytes())
 
 
 def quadrant_images(labels: np.ndarray, size: int, rng) -> np.ndarray:
