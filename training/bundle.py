@@ -25,11 +25,16 @@ from training.pretrain import PretrainConfig
 
 
 def pretrain_command(config: PretrainConfig) -> str:
-    """The ``python -m training.pretrain`` command line that reproduces ``config``."""
+    """The ``python -m training.pretrain`` command line that reproduces ``config``.
+
+    The dataset, corruptions, epochs and run folder are always spelled out (defaults can
+    change); other options only where they differ from their default.
+    """
+    always = {"dataset", "corruptions", "epochs", "out"}
     parts = ["python", "-m", "training.pretrain"]
     for name, value in vars(config).items():
         default = PretrainConfig.__dataclass_fields__[name].default
-        if value == default or value is None:
+        if value is None or (value == default and name not in always):
             continue
         flag = "--" + PretrainConfig.__dataclass_fields__[name].metadata.get("flag", name).replace("_", "-")
         if isinstance(value, bool):

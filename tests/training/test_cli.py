@@ -37,3 +37,20 @@ def test_bad_corruption_is_a_usage_error(capsys):
     with pytest.raises(SystemExit):
         parse_config(PretrainConfig, "x", ["--corruption", "blur:0.3"])
     assert "unknown corruption 'blur'" in capsys.readouterr().err
+
+
+def test_card_command_parses_back_to_the_same_config():
+    import shlex
+
+    from training.bundle import pretrain_command
+
+    config = parse_config(PretrainConfig, "x", [
+        "--dataset", "folder:/photos/my dir", "--corruption", "gaussian:0-0.1",
+        "--corruption", "masking:0.05-0.5", "--widths", "32", "64", "128", "--no-skips",
+        "--no-residual", "--mixed-precision", "bfloat16", "--patches", "400", "--out", "runs/p"])
+    command = pretrain_command(config)
+    assert command.startswith("python -m training.pretrain --dataset 'folder:/photos/my dir'")
+    assert parse_config(PretrainConfig, "x", shlex.split(command)[3:]) == config
+    # defaults are spelled out for the options every card must show
+    plain = pretrain_command(parse_config(PretrainConfig, "x", []))
+    assert "--epochs 20" in plain and "--corruption masking:0.1-0.6" in plain and "--out runs/dae" in plain
