@@ -2,6 +2,7 @@
 
     python -m training.bundle runs/fmnist-blind --name fashion-mnist \\
         --description "Blind Fashion-MNIST denoiser"
+    python -m training.bundle --table          # the README's table, from every card
 
 The card records the exact command that trained the model, its config, the training time on
 this machine, the input convention the engine must follow, and the model's PSNR on the
@@ -106,14 +107,53 @@ def bundle(run_dir: Path, name: str, description: str, eval_images: str | None =
     return card
 
 
+def _hours(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def cards_table(folder: Path = BUNDLED_DIR) -> str:
+    """Markdown tables of the bundled models, made from their cards alone.
+
+    One table describes every model; then, per model, its test scores (mean PSNR of the
+    corrupted input and of the model's output, noise seed 0) at each setting of its card.
+    """
+    cards = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    lines = ["| model | what it denoises | input | parameters | file | trained on | epochs | training time |",
+             "|---|---|---|---|---|---|---|---|"]
+    for card in cards:
+        size = (folder / f"{card['name']}.keras").stat().st_size / 1e6
+        train = card["training"]
+        lines.append(
+            f"| `{card['name']}` | {card['description']} | {card['input']['colour']}, "
+            f"stride {card['stride']} | {card['parameters']:,} | {size:.1f} MB | "
+            f"`{train['dataset']}` | {train['epochs_run']} | {_hours(train['train_seconds'])} "
+            f"({train['machine']}) |")
+    for card in cards:
+        scores = card["scores"]
+        settings = list(scores["psnr"])
+        lines += ["", f"`{card['name']}` on {scores['split']} ({scores['images']} images), "
+                      "PSNR in dB, corrupted input → denoised:", "",
+                  "| " + " | ".join(settings) + " |", "|" + "---|" * len(settings),
+                  "| " + " | ".join(f"{scores['psnr'][k]['noisy_psnr']:.2f} → "
+                                    f"**{scores['psnr'][k]['denoised_psnr']:.2f}**" for k in settings) + " |"]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--name", required=True)
+    parser.add_argument("run_dir", type=Path, nargs="?")
+    parser.add_argument("--table", action="store_true",
+                        help="print the Markdown table of every bundled model's card, and exit")
+    parser.add_argument("--name")
     parser.add_argument("--description", default="")
     parser.add_argument("--eval-images", help="folder of clean test photos (for folder-trained models)")
     parser.add_argument("--limit", type=int, default=0, help="score only this many test images")
     args = parser.parse_args(argv)
+    if args.table:
+        print(cards_table())
+        return 0
+    if args.run_dir is None or not args.name:
+        parser.error("a run folder and --name are needed (or --table)")
     card = bundle(args.run_dir, args.name, args.description, args.eval_images, args.limit)
     print(json.dumps(card["scores"], indent=2))
     return 0
