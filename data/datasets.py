@@ -7,13 +7,15 @@ Fashion-MNIST Debian's ``/usr/share/datasets/fashion-mnist``); then a Keras down
 holding the original files works as-is: the four IDX files of MNIST/Fashion-MNIST (gzipped or
 not), CIFAR's ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz`` or the folders they
 extract to, or Keras' ``.npz``. When nothing is found, :class:`DatasetNotFoundError` says
-where it looked and what to put where.
+where it looked and what to put where; when a file is damaged, :func:`load_named` says the same
+and names the file at fault.
 
 All loaders return :class:`Dataset`: uint8 images ``(N, H, W, C)`` and int labels.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import os
@@ -31,6 +33,31 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".g
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset's files are missing or damaged; the message says where to put what."""
+
+
+class DatasetDamagedError(DatasetNotFoundError):
+    """A dataset file is there but cannot be read; ``path`` is the file at fault."""
+
+    def __init__(self, path: Path, message: str):
+        super().__init__(message)
+        self.path = Path(path)
+
+
+# Whatever a truncated, garbled or foreign file makes the readers raise.
+_READ_ERRORS = (OSError, EOFError, KeyError, IndexError, TypeError, ValueError,
+                pickle.UnpicklingError, tarfile.TarError)
+
+
+@contextlib.contextmanager
+def _reading(path: Path, member: str = ""):
+    """Turns a read error inside the block into :class:`DatasetDamagedError` naming ``path``."""
+    try:
+        yield
+    except DatasetDamagedError:
+        raise
+    except _READ_ERRORS as err:
+        where = f"{path} (member {member})" if member else f"{path}"
+        raise DatasetDamagedError(path, f"{where} is damaged: {err}") from err
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,19 +133,18 @@ CLASS_NAMES = {
 
 def read_idx(path: Path) -> np.ndarray:
     """Reads an IDX file (gzipped or not) as used by MNIST and Fashion-MNIST."""
+    path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as fh:
-            raw = fh.read()
-    except (OSError, EOFError) as err:
-        raise DatasetNotFoundError(f"{path} is damaged: {err}") from err
+    with _reading(path), opener(path, "rb") as fh:
+        raw = fh.read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DatasetNotFoundError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
+        raise DatasetDamagedError(path, f"{path} is not an unsigned-byte IDX file (bad magic number)")
     ndim = raw[3]
     header = 4 + 4 * ndim
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     if len(raw) != header + int(np.prod(dims)):
-        raise DatasetNotFoundError(
+        raise DatasetDamagedError(
+            path,
             f"{path} is damaged: header says {dims} ({int(np.prod(dims))} bytes of data), "
             f"file has {len(raw) - header}"
         )
@@ -152,10 +178,12 @@ def _load_idx_folder(folder: Path) -> dict[str, np.ndarray] | None:
         return None
     arrays = {key: read_idx(path) for key, path in files.items()}
     for split in ("train", "test"):
+        images, labels = files[f"x_{split}"], files[f"y_{split}"]
         if len(arrays[f"x_{split}"]) != len(arrays[f"y_{split}"]):
-            raise DatasetNotFoundError(
-                f"{folder}: {split} images and labels disagree in count "
-                f"({len(arrays[f'x_{split}'])} vs {len(arrays[f'y_{split}'])})"
+            raise DatasetDamagedError(
+                labels,
+                f"{images} and {labels} disagree in count: {len(arrays[f'x_{split}'])} images, "
+                f"{len(arrays[f'y_{split}'])} labels (one of them is truncated or from another set)",
             )
     arrays["x_train"] = arrays["x_train"][..., None]
     arrays["x_test"] = arrays["x_test"][..., None]
@@ -166,8 +194,8 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path) as npz:
             arrays = {k: npz[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-    except (OSError, KeyError, ValueError) as err:
-        raise DatasetNotFoundError(f"{path} is damaged or not a Keras dataset .npz: {err}") from err
+    except _READ_ERRORS as err:
+        raise DatasetDamagedError(path, f"{path} is damaged or not a Keras dataset .npz: {err}") from err
     for key in ("x_train", "x_test"):
         if arrays[key].ndim == 3:
             arrays[key] = arrays[key][..., None]
@@ -178,9 +206,12 @@ def _unpickle(fh) -> dict:
     return pickle.load(fh, encoding="bytes")
 
 
-def _cifar_arrays(batches: list[dict], label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
-    x = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    y = np.concatenate([np.asarray(b[label_key]) for b in batches]).astype(np.int64)
+def _cifar_batch(batch: dict, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """One unpickled CIFAR batch as ``(images (N, 32, 32, 3), labels)``; raises on a bad one."""
+    x = np.asarray(batch[b"data"]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    y = np.asarray(batch[label_key]).astype(np.int64).reshape(-1)
+    if len(x) != len(y):
+        raise ValueError(f"{len(x)} images but {len(y)} labels")
     return np.ascontiguousarray(x, dtype=np.uint8), y
 
 
@@ -194,29 +225,28 @@ def _load_cifar(folder: Path, kind: str) -> dict[str, np.ndarray] | None:
     top, train_names, test_name, label_key = _cifar_members(kind)
     archive_names = {"cifar10": ("cifar-10-python.tar.gz", "cifar-10-batches-py.tar.gz"),
                      "cifar100": ("cifar-100-python.tar.gz",)}[kind]
-    try:
-        for extracted in (folder / top, folder):
-            if all((extracted / n).is_file() for n in [*train_names, test_name]):
-                def read(name, base=extracted):
-                    with open(base / name, "rb") as fh:
-                        return _unpickle(fh)
-                return _cifar_dict(read, train_names, test_name, label_key)
-        for archive_name in archive_names:
-            archive = folder / archive_name
-            if archive.is_file():
-                with tarfile.open(archive, "r:gz") as tar:
-                    def read(name, tar=tar):
-                        return _unpickle(tar.extractfile(f"{top}/{name}"))
-                    return _cifar_dict(read, train_names, test_name, label_key)
-    except (OSError, EOFError, KeyError, pickle.UnpicklingError, tarfile.TarError, ValueError) as err:
-        raise DatasetNotFoundError(f"{kind} files in {folder} are damaged: {err}") from err
+    for extracted in (folder / top, folder):
+        if all((extracted / n).is_file() for n in [*train_names, test_name]):
+            def read(name, base=extracted):
+                with _reading(base / name), open(base / name, "rb") as fh:
+                    return _cifar_batch(_unpickle(fh), label_key)
+            return _cifar_dict(read, train_names, test_name)
+    for archive_name in archive_names:
+        archive = folder / archive_name
+        if archive.is_file():
+            with _reading(archive), tarfile.open(archive, "r:gz") as tar:
+                def read(name, tar=tar, archive=archive):
+                    with _reading(archive, member=f"{top}/{name}"):
+                        return _cifar_batch(_unpickle(tar.extractfile(f"{top}/{name}")), label_key)
+                return _cifar_dict(read, train_names, test_name)
     return None
 
 
-def _cifar_dict(read, train_names, test_name, label_key) -> dict[str, np.ndarray]:
-    x_train, y_train = _cifar_arrays([read(n) for n in train_names], label_key)
-    x_test, y_test = _cifar_arrays([read(test_name)], label_key)
-    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+def _cifar_dict(read, train_names, test_name) -> dict[str, np.ndarray]:
+    train = [read(n) for n in train_names]
+    x_test, y_test = read(test_name)
+    return {"x_train": np.concatenate([x for x, _ in train]),
+            "y_train": np.concatenate([y for _, y in train]), "x_test": x_test, "y_test": y_test}
 
 
 def _load_from(folder: Path, name: str) -> dict[str, np.ndarray] | None:
@@ -266,20 +296,34 @@ def load_named(name: str, data_dir: str | os.PathLike | None = None, download: b
     else:
         places = [Path(os.environ[source.env])] if os.environ.get(source.env) else []
         places += list(source.places)
-    for place in places:
-        arrays = _load_from(place, name)
+    for i, place in enumerate(places):
+        try:
+            arrays = _load_from(place, name)
+        except DatasetDamagedError as err:
+            raise DatasetDamagedError(
+                err.path,
+                f"dataset {name!r} cannot be loaded: {err}\n"
+                + _where_to_put(source, places[: i + 1], download=False, replace=err.path.name),
+            ) from err
         if arrays is not None:
             return _dataset(name, arrays)
     if data_dir is None and download:
         arrays = _keras_download(name)
         if arrays is not None:
             return _dataset(name, arrays)
+    raise DatasetNotFoundError(
+        f"dataset {name!r} not found. " + _where_to_put(source, places, data_dir is None and download))
+
+
+def _where_to_put(source: _Source, places: list[Path], download: bool, replace: str = "") -> str:
+    """The places looked in and what to put where: the body of every load_named error."""
     looked = "\n".join(f"  - {p}{'' if p.is_dir() else ' (no such folder)'}" for p in places)
     hint = f"\nOn Debian/Ubuntu the package {source.debian} installs them." if source.debian else ""
-    raise DatasetNotFoundError(
-        f"dataset {name!r} not found. Looked in:\n{looked}\n"
-        + ("  - a Keras download (failed: offline?)\n" if data_dir is None and download else "")
-        + f"Put {source.expected} in one of these folders, pass --data-dir DIR, "
+    put = f"Replace {replace} with a fresh copy, or put" if replace else "Put"
+    return (
+        f"Looked in:\n{looked}\n"
+        + ("  - a Keras download (failed: offline?)\n" if download else "")
+        + f"{put} {source.expected} in one of these folders, pass --data-dir DIR, "
         f"or set {source.env}=DIR.{hint}"
     )
 

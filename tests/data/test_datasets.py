@@ -7,7 +7,14 @@ import pytest
 from PIL import Image
 
 from data import datasets
-from data.datasets import DatasetNotFoundError, load_dataset, load_named, split_validation, write_idx
+from data.datasets import (
+    DatasetDamagedError,
+    DatasetNotFoundError,
+    load_dataset,
+    load_named,
+    split_validation,
+    write_idx,
+)
 
 RNG = np.random.default_rng(0)
 
@@ -101,19 +108,81 @@ def test_explicit_empty_dir_is_reported(tmp_path):
         load_named("cifar10", tmp_path)
 
 
+def assert_damage_reported(err, name, bad_file, folder, expected):
+    """The one message for a damaged file: dataset, file at fault, place, what to put where."""
+    text = str(err.value)
+    assert isinstance(err.value, DatasetDamagedError) and err.value.path == bad_file
+    first = text.splitlines()[0]
+    assert first.startswith(f"dataset {name!r} cannot be loaded: ") and str(bad_file) in first
+    assert f"Looked in:\n  - {folder}\n" in text
+    assert f"Replace {bad_file.name} with a fresh copy, or put {expected} in one of these folders" in text
+    assert f"pass --data-dir DIR, or set {datasets.SOURCES[name].env}=DIR" in text
+
+
 def test_truncated_idx_is_damaged_not_half_loaded(tmp_path):
     make_idx_folder(tmp_path, gz=False)
     path = tmp_path / "train-images-idx3-ubyte"
     path.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(DatasetNotFoundError, match=r"is damaged: header says \(30, 28, 28\)"):
+    with pytest.raises(DatasetNotFoundError, match=r"is damaged: header says \(30, 28, 28\)") as err:
         load_named("mnist", tmp_path)
+    assert_damage_reported(err, "mnist", path, tmp_path, datasets.SOURCES["mnist"].expected)
 
 
 def test_corrupt_gzip_is_damaged(tmp_path):
     make_idx_folder(tmp_path, gz=True)
-    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b garbage")
-    with pytest.raises(DatasetNotFoundError, match="damaged"):
+    bad = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    bad.write_bytes(b"\x1f\x8b garbage")
+    with pytest.raises(DatasetNotFoundError, match="damaged") as err:
+        load_named("fashion_mnist", tmp_path)
+    assert_damage_reported(err, "fashion_mnist", bad, tmp_path, datasets.SOURCES["fashion_mnist"].expected)
+    assert "apt-get install dataset-fashion-mnist" in str(err.value)
+
+
+def test_idx_with_bad_magic_number_is_damaged(tmp_path):
+    make_idx_folder(tmp_path, gz=False)
+    bad = tmp_path / "train-labels-idx1-ubyte"
+    bad.write_bytes(b"PK\x03\x04 a zip, not IDX")
+    with pytest.raises(DatasetDamagedError, match="bad magic number") as err:
         load_named("mnist", tmp_path)
+    assert_damage_reported(err, "mnist", bad, tmp_path, datasets.SOURCES["mnist"].expected)
+
+
+def test_images_and_labels_of_different_counts_name_both_files(tmp_path):
+    make_idx_folder(tmp_path, n_test=10, gz=False)
+    labels = tmp_path / "t10k-labels-idx1-ubyte"
+    write_idx(labels, np.zeros(9))
+    with pytest.raises(DatasetDamagedError) as err:
+        load_named("mnist", tmp_path)
+    assert f"{tmp_path / 't10k-images-idx3-ubyte'} and {labels} disagree in count: 10 images, 9 labels" \
+        in str(err.value)
+    assert_damage_reported(err, "mnist", labels, tmp_path, datasets.SOURCES["mnist"].expected)
+
+
+def test_damaged_mnist_npz(tmp_path):
+    bad = tmp_path / "mnist.npz"
+    np.savez(bad, x_train=np.zeros((2, 28, 28), np.uint8))  # no labels, no test split
+    with pytest.raises(DatasetDamagedError, match="not a Keras dataset .npz") as err:
+        load_named("mnist", tmp_path)
+    assert_damage_reported(err, "mnist", bad, tmp_path, datasets.SOURCES["mnist"].expected)
+
+
+def test_damaged_cifar_archive_and_batch_files(tmp_path):
+    make_cifar_archive(tmp_path, "cifar10")
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    archive.write_bytes(archive.read_bytes()[:200])
+    with pytest.raises(DatasetDamagedError) as err:
+        load_named("cifar10", tmp_path)
+    assert_damage_reported(err, "cifar10", archive, tmp_path, datasets.SOURCES["cifar10"].expected)
+
+    make_cifar_archive(tmp_path, "cifar10")
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp_path / "x", filter="data")
+    extracted = tmp_path / "x" / "cifar-10-batches-py"
+    bad = extracted / "data_batch_3"
+    bad.write_bytes(pickle.dumps({b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1]}))
+    with pytest.raises(DatasetDamagedError, match="4 images but 2 labels") as err:
+        load_named("cifar10", tmp_path / "x")
+    assert_damage_reported(err, "cifar10", bad, tmp_path / "x", datasets.SOURCES["cifar10"].expected)
 
 
 def test_debian_fashion_mnist_when_installed():
