@@ -19,10 +19,11 @@ ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--widths", "8", "16", "--bottleneck", "16", "--batch-size", "32", "--eval-images", "64"]
 
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST files missing (make setup)"),
-]
+def real_run(test):
+    """Marks a test that trains on Fashion-MNIST for real: slow, and skipped without the files."""
+    needs_files = pytest.mark.skipif(not fashion_mnist_available(),
+                                     reason="Fashion-MNIST files missing (make setup)")
+    return pytest.mark.slow(needs_files(test))
 
 
 def pretrain(args, env=None, **kwargs):
@@ -44,6 +45,7 @@ def epochs_logged(run):
     return [int(row["epoch"]) for row in csv.DictReader(path.open())]
 
 
+@real_run
 def test_short_real_run_learns_to_denoise(tmp_path):
     run = tmp_path / "run"
     out = finish(pretrain(["--limit", "6000", "--epochs", "3", *SMALL, "--out", str(run)]))
@@ -59,6 +61,7 @@ def test_short_real_run_learns_to_denoise(tmp_path):
     assert not (run / "backup").exists()  # removed once training completed
 
 
+@real_run
 def test_killed_run_resumes_where_it_stopped(tmp_path):
     run = tmp_path / "run"
     args = ["--limit", "2000", "--epochs", "4", *SMALL, "--out", str(run)]
@@ -77,6 +80,7 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 4 - len(done)
 
 
+@real_run
 def test_different_config_in_same_folder_is_refused(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
@@ -85,6 +89,7 @@ def test_different_config_in_same_folder_is_refused(tmp_path):
     assert "holds a run with a different config" in out and "Traceback" not in out
 
 
+@real_run
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     run = tmp_path / "run"
     out = finish(pretrain(["--limit", "256", "--epochs", "1", *SMALL, "--distribute", "mirrored",
@@ -99,6 +104,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@real_run
 def test_two_workers_on_localhost_end_with_identical_weights(tmp_path):
     import keras
 
@@ -118,3 +124,19 @@ def test_two_workers_on_localhost_end_with_identical_weights(tmp_path):
     for a, b in zip(chief.get_weights(), other.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert (run / "metrics.json").is_file() and not (run / "workers" / "worker1" / "metrics.json").exists()
+
+
+def test_missing_dataset_exits_2_with_one_message_and_no_traceback(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-m", "training.pretrain", "--dataset", "mnist",
+                           "--data-dir", str(empty), "--out", str(tmp_path / "run")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert "error: dataset 'mnist' not found. Looked in:" in done.stderr
+    assert f"  - {empty}\n" in done.stderr
+    assert "Put train-images-idx3-ubyte[.gz]" in done.stderr and "(or Keras' mnist.npz)" in done.stderr
+    assert "pass --data-dir DIR, or set DAE_MNIST_DIR=DIR" in done.stderr
+    assert not (tmp_path / "run").exists()  # nothing half-made
