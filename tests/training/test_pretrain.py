@@ -1,4 +1,5 @@
-"""Real pretraining runs on real Fashion-MNIST subsets, in subprocesses where TF must start fresh."""
+"""Real pretraining runs on real Fashion-MNIST subsets, in subprocesses where TF must start fresh,
+and the CLI's answer to a missing dataset."""
 
 import csv
 import json
@@ -19,11 +20,13 @@ ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--widths", "8", "16", "--bottleneck", "16", "--batch-size", "32", "--eval-images", "64"]
 
 
+_NEEDS_FASHION_MNIST = pytest.mark.skipif(not fashion_mnist_available(),
+                                          reason="Fashion-MNIST files missing (make setup)")
+
+
 def real_run(test):
     """Marks a test that trains on Fashion-MNIST for real: slow, and skipped without the files."""
-    needs_files = pytest.mark.skipif(not fashion_mnist_available(),
-                                     reason="Fashion-MNIST files missing (make setup)")
-    return pytest.mark.slow(needs_files(test))
+    return pytest.mark.slow(_NEEDS_FASHION_MNIST(test))
 
 
 def pretrain(args, env=None, **kwargs):
