@@ -263,6 +263,7 @@ def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageFile:
     """
     name, data = _read_source(source)
     with _open_pil(name, data, max_pixels) as im:
+        mode = "LA" if _is_la16(im) else im.mode  # before getexif(), which loads and drops the tiles
         with _decoding(name):
             if _is_sixteen_bit_colour(im):
                 pixels, alpha = _decode_sixteen_bit_colour(name, data, im)
@@ -272,7 +273,7 @@ def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageFile:
         info = _keep_info(im, data)
         pixels, alpha = _orient(pixels, orientation), _orient(alpha, orientation)
         return ImageFile(np.ascontiguousarray(pixels), None if alpha is None else np.ascontiguousarray(alpha),
-                         im.format or "PNG", im.mode if not _is_la16(im) else "LA", info)
+                         im.format or "PNG", mode, info)
 
 
 def _read_source(source) -> tuple[str, bytes]:
@@ -633,7 +634,8 @@ def _save_options(info: dict, fmt: str, mode: str, quality: int) -> dict:
 
 
 def _encode_sixteen_bit_colour(pixels, alpha, fmt: str, info: dict) -> bytes:
-    """16-bit colour (or grey + alpha): Pillow cannot write it, OpenCV and tifffile can."""
+    """16-bit colour (or grey + alpha): Pillow cannot write it; tifffile, OpenCV and (for grey +
+    alpha PNG, which OpenCV cannot write either) :func:`_png_grey_alpha16` do."""
     planes = [pixels] + ([alpha[..., None]] if alpha is not None else [])
     arr = np.concatenate(planes, axis=-1)
     if fmt == "TIFF":
@@ -648,14 +650,24 @@ def _encode_sixteen_bit_colour(pixels, alpha, fmt: str, info: dict) -> bytes:
 
     if fmt == "PPM" and arr.shape[-1] != 3:
         raise ImageWriteError(f"PPM cannot store {arr.shape[-1]}-channel 16-bit pixels; choose PNG or TIFF")
-    if arr.shape[-1] == 2:  # OpenCV writes no grey+alpha: the grey goes into all three colours
-        arr = np.concatenate([np.repeat(arr[..., :1], 3, axis=-1), arr[..., 1:]], axis=-1)
+    if arr.shape[-1] == 2:  # OpenCV writes no grey+alpha PNG
+        return _png_with_metadata(_png_grey_alpha16(arr), info)
     bgr = arr[..., [2, 1, 0, 3]] if arr.shape[-1] == 4 else arr[..., ::-1]
     ok, encoded = cv2.imencode(FORMATS[fmt], np.ascontiguousarray(bgr))
     if not ok:
         raise ImageWriteError(f"OpenCV could not encode a 16-bit {fmt} of shape {arr.shape}")
     data = encoded.tobytes()
     return _png_with_metadata(data, info) if fmt == "PNG" else data
+
+
+def _png_grey_alpha16(arr: np.ndarray) -> bytes:
+    """``(H, W, 2)`` uint16 grey+alpha as a PNG of colour type 4 at 16 bits (big-endian samples)."""
+    height, width = arr.shape[:2]
+    rows = arr.astype(">u2").reshape(height, 2 * width).view(np.uint8)
+    raw = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1).tobytes()  # filter 0 per row
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 4, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(raw, 6))
+            + _png_chunk(b"IEND", b""))
 
 
 def _png_with_metadata(png: bytes, info: dict) -> bytes:

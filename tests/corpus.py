@@ -1,7 +1,7 @@
 """A test corpus of real image files in every format the engine reads, and of broken files.
 
 :func:`make_corpus` writes noisy images (Fashion-MNIST test images laid out in small mosaics,
-corrupted with :func:`data.corruption.corrupt`) in PNG 8/16-bit, palette, grey+alpha, RGBA,
+corrupted with :func:`data.corruption.corrupt`) in PNG 8/16-bit, palette, grey+alpha and RGBA (8/16-bit),
 JPEG baseline/progressive/CMYK/grey/EXIF-rotated, TIFF 8/16-bit, BMP, WebP, GIF, PGM/PPM, in
 nested folders with names holding spaces and non-ASCII letters; beside them broken files (a
 truncated PNG and JPEG, a zero-byte file, a text file named ``.png``, decompression-bomb
@@ -119,9 +119,24 @@ def png_header_only(width: int, height: int) -> bytes:
             + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + _png_chunk(b"IEND", b""))
 
 
+def png_grey_alpha16(grey: np.ndarray, alpha: np.ndarray) -> bytes:
+    """A 16-bit grey+alpha PNG (colour type 4): neither Pillow nor OpenCV writes one."""
+    height, width = grey.shape
+    rows = np.stack([grey, alpha], axis=-1).astype(">u2").reshape(height, 2 * width)
+    raw = b"".join(b"\x00" + row.tobytes() for row in rows)  # filter type 0 on each row
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 4, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(raw))
+            + _png_chunk(b"IEND", b""))
+
+
 def _save_pil(im: Image.Image, path: Path, fmt: str, **kw) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     im.save(path, fmt, **kw)
+
+
+def _save_bytes(data: bytes, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
 
 
 def _save_cv2(arr: np.ndarray, path: Path) -> None:
@@ -182,7 +197,7 @@ def make_corpus(noisy_dir, clean_dir, level: float = 0.25, seed: int = 0) -> lis
 
     a8 = alpha_channel()
 
-    # PNG: 8/16-bit grey and colour, palette, grey+alpha, RGBA (8 and 16 bit).
+    # PNG: 8/16-bit grey and colour, palette, grey+alpha and RGBA (8 and 16 bit each).
     c, n = grey()
     add("png/grey8.png", c, lambda p, n=n: _save_pil(Image.fromarray(n), p, "PNG"), "L")
     c, n = grey(np.uint16)
@@ -199,6 +214,9 @@ def make_corpus(noisy_dir, clean_dir, level: float = 0.25, seed: int = 0) -> lis
     c, n = grey()
     add("png/grey_alpha.png", c, lambda p, n=n: _save_pil(
         Image.fromarray(np.stack([n, a8], axis=-1), "LA"), p, "PNG"), "LA", alpha=True)
+    c, n = grey(np.uint16)
+    a16 = alpha_channel(np.uint16)
+    add("png/grey_alpha16.png", c, lambda p, n=n: _save_bytes(png_grey_alpha16(n, a16), p), "LA", alpha=True)
     c, n = colour()
     add("png/rgba.png", c, lambda p, n=n: _save_pil(
         Image.fromarray(np.dstack([n, a8]), "RGBA"), p, "PNG"), "RGBA", alpha=True)

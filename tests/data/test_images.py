@@ -3,8 +3,10 @@ keeps them (and ICC/EXIF); broken files raise their specific errors; writes are 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
+import struct
 
 import numpy as np
 import pytest
@@ -68,8 +70,8 @@ def test_sixteen_bit_colour_keeps_all_sixteen_bits(corpus):
 
 
 @pytest.mark.parametrize("rel", ["png/grey8.png", "png/grey16.png", "png/rgb16.png", "png/grey_alpha.png",
-                                 "png/rgba.png", "png/rgba16.png", "tiff/grey8.tif", "tiff/grey16.tif",
-                                 "tiff/rgb8.tif", "tiff/rgb16.tif", "other/image.bmp",
+                                 "png/grey_alpha16.png", "png/rgba.png", "png/rgba16.png", "tiff/grey8.tif",
+                                 "tiff/grey16.tif", "tiff/rgb8.tif", "tiff/rgb16.tif", "other/image.bmp",
                                  "other/lossless_alpha.webp", "other/grey.pgm", "other/grey16.pgm",
                                  "other/colour.ppm", "other/colour16.ppm"])
 def test_lossless_round_trip_is_exact(corpus, tmp_path, rel):
@@ -110,16 +112,32 @@ def test_icc_and_exif_kept_but_orientation_dropped(corpus, tmp_path):
         assert im.size == (image.pixels.shape[1], image.pixels.shape[0])
 
 
-def test_sixteen_bit_colour_png_keeps_icc_and_exif(corpus, tmp_path):
+@pytest.mark.parametrize("rel", ["png/rgb16.png", "png/grey_alpha16.png"])
+def test_sixteen_bit_colour_png_keeps_icc_and_exif(corpus, tmp_path, rel):
     root, _ = corpus
-    image = load_image(root / "noisy" / "png/rgb16.png")
-    image = images.ImageFile(image.pixels, None, "PNG", "RGB",
-                             {"icc_profile": srgb_profile(), "exif": camera_exif().tobytes()})
+    image = load_image(root / "noisy" / rel)
+    image = dataclasses.replace(image, info={"icc_profile": srgb_profile(), "exif": camera_exif().tobytes()})
     out = save_image(image, tmp_path / "deep.png")
     with Image.open(out) as im:
         assert im.info["icc_profile"] == srgb_profile()
         assert im.getexif()[0x010F] == "DAE Test Camera"
-    np.testing.assert_array_equal(load_image(out).pixels, image.pixels)
+    back = load_image(out)
+    np.testing.assert_array_equal(back.pixels, image.pixels)
+    assert back.mode == image.mode
+    if image.alpha is not None:
+        np.testing.assert_array_equal(back.alpha, image.alpha)
+
+
+def test_sixteen_bit_grey_alpha_png_is_written_as_colour_type_4():
+    grey = np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000
+    image = images.ImageFile(grey[..., None], 65535 - grey, "PNG", "LA")
+    data = images.encode_image(image, "PNG")
+    width, height, depth, colour_type = struct.unpack(">IIBB", data[16:26])
+    assert (width, height, depth, colour_type) == (4, 3, 16, 4)  # grey + alpha, 16 bits a sample
+    back = load_image(data)
+    assert back.mode == "LA" and back.pixels.shape == (3, 4, 1)
+    np.testing.assert_array_equal(back.pixels[..., 0], grey)
+    np.testing.assert_array_equal(back.alpha, 65535 - grey)
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
