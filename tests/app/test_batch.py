@@ -8,6 +8,8 @@ import csv
 import hashlib
 import json
 import os
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -183,3 +185,46 @@ def test_one_failing_group_member_does_not_sink_the_others(corpus, tmp_path, mon
     assert rows["png/grey8.png"]["reason"] == "denoise_failed"
     assert rows["png/rgb8.png"]["status"] == "done"
     assert os.path.exists(tmp_path / "o" / "png" / "rgb8.png")
+
+
+def test_real_run_from_the_command_line_shows_the_bar_and_the_summary(corpus, tmp_path, capsys):
+    root, _ = corpus
+    code = main([str(root / "noisy"), str(tmp_path / "out"), "--model", MODEL, "--glob", "*/grey8.*"])
+    captured = capsys.readouterr()
+    assert code == 0, captured
+    assert re.search(r"denoised 2 file\(s\), 0\.01 MP in [\d.]+ s \([\d.]+ files/s, [\d.]+ MP/s\); "
+                     r"skipped 0 \(output exists\); failed 0", captured.out), captured.out
+    rate = float(re.search(r"\(([\d.]+) files/s", captured.out).group(1))
+    assert rate > 0
+    # tqdm's bar (on stderr, the summary stays on stdout): both files counted, with the MP/s postfix.
+    assert re.search(r"100%\|.*\| 2/2 \[.*file/s.*MP/s\]", captured.err), captured.err
+    assert "denoised" not in captured.err and "file/s" not in captured.out
+    for rel in ("png/grey8.png", "tiff/grey8.tif"):
+        out, src = load_image(tmp_path / "out" / rel), load_image(root / "noisy" / rel)
+        assert (out.format, out.mode, out.pixels.shape) == (src.format, src.mode, src.pixels.shape)
+
+
+def test_model_may_be_a_keras_file_or_a_run_folder(corpus, tmp_path, capsys):
+    from models.registry import bundled_models, model_card
+
+    root, _ = corpus
+    keras_file = bundled_models()[MODEL]  # models/bundled/fashion-mnist.keras
+    run_folder = tmp_path / "runs" / "fm"
+    run_folder.mkdir(parents=True)
+    shutil.copy(keras_file, run_folder / "model.keras")
+    (run_folder / "config.json").write_text(json.dumps(model_card(MODEL)["config"]))
+    outputs = {}
+    for label, model in (("name", MODEL), ("file", str(keras_file)), ("folder", str(run_folder))):
+        code = main([str(root / "noisy"), str(tmp_path / label), "--model", model, "--glob", "png/grey8.png",
+                     "--no-progress", "--manifest", str(tmp_path / f"{label}.csv")])
+        assert code == 0, capsys.readouterr()
+        assert "denoised 1 file(s)" in capsys.readouterr().out
+        with open(tmp_path / f"{label}.csv", newline="") as fh:
+            assert next(csv.DictReader(fh))["model"] == model
+        outputs[label] = load_image(tmp_path / label / "png/grey8.png").pixels
+    np.testing.assert_array_equal(outputs["file"], outputs["name"])  # the same weights
+    np.testing.assert_array_equal(outputs["folder"], outputs["name"])
+    assert not np.array_equal(outputs["name"], load_image(root / "noisy" / "png/grey8.png").pixels)
+    assert main([str(root / "noisy"), str(tmp_path / "x"), "--model", str(tmp_path / "runs"),
+                 "--glob", "png/grey8.png"]) == 2  # a folder without model.keras
+    assert "a run folder holding model.keras" in capsys.readouterr().err
