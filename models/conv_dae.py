@@ -20,6 +20,20 @@ from keras import layers
 DISTRIBUTIONS = ("gaussian", "bernoulli")
 
 
+def negative_log_likelihood(distribution: str) -> keras.losses.Loss:
+    """``-log p_decoder(x | h)`` up to constants, as a Keras loss; every DAE here trains with it.
+
+    Args:
+        distribution: ``"gaussian"`` (fixed variance: squared error, named ``gaussian_nll``) or
+            ``"bernoulli"`` (binary cross-entropy, named ``bernoulli_nll``).
+    """
+    if distribution == "gaussian":
+        return keras.losses.MeanSquaredError(name="gaussian_nll")
+    if distribution == "bernoulli":
+        return keras.losses.BinaryCrossentropy(name="bernoulli_nll")
+    raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
+
+
 def _conv_block(x, width, name):
     for i in range(2):
         x = layers.Conv2D(width, 3, padding="same", name=f"{name}_conv{i}")(x)
@@ -120,9 +134,7 @@ class ConvDAE(keras.Model):
 
     def loss_function(self):
         """The negative log-likelihood of the decoder's distribution, as a Keras loss."""
-        if self.distribution == "bernoulli":
-            return keras.losses.BinaryCrossentropy(name="bernoulli_nll")
-        return keras.losses.MeanSquaredError(name="gaussian_nll")
+        return negative_log_likelihood(self.distribution)
 
     def get_config(self):
         config = super().get_config()

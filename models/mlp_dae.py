@@ -14,6 +14,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from models.conv_dae import negative_log_likelihood
+
 
 def build_encoder(dim, widths, code, activation, name="encoder"):
     """The encoder f: a point ``(dim,)`` -> the code h ``(code,)``."""
@@ -77,7 +79,7 @@ class MLPDAE(keras.Model):
 
     def loss_function(self):
         """Squared error, -log of a Gaussian decoder up to constants, as for the image DAE."""
-        return keras.losses.MeanSquaredError(name="gaussian_nll")
+        return negative_log_likelihood("gaussian")
 
     def get_config(self):
         config = super().get_config()

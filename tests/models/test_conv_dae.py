@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from models.conv_dae import ConvDAE
+from models.conv_dae import ConvDAE, negative_log_likelihood
 from tests.helpers import run_model_serialization_test
 
 
@@ -70,3 +70,14 @@ def test_bad_arguments_say_what_was_received(kwargs, message):
 def test_loss_matches_decoder_distribution():
     assert ConvDAE(distribution="gaussian").loss_function().name == "gaussian_nll"
     assert ConvDAE(residual=False, distribution="bernoulli").loss_function().name == "bernoulli_nll"
+
+
+def test_negative_log_likelihood_values():
+    x, r = np.array([[0.0, 1.0, 1.0]]), np.array([[0.5, 0.5, 1.0]])
+    # Gaussian with fixed variance: mean squared error.
+    assert float(negative_log_likelihood("gaussian")(x, r)) == pytest.approx((0.25 + 0.25) / 3)
+    # Bernoulli: -mean(x log r + (1 - x) log(1 - r)), up to Keras' clipping of log 0.
+    assert float(negative_log_likelihood("bernoulli")(x, r)) == pytest.approx(2 * np.log(2) / 3, rel=1e-5)
+    with pytest.raises(ValueError, match=r"distribution must be one of \('gaussian', 'bernoulli'\), "
+                                         r"got 'laplace'"):
+        negative_log_likelihood("laplace")

@@ -4,6 +4,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pytest
 
+from models.conv_dae import negative_log_likelihood
 from models.mlp_dae import MLPDAE
 from tests.helpers import run_model_serialization_test
 
@@ -29,6 +30,9 @@ def test_residual_model_with_zero_correction_is_the_identity():
 def test_loss_is_squared_error_as_for_the_image_dae():
     loss = MLPDAE().loss_function()
     assert loss.name == "gaussian_nll"
+    # One loss for every DAE: the image DAE's Gaussian negative log-likelihood.
+    shared = negative_log_likelihood("gaussian")
+    assert type(loss) is type(shared) and loss.get_config() == shared.get_config()
     assert float(loss(np.array([[0.0, 0.0]]), np.array([[1.0, 3.0]]))) == pytest.approx(5.0)
 
 
