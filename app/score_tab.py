@@ -1,4 +1,4 @@
-"""The "Score" tab: the DAE as a score estimator, on 2-D data (see ``docs/score.md``).
+"""The "Score field" tab: the DAE as a score estimator, on 2-D data (see ``docs/score.md``).
 
 Pick a dataset and a noise level σ; the tab shows the vector field r(x) − x that a small MLP
 DAE learned, beside the true σ²∇ log p_σ, the DAE Markov chain settling onto the data, and the
