@@ -55,8 +55,8 @@ SAMPLES_DIR = Path(__file__).resolve().parent.parent / "data" / "samples"
 OUTPUT_DIR = Path(tempfile.gettempdir()) / "dae-ui-results"
 OUTPUT_MAX_AGE_S = 3600  # results are copied into Gradio's cache on return; ours can go after an hour
 
-DEFAULT_MAX_PIXELS = 16_000_000  # ~4000 x 4000: a few seconds per megapixel on 2 CPU cores
-DEFAULT_MAX_FILE_SIZE = "40mb"  # a 16-bit 16 MP PNG is ~100 MB raw but compresses well; JPEGs are far smaller
+DEFAULT_MAX_PIXELS = 25_000_000  # a 24 MP camera photo (6000 x 4000) fits; a few seconds per MP on 2 cores
+DEFAULT_MAX_FILE_SIZE = "40mb"  # a 24 MP camera JPEG is ~10 MB; 16-bit PNGs are larger but compress well
 
 
 def upload_path(value) -> str | None:

@@ -14,6 +14,7 @@ from PIL import Image
 from app import ui
 from data.images import load_image, to_model
 from data.metrics import psnr
+from tests.corpus import png_header_only
 
 SAMPLES = Path(ui.SAMPLES_DIR)
 MODEL = "fashion-mnist"
@@ -86,6 +87,19 @@ def test_read_upload_refuses_too_many_pixels_instead_of_downscaling(tmp_path):
     with pytest.raises(gr.Error, match="never downscales"):
         ui.read_upload(path, "image", max_pixels=1000)
     assert ui.read_upload(path, "image", max_pixels=2000).pixels.shape == (40, 50, 1)
+
+
+def test_default_pixel_limit_takes_a_24_megapixel_photo(tmp_path):
+    assert ui.parse_args([]).max_pixels == ui.DEFAULT_MAX_PIXELS == 25_000_000
+    camera = tmp_path / "camera.png"
+    camera.write_bytes(png_header_only(6000, 4000))  # a 24 MP header with no pixel data behind it
+    with pytest.raises(gr.Error) as err:
+        ui.read_upload(str(camera), "image", ui.DEFAULT_MAX_PIXELS)
+    assert "truncated" in err.value.message  # past the size check: only the missing pixels stop it
+    bigger = tmp_path / "bigger.png"
+    bigger.write_bytes(png_header_only(6400, 4000))  # 25.6 MP
+    with pytest.raises(gr.Error, match=r"6400 x 4000 = 25\.6 MP is more than the 25 MP limit"):
+        ui.read_upload(str(bigger), "image", ui.DEFAULT_MAX_PIXELS)
 
 
 def test_raw_upload_payloads_are_read_by_our_reader(app, tmp_path):
