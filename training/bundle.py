@@ -50,6 +50,14 @@ def pretrain_command(config: PretrainConfig) -> str:
     return shlex.join(parts)
 
 
+def _data_source(config: PretrainConfig) -> str:
+    """Which files the run read, as far as the config tells."""
+    if config.dataset.startswith("folder:"):
+        return f"the images under {config.dataset[len('folder:'):]}"
+    where = config.data_dir or "the default places (README: Where the datasets come from)"
+    return f"the {config.dataset} files in {where}"
+
+
 def test_scores(model, config: PretrainConfig, eval_images: str | None, limit: int) -> dict:
     """PSNR on the test split (named datasets) or on a separate folder of clean photos."""
     from data.datasets import load_folder_images, load_named
@@ -77,7 +85,7 @@ def test_scores(model, config: PretrainConfig, eval_images: str | None, limit: i
 
 
 def bundle(run_dir: Path, name: str, description: str, eval_images: str | None = None,
-           limit: int = 0) -> dict:
+           limit: int = 0, data_note: str = "") -> dict:
     """Copies ``run_dir/model.keras`` into the bundle and writes its card. Returns the card."""
     config = load_config(PretrainConfig, run_dir / "config.json")
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -92,6 +100,7 @@ def bundle(run_dir: Path, name: str, description: str, eval_images: str | None =
         "training": {
             "command": pretrain_command(config),
             "dataset": config.dataset,
+            "data": data_note or _data_source(config),
             "corruptions": list(config.corruptions),
             "epochs_run": metrics["epochs_run"],
             "train_seconds": metrics["train_seconds"],
@@ -148,13 +157,15 @@ def main(argv=None) -> int:
     parser.add_argument("--description", default="")
     parser.add_argument("--eval-images", help="folder of clean test photos (for folder-trained models)")
     parser.add_argument("--limit", type=int, default=0, help="score only this many test images")
+    parser.add_argument("--data-note", default="", help="where the training data came from, for the card")
     args = parser.parse_args(argv)
     if args.table:
         print(cards_table())
         return 0
     if args.run_dir is None or not args.name:
         parser.error("a run folder and --name are needed (or --table)")
-    card = bundle(args.run_dir, args.name, args.description, args.eval_images, args.limit)
+    card = bundle(args.run_dir, args.name, args.description, args.eval_images, args.limit,
+                  args.data_note)
     print(json.dumps(card["scores"], indent=2))
     return 0
 
