@@ -15,7 +15,7 @@ Examples::
     python -m training.benchmark --model fashion-mnist --dataset fashion_mnist --limit 300 \\
         --json runs/benchmark.json --markdown docs/benchmark.md
     python -m training.benchmark --write-skimage-photos photos
-    python -m training.benchmark --model photo --images photos/test \\
+    python -m training.benchmark --model runs/photo --images photos/test \\
         --tune-image photos/tune/motorcycle_right.png
 """
 
@@ -563,7 +563,7 @@ def main(argv=None) -> int:
             for path in write_skimage_photos(config.write_skimage_photos):
                 print(path)
             root = Path(config.write_skimage_photos)
-            print(f"then: python -m training.benchmark --model photo --images {root / 'test'} "
+            print(f"then: python -m training.benchmark --model RUN_DIR --images {root / 'test'} "
                   f"--tune-image {root / 'tune' / (SKIMAGE_TUNE_PHOTO + '.png')}")
             return 0
         if config.from_json:
