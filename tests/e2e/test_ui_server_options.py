@@ -69,7 +69,9 @@ def test_requests_beyond_the_queue_size_are_refused_with_a_message(tmp_path):
                 pytest.fail("a request neither finished nor was refused")
     assert refused, "no request was refused with --queue-size 1"
     assert all(message == "Queue is full! Please try again." for message in refused), refused
-    assert (len(reports), len(refused)) == (2, 2), "expected the running and the waiting request to finish"
+    # The running and the waiting request always finish; a later one may too if a slot freed up
+    # before it arrived (timing), but nothing is lost: each request either finished or was refused.
+    assert len(reports) >= 2 and len(reports) + len(refused) == 4, (len(reports), len(refused))
     for report in reports:
         assert (report["width"], report["height"]) == (528, 528)
         assert report["denoised_psnr"] > report["noisy_psnr"] + 2.0
