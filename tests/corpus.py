@@ -26,7 +26,7 @@ from PIL import Image, ImageCms
 
 from data.corruption import corrupt
 from data.datasets import load_named
-from data.images import from_model, to_model
+from data.images import _png_grey_alpha16, from_model, to_model
 
 HEIGHT, WIDTH = 55, 81
 """Corpus image size: 2 x 3 Fashion-MNIST tiles, cropped to sides that are not multiples of the
@@ -119,16 +119,6 @@ def png_header_only(width: int, height: int) -> bytes:
             + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + _png_chunk(b"IEND", b""))
 
 
-def png_grey_alpha16(grey: np.ndarray, alpha: np.ndarray) -> bytes:
-    """A 16-bit grey+alpha PNG (colour type 4): neither Pillow nor OpenCV writes one."""
-    height, width = grey.shape
-    rows = np.stack([grey, alpha], axis=-1).astype(">u2").reshape(height, 2 * width)
-    raw = b"".join(b"\x00" + row.tobytes() for row in rows)  # filter type 0 on each row
-    ihdr = struct.pack(">IIBBBBB", width, height, 16, 4, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(raw))
-            + _png_chunk(b"IEND", b""))
-
-
 def _save_pil(im: Image.Image, path: Path, fmt: str, **kw) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     im.save(path, fmt, **kw)
@@ -216,7 +206,9 @@ def make_corpus(noisy_dir, clean_dir, level: float = 0.25, seed: int = 0) -> lis
         Image.fromarray(np.stack([n, a8], axis=-1), "LA"), p, "PNG"), "LA", alpha=True)
     c, n = grey(np.uint16)
     a16 = alpha_channel(np.uint16)
-    add("png/grey_alpha16.png", c, lambda p, n=n: _save_bytes(png_grey_alpha16(n, a16), p), "LA", alpha=True)
+    # neither Pillow nor OpenCV writes a 16-bit grey+alpha PNG: the engine's own encoder does
+    add("png/grey_alpha16.png", c,
+        lambda p, n=n: _save_bytes(_png_grey_alpha16(np.stack([n, a16], axis=-1)), p), "LA", alpha=True)
     c, n = colour()
     add("png/rgba.png", c, lambda p, n=n: _save_pil(
         Image.fromarray(np.dstack([n, a8]), "RGBA"), p, "PNG"), "RGBA", alpha=True)

@@ -116,7 +116,7 @@ def bundle(run_dir: Path, name: str, description: str, eval_images: str | None =
     return card
 
 
-def _hours(seconds: float) -> str:
+def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
@@ -135,7 +135,7 @@ def cards_table(folder: Path = BUNDLED_DIR) -> str:
         lines.append(
             f"| `{card['name']}` | {card['description']} | {card['input']['colour']}, "
             f"stride {card['stride']} | {card['parameters']:,} | {size:.1f} MB | "
-            f"`{train['dataset']}` | {train['epochs_run']} | {_hours(train['train_seconds'])} "
+            f"`{train['dataset']}` | {train['epochs_run']} | {_duration(train['train_seconds'])} "
             f"({train['machine']}) |")
     for card in cards:
         scores = card["scores"]

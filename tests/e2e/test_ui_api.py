@@ -28,9 +28,14 @@ def client(ui_server):
     return Client(ui_server, verbose=False)
 
 
-def denoise(client, image, reference=None, corruption="none", level=0.0, strength=1.0, seed=0):
-    return client.predict(handle_file(str(image)), MODEL, strength, corruption, level, seed,
-                          handle_file(str(reference)) if reference else None, api_name="/denoise")
+def denoise_args(image, reference=None, corruption="none", level=0.0, strength=1.0, seed=0):
+    """The ``/denoise`` endpoint's arguments, in its order, for ``client.predict`` or ``submit``."""
+    return (handle_file(str(image)), MODEL, strength, corruption, level, seed,
+            handle_file(str(reference)) if reference else None)
+
+
+def denoise(client, image, *args, **kwargs):
+    return client.predict(*denoise_args(image, *args, **kwargs), api_name="/denoise")
 
 
 def read(path) -> tuple[np.ndarray, str, tuple[int, int]]:

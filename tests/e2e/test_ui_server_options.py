@@ -4,28 +4,19 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import Client
 from gradio_client.exceptions import AuthenticationError
 from gradio_client.utils import QueueError, Status
 from PIL import Image
 
 from app.ui import serve_in_subprocess
+from tests.e2e.test_ui_api import SAMPLES, denoise_args
 
 pytestmark = pytest.mark.e2e
-
-SAMPLES = Path(__file__).resolve().parents[2] / "data" / "samples"
-MODEL = "fashion-mnist"
-
-
-def denoise_args(image, reference=None, corruption="none", level=0.0, seed=0):
-    return (handle_file(str(image)), MODEL, 1.0, corruption, level, seed,
-            handle_file(str(reference)) if reference else None)
-
 
 def test_auth_is_required_for_the_page_and_the_api(tmp_path):
     with serve_in_subprocess(["--auth", "ann:pw"], log_path=tmp_path / "server.log") as url:
