@@ -14,6 +14,7 @@ with ``TF_CONFIG`` set, ``MultiWorkerMirroredStrategy`` across machines.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import os
@@ -207,6 +208,7 @@ def train(config: PretrainConfig) -> dict:
         if is_multi_worker(strategy):
             patch_keras_for_multi_worker(model, next(iter(train_ds)))
     callbacks = [
+        epoch_timer(),  # before CSVLogger, so that history.csv keeps every epoch's time
         keras.callbacks.BackupAndRestore(str(out_dir / "backup")),
         keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoint.keras")),
         keras.callbacks.TerminateOnNaN(),
@@ -214,20 +216,43 @@ def train(config: PretrainConfig) -> dict:
         keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(out_dir / "logs")),
     ]
-    started = time.time()
-    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
-                        callbacks=callbacks, verbose="auto" if sys.stdout.isatty() else 2)
-    seconds = time.time() - started
+    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
+              callbacks=callbacks, verbose="auto" if sys.stdout.isatty() else 2)
     model.save(out_dir / "model.keras")
     (out_dir / "checkpoint.keras").unlink(missing_ok=True)
     if not is_chief(strategy):
         return {}
-    return summarize(out_dir, config, x_val, history.history, seconds)
+    return summarize(out_dir, config, x_val, read_history(out_dir / "history.csv"))
 
 
-def summarize(run_dir: Path, config: PretrainConfig, x_val: np.ndarray, history: dict,
-              seconds: float) -> dict:
-    """Scores the saved model on validation images and writes ``metrics.json`` and samples."""
+def epoch_timer():
+    """A Keras callback adding ``epoch_seconds`` to each epoch's logs."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs["epoch_seconds"] = time.time() - self.started
+
+    return EpochTimer()
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    """``history.csv`` as ``{column: values}``: every epoch, also those before a resume."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {key: [float(row[key]) for row in rows if row.get(key) not in (None, "")]
+            for key in (rows[0] if rows else {}) if key != "epoch"}
+
+
+def summarize(run_dir: Path, config: PretrainConfig, x_val: np.ndarray, history: dict) -> dict:
+    """Scores the saved model on validation images and writes ``metrics.json`` and samples.
+
+    ``history`` is :func:`read_history`'s: losses, epoch count and training time cover the
+    whole run, resumed or not.
+    """
     from data.images import to_model
     from models.registry import load_model
     from training.evaluation import evaluate_denoiser
@@ -242,7 +267,7 @@ def summarize(run_dir: Path, config: PretrainConfig, x_val: np.ndarray, history:
         "val_loss": [round(float(v), 6) for v in history.get("val_loss", [])],
         "loss": [round(float(v), 6) for v in history.get("loss", [])],
         "epochs_run": len(history.get("loss", [])),
-        "train_seconds": round(seconds, 1),
+        "train_seconds": round(sum(history.get("epoch_seconds", [])), 1),
         "validation_images": int(len(clean)),
         "psnr": evaluate_denoiser(denoise, clean, settings, seed=config.seed),
     }

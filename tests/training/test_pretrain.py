@@ -80,7 +80,11 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     finish(pretrain(args))
     # The restarted run logged only the remaining epochs: every epoch once, in order.
     assert epochs_logged(run) == [0, 1, 2, 3]
-    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 4 - len(done)
+    # metrics.json covers the whole run, not only the epochs after the restart.
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 4 and len(metrics["val_loss"]) == 4
+    seconds = [float(row["epoch_seconds"]) for row in csv.DictReader((run / "history.csv").open())]
+    assert min(seconds) > 0 and metrics["train_seconds"] == pytest.approx(sum(seconds), abs=0.1)
 
 
 @real_run
