@@ -1,0 +1,93 @@
+"""Training speed per precision: milliseconds per step of the default conv DAE, float32
+against 16-bit compute. Prints a Markdown table.
+
+Each precision trains a fresh model (``training.pretrain``'s defaults and loss) on a fixed
+batch of corrupted images for ``--warmup`` steps, which include tracing, then for ``--steps``
+timed steps. ``bfloat16`` is the choice on a CPU with AVX-512 BF16 or AMX units; ``float16``
+is the GPU's (without a GPU it runs, slowly, in emulation).
+
+Example::
+
+    python -m training.bench_train --precision off --precision bfloat16
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import sys
+import time
+from dataclasses import field
+
+import numpy as np
+
+from training.cli import parse_config
+from training.pretrain import PretrainConfig, configure_devices, model_kwargs
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchTrainConfig:
+    """What :func:`main` measures."""
+
+    precision: tuple[str, ...] = field(default=("off", "bfloat16"), metadata={
+        "flag": "precision", "help": "--mixed-precision values to compare (off = float32)"})
+    steps: int = field(default=60, metadata={"help": "timed training steps per precision"})
+    warmup: int = field(default=10, metadata={"help": "untimed steps first (tracing, caches)"})
+    batch_size: int = field(default=64, metadata={"help": "images per step (pretraining's default)"})
+    size: int = field(default=28, metadata={"help": "image side (28 = Fashion-MNIST)"})
+    channels: int = field(default=1, metadata={"help": "1 (grey) or 3 (colour)"})
+
+    def __post_init__(self):
+        if self.steps < 1 or self.warmup < 1 or self.batch_size < 1:
+            raise ValueError("--steps, --warmup and --batch-size must be >= 1")
+
+
+def time_steps(config: BenchTrainConfig, precision: str) -> float:
+    """Seconds per training step at ``precision`` (a ``--mixed-precision`` value)."""
+    import keras
+
+    from data.corruption import corrupt_batch
+    from models.conv_dae import ConvDAE
+
+    pretrain = PretrainConfig(mixed_precision=precision, jit="off")
+    configure_devices(pretrain)
+    keras.utils.set_random_seed(0)
+    clean = np.random.default_rng(0).random(
+        (config.batch_size, config.size, config.size, config.channels), dtype=np.float32)
+    noisy = corrupt_batch(clean, pretrain.specs, np.array([0, 0])).numpy()
+    model = ConvDAE(channels=config.channels, **model_kwargs(pretrain))
+    model.compile(optimizer=keras.optimizers.Adam(pretrain.learning_rate), loss=model.loss_function())
+    for _ in range(config.warmup):
+        model.train_on_batch(noisy, clean)
+    started = time.perf_counter()
+    for _ in range(config.steps):
+        loss = model.train_on_batch(noisy, clean)
+    seconds = (time.perf_counter() - started) / config.steps
+    if not np.isfinite(loss):
+        raise RuntimeError(f"training diverged at precision {precision!r} (loss {loss})")
+    return seconds
+
+
+def main(argv=None) -> int:
+    """CLI entry point: ``python -m training.bench_train --help``."""
+    config = parse_config(BenchTrainConfig, __doc__.split("\n\n")[0], argv)
+    for precision in config.precision:
+        if precision not in ("off", "float16", "bfloat16"):
+            print(f"error: unknown precision {precision!r}; expected off, float16 or bfloat16",
+                  file=sys.stderr)
+            return 2
+    rows = [(precision, time_steps(config, precision)) for precision in config.precision]
+    base = rows[0][1]
+    print(f"Training speed, default conv DAE, batch {config.batch_size} of "
+          f"{config.size}x{config.size}x{config.channels}, {config.steps} steps "
+          f"({platform.processor() or platform.machine()}):\n")
+    print(f"| precision | ms/step | images/s | vs {rows[0][0]} |")
+    print("|---|---|---|---|")
+    for precision, seconds in rows:
+        print(f"| {precision} | {1000 * seconds:.1f} | {config.batch_size / seconds:,.0f} "
+              f"| {base / seconds:.2f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
