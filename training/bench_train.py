@@ -40,6 +40,9 @@ class BenchTrainConfig:
     def __post_init__(self):
         if self.steps < 1 or self.warmup < 1 or self.batch_size < 1:
             raise ValueError("--steps, --warmup and --batch-size must be >= 1")
+        unknown = [p for p in self.precision if p not in ("off", "float16", "bfloat16")]
+        if unknown:
+            raise ValueError(f"unknown precision {unknown[0]!r}; expected off, float16 or bfloat16")
 
 
 def time_steps(config: BenchTrainConfig, precision: str) -> float:
@@ -71,11 +74,6 @@ def time_steps(config: BenchTrainConfig, precision: str) -> float:
 def main(argv=None) -> int:
     """CLI entry point: ``python -m training.bench_train --help``."""
     config = parse_config(BenchTrainConfig, __doc__.split("\n\n")[0], argv)
-    for precision in config.precision:
-        if precision not in ("off", "float16", "bfloat16"):
-            print(f"error: unknown precision {precision!r}; expected off, float16 or bfloat16",
-                  file=sys.stderr)
-            return 2
     rows = [(precision, time_steps(config, precision)) for precision in config.precision]
     base = rows[0][1]
     print(f"Training speed, default conv DAE, batch {config.batch_size} of "
