@@ -238,6 +238,7 @@ def _fit(model, splits_train, val, config: FinetuneConfig, phase: str, epochs: i
                   loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
     history = model.fit(train_ds, steps_per_epoch=steps, epochs=epochs, validation_data=val,
                         callbacks=_callbacks(seed_dir, log_dir, phase, config.patience),
+                        shuffle=False,  # the tf.data pipeline shuffles; fit's flag would only warn
                         verbose="auto" if sys.stdout.isatty() else 2)
     return len(history.history.get("loss", []))
 

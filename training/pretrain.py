@@ -216,8 +216,9 @@ def train(config: PretrainConfig) -> dict:
         keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(out_dir / "logs")),
     ]
-    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
-              callbacks=callbacks, verbose="auto" if sys.stdout.isatty() else 2)
+    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
+              shuffle=False,  # the tf.data pipeline shuffles; fit's own flag would only warn
+              verbose="auto" if sys.stdout.isatty() else 2)
     model.save(out_dir / "model.keras")
     (out_dir / "checkpoint.keras").unlink(missing_ok=True)
     if not is_chief(strategy):
