@@ -28,7 +28,6 @@ import json
 import math
 import shutil
 import sys
-import time
 import types
 from dataclasses import field
 from pathlib import Path
@@ -39,6 +38,7 @@ from data.corruption import BENCHMARK_SETTINGS
 from data.datasets import SOURCES, DatasetNotFoundError
 from models.registry import ModelNotFoundError
 from training.cli import parse_config
+from training.history import epoch_timer, read_history
 from training.pretrain import PretrainConfig
 
 MODES = ("linear", "finetune", "scratch")
@@ -207,6 +207,7 @@ def _callbacks(seed_dir: Path, log_dir: Path, phase: str, patience: int) -> list
     import keras
 
     return [
+        epoch_timer(),  # before CSVLogger, so that the phase's history keeps every epoch's time
         keras.callbacks.BackupAndRestore(str(seed_dir / f"backup-{phase}")),
         keras.callbacks.ModelCheckpoint(str(seed_dir / "checkpoint.keras")),
         keras.callbacks.TerminateOnNaN(),
@@ -236,11 +237,11 @@ def _fit(model, splits_train, val, config: FinetuneConfig, phase: str, epochs: i
                 .batch(config.batch_size).prefetch(tf.data.AUTOTUNE))
     model.compile(optimizer=keras.optimizers.Adam(lr), jit_compile=jit,
                   loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
-    history = model.fit(train_ds, steps_per_epoch=steps, epochs=epochs, validation_data=val,
-                        callbacks=_callbacks(seed_dir, log_dir, phase, config.patience),
-                        shuffle=False,  # the tf.data pipeline shuffles; fit's flag would only warn
-                        verbose="auto" if sys.stdout.isatty() else 2)
-    return len(history.history.get("loss", []))
+    model.fit(train_ds, steps_per_epoch=steps, epochs=epochs, validation_data=val,
+              callbacks=_callbacks(seed_dir, log_dir, phase, config.patience),
+              shuffle=False,  # the tf.data pipeline shuffles; fit's flag would only warn
+              verbose="auto" if sys.stdout.isatty() else 2)
+    return read_history(seed_dir / f"history-{phase}.csv")
 
 
 def build_classifier(config: FinetuneConfig, num_classes: int, image_size):
@@ -272,19 +273,18 @@ def train_seed(config: FinetuneConfig, splits: Splits, seed: int, run_dir: Path,
         raise ValueError(f"model {config.model!r} takes {channels}-channel images; "
                          f"{config.dataset} has {splits.x_train.shape[-1]}")
     model.adapt(splits.x_train[: config.stats_images])  # unlabelled: the DAE saw them too
-    started, epochs_run = time.time(), {}
+    histories = {}  # phase -> every epoch of it, also those before a restart
     common = dict(seed=seed, seed_dir=seed_dir, log_dir=run_dir / "logs", jit=jit)
     if config.mode == "finetune":
-        epochs_run["head"] = _fit(model, train, val, config, "head", config.head_epochs,
-                                  config.head_learning_rate, **common)
+        histories["head"] = _fit(model, train, val, config, "head", config.head_epochs,
+                                 config.head_learning_rate, **common)
         model = model.with_frozen_encoder(False)
-        epochs_run["all"] = _fit(model, train, val, config, "all", config.epochs,
-                                 config.finetune_learning_rate, **common)
+        histories["all"] = _fit(model, train, val, config, "all", config.epochs,
+                                config.finetune_learning_rate, **common)
     else:
         lr = config.head_learning_rate if config.mode == "linear" else config.learning_rate
-        epochs_run[config.mode] = _fit(model, train, val, config, config.mode, config.epochs, lr,
-                                       **common)
-    seconds = time.time() - started
+        histories[config.mode] = _fit(model, train, val, config, config.mode, config.epochs, lr,
+                                      **common)
     model.save(seed_dir / "model.keras")
     (seed_dir / "checkpoint.keras").unlink(missing_ok=True)
     y_pred = predict_labels(model, splits.x_test)
@@ -292,8 +292,8 @@ def train_seed(config: FinetuneConfig, splits: Splits, seed: int, run_dir: Path,
     metrics = {
         "seed": seed,
         "labelled_images": int(len(pick)),
-        "epochs_run": epochs_run,
-        "train_seconds": round(seconds, 1),
+        "epochs_run": {phase: len(h.get("loss", [])) for phase, h in histories.items()},
+        "train_seconds": round(sum(sum(h.get("epoch_seconds", [])) for h in histories.values()), 1),
         "val_accuracy": float(np.mean(predict_labels(model, splits.x_val) == splits.y_val)),
         "test_accuracy": float(np.mean(y_pred == splits.y_test)),
     }

@@ -14,12 +14,10 @@ with ``TF_CONFIG`` set, ``MultiWorkerMirroredStrategy`` across machines.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import os
 import sys
-import time
 from dataclasses import field
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from data.corruption import BENCHMARK_SETTINGS, CorruptionSpec
 from data.datasets import DatasetNotFoundError, load_dataset, split_validation
 from training.cli import parse_config, save_config
 from training.distribute import patch_keras_for_multi_worker
+from training.history import epoch_timer, read_history
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,32 +225,10 @@ def train(config: PretrainConfig) -> dict:
     return summarize(out_dir, config, x_val, read_history(out_dir / "history.csv"))
 
 
-def epoch_timer():
-    """A Keras callback adding ``epoch_seconds`` to each epoch's logs."""
-    import keras
-
-    class EpochTimer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.time()
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs["epoch_seconds"] = time.time() - self.started
-
-    return EpochTimer()
-
-
-def read_history(path: Path) -> dict[str, list[float]]:
-    """``history.csv`` as ``{column: values}``: every epoch, also those before a resume."""
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    return {key: [float(row[key]) for row in rows if row.get(key) not in (None, "")]
-            for key in (rows[0] if rows else {}) if key != "epoch"}
-
-
 def summarize(run_dir: Path, config: PretrainConfig, x_val: np.ndarray, history: dict) -> dict:
     """Scores the saved model on validation images and writes ``metrics.json`` and samples.
 
-    ``history`` is :func:`read_history`'s: losses, epoch count and training time cover the
+    ``history`` is :func:`training.history.read_history`'s: losses, epoch count and training time cover the
     whole run, resumed or not.
     """
     from data.images import to_model

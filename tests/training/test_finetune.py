@@ -21,6 +21,7 @@ from training.finetune import (
     train_seed,
 )
 from training.finetune_grid import GridConfig, run_grid
+from training.history import read_history
 
 TINY = dict(dataset="fashion_mnist", seeds=1, epochs=2, head_epochs=1, min_steps_per_epoch=5,
             batch_size=16, stats_images=200)
@@ -130,6 +131,12 @@ def test_run_folder_layout_and_resume(tmp_path, tiny):
                                           "masking:0.25", "masking:0.5"}
     history = (run_dir / "history.csv").read_text().splitlines()
     assert history[0].startswith("seed,phase,epoch")
+    # Epochs and training time per seed come from the phases' CSV logs (they survive a restart).
+    seed0 = json.loads((run_dir / "seeds" / "seed-0" / "metrics.json").read_text())
+    for phase in ("head", "all"):
+        logged = read_history(run_dir / "seeds" / "seed-0" / f"history-{phase}.csv")
+        assert seed0["epochs_run"][phase] == len(logged["loss"]) == len(logged["epoch_seconds"])
+    assert seed0["train_seconds"] > 0
     assert {line.split(",")[:2][1] for line in history[1:]} == {"head", "all"}
     # The top-level model is the best-validation seed, and loads through the registry.
     best = metrics["best_seed"]
