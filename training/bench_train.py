@@ -1,10 +1,10 @@
 """Training speed per precision: milliseconds per step of the default conv DAE, float32
 against 16-bit compute. Prints a Markdown table.
 
-Each precision trains a fresh model (``training.pretrain``'s defaults and loss) on a fixed
-batch of corrupted images for ``--warmup`` steps, which include tracing, then for ``--steps``
-timed steps. ``bfloat16`` is the choice on a CPU with AVX-512 BF16 or AMX units; ``float16``
-is the GPU's (without a GPU it runs, slowly, in emulation).
+Each precision trains a fresh model (``training.pretrain.build_dae``: pretraining's defaults,
+loss and optimiser) on a fixed batch of corrupted images for ``--warmup`` steps, which include
+tracing, then for ``--steps`` timed steps. ``bfloat16`` is the choice on a CPU with AVX-512
+BF16 or AMX units; ``float16`` is the GPU's (without a GPU it runs, slowly, in emulation).
 
 Example::
 
@@ -22,7 +22,11 @@ from dataclasses import field
 import numpy as np
 
 from training.cli import parse_config
-from training.pretrain import PretrainConfig, configure_devices, model_kwargs
+from training.pretrain import PretrainConfig, build_dae, configure_devices
+
+# pretraining's --mixed-precision choices, less "auto" (which picks one of them)
+PRECISIONS = tuple(c for c in PretrainConfig.__dataclass_fields__["mixed_precision"].metadata["choices"]
+                   if c != "auto")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,9 +44,9 @@ class BenchTrainConfig:
     def __post_init__(self):
         if self.steps < 1 or self.warmup < 1 or self.batch_size < 1:
             raise ValueError("--steps, --warmup and --batch-size must be >= 1")
-        unknown = [p for p in self.precision if p not in ("off", "float16", "bfloat16")]
+        unknown = [p for p in self.precision if p not in PRECISIONS]
         if unknown:
-            raise ValueError(f"unknown precision {unknown[0]!r}; expected off, float16 or bfloat16")
+            raise ValueError(f"unknown precision {unknown[0]!r}; expected one of {', '.join(PRECISIONS)}")
 
 
 def time_steps(config: BenchTrainConfig, precision: str) -> float:
@@ -50,7 +54,6 @@ def time_steps(config: BenchTrainConfig, precision: str) -> float:
     import keras
 
     from data.corruption import corrupt_batch
-    from models.conv_dae import ConvDAE
 
     pretrain = PretrainConfig(mixed_precision=precision, jit="off")
     configure_devices(pretrain)
@@ -58,8 +61,7 @@ def time_steps(config: BenchTrainConfig, precision: str) -> float:
     clean = np.random.default_rng(0).random(
         (config.batch_size, config.size, config.size, config.channels), dtype=np.float32)
     noisy = corrupt_batch(clean, pretrain.specs, np.array([0, 0])).numpy()
-    model = ConvDAE(channels=config.channels, **model_kwargs(pretrain))
-    model.compile(optimizer=keras.optimizers.Adam(pretrain.learning_rate), loss=model.loss_function())
+    model = build_dae(pretrain, config.channels, steps_per_epoch=config.warmup + config.steps)
     for _ in range(config.warmup):
         model.train_on_batch(noisy, clean)
     started = time.perf_counter()

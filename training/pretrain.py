@@ -98,6 +98,21 @@ def model_kwargs(config) -> dict:
                 distribution=config.distribution)
 
 
+def build_dae(config, channels: int, steps_per_epoch: int, jit: bool = False):
+    """The conv DAE of ``config``, compiled as pretraining trains it: the decoder's negative
+    log-likelihood, Adam with the learning rate cosine-decayed to zero over the run."""
+    import keras
+
+    from models.conv_dae import ConvDAE
+
+    model = ConvDAE(channels=channels, name="conv_dae", **model_kwargs(config))
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate,
+                                                      config.epochs * steps_per_epoch)
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=model.loss_function(),
+                  jit_compile=jit)
+    return model
+
+
 def configure_devices(config):
     """Returns ``(strategy, use_xla)``; sets the dtype policy. Call before any TF op."""
     import keras
@@ -170,7 +185,6 @@ def train(config: PretrainConfig) -> dict:
     import keras
 
     from data.pipeline import denoising_dataset
-    from models.conv_dae import ConvDAE
 
     keras.utils.set_random_seed(config.seed)
     data = load_dataset(config.dataset, config.data_dir, channels=config.channels,
@@ -200,10 +214,7 @@ def train(config: PretrainConfig) -> dict:
         raise ValueError(f"{len(x_train)} training images is fewer than one batch of {config.batch_size}")
 
     with strategy.scope():
-        model = ConvDAE(channels=data.channels, name="conv_dae", **model_kwargs(config))
-        schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * steps)
-        model.compile(optimizer=keras.optimizers.Adam(schedule), loss=model.loss_function(),
-                      jit_compile=jit)
+        model = build_dae(config, data.channels, steps, jit)
         if is_multi_worker(strategy):
             patch_keras_for_multi_worker(model, next(iter(train_ds)))
     callbacks = [
