@@ -434,7 +434,7 @@ def speed_summary(results: dict, contenders: Sequence[Contender]) -> dict:
 # ---------------------------------------------------------------- tables
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
     rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
@@ -490,7 +490,7 @@ def _metric_table(report: dict, metric: str, digits: int, speed: bool) -> str:
             text = "" if r is None else f"{r[metric]:.{digits}f}"
             cells.append(f"**{text}**" if r is not None and r[metric] == best else text)
         rows.append(cells + (_speed_cells(report, name) if speed else []))
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def _params_table(report: dict) -> str:
@@ -498,7 +498,7 @@ def _params_table(report: dict) -> str:
     rows = [[label, *(_format_params(results[s][n]["params"]) if n in results[s] else "" for s in settings)]
             for n, label in _labels(report).items()
             if any(results[s].get(n, {}).get("tune", {}).get("grid") for s in settings)]
-    return _table(["contender", *settings], rows)
+    return markdown_table(["contender", *settings], rows)
 
 
 def _margin_table(report: dict) -> str:
@@ -515,7 +515,7 @@ def _margin_table(report: dict) -> str:
         for m in models:
             margin = report["results"][s][m]["psnr"] - classic[best]["psnr"]
             rows.setdefault(m, [f"{labels[m]} minus best classic"]).append(f"{margin:+.2f}")
-    return _table(["", *report["settings"]], list(rows.values()))
+    return markdown_table(["", *report["settings"]], list(rows.values()))
 
 
 def markdown_report(report: dict) -> str:
@@ -546,7 +546,7 @@ def markdown_report(report: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _write_atomic(path: str, text: str) -> None:
+def write_atomic(path: str, text: str) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
@@ -574,11 +574,11 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if config.json and not config.from_json:  # first: the numbers are safe even if formatting fails
-        _write_atomic(config.json, json.dumps(report, indent=2) + "\n")
+        write_atomic(config.json, json.dumps(report, indent=2) + "\n")
     text = markdown_report(report)
     print(text)
     if config.markdown:
-        _write_atomic(config.markdown, f"Command: `{report['command']}`\n\n{text}")
+        write_atomic(config.markdown, f"Command: `{report['command']}`\n\n{text}")
     return 0
 
 

@@ -1,0 +1,220 @@
+"""The blind model against single-setting specialists, on the benchmark's protocol.
+
+    python -m training.specialists --blind fashion-mnist --out runs/specialists -- \\
+        --dataset fashion_mnist --epochs 20
+
+For every setting (default: the benchmark's 8), trains a *specialist*: the pretraining run of
+the options after ``--`` (see ``python -m training.pretrain --help``) with that one corruption
+at that one level, in ``OUT/NAME-LEVEL``. Then it scores the blind model and every finished
+specialist on the same corrupted test images, with the benchmark's protocol and code
+(:mod:`training.benchmark`: the dataset's test split, seeded noise, PSNR with data range 1 and
+SSIM averaged per image), and writes ``OUT/results.md`` and ``OUT/results.json``: both scores
+and blind − specialist per setting. How far the blind model falls short of each specialist is
+the price of one model for every noise.
+
+A finished specialist (``metrics.json`` and the same config) is not trained again, even if its
+folder was moved there from elsewhere; a killed one resumes from its last finished epoch when
+the same command runs again; ``--report-only`` trains nothing and scores the finished ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import sys
+from dataclasses import field
+from pathlib import Path
+
+from data.corruption import BENCHMARK_SETTINGS
+from data.datasets import DatasetNotFoundError
+from models.registry import ModelNotFoundError
+from training.benchmark import (
+    BenchmarkConfig,
+    Setting,
+    corrupt_images,
+    dataset_data,
+    evaluate,
+    markdown_table,
+    model_contender,
+    parse_setting,
+    write_atomic,
+)
+from training.cli import build_parser, config_from_dict, parse_config
+from training.pretrain import PretrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecialistsConfig:
+    """The comparison's own options; everything else is a :class:`PretrainConfig` option."""
+
+    blind: str = field(default="fashion-mnist", metadata={
+        "help": "the blind model: bundled name, run folder or .keras file"})
+    setting: tuple[str, ...] = field(
+        default=tuple(f"{name}:{level:g}" for name, level in BENCHMARK_SETTINGS),
+        metadata={"flag": "setting", "help": "NAME:LEVEL settings, one specialist each"})
+    out: str = field(default="runs/specialists", metadata={"help": "folder of the specialists' runs"})
+    limit: int = field(default=0, metadata={"help": "score only the first N test images (0: all)"})
+    seed: int = field(default=0, metadata={"help": "seed of the test noise (the benchmark's default)"})
+    margin: float = field(default=0.5, metadata={
+        "help": "the blind model should come within this many dB of each specialist"})
+    report_only: bool = field(default=False, metadata={
+        "help": "train nothing: score the finished specialists and rewrite the report"})
+
+    def __post_init__(self):
+        if not self.setting:
+            raise ValueError("at least one --setting is needed")
+        for text in self.setting:
+            parse_setting(text)
+        if self.limit < 0:
+            raise ValueError(f"--limit must be >= 0, got {self.limit}")
+
+
+def run_folder(out, setting: Setting) -> Path:
+    """``OUT/NAME-LEVEL``, e.g. ``runs/specialists/gaussian-0.1``."""
+    return Path(out) / f"{setting.name}-{setting.level:g}"
+
+
+def specialist_config(base: PretrainConfig, setting: Setting, out) -> PretrainConfig:
+    """The pretraining run of ``base`` with this one corruption at this one level."""
+    return dataclasses.replace(base, corruptions=(f"{setting.name}:{setting.level!r}",),
+                               out=str(run_folder(out, setting)))
+
+
+def _comparable(config: PretrainConfig) -> dict:
+    saved = json.loads(json.dumps(dataclasses.asdict(config)))
+    saved.pop("out")  # a run folder moved elsewhere holds the same run
+    return saved
+
+
+def finished(config: PretrainConfig) -> dict | None:
+    """The run's metrics when its folder holds a finished run of this config, else None."""
+    run = Path(config.out)
+    if not (run / "metrics.json").is_file() or not (run / "config.json").is_file():
+        return None
+    saved = json.loads((run / "config.json").read_text())
+    saved.pop("out", None)
+    if saved != _comparable(config):
+        return None
+    return json.loads((run / "metrics.json").read_text())
+
+
+def pretrain_command(config: PretrainConfig) -> str:
+    """The ``python -m training.pretrain`` command line of a config (non-default options only)."""
+    default, args = PretrainConfig(), []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if value == getattr(default, f.name) and f.name != "out":
+            continue
+        flag = "--" + f.metadata.get("flag", f.name).replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag[2:])
+        elif f.name == "corruptions":
+            args += [a for v in value for a in (flag, v)]
+        elif isinstance(value, tuple):
+            args += [flag, *map(str, value)]
+        else:
+            args += [flag, str(value)]
+    return shlex.join(["python", "-m", "training.pretrain", *args])
+
+
+def train_missing(config: SpecialistsConfig, base: PretrainConfig) -> None:
+    """Trains (or resumes) every specialist that has not finished, one after the other."""
+    from training.pretrain import train
+
+    for text in config.setting:
+        run = specialist_config(base, parse_setting(text), config.out)
+        if finished(run) is None:
+            print(f"== specialist {text}: {pretrain_command(run)}", flush=True)
+            train(run)
+
+
+def score(config: SpecialistsConfig, base: PretrainConfig) -> dict:
+    """Scores the blind model and each finished specialist on the same corrupted test images."""
+    data = dataset_data(BenchmarkConfig(dataset=base.dataset, data_dir=base.data_dir,
+                                        limit=config.limit, seed=config.seed))
+    blind = model_contender(config.blind)
+    settings = {}
+    for text in config.setting:
+        setting = parse_setting(text)
+        run = specialist_config(base, setting, config.out)
+        metrics = finished(run)
+        row = {"run": run.out, "command": pretrain_command(run), "trained": metrics is not None}
+        noisy = corrupt_images(data.test, setting, config.seed)
+        row["blind"] = evaluate(blind, {}, data.test, noisy)
+        if metrics is not None:
+            row["specialist"] = evaluate(model_contender(run.out), {}, data.test, noisy)
+            row["epochs_run"], row["train_seconds"] = metrics["epochs_run"], metrics["train_seconds"]
+            row["gap_db"] = round(row["blind"]["psnr"] - row["specialist"]["psnr"], 3)
+        settings[setting.label] = row
+        print(f"{setting.label:>16}: blind {row['blind']['psnr']:6.2f} dB, specialist "
+              + (f"{row['specialist']['psnr']:6.2f} dB ({row['gap_db']:+.2f})" if metrics else "not trained"),
+              file=sys.stderr, flush=True)
+    return {"config": dataclasses.asdict(config), "base": dataclasses.asdict(base),
+            "test": data.description["test"], "blind": blind.about | {"name": blind.name},
+            "settings": settings}
+
+
+def markdown_report(report: dict) -> str:
+    """The comparison as Markdown: one row per setting, then the commands."""
+    margin = report["config"]["margin"]
+    rows = []
+    for label, row in report["settings"].items():
+        blind = row["blind"]
+        if row["trained"]:
+            spec, gap = row["specialist"], row["gap_db"]
+            rows.append([label, f"{blind['psnr']:.2f}", f"{spec['psnr']:.2f}", f"{gap:+.2f}",
+                         "yes" if gap >= -margin else "**no**", f"{blind['ssim']:.3f}",
+                         f"{spec['ssim']:.3f}", f"{row['epochs_run']}, {row['train_seconds'] / 60:.0f} min"])
+        else:
+            rows.append([label, f"{blind['psnr']:.2f}", "not trained", "", "",
+                         f"{blind['ssim']:.3f}", "", ""])
+    header = ["setting", "blind PSNR", "specialist PSNR", "blind − specialist",
+              f"within {margin:g} dB", "blind SSIM", "specialist SSIM", "specialist epochs, time"]
+    commands = [f"- {label}: `{row['command']}`" for label, row in report["settings"].items()]
+    return "\n".join([
+        f"Blind model `{report['blind']['name']}` against single-setting specialists, "
+        f"{report['test']}, noise seed {report['config']['seed']} (PSNR in dB, SSIM).", "",
+        markdown_table(header, rows), "",
+        "Each specialist is the pretraining command below, run folder included:", "", *commands,
+    ]) + "\n"
+
+
+def run(config: SpecialistsConfig, base: PretrainConfig) -> dict:
+    """Trains the missing specialists (unless ``report_only``), scores, writes the report."""
+    if base.dataset.startswith("folder:"):
+        raise ValueError("specialists are scored on a named dataset's test split; for photo "
+                         "models pass each run to python -m training.benchmark --images DIR")
+    if not config.report_only:
+        train_missing(config, base)
+    report = score(config, base)
+    out = Path(config.out)
+    write_atomic(str(out / "results.json"), json.dumps(report, indent=2) + "\n")
+    write_atomic(str(out / "results.md"), markdown_report(report))
+    return report
+
+
+def main(argv=None) -> int:
+    """CLI entry point: ``python -m training.specialists --help``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    own, run_args = argv[:split], argv[split + 1:]
+    parser = build_parser(SpecialistsConfig,
+                          __doc__.split("\n\n")[0] + " Options after -- go to every pretraining run.")
+    values = {k: v for k, v in vars(parser.parse_args(own)).items() if v is not None}
+    try:
+        config = config_from_dict(SpecialistsConfig, values)
+    except ValueError as err:
+        parser.error(str(err))
+    base = parse_config(PretrainConfig, "options of every specialist's pretraining run", run_args)
+    try:
+        run(config, base)
+    except (DatasetNotFoundError, ModelNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print((Path(config.out) / "results.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
