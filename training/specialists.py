@@ -12,9 +12,10 @@ SSIM averaged per image), and writes ``OUT/results.md`` and ``OUT/results.json``
 and blind − specialist per setting. How far the blind model falls short of each specialist is
 the price of one model for every noise.
 
-A finished specialist (``metrics.json`` and the same config) is not trained again, even if its
-folder was moved there from elsewhere; a killed one resumes from its last finished epoch when
-the same command runs again; ``--report-only`` trains nothing and scores the finished ones.
+A finished specialist (``metrics.json`` and the same config, up to how it computed: the run
+folder's old name, precision, XLA, distribution) is not trained again, and its row shows the
+command it ran; a killed one resumes from its last finished epoch when the same command runs
+again; ``--report-only`` trains nothing and scores the finished ones.
 """
 
 from __future__ import annotations
@@ -81,22 +82,24 @@ def specialist_config(base: PretrainConfig, setting: Setting, out) -> PretrainCo
                                out=str(run_folder(out, setting)))
 
 
-def _comparable(config: PretrainConfig) -> dict:
-    saved = json.loads(json.dumps(dataclasses.asdict(config)))
-    saved.pop("out")  # a run folder moved elsewhere holds the same run
-    return saved
+# How a run computed, not what it learned from: a finished run that differs only in these (moved
+# folder, another precision, XLA, distribution) is the same specialist. Its row shows its command.
+HOW_FIELDS = ("out", "mixed_precision", "jit", "distribute", "cpu_devices")
 
 
-def finished(config: PretrainConfig) -> dict | None:
-    """The run's metrics when its folder holds a finished run of this config, else None."""
+def _what(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in HOW_FIELDS}
+
+
+def finished(config: PretrainConfig) -> PretrainConfig | None:
+    """The saved config of a finished run of this specialist in ``config.out``, else None."""
     run = Path(config.out)
     if not (run / "metrics.json").is_file() or not (run / "config.json").is_file():
         return None
     saved = json.loads((run / "config.json").read_text())
-    saved.pop("out", None)
-    if saved != _comparable(config):
+    if _what(saved) != _what(json.loads(json.dumps(dataclasses.asdict(config)))):
         return None
-    return json.loads((run / "metrics.json").read_text())
+    return config_from_dict(PretrainConfig, {**saved, "out": config.out})
 
 
 def pretrain_command(config: PretrainConfig) -> str:
@@ -138,17 +141,18 @@ def score(config: SpecialistsConfig, base: PretrainConfig) -> dict:
     for text in config.setting:
         setting = parse_setting(text)
         run = specialist_config(base, setting, config.out)
-        metrics = finished(run)
-        row = {"run": run.out, "command": pretrain_command(run), "trained": metrics is not None}
+        saved = finished(run)
+        row = {"run": run.out, "command": pretrain_command(saved or run), "trained": saved is not None}
         noisy = corrupt_images(data.test, setting, config.seed)
         row["blind"] = evaluate(blind, {}, data.test, noisy)
-        if metrics is not None:
+        if saved is not None:
+            metrics = json.loads((Path(run.out) / "metrics.json").read_text())
             row["specialist"] = evaluate(model_contender(run.out), {}, data.test, noisy)
             row["epochs_run"], row["train_seconds"] = metrics["epochs_run"], metrics["train_seconds"]
             row["gap_db"] = round(row["blind"]["psnr"] - row["specialist"]["psnr"], 3)
         settings[setting.label] = row
         print(f"{setting.label:>16}: blind {row['blind']['psnr']:6.2f} dB, specialist "
-              + (f"{row['specialist']['psnr']:6.2f} dB ({row['gap_db']:+.2f})" if metrics else "not trained"),
+              + (f"{row['specialist']['psnr']:6.2f} dB ({row['gap_db']:+.2f})" if saved else "not trained"),
               file=sys.stderr, flush=True)
     return {"config": dataclasses.asdict(config), "base": dataclasses.asdict(base),
             "test": data.description["test"], "blind": blind.about | {"name": blind.name},
