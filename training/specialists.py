@@ -103,11 +103,12 @@ def finished(config: PretrainConfig) -> PretrainConfig | None:
 
 
 def pretrain_command(config: PretrainConfig) -> str:
-    """The ``python -m training.pretrain`` command line of a config (non-default options only)."""
+    """The ``python -m training.pretrain`` command line of a config: what it trains on, for how
+    long and where, then every option that differs from the default."""
     default, args = PretrainConfig(), []
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
-        if value == getattr(default, f.name) and f.name != "out":
+        if value == getattr(default, f.name) and f.name not in ("dataset", "epochs", "out"):
             continue
         flag = "--" + f.metadata.get("flag", f.name).replace("_", "-")
         if isinstance(value, bool):

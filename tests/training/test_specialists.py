@@ -49,7 +49,8 @@ def test_a_specialist_is_the_base_run_with_one_fixed_corruption(tmp_path):
 def test_the_printed_command_parses_back_to_the_same_config(base):
     config = specialist_config(base, parse_setting("gaussian:25/255"), "runs/spec")
     command = pretrain_command(config)
-    assert command.startswith("python -m training.pretrain ")
+    assert command.startswith(f"python -m training.pretrain --dataset {base.dataset} ")
+    assert f"--epochs {base.epochs} " in command
     args = command.split()[3:]
     assert parse_config(PretrainConfig, "", args) == config
 
