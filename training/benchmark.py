@@ -435,6 +435,7 @@ def speed_summary(results: dict, contenders: Sequence[Contender]) -> dict:
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table with padded columns (readable as plain text too)."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
     rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
@@ -547,6 +548,7 @@ def markdown_report(report: dict) -> str:
 
 
 def write_atomic(path: str, text: str) -> None:
+    """Writes a text file whole or not at all (temporary file, then rename)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
