@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shlex
 import sys
 from dataclasses import field
 from pathlib import Path
@@ -41,6 +40,7 @@ from training.benchmark import (
     parse_setting,
     write_atomic,
 )
+from training.bundle import pretrain_command
 from training.cli import build_parser, config_from_dict, parse_config
 from training.pretrain import PretrainConfig
 
@@ -100,26 +100,6 @@ def finished(config: PretrainConfig) -> PretrainConfig | None:
     if _what(saved) != _what(json.loads(json.dumps(dataclasses.asdict(config)))):
         return None
     return config_from_dict(PretrainConfig, {**saved, "out": config.out})
-
-
-def pretrain_command(config: PretrainConfig) -> str:
-    """The ``python -m training.pretrain`` command line of a config: what it trains on, for how
-    long and where, then every option that differs from the default."""
-    default, args = PretrainConfig(), []
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if value == getattr(default, f.name) and f.name not in ("dataset", "epochs", "out"):
-            continue
-        flag = "--" + f.metadata.get("flag", f.name).replace("_", "-")
-        if isinstance(value, bool):
-            args.append(flag if value else "--no-" + flag[2:])
-        elif f.name == "corruptions":
-            args += [a for v in value for a in (flag, v)]
-        elif isinstance(value, tuple):
-            args += [flag, *map(str, value)]
-        else:
-            args += [flag, str(value)]
-    return shlex.join(["python", "-m", "training.pretrain", *args])
 
 
 def train_missing(config: SpecialistsConfig, base: PretrainConfig) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from tests.training.representation_fixtures import save_tiny_dae, write_quadrant_dataset
 from training.benchmark import BenchmarkConfig, run_benchmark
+from training.bundle import pretrain_command
 from training.cli import parse_config
 from training.pretrain import PretrainConfig, train
 from training.specialists import (
@@ -15,7 +16,6 @@ from training.specialists import (
     finished,
     main,
     parse_setting,
-    pretrain_command,
     run,
     specialist_config,
 )
