@@ -81,3 +81,19 @@ def save_config(config, path: Path) -> None:
 def load_config(cls, path: Path):
     """Reads a config dataclass written by :func:`save_config`."""
     return config_from_dict(cls, json.loads(Path(path).read_text()))
+
+
+def config_differences(saved: dict, config, ignore=()) -> list[str]:
+    """The fields in which a saved config (as JSON) differs from ``config``, less ``ignore``."""
+    new = json.loads(json.dumps(dataclasses.asdict(config)))
+    return sorted(k for k in set(saved) | set(new) if k not in ignore and saved.get(k) != new.get(k))
+
+
+def finished_run_config(run_dir, config, ignore=()) -> dict | None:
+    """The saved ``config.json`` of the finished run (``metrics.json`` written) of ``config`` in
+    ``run_dir``, equal up to the fields in ``ignore``; None when there is none."""
+    run = Path(run_dir)
+    if not (run / "metrics.json").is_file() or not (run / "config.json").is_file():
+        return None
+    saved = json.loads((run / "config.json").read_text())
+    return None if config_differences(saved, config, ignore) else saved

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from data.datasets import DatasetNotFoundError
 from models.registry import ModelNotFoundError
-from training.cli import build_parser, config_from_dict, parse_config
+from training.cli import build_parser, config_from_dict, finished_run_config, parse_config
 from training.finetune import MODES, FinetuneConfig, parse_labels_per_class
 
 
@@ -51,13 +51,9 @@ def cell_configs(grid: GridConfig, base: FinetuneConfig) -> list[FinetuneConfig]
 
 
 def _finished(config: FinetuneConfig) -> dict | None:
-    run = Path(config.out)
-    if not (run / "metrics.json").is_file() or not (run / "config.json").is_file():
+    if finished_run_config(config.out, config) is None:
         return None
-    saved = json.loads((run / "config.json").read_text())
-    if saved != json.loads(json.dumps(dataclasses.asdict(config))):
-        return None
-    return json.loads((run / "metrics.json").read_text())
+    return json.loads((Path(config.out) / "metrics.json").read_text())
 
 
 def _pct(score: dict) -> str:

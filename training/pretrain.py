@@ -25,7 +25,7 @@ import numpy as np
 
 from data.corruption import BENCHMARK_SETTINGS, CorruptionSpec
 from data.datasets import DatasetNotFoundError, load_dataset, split_validation
-from training.cli import parse_config, save_config
+from training.cli import config_differences, parse_config, save_config
 from training.distribute import patch_keras_for_multi_worker
 from training.history import epoch_timer, read_history
 
@@ -170,9 +170,7 @@ def prepare_run_dir(config, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "config.json"
     if path.exists():
-        old = json.loads(path.read_text())
-        new = dataclasses.asdict(config)
-        diff = sorted(k for k in set(old) | set(new) if old.get(k) != json.loads(json.dumps(new.get(k))))
+        diff = config_differences(json.loads(path.read_text()), config)
         if diff:
             raise ValueError(f"{run_dir} holds a run with a different config (differs in: "
                              f"{', '.join(diff)}); use another --out to start a new run")

@@ -41,7 +41,7 @@ from training.benchmark import (
     write_atomic,
 )
 from training.bundle import pretrain_command
-from training.cli import build_parser, config_from_dict, parse_config
+from training.cli import build_parser, config_from_dict, finished_run_config, parse_config
 from training.pretrain import PretrainConfig
 
 
@@ -87,19 +87,10 @@ def specialist_config(base: PretrainConfig, setting: Setting, out) -> PretrainCo
 HOW_FIELDS = ("out", "mixed_precision", "jit", "distribute", "cpu_devices")
 
 
-def _what(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in HOW_FIELDS}
-
-
 def finished(config: PretrainConfig) -> PretrainConfig | None:
     """The saved config of a finished run of this specialist in ``config.out``, else None."""
-    run = Path(config.out)
-    if not (run / "metrics.json").is_file() or not (run / "config.json").is_file():
-        return None
-    saved = json.loads((run / "config.json").read_text())
-    if _what(saved) != _what(json.loads(json.dumps(dataclasses.asdict(config)))):
-        return None
-    return config_from_dict(PretrainConfig, {**saved, "out": config.out})
+    saved = finished_run_config(config.out, config, ignore=HOW_FIELDS)
+    return None if saved is None else config_from_dict(PretrainConfig, {**saved, "out": config.out})
 
 
 def train_missing(config: SpecialistsConfig, base: PretrainConfig) -> None:

@@ -54,3 +54,17 @@ def test_card_command_parses_back_to_the_same_config():
     # defaults are spelled out for the options every card must show
     plain = pretrain_command(parse_config(PretrainConfig, "x", []))
     assert "--epochs 20" in plain and "--corruption masking:0.1-0.6" in plain and "--out runs/dae" in plain
+
+
+def test_config_differences_name_the_fields_and_skip_the_ignored_ones():
+    import dataclasses
+    import json
+
+    from training.cli import config_differences
+
+    config = PretrainConfig(widths=(16, 32))
+    saved = json.loads(json.dumps(dataclasses.asdict(config)))
+    assert config_differences(saved, config) == []
+    changed = {**saved, "epochs": 3, "out": "elsewhere", "extra": 1}
+    assert config_differences(changed, config) == ["epochs", "extra", "out"]
+    assert config_differences(changed, config, ignore=("out", "extra")) == ["epochs"]
