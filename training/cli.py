@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import types
 import typing
 from pathlib import Path
@@ -59,6 +60,15 @@ def parse_config(cls, description: str, argv=None):
         return config_from_dict(cls, values)
     except ValueError as err:
         parser.error(str(err))
+
+
+def parse_split_config(cls, run_cls, description: str, argv=None):
+    """``OWN_OPTIONS -- RUN_OPTIONS``: an experiment's own options as ``cls``, then the options
+    every one of its runs shares as ``run_cls``; errors exit with argparse's message."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    own = parse_config(cls, f"{description} Options after -- go to every run.", argv[:split])
+    return own, parse_config(run_cls, "options of every run", argv[split + 1:])
 
 
 def config_from_dict(cls, values: dict):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from data.datasets import DatasetNotFoundError
 from models.registry import ModelNotFoundError
-from training.cli import build_parser, config_from_dict, finished_run_config, parse_config
+from training.cli import finished_run_config, parse_split_config
 from training.finetune import MODES, FinetuneConfig, parse_labels_per_class
 
 
@@ -152,16 +152,7 @@ def run_grid(grid: GridConfig, base: FinetuneConfig) -> dict:
 
 def main(argv=None) -> int:
     """CLI entry point: ``python -m training.finetune_grid --help``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    split = argv.index("--") if "--" in argv else len(argv)
-    grid_args, run_args = argv[:split], argv[split + 1:]
-    parser = build_parser(GridConfig, __doc__.split("\n\n")[0] + " Options after -- go to every run.")
-    values = {k: v for k, v in vars(parser.parse_args(grid_args)).items() if v is not None}
-    try:
-        grid = config_from_dict(GridConfig, values)
-    except ValueError as err:
-        parser.error(str(err))
-    base = parse_config(FinetuneConfig, "options of every run", run_args)
+    grid, base = parse_split_config(GridConfig, FinetuneConfig, __doc__.split("\n\n")[0], argv)
     try:
         run_grid(grid, base)
     except (DatasetNotFoundError, ModelNotFoundError, ValueError) as err:

@@ -41,7 +41,7 @@ from training.benchmark import (
     write_atomic,
 )
 from training.bundle import pretrain_command
-from training.cli import build_parser, config_from_dict, finished_run_config, parse_config
+from training.cli import config_from_dict, finished_run_config, parse_split_config
 from training.pretrain import PretrainConfig
 
 
@@ -172,17 +172,7 @@ def run(config: SpecialistsConfig, base: PretrainConfig) -> dict:
 
 def main(argv=None) -> int:
     """CLI entry point: ``python -m training.specialists --help``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    split = argv.index("--") if "--" in argv else len(argv)
-    own, run_args = argv[:split], argv[split + 1:]
-    parser = build_parser(SpecialistsConfig,
-                          __doc__.split("\n\n")[0] + " Options after -- go to every pretraining run.")
-    values = {k: v for k, v in vars(parser.parse_args(own)).items() if v is not None}
-    try:
-        config = config_from_dict(SpecialistsConfig, values)
-    except ValueError as err:
-        parser.error(str(err))
-    base = parse_config(PretrainConfig, "options of every specialist's pretraining run", run_args)
+    config, base = parse_split_config(SpecialistsConfig, PretrainConfig, __doc__.split("\n\n")[0], argv)
     try:
         run(config, base)
     except (DatasetNotFoundError, ModelNotFoundError, ValueError) as err:
