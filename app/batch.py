@@ -47,6 +47,7 @@ from data.images import (
     save_image,
     to_model,
 )
+from models.registry import PRECISION_HELP, PRECISIONS
 from training.cli import parse_config
 
 MANIFEST_FIELDS = (
@@ -88,6 +89,8 @@ class BatchConfig:
         "help": "how a grey model treats colour images: each channel, or the luminance only"})
     tile: int = dataclasses.field(default=DEFAULT_TILE, metadata={
         "help": "tile side in pixels for large images (memory stays bounded)"})
+    precision: str = dataclasses.field(default="float32", metadata={
+        "choices": PRECISIONS, "help": PRECISION_HELP})
     max_pixels: int = dataclasses.field(default=DEFAULT_MAX_PIXELS, metadata={
         "help": "refuse images with more pixels than this (decompression-bomb guard)"})
     batch_size: int = dataclasses.field(default=64, metadata={
@@ -99,6 +102,8 @@ class BatchConfig:
     def __post_init__(self):
         if not 0.0 <= self.strength <= 1.0:
             raise ValueError(f"--strength must be in [0, 1], got {self.strength}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.glob is not None and (Path(self.glob).is_absolute() or ".." in Path(self.glob).parts):
             raise ValueError(f"--glob must be a pattern inside IN_DIR (no '..', not absolute), "
                              f"got {self.glob!r}")
@@ -239,7 +244,7 @@ def run(config: BatchConfig, out=None) -> Summary:
             print(f"{action:8} {it.rel} -> {it.target}{note}", file=out)
         return Summary([it.row for it in items])
     try:
-        denoiser = as_denoiser(config.model)
+        denoiser = as_denoiser(config.model, precision=config.precision)
     except (FileNotFoundError, ValueError, OSError) as err:
         raise BatchError(f"--model {config.model}: {err}") from err
     out_dir.mkdir(parents=True, exist_ok=True)

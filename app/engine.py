@@ -18,7 +18,8 @@ dtype. On the way:
     alike, so the colour differences (chroma) stay exactly as they were. One pass, but chroma
     noise stays.
 - **Any size.** Each plane is padded (reflect) to a multiple of the model's stride and cut
-  into ``tile`` x ``tile`` tiles that overlap by ``overlap`` pixels; each tile's output is
+  into as few equal tiles of at most ``tile`` x ``tile`` pixels as cover it (:func:`tile_shape`),
+  overlapping by at least ``overlap`` pixels; each tile's output is
   weighted by a ramp that is zero near interior tile edges (where the network saw zero
   padding instead of the neighbouring pixels) and crossfades linearly to one, so tiles blend
   without seams; the result is cropped back. Tiles go through the model ``batch_pixels`` at
@@ -48,9 +49,10 @@ from data.images import ImageFile, from_model, match_channels, to_model
 COLOUR_POLICIES = ("per_channel", "luminance")
 """How a grey model treats a colour image (see the module docstring)."""
 
-DEFAULT_TILE = 512
-"""Tile side in pixels: large enough that the overlap costs little extra work (about 30% at the
-default overlap), small enough that a batch of tiles keeps activations to a few hundred MB."""
+DEFAULT_TILE = 1024
+"""Largest tile side in pixels: one tile per model call at ``DEFAULT_BATCH_PIXELS`` (the same
+activation memory as four 512-pixel tiles); the larger the tiles, the less work their overlaps
+repeat, and a 1-megapixel photo goes through in one piece."""
 
 DEFAULT_BATCH_PIXELS = 1 << 20
 """Pixels per model call (four 512 x 512 tiles, or ~1300 Fashion-MNIST-sized images)."""
@@ -86,19 +88,21 @@ class Denoiser:
         return match_channels(from_model(y, np.float32, self.value_range), have)
 
 
-def as_denoiser(model, card: dict | None = None) -> Denoiser:
+def as_denoiser(model, card: dict | None = None, precision: str = "float32") -> Denoiser:
     """A :class:`Denoiser` from a bundled name, a run folder, a ``.keras`` path or a Keras model.
 
     Args:
-        model: what to load, or an already loaded Keras model (or a :class:`Denoiser`).
+        model: what to load, or an already loaded Keras model (or a :class:`Denoiser`, returned
+            as it is).
         card: the model's card, for a Keras model passed in directly. Without one, such a model
             gets the convention every model of this project is trained with
             (:mod:`data.pipeline` feeds it :func:`data.images.to_model` output, range ``[0, 1]``),
             and its channels and stride from the model itself.
+        precision: ``"float32"`` or ``"bfloat16"`` (:data:`models.registry.PRECISIONS`).
 
     Raises:
         models.registry.ModelNotFoundError: no model under that name or path.
-        ValueError: the card contradicts the model.
+        ValueError: the card contradicts the model, or an unknown precision.
     """
     if isinstance(model, Denoiser):
         return model
@@ -106,15 +110,17 @@ def as_denoiser(model, card: dict | None = None) -> Denoiser:
         from models.registry import resolve_model_path
 
         path = resolve_model_path(model)
-        return _load_denoiser(str(model), str(path.resolve()), path.stat().st_mtime_ns)
-    return _denoiser(model, card or {}, getattr(model, "name", "model"))
+        return _load_denoiser(str(model), str(path.resolve()), path.stat().st_mtime_ns, precision)
+    from models.registry import with_precision
+
+    return _denoiser(with_precision(model, precision), card or {}, getattr(model, "name", "model"))
 
 
 @functools.lru_cache(maxsize=8)
-def _load_denoiser(name: str, _path: str, _mtime: int) -> Denoiser:
+def _load_denoiser(name: str, _path: str, _mtime: int, precision: str) -> Denoiser:
     from models.registry import load_model, model_card
 
-    return _denoiser(load_model(name), model_card(name), name)
+    return _denoiser(load_model(name, precision), model_card(name), name)
 
 
 def _denoiser(model, card: dict, name: str) -> Denoiser:
@@ -165,7 +171,7 @@ def denoise(pixels: np.ndarray, model, *, strength: float = 1.0, tile: int | Non
         model: a bundled name, a run folder, a ``.keras`` path, a loaded Keras model or a
             :class:`Denoiser`.
         strength: 0 returns the input, 1 the model's output, in between a blend.
-        tile: tile side in pixels (rounded down to the model's stride); ``None`` denoises the
+        tile: largest tile side in pixels (rounded down to the model's stride); ``None`` denoises the
             whole image in one piece (memory grows with the image).
         overlap: pixels shared by neighbouring tiles (rounded up to the stride); ``None`` for
             ``OVERLAP_STRIDES`` strides.
@@ -217,7 +223,8 @@ def denoise_many(images: Sequence[np.ndarray], model, *, strength: float = 1.0,
     for job in jobs:
         for k, plane in enumerate(job.planes):
             (small if max(plane.shape[:2]) <= side else large).append((job, k))
-    work = _Work(progress, sum(_plane_work(job.planes[k].shape, side, shared) for job, k in small + large))
+    work = _Work(progress, sum(_plane_work(job.planes[k].shape, side, shared, den.stride)
+                               for job, k in small + large))
     _run_whole_planes(small, den, batch_pixels, work)
     for job, k in large:
         start = time.perf_counter()
@@ -336,6 +343,39 @@ def _tiling(stride: int, tile: int | None, overlap: int | None) -> tuple[int, in
     return tile, overlap
 
 
+def tile_side(length: int, tile: int, overlap: int, stride: int = 1) -> int:
+    """The side of the tiles that cover ``length`` (a multiple of ``stride``): as few tiles as
+    sides up to ``tile`` allow, all of one size (rounded up to the stride), neighbours sharing
+    at least ``overlap`` pixels. An image a little larger than ``tile`` is cut into two halves
+    rather than a full tile plus a second one that mostly repeats it.
+    """
+    if length <= tile:
+        return length
+    count = -(-(length - overlap) // (tile - overlap))
+    side = -(-(length + (count - 1) * overlap) // count)
+    return min(tile, -(-side // stride) * stride)
+
+
+def tile_shape(height: int, width: int, tile: int, overlap: int, stride: int = 1) -> tuple[int, int]:
+    """``(tile height, tile width)`` for a plane: :func:`tile_side` along one side, and along the
+    other a side that may grow past ``tile`` while the tile holds at most ``tile * tile``
+    pixels (the memory bound), whichever order pushes fewer pixels through the model. A
+    1265 x 791 photo with ``tile=1024`` thus goes through in one piece, not two.
+    """
+    def fit(first, second):
+        a = tile_side(first, tile, overlap, stride)
+        return a, tile_side(second, max(tile, tile * tile // a // stride * stride), overlap, stride)
+
+    rows_first = fit(height, width)
+    cols_first = fit(width, height)[::-1]
+    return min(rows_first, cols_first, key=lambda shape: _pushed(height, width, *shape, overlap))
+
+
+def _pushed(height: int, width: int, th: int, tw: int, overlap: int) -> int:
+    """Pixels that tiles of ``th`` x ``tw`` push through the model (overlaps counted twice)."""
+    return len(tile_starts(height, th, overlap)) * len(tile_starts(width, tw, overlap)) * th * tw
+
+
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Start offsets of tiles of side ``tile`` covering ``length``, ``overlap`` apart.
 
@@ -374,10 +414,9 @@ def tile_weights(starts: list[int], size: int, overlap: int) -> list[np.ndarray]
     return weights
 
 
-def _plane_work(shape, tile: int, overlap: int) -> int:
+def _plane_work(shape, tile: int, overlap: int, stride: int) -> int:
     """Pixels a plane pushes through the model (overlaps counted twice)."""
-    th, tw = min(tile, shape[0]), min(tile, shape[1])
-    return len(tile_starts(shape[0], th, overlap)) * len(tile_starts(shape[1], tw, overlap)) * th * tw
+    return _pushed(shape[0], shape[1], *tile_shape(shape[0], shape[1], tile, overlap, stride), overlap)
 
 
 def _total_weight(starts, weights, length) -> np.ndarray:
@@ -397,7 +436,7 @@ def _run_tiled_plane(job: _ImageJob, k: int, den: Denoiser, tile, overlap, batch
     plane = job.planes[k]
     height, width, channels = plane.shape
     tile, overlap = _tiling(den.stride, tile, overlap)
-    th, tw = min(tile, height), min(tile, width)
+    th, tw = tile_shape(height, width, tile, overlap, den.stride)
     ys, xs = tile_starts(height, th, overlap), tile_starts(width, tw, overlap)
     wy, wx = tile_weights(ys, th, overlap), tile_weights(xs, tw, overlap)
     total_y, total_x = _total_weight(ys, wy, height), _total_weight(xs, wx, width)

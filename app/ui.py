@@ -46,7 +46,14 @@ from data.images import (
 )
 from data.metrics import psnr, ssim
 from models.classic import CLASSIC_DENOISERS
-from models.registry import ModelNotFoundError, bundled_models, model_card, resolve_model_path
+from models.registry import (
+    PRECISION_HELP,
+    PRECISIONS,
+    ModelNotFoundError,
+    bundled_models,
+    model_card,
+    resolve_model_path,
+)
 
 log = logging.getLogger("app.ui")
 
@@ -235,13 +242,18 @@ class DenoiserApp:
     Args:
         models: dropdown label -> model name or path (what :mod:`app.engine` accepts).
         max_pixels: the largest image (in pixels) accepted.
+        precision: how the models compute (:data:`models.registry.PRECISIONS`).
     """
 
-    def __init__(self, models: dict[str, str], max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(self, models: dict[str, str], max_pixels: int = DEFAULT_MAX_PIXELS,
+                 precision: str = "float32"):
         if not models:
             raise ValueError("no models to serve: none bundled in models/bundled and none given with --model")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.models = dict(models)
         self.max_pixels = int(max_pixels)
+        self.precision = precision
 
     def model(self, choice: str) -> str:
         """The model name or path for a dropdown value (a label or a value of ``models``)."""
@@ -250,6 +262,10 @@ class DenoiserApp:
         if choice in self.models:
             return self.models[choice]
         raise gr.Error(f"unknown model {choice!r}; expected one of {list(self.models)}")
+
+    def denoiser(self, choice: str) -> engine.Denoiser:
+        """The loaded model for a dropdown value, computing in the server's precision."""
+        return engine.as_denoiser(self.model(choice), precision=self.precision)
 
     def model_info(self, choice: str) -> str:
         """A short Markdown description of a model, from its card."""
@@ -274,7 +290,7 @@ class DenoiserApp:
         """
         prepared = prepare(image_path, reference_path, corruption, level, seed, self.max_pixels)
         progress(0.0, desc="Denoising")
-        result = engine.denoise(prepared.image.pixels, self.model(model_choice), strength=float(strength),
+        result = engine.denoise(prepared.image.pixels, self.denoiser(model_choice), strength=float(strength),
                                 progress=lambda f: progress(float(f), desc="Denoising tiles"))
         out = dataclasses.replace(prepared.image, pixels=result.output)
         path = write_result(out, prepared.name)
@@ -299,7 +315,7 @@ class DenoiserApp:
         """
         prepared = prepare(image_path, reference_path, corruption, level, seed, self.max_pixels)
         pixels = prepared.image.pixels
-        model = self.model(model_choice)
+        model = self.denoiser(model_choice)
         methods = {f"DAE ({model_choice})": lambda x: engine.denoise(x, model).output}
         skipped = []
         for denoiser in CLASSIC_DENOISERS.values():
@@ -466,6 +482,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--queue-size", type=int, default=32, help="requests that may wait before refusal")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest image, in pixels")
     parser.add_argument("--max-file-size", default=DEFAULT_MAX_FILE_SIZE, help="largest upload, e.g. 40mb")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32", help=PRECISION_HELP)
     return parser.parse_args(argv)
 
 
@@ -544,10 +561,11 @@ def main(argv=None) -> None:
         models = model_choices(args.model)
     except ModelNotFoundError as err:
         raise SystemExit(f"error: {err}") from err
-    app = DenoiserApp(models, args.max_pixels)
-    first = next(iter(models.values()))
-    log.info("loading %s", first)
-    engine.denoise(np.zeros((32, 32, 1), np.uint8), first)  # load and trace it before the first user waits
+    app = DenoiserApp(models, args.max_pixels, args.precision)
+    first = next(iter(models))
+    log.info("loading %s (%s)", models[first], args.precision)
+    # load and trace it before the first user waits
+    engine.denoise(np.zeros((32, 32, 1), np.uint8), app.denoiser(first))
     demo = build_app(app, args.concurrency, args.queue_size)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=args.auth,
                 max_file_size=args.max_file_size, footer_links=["api", "settings"])

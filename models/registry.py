@@ -52,17 +52,78 @@ def model_card(name_or_path: str | Path) -> dict:
     return card
 
 
-def load_model(name_or_path: str | Path):
-    """Loads a DAE (or any model we ship) with ``safe_mode=True``, cached per file."""
+PRECISIONS = ("float32", "bfloat16")
+"""How a loaded model computes: ``float32`` as trained and scored, or ``bfloat16`` (weights stay
+float32, layers compute in bfloat16, the output layer stays float32). bfloat16 runs about twice
+as fast on CPUs with AVX512-BF16 or AMX and on GPUs with bfloat16 units, for a PSNR change under
+0.01 dB on the bundled models (docs/benchmark.md). A processor without bfloat16 units emulates
+it, which can be slower than float32: measure with ``training.bench_engine --precision``."""
+
+PRECISION_HELP = ("how the model computes: bfloat16 is about twice as fast on CPUs with AVX512-BF16 "
+                  "or AMX and on recent GPUs, for a PSNR change under 0.01 dB (README)")
+"""The command-line help of every ``--precision`` flag."""
+
+
+def load_model(name_or_path: str | Path, precision: str = "float32"):
+    """Loads a DAE (or any model we ship) with ``safe_mode=True``, cached per file and precision.
+
+    Args:
+        name_or_path: a bundled name, a run folder or a ``.keras`` file.
+        precision: one of :data:`PRECISIONS` (see :func:`with_precision`).
+    """
+    _check_precision(precision)
     path = resolve_model_path(name_or_path)
-    return _load(str(path.resolve()), path.stat().st_mtime_ns)
+    return _load(str(path.resolve()), path.stat().st_mtime_ns, precision)
 
 
 @lru_cache(maxsize=8)
-def _load(path: str, _mtime: int):
+def _load(path: str, _mtime: int, precision: str):
+    if precision != "float32":
+        return with_precision(_load(path, _mtime, "float32"), precision)
     import keras
 
     import models.conv_dae  # noqa: F401 - registers the custom classes
     import models.encoder_classifier  # noqa: F401 - fine-tuned classifiers load by name too
 
     return keras.saving.load_model(path, safe_mode=True, compile=False)
+
+
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+
+
+def with_precision(model, precision: str):
+    """The same model computing in ``precision``: rebuilt from its config under Keras's
+    ``mixed_bfloat16`` policy, with the same (float32) weights. Layers that fix their own dtype
+    (our output layers are float32) keep it.
+
+    Raises:
+        ValueError: an unknown precision, or a model whose layers all fix their own dtype (a
+            functional model keeps its saved per-layer policies), so nothing would change.
+    """
+    _check_precision(precision)
+    if precision == "float32":
+        return model
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        clone = model.__class__.from_config(model.get_config())
+    finally:
+        keras.config.set_dtype_policy(previous)
+    if not any(layer.compute_dtype == "bfloat16" for layer in _leaf_layers(clone)):
+        raise ValueError(f"model {model.name} cannot compute in {precision}: its layers keep their "
+                         "saved float32 policies")
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def _leaf_layers(layer):
+    """The layers that compute: nested models are opened, not counted themselves."""
+    subs = getattr(layer, "layers", ())
+    if not subs:
+        yield layer
+    for sub in subs:
+        yield from _leaf_layers(sub)

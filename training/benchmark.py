@@ -40,7 +40,7 @@ from data.datasets import list_images, load_named, split_validation
 from data.images import read_image, to_model
 from data.metrics import psnr, ssim
 from models.classic import CLASSIC_DENOISERS, ClassicDenoiser
-from models.registry import bundled_models, model_card, resolve_model_path
+from models.registry import PRECISIONS, bundled_models, model_card, resolve_model_path
 from training.cli import parse_config
 
 PHOTO_SIGMAS = (15, 25, 50)  # in uint8 units, i.e. σ = s/255
@@ -83,6 +83,9 @@ class BenchmarkConfig:
         "flag": "setting",
         "help": "NAME:LEVEL to score, e.g. gaussian:0.3 or gaussian:25/255 (default: the 8 "
                 "benchmark settings; for photos gaussian 15, 25 and 50 /255)"})
+    precision: str = field(default="float32", metadata={
+        "choices": PRECISIONS, "help": "how our models compute (bfloat16: their names get a "
+        "'-bfloat16' suffix)"})
     seed: int = field(default=0, metadata={"help": "seed of the test noise (tuning uses seed + 1)"})
     json: str | None = field(default=None, metadata={"help": "write the full report here"})
     markdown: str | None = field(default=None, metadata={"help": "write the Markdown tables here"})
@@ -190,12 +193,13 @@ def classic_contender(denoiser: ClassicDenoiser) -> Contender:
                      denoiser.corruptions, denoiser.slow)
 
 
-def model_contender(name_or_path: str) -> Contender:
+def model_contender(name_or_path: str, precision: str = "float32") -> Contender:
     """One of our models, run through the engine (:func:`app.engine.denoise_many`), which
-    batches small images of one size together and tiles large ones, as the app does."""
+    batches small images of one size together and tiles large ones, as the app does; computing
+    in ``precision`` (a name other than float32 is appended to the contender's name)."""
     from app.engine import as_denoiser, denoise_many
 
-    denoiser = as_denoiser(name_or_path)
+    denoiser = as_denoiser(name_or_path, precision=precision)
 
     def run(images, params):
         out = [r.output for r in denoise_many(list(images), denoiser)]
@@ -207,6 +211,8 @@ def model_contender(name_or_path: str) -> Contender:
         name = text
     else:  # a run folder or its model.keras is named after the folder, another file by its stem
         name = path.parent.name if path.name == "model.keras" else path.stem
+    if precision != "float32":
+        name = f"{name}-{precision}"
     modified = time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))
     about = {"path": str(path), "modified": modified, "description": model_card(text).get("description", "")}
     return Contender(name, f"{name} (ours)", "model", run, about=about)
@@ -228,7 +234,7 @@ def build_contenders(config: BenchmarkConfig) -> tuple[list[Contender], dict[str
             contenders.append(classic_contender(denoiser))
     names = {c.name for c in contenders}
     for model in dict.fromkeys(config.model):
-        contender = model_contender(model)
+        contender = model_contender(model, config.precision)
         if contender.name in names:
             raise BenchmarkError(f"two contenders are both named {contender.name!r}; "
                                  "pass each model once, by distinct names or paths")

@@ -228,3 +228,17 @@ def test_model_may_be_a_keras_file_or_a_run_folder(corpus, tmp_path, capsys):
     assert main([str(root / "noisy"), str(tmp_path / "x"), "--model", str(tmp_path / "runs"),
                  "--glob", "png/grey8.png"]) == 2  # a folder without model.keras
     assert "a run folder holding model.keras" in capsys.readouterr().err
+
+
+def test_precision_flag(corpus, tmp_path, capsys):
+    root, _ = corpus
+    args = [str(root / "noisy"), str(tmp_path / "bf16"), "--model", MODEL, "--glob", "png/grey8.png",
+            "--no-progress"]
+    assert main([*args, "--precision", "bfloat16"]) == 0, capsys.readouterr()
+    assert main([*args[:1], str(tmp_path / "f32"), *args[2:]]) == 0, capsys.readouterr()
+    fast, exact = (load_image(tmp_path / d / "png/grey8.png").pixels.astype(int) for d in ("bf16", "f32"))
+    assert np.abs(fast - exact).max() <= 3  # 8-bit levels
+    assert not np.array_equal(fast, load_image(root / "noisy" / "png/grey8.png").pixels)
+    with pytest.raises(SystemExit):
+        main([*args, "--precision", "float16"])
+    assert "invalid choice: 'float16'" in capsys.readouterr().err

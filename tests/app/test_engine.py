@@ -7,7 +7,17 @@ import numpy as np
 import pytest
 
 from app import engine
-from app.engine import Denoiser, as_denoiser, denoise, denoise_image, denoise_many, tile_starts, tile_weights
+from app.engine import (
+    Denoiser,
+    as_denoiser,
+    denoise,
+    denoise_image,
+    denoise_many,
+    tile_shape,
+    tile_side,
+    tile_starts,
+    tile_weights,
+)
 from data.corruption import corrupt
 from data.datasets import load_named
 from data.images import ImageFile, from_model, match_channels, to_model
@@ -91,6 +101,53 @@ def test_tile_weights_crossfade_and_cover():
     assert total.min() > 0.0
     np.testing.assert_allclose(total[: starts[-2] + 64], 1.0, atol=1e-6)  # exact-overlap part
     assert weights[1][0] == 0.0 and weights[1][32] == 1.0  # zero at interior edges, one inside
+
+
+def test_tiles_are_as_few_as_the_side_allows_and_of_one_size():
+    tile, overlap, stride = 512, 128, 8
+    for length in range(8, 4000, 8):
+        side = tile_side(length, tile, overlap, stride)
+        starts = tile_starts(length, side, overlap)
+        assert side <= tile and (side == length or side % stride == 0)
+        assert starts[0] == 0 and starts[-1] + side == length and all(s % stride == 0 for s in starts)
+        # neighbours share at least `overlap` pixels
+        assert all(b - a <= side - overlap for a, b in zip(starts, starts[1:], strict=False))
+        fewest = 1 if length <= tile else -(-(length - overlap) // (tile - overlap))
+        assert len(starts) == fewest, length
+    # A 1000-pixel side: three 424-pixel tiles, where full 512-pixel tiles with the last one
+    # shifted back took three of 512; the other side then fits two 568-pixel tiles in the same
+    # area. The model sees 1.4 instead of 9 x 512² = 2.4 megapixels.
+    assert tile_side(1000, tile, overlap, stride) == 424
+    assert tile_shape(1000, 1000, tile, overlap, stride) == (424, 568)
+    assert engine._plane_work((1000, 1000, 3), tile, overlap, stride) == 3 * 2 * 424 * 568
+    # A side just over one tile is cut in two halves, not one tile and a near copy of it.
+    assert tile_side(1032, 1024, 128, 8) == 584
+    # A tile may be longer than `tile` along one side while it holds at most tile² pixels:
+    # a 1-megapixel photo goes through in one piece, upright or on its side.
+    assert tile_shape(792, 1272, 1024, 128, 8) == (792, 1272)
+    assert tile_shape(1272, 792, 1024, 128, 8) == (1272, 792)
+    for height, width in [(6200, 3880), (3000, 1100), (200, 9000), (1100, 1300), (64, 64)]:
+        th, tw = tile_shape(height, width, 1024, 128, 8)
+        assert th * tw <= 1024 * 1024 and th <= height and tw <= width
+        assert tile_starts(height, th, 128)[-1] + th == height
+        assert tile_starts(width, tw, 128)[-1] + tw == width
+
+
+def test_bfloat16_computes_in_bfloat16_and_scores_as_float32(fashion):
+    clean = to_model(fashion[:300])
+    noisy = corrupt(clean, "gaussian", 0.2, seed=4)
+    fast = as_denoiser(MODEL, precision="bfloat16")
+    assert fast is as_denoiser(MODEL, precision="bfloat16")  # loaded once
+    layers = fast.model.get_layer("encoder").layers
+    assert {layer.compute_dtype for layer in layers if layer.name.endswith("conv0")} == {"bfloat16"}
+    assert fast.model.get_layer("decoder").get_layer("reconstruction").compute_dtype == "float32"
+    exact = to_model(np.stack([r.output for r in denoise_many(list(noisy), MODEL)]))
+    quick = to_model(np.stack([r.output for r in denoise_many(list(noisy), fast)]))
+    assert not np.array_equal(exact, quick)  # it really computed otherwise ...
+    assert abs(psnr(clean, quick).mean() - psnr(clean, exact).mean()) < 0.05  # ... to the same quality
+    assert np.abs(quick - exact).max() < 0.05
+    with pytest.raises(ValueError, match="precision must be one of"):
+        as_denoiser(MODEL, precision="float16")
 
 
 def test_model_calls_stay_bounded_on_a_large_image():

@@ -130,6 +130,19 @@ def test_denoise_raises_psnr_and_writes_a_full_size_png(app):
     assert Path(png).name == "clothes_gaussian-denoised.png"
 
 
+def test_a_bfloat16_server_denoises_as_well(app):
+    fast = ui.DenoiserApp(ui.model_choices(), precision=ui.parse_args(["--precision", "bfloat16"]).precision)
+    encoder = fast.denoiser(MODEL).model.get_layer("encoder")
+    assert encoder.get_layer("down0_conv0").compute_dtype == "bfloat16"
+    args = (str(SAMPLES / "clothes_gaussian.png"), MODEL, 1.0, "none", 0.0, 0,
+            str(SAMPLES / "clothes_clean.png"))
+    quick = fast.denoise(*args, progress=no_progress)[2]
+    exact = app.denoise(*args, progress=no_progress)[2]
+    assert quick["denoised_psnr"] == pytest.approx(exact["denoised_psnr"], abs=0.05)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        ui.DenoiserApp(ui.model_choices(), precision="float16")
+
+
 def test_denoise_keeps_sixteen_bits_and_strength_zero_keeps_the_input(app, tmp_path):
     path, ramp = grey16(tmp_path)
     _, _, report, png = app.denoise(path, MODEL, 0.0, "none", 0.0, 0, None, progress=no_progress)
@@ -210,7 +223,7 @@ def test_palette_upload_is_written_as_rgb(tmp_path):
 def test_cli_arguments():
     args = ui.parse_args([])
     assert (args.host, args.port, args.share, args.auth) == ("127.0.0.1", 7860, False, None)
-    assert args.concurrency == 1 and args.model == []
+    assert args.concurrency == 1 and args.model == [] and args.precision == "float32"
     assert ui.parse_args(["--auth", "ann:s3cr:et"]).auth == ("ann", "s3cr:et")
     with pytest.raises(argparse.ArgumentTypeError, match="user:password"):
         ui.parse_auth("nopassword")

@@ -106,7 +106,8 @@ def test_large_image_keeps_full_resolution_and_reports_progress(client, tmp_path
     from data.images import load_image
 
     photo = load_image("/usr/share/backgrounds/mate/nature/GreenMeadow.jpg").pixels  # 1280 x 1024
-    Image.fromarray(np.ascontiguousarray(photo[:600, :1200, 1])).save(tmp_path / "meadow.png")
+    # 1.3 megapixels: more than one tile of the engine's default 1024 x 1024 pixels
+    Image.fromarray(np.ascontiguousarray(photo[..., 1])).save(tmp_path / "meadow.png")
     job = client.submit(handle_file(str(tmp_path / "meadow.png")), MODEL, 1.0, "gaussian", 0.2, 0, None,
                         api_name="/denoise")
     fractions = set()
@@ -117,7 +118,7 @@ def test_large_image_keeps_full_resolution_and_reports_progress(client, tmp_path
         time.sleep(0.05)
     _, _, report, png = job.result()
     assert any(0.0 < f < 1.0 for f in fractions), f"no progress between 0 and 1 reported: {fractions}"
-    assert read(png)[2] == (1200, 600) and (report["width"], report["height"]) == (1200, 600)
+    assert read(png)[2] == (1280, 1024) and (report["width"], report["height"]) == (1280, 1024)
     assert report["denoised_psnr"] > report["noisy_psnr"] + 2.0
 
 

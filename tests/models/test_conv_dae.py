@@ -81,3 +81,27 @@ def test_negative_log_likelihood_values():
     with pytest.raises(ValueError, match=r"distribution must be one of \('gaussian', 'bernoulli'\), "
                                          r"got 'laplace'"):
         negative_log_likelihood("laplace")
+
+
+def test_with_precision_keeps_the_weights_and_refuses_what_it_cannot_change():
+    import keras
+
+    from models.registry import with_precision
+
+    model = ConvDAE(channels=3, widths=(8, 16), bottleneck=12, name="dae")
+    x = np.random.default_rng(1).random((2, 16, 24, 3), dtype=np.float32)
+    fast = with_precision(model, "bfloat16")
+    assert with_precision(model, "float32") is model
+    assert fast.get_layer("encoder").get_layer("down0_conv0").compute_dtype == "bfloat16"
+    assert fast.get_layer("encoder").get_layer("down0_conv0").kernel.dtype == "float32"
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    for a, b in zip(model.get_weights(), fast.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    exact, quick = np.asarray(model(x)), np.asarray(fast(x))
+    assert quick.dtype == np.float32 and not np.array_equal(exact, quick)
+    np.testing.assert_allclose(quick, exact, atol=0.05)
+    functional = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="cannot compute in bfloat16"):
+        with_precision(functional, "bfloat16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        with_precision(model, "float16")

@@ -163,6 +163,20 @@ def test_tiny_run_on_real_fashion_mnist(tmp_path, capsys):
     assert again.read_text() == markdown
 
 
+def test_precision_flag_names_the_contender(tmp_path):
+    out_json = tmp_path / "bench.json"
+    argv = ["--model", "fashion-mnist", "--dataset", "fashion_mnist", "--limit", "20", "--tune-images", "4",
+            "--contender", "median3", "--setting", "gaussian:0.1", "--json", str(out_json)]
+    assert main([*argv, "--precision", "bfloat16"]) == 0
+    fast = json.loads(out_json.read_text())
+    assert main(argv) == 0
+    exact = json.loads(out_json.read_text())
+    assert list(fast["contenders"]) == ["noisy", "median3", "fashion-mnist-bfloat16"]
+    quick = fast["results"]["gaussian:0.1"]["fashion-mnist-bfloat16"]["psnr"]
+    assert quick == pytest.approx(exact["results"]["gaussian:0.1"]["fashion-mnist"]["psnr"], abs=0.05)
+    assert quick > fast["results"]["gaussian:0.1"]["noisy"]["psnr"] + 5
+
+
 def _write_photo(path, pixels):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path)
