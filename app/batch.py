@@ -88,7 +88,7 @@ class BatchConfig:
         "choices": COLOUR_POLICIES,
         "help": "how a grey model treats colour images: each channel, or the luminance only"})
     tile: int = dataclasses.field(default=DEFAULT_TILE, metadata={
-        "help": "tile side in pixels for large images (memory stays bounded)"})
+        "help": "tiles of large images hold at most TILE x TILE pixels (memory stays bounded)"})
     precision: str = dataclasses.field(default="float32", metadata={
         "choices": PRECISIONS, "help": PRECISION_HELP})
     max_pixels: int = dataclasses.field(default=DEFAULT_MAX_PIXELS, metadata={

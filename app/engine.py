@@ -55,7 +55,7 @@ activation memory as four 512-pixel tiles); the larger the tiles, the less work 
 repeat, and a 1-megapixel photo goes through in one piece."""
 
 DEFAULT_BATCH_PIXELS = 1 << 20
-"""Pixels per model call (four 512 x 512 tiles, or ~1300 Fashion-MNIST-sized images)."""
+"""Pixels per model call (one 1024 x 1024 tile, or ~1300 Fashion-MNIST-sized images)."""
 
 OVERLAP_STRIDES = 16
 """Default overlap in units of the model's stride: 64 px for our stride-4 ConvDAEs, whose
@@ -171,8 +171,9 @@ def denoise(pixels: np.ndarray, model, *, strength: float = 1.0, tile: int | Non
         model: a bundled name, a run folder, a ``.keras`` path, a loaded Keras model or a
             :class:`Denoiser`.
         strength: 0 returns the input, 1 the model's output, in between a blend.
-        tile: largest tile side in pixels (rounded down to the model's stride); ``None`` denoises the
-            whole image in one piece (memory grows with the image).
+        tile: tiles hold at most ``tile`` x ``tile`` pixels (``tile`` rounded down to the model's
+            stride; see :func:`tile_shape`); ``None`` denoises the whole image in one piece
+            (memory grows with the image).
         overlap: pixels shared by neighbouring tiles (rounded up to the stride); ``None`` for
             ``OVERLAP_STRIDES`` strides.
         colour: how a grey model treats a colour image: ``"per_channel"`` or ``"luminance"``.

@@ -56,8 +56,9 @@ PRECISIONS = ("float32", "bfloat16")
 """How a loaded model computes: ``float32`` as trained and scored, or ``bfloat16`` (weights stay
 float32, layers compute in bfloat16, the output layer stays float32). bfloat16 runs about twice
 as fast on CPUs with AVX512-BF16 or AMX and on GPUs with bfloat16 units, for a PSNR change under
-0.01 dB on the bundled models (docs/benchmark.md). A processor without bfloat16 units emulates
-it, which can be slower than float32: measure with ``training.bench_engine --precision``."""
+0.01 dB on the bundled models (README, "Faster on bfloat16 hardware"). A processor without
+bfloat16 units emulates it, which can be slower than float32: measure with
+``training.bench_engine --precision``."""
 
 PRECISION_HELP = ("how the model computes: bfloat16 is about twice as fast on CPUs with AVX512-BF16 "
                   "or AMX and on recent GPUs, for a PSNR change under 0.01 dB (README)")
@@ -95,8 +96,8 @@ def _check_precision(precision: str) -> None:
 
 def with_precision(model, precision: str):
     """The same model computing in ``precision``: rebuilt from its config under Keras's
-    ``mixed_bfloat16`` policy, with the same (float32) weights. Layers that fix their own dtype
-    (our output layers are float32) keep it.
+    ``mixed_bfloat16`` policy (Keras's global policy, set for the rebuild and restored), with the
+    same float32 weights. Layers that fix their own dtype (our output layers are float32) keep it.
 
     Raises:
         ValueError: an unknown precision, or a model whose layers all fix their own dtype (a
