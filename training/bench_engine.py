@@ -56,7 +56,7 @@ class BenchEngineConfig:
     repeat: int = field(default=1, metadata={
         "help": "process the large photo this many times and report the fastest (the first call "
                 "on a new tile shape also traces the model for it)"})
-    tile: int = field(default=DEFAULT_TILE, metadata={"help": "engine tile side"})
+    tile: int = field(default=DEFAULT_TILE, metadata={"help": "engine tiles hold at most TILE x TILE pixels"})
     precision: str = field(default="float32", metadata={"choices": PRECISIONS, "help": PRECISION_HELP})
     colour: str = field(default="per_channel", metadata={
         "choices": COLOUR_POLICIES, "help": "how a grey model treats colour images"})
