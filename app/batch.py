@@ -47,7 +47,7 @@ from data.images import (
     save_image,
     to_model,
 )
-from models.registry import PRECISION_HELP, PRECISIONS
+from models.registry import PRECISION_HELP, PRECISIONS, check_precision
 from training.cli import parse_config
 
 MANIFEST_FIELDS = (
@@ -102,8 +102,7 @@ class BatchConfig:
     def __post_init__(self):
         if not 0.0 <= self.strength <= 1.0:
             raise ValueError(f"--strength must be in [0, 1], got {self.strength}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_precision(self.precision)
         if self.glob is not None and (Path(self.glob).is_absolute() or ".." in Path(self.glob).parts):
             raise ValueError(f"--glob must be a pattern inside IN_DIR (no '..', not absolute), "
                              f"got {self.glob!r}")

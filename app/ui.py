@@ -51,6 +51,7 @@ from models.registry import (
     PRECISIONS,
     ModelNotFoundError,
     bundled_models,
+    check_precision,
     model_card,
     resolve_model_path,
 )
@@ -249,8 +250,7 @@ class DenoiserApp:
                  precision: str = "float32"):
         if not models:
             raise ValueError("no models to serve: none bundled in models/bundled and none given with --model")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        check_precision(precision)
         self.models = dict(models)
         self.max_pixels = int(max_pixels)
         self.precision = precision

@@ -54,14 +54,14 @@ def model_card(name_or_path: str | Path) -> dict:
 
 PRECISIONS = ("float32", "bfloat16")
 """How a loaded model computes: ``float32`` as trained and scored, or ``bfloat16`` (weights stay
-float32, layers compute in bfloat16, the output layer stays float32). bfloat16 runs about twice
-as fast on CPUs with AVX512-BF16 or AMX and on GPUs with bfloat16 units, for a PSNR change under
+float32, layers compute in bfloat16, the output layer stays float32). bfloat16 ran 1.6-1.9x
+as fast here, on a CPU with AVX512-BF16 or AMX and on GPUs with bfloat16 units, for a PSNR change under
 0.01 dB on the bundled models (README, "Faster on bfloat16 hardware"). A processor without
 bfloat16 units emulates it, which can be slower than float32: measure with
 ``training.bench_engine --precision``."""
 
-PRECISION_HELP = ("how the model computes: bfloat16 is about twice as fast on CPUs with AVX512-BF16 "
-                  "or AMX and on recent GPUs, for a PSNR change under 0.01 dB (README)")
+PRECISION_HELP = ("how the model computes: bfloat16 ran 1.6-1.9x as fast as float32 on a CPU with "
+                  "AVX512-BF16, for a PSNR change under 0.01 dB (README)")
 """The command-line help of every ``--precision`` flag."""
 
 
@@ -72,7 +72,7 @@ def load_model(name_or_path: str | Path, precision: str = "float32"):
         name_or_path: a bundled name, a run folder or a ``.keras`` file.
         precision: one of :data:`PRECISIONS` (see :func:`with_precision`).
     """
-    _check_precision(precision)
+    check_precision(precision)
     path = resolve_model_path(name_or_path)
     return _load(str(path.resolve()), path.stat().st_mtime_ns, precision)
 
@@ -89,7 +89,8 @@ def _load(path: str, _mtime: int, precision: str):
     return keras.saving.load_model(path, safe_mode=True, compile=False)
 
 
-def _check_precision(precision: str) -> None:
+def check_precision(precision: str) -> None:
+    """Raises ValueError naming :data:`PRECISIONS` unless ``precision`` is one of them."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
 
@@ -103,7 +104,7 @@ def with_precision(model, precision: str):
         ValueError: an unknown precision, or a model whose layers all fix their own dtype (a
             functional model keeps its saved per-layer policies), so nothing would change.
     """
-    _check_precision(precision)
+    check_precision(precision)
     if precision == "float32":
         return model
     import keras
