@@ -5,6 +5,12 @@ values in ``[0, 1]``, a per-image ``level`` (shape ``(N,)`` or a scalar) and a s
 ``seed`` (two integers). The same functions serve the ``tf.data`` training pipeline, the
 benchmarks, the UI's "add corruption" control and the CLI (``CORRUPTIONS`` feeds their
 ``choices=``); :func:`corrupt` is the numpy entry point.
+
+They are written in ``keras.ops`` and draw their randomness from the active Keras backend's
+stateless generator (:func:`_random`): TensorFlow's ``tf.random.stateless_*`` or JAX's
+``jax.random``. So the same code corrupts batches inside a ``tf.data`` pipeline and on an
+accelerator that has JAX but no TensorFlow build (``KERAS_BACKEND=jax``). A seed gives the same
+noise every time on one backend; the two backends draw different noise from it.
 """
 
 from __future__ import annotations
@@ -12,26 +18,97 @@ from __future__ import annotations
 import dataclasses
 import re
 
+import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
+
+
+class _TensorFlowRandom:
+    """Stateless draws from ``tf.random`` (also inside ``tf.data`` graphs)."""
+
+    def __init__(self):
+        import tensorflow as tf
+
+        self.tf = tf
+
+    def shape(self, x, channels=None):
+        shape = self.tf.shape(x)
+        return shape if channels is None else self.tf.concat([shape[:-1], [channels]], axis=0)
+
+    def batch(self, x):
+        return self.tf.shape(x)[:1]
+
+    def split(self, seed, n):
+        return self.tf.random.experimental.stateless_split(self.tf.cast(seed, self.tf.int64), n)
+
+    def normal(self, shape, seed, dtype):
+        return self.tf.random.stateless_normal(shape, seed, dtype=dtype)
+
+    def uniform(self, shape, seed, dtype):
+        return self.tf.random.stateless_uniform(shape, seed, dtype=dtype)
+
+    def randint(self, shape, seed, maxval):
+        return self.tf.random.stateless_uniform(shape, seed, maxval=maxval, dtype=self.tf.int32)
+
+
+class _JaxRandom:
+    """Stateless draws from ``jax.random``; a seed pair is used as a raw threefry key."""
+
+    def __init__(self):
+        import jax
+
+        self.jax = jax
+
+    def shape(self, x, channels=None):
+        return tuple(x.shape) if channels is None else (*x.shape[:-1], channels)
+
+    def batch(self, x):
+        return tuple(x.shape[:1])
+
+    def _key(self, seed):
+        return self.jax.numpy.asarray(seed).astype("uint32")
+
+    def split(self, seed, n):
+        return self.jax.random.split(self._key(seed), n)
+
+    def normal(self, shape, seed, dtype):
+        return self.jax.random.normal(self._key(seed), shape, dtype=dtype)
+
+    def uniform(self, shape, seed, dtype):
+        return self.jax.random.uniform(self._key(seed), shape, dtype=dtype)
+
+    def randint(self, shape, seed, maxval):
+        return self.jax.random.randint(self._key(seed), shape, 0, maxval)
+
+
+_RANDOM = {"tensorflow": _TensorFlowRandom, "jax": _JaxRandom}
+
+
+def _random():
+    """The active Keras backend's stateless random ops."""
+    backend = keras.backend.backend()
+    if backend not in _RANDOM:
+        raise RuntimeError(f"corruption needs the tensorflow or jax Keras backend, not {backend!r}")
+    return _RANDOM[backend]()
 
 
 def _per_image(level, x):
     """Broadcasts a scalar or per-image ``(N,)`` level against a ``(N, H, W, C)`` batch."""
-    level = tf.cast(level, x.dtype)
-    return tf.reshape(level, [-1, 1, 1, 1]) if level.shape.rank else level
+    level = ops.cast(level, x.dtype)
+    return ops.reshape(level, (-1, 1, 1, 1)) if ops.ndim(level) else level
 
 
 def _pixel_uniform(x, seed):
     """One uniform draw per pixel, shared by the pixel's channels: shape ``(N, H, W, 1)``."""
-    shape = tf.concat([tf.shape(x)[:-1], [1]], axis=0)
-    return tf.random.stateless_uniform(shape, seed, dtype=x.dtype)
+    rng = _random()
+    return rng.uniform(rng.shape(x, channels=1), seed, x.dtype)
 
 
 def gaussian(x, level, seed):
     """Additive white Gaussian noise of std ``level``, then clipped to ``[0, 1]``."""
-    noise = tf.random.stateless_normal(tf.shape(x), seed, dtype=x.dtype)
-    return tf.clip_by_value(x + _per_image(level, x) * noise, 0.0, 1.0)
+    rng = _random()
+    noise = rng.normal(rng.shape(x), seed, x.dtype)
+    return ops.clip(x + _per_image(level, x) * noise, 0.0, 1.0)
 
 
 def salt_pepper(x, level, seed, salt_ratio=0.5):
@@ -39,10 +116,10 @@ def salt_pepper(x, level, seed, salt_ratio=0.5):
 
     A hit pixel takes the value in all its channels, so a colour pixel turns white or black.
     """
-    seeds = tf.random.experimental.stateless_split(seed, 2)
+    seeds = _random().split(seed, 2)
     hit = _pixel_uniform(x, seeds[0]) < _per_image(level, x)
-    salt = _pixel_uniform(x, seeds[1]) < tf.cast(salt_ratio, x.dtype)
-    return tf.where(hit, tf.cast(salt, x.dtype), x)
+    salt = _pixel_uniform(x, seeds[1]) < ops.cast(salt_ratio, x.dtype)
+    return ops.where(hit, ops.cast(salt, x.dtype), x)
 
 
 def masking(x, level, seed):
@@ -51,7 +128,7 @@ def masking(x, level, seed):
     The mask is drawn per pixel and shared by the channels of a colour pixel.
     """
     hit = _pixel_uniform(x, seed) < _per_image(level, x)
-    return tf.where(hit, tf.zeros_like(x), x)
+    return ops.where(hit, ops.zeros_like(x), x)
 
 
 CORRUPTIONS = {"gaussian": gaussian, "salt_pepper": salt_pepper, "masking": masking}
@@ -104,22 +181,22 @@ def corrupt_batch(x, specs, seed):
     Args:
         x: float tensor ``(N, H, W, C)`` in ``[0, 1]``.
         specs: a non-empty sequence of :class:`CorruptionSpec`.
-        seed: stateless seed, an int tensor of shape ``(2,)``.
+        seed: stateless seed, two integers (a tensor or array of shape ``(2,)``).
 
     Returns:
         The corrupted batch, same shape and dtype as ``x``.
     """
     if not specs:
         raise ValueError("corrupt_batch needs at least one corruption spec, got none")
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2 + len(specs))
-    n = tf.shape(x)[0]
-    pick = tf.random.stateless_uniform([n], seeds[0], maxval=len(specs), dtype=tf.int32)
-    u = tf.random.stateless_uniform([n], seeds[1], dtype=x.dtype)
+    rng = _random()
+    seeds = rng.split(seed, 2 + len(specs))
+    pick = rng.randint(rng.batch(x), seeds[0], len(specs))
+    u = rng.uniform(rng.batch(x), seeds[1], x.dtype)
     out = x
     for i, spec in enumerate(specs):
         level = spec.low + (spec.high - spec.low) * u
-        chosen = tf.reshape(tf.equal(pick, i), [-1, 1, 1, 1])
-        out = tf.where(chosen, CORRUPTIONS[spec.name](x, level, seeds[2 + i]), out)
+        chosen = ops.reshape(ops.equal(pick, i), (-1, 1, 1, 1))
+        out = ops.where(chosen, CORRUPTIONS[spec.name](x, level, seeds[2 + i]), out)
     return out
 
 
@@ -140,8 +217,8 @@ def corrupt(image: np.ndarray, name: str, level: float, seed: int = 0) -> np.nda
     if arr.ndim not in (3, 4):
         raise ValueError(f"expected an image (H, W, C) or batch (N, H, W, C), got shape {arr.shape}")
     batch = arr[None] if arr.ndim == 3 else arr
-    out = CORRUPTIONS[spec.name](tf.constant(batch), spec.low, tf.constant([seed, 0], tf.int64))
-    out = out.numpy()
+    out = CORRUPTIONS[spec.name](ops.convert_to_tensor(batch), spec.low, np.array([seed, 0], np.int64))
+    out = ops.convert_to_numpy(out)
     return out[0] if arr.ndim == 3 else out
 
 

@@ -1,9 +1,16 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from data.corruption import BENCHMARK_SETTINGS, CORRUPTIONS, CorruptionSpec, corrupt, corrupt_batch
 
+ROOT = Path(__file__).resolve().parents[2]
 RNG = np.random.default_rng(0)
 # Mid-grey images leave room on both sides, so clipping barely touches Gaussian noise.
 GREY = np.full((16, 32, 32, 1), 0.5, np.float32)
@@ -89,3 +96,40 @@ def test_corrupt_batch_draws_one_spec_and_level_per_image():
 
 def test_benchmark_grid_names_are_registered():
     assert {name for name, _ in BENCHMARK_SETTINGS} == set(CORRUPTIONS)
+
+
+JAX_PROBE = """
+import json, numpy as np, jax
+from data.corruption import corrupt, corrupt_batch, CorruptionSpec
+grey = np.full((16, 32, 32, 3), 0.5, np.float32)
+specs = [CorruptionSpec.parse("masking:0.1-0.6"), CorruptionSpec.parse("salt_pepper:0.5")]
+batch = np.asarray(jax.jit(lambda x, s: corrupt_batch(x, specs, s))(grey, np.array([1, 2])))
+sp = corrupt(grey, "salt_pepper", 0.3, 1)
+mask = corrupt(grey, "masking", 0.3, 1)
+print(json.dumps({
+    "gaussian_std": float((corrupt(grey, "gaussian", 0.05, 1) - grey).std()),
+    "same_seed": bool(np.array_equal(corrupt(grey, "gaussian", 0.2, 7), corrupt(grey, "gaussian", 0.2, 7))),
+    "other_seed": bool(np.array_equal(corrupt(grey, "gaussian", 0.2, 7), corrupt(grey, "gaussian", 0.2, 8))),
+    "sp_hit": float((sp != grey).any(-1).mean()), "sp_salt": float((sp == 1).all(-1).mean()),
+    "sp_whole_pixels": bool(np.array_equal((sp != grey).any(-1), (sp != grey).all(-1))),
+    "mask_hit": float((mask == 0).all(-1).mean()),
+    "batch_masked_share": float(((batch == 1).sum(axis=(1, 2, 3)) == 0).mean()),
+}))
+"""
+
+
+def test_same_corruptions_on_the_jax_backend_without_tensorflow(tmp_path):
+    blocked = tmp_path / "tensorflow"
+    blocked.mkdir()
+    (blocked / "__init__.py").write_text('raise ImportError("no TensorFlow here (test)")')
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    done = subprocess.run([sys.executable, "-c", JAX_PROBE], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    stats = json.loads(done.stdout.strip().splitlines()[-1])
+    assert abs(stats["gaussian_std"] - 0.05) < 0.002
+    assert stats["same_seed"] and not stats["other_seed"]
+    assert abs(stats["sp_hit"] - 0.3) < 0.02 and abs(stats["sp_salt"] - 0.15) < 0.02
+    assert stats["sp_whole_pixels"]
+    assert abs(stats["mask_hit"] - 0.3) < 0.02
+    assert 0.2 < stats["batch_masked_share"] < 0.8  # one spec drawn per image
