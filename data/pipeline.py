@@ -1,9 +1,15 @@
-"""The tf.data input pipeline: fresh corruption drawn for every batch, never a stored copy."""
+"""Training input: fresh corruption drawn for every batch, never a stored copy.
+
+:func:`denoising_dataset` is the ``tf.data`` pipeline (TensorFlow backend, ``tf.distribute``);
+:class:`DenoisingBatches` serves the same ``(x̃, x)`` batches to Keras backends without
+``tf.data`` (JAX on an accelerator that has no TensorFlow build). Both corrupt with
+:func:`data.corruption.corrupt_batch`.
+"""
 
 from __future__ import annotations
 
+import keras
 import numpy as np
-import tensorflow as tf
 
 from data.corruption import CorruptionSpec, corrupt_batch
 
@@ -26,6 +32,8 @@ def denoising_dataset(images: np.ndarray, specs: list[CorruptionSpec], batch_siz
         drop_remainder: keep every batch full (needed by some distribution strategies).
         fresh_noise: new noise on every pass; ``False`` repeats the same noise (validation).
     """
+    import tensorflow as tf
+
     ds = tf.data.Dataset.from_tensor_slices(images).cache()
     if shuffle:
         ds = ds.shuffle(min(len(images), 20_000), seed=seed, reshuffle_each_iteration=True)
@@ -48,3 +56,56 @@ def denoising_dataset(images: np.ndarray, specs: list[CorruptionSpec], batch_siz
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+class DenoisingBatches(keras.utils.PyDataset):
+    """``(x̃, x)`` batches from uint8 images for ``fit`` on backends without ``tf.data``.
+
+    The same arguments and behaviour as :func:`denoising_dataset`: reshuffled every epoch, a
+    new corruption seed for every batch and epoch (``fresh_noise``), flips and 90° rotations
+    for photo patches (``augment``). On JAX the corruption is compiled once and runs on the
+    accelerator.
+    """
+
+    def __init__(self, images: np.ndarray, specs: list[CorruptionSpec], batch_size: int, seed: int,
+                 shuffle: bool = True, augment: bool = False, drop_remainder: bool = True,
+                 fresh_noise: bool = True):
+        super().__init__()
+        self.images, self.batch_size, self.seed = images, batch_size, seed
+        self.shuffle, self.augment, self.fresh_noise = shuffle, augment, fresh_noise
+        count = len(images) // batch_size if drop_remainder else -(-len(images) // batch_size)
+        if count < 1:
+            raise ValueError(f"{len(images)} images is fewer than one batch of {batch_size}")
+        self.count, self.epoch = count, 0
+        corrupt = lambda x, batch_seed: corrupt_batch(x, specs, batch_seed)  # noqa: E731
+        if keras.backend.backend() == "jax":
+            import jax
+
+            corrupt = jax.jit(corrupt)
+        self.corrupt = corrupt
+        self._order()
+
+    def _order(self):
+        n = len(self.images)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.order = rng.permutation(n) if self.shuffle else np.arange(n)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int):
+        rows = np.sort(self.order[index * self.batch_size : (index + 1) * self.batch_size])
+        x = self.images[rows].astype(np.float32) / 255.0
+        epoch = self.epoch if self.fresh_noise else 0
+        if self.augment:
+            rng = np.random.default_rng([self.seed, epoch, index])
+            flip = rng.random(len(x)) < 0.5
+            x[flip] = x[flip, :, ::-1]
+            if x.shape[1] == x.shape[2]:
+                x = np.ascontiguousarray(np.rot90(x, k=int(rng.integers(4)), axes=(1, 2)))
+        batch_seed = np.array([self.seed * 100_003 + epoch, index], np.int64)
+        return keras.ops.convert_to_numpy(self.corrupt(x, batch_seed)), x
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self._order()

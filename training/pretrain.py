@@ -10,10 +10,15 @@ from its last finished epoch (``keras.callbacks.BackupAndRestore``).
 
 On a GPU it uses mixed precision and XLA; with several GPUs ``tf.distribute.MirroredStrategy``;
 with ``TF_CONFIG`` set, ``MultiWorkerMirroredStrategy`` across machines.
+
+With ``KERAS_BACKEND=jax`` the same command trains on one accelerator that has JAX but no
+TensorFlow GPU build: the batches come from :class:`data.pipeline.DenoisingBatches`, with the
+same corruption code, and the run folder is the same (less the TensorBoard logs).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -113,9 +118,40 @@ def build_dae(config, channels: int, steps_per_epoch: int, jit: bool = False):
     return model
 
 
+class OneDevice:
+    """The strategy stand-in on backends without ``tf.distribute``: one device, no-op scope."""
+
+    num_replicas_in_sync = 1
+    cluster_resolver = None
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+
+def _configure_jax(config):
+    """``configure_devices`` for the JAX backend: one device, XLA always."""
+    import jax
+    import keras
+
+    if config.distribute not in ("auto", "none") or config.cpu_devices > 1:
+        raise ValueError("--distribute and --cpu-devices use tf.distribute: they need the "
+                         "TensorFlow backend (unset KERAS_BACKEND)")
+    gpus = [d for d in jax.devices() if d.platform == "gpu"]
+    precision = config.mixed_precision
+    if precision == "auto":
+        precision = "bfloat16" if gpus else "off"
+    keras.config.set_dtype_policy("float32" if precision == "off" else f"mixed_{precision}")
+    if config.jit == "off":
+        raise ValueError("--jit off: the JAX backend always compiles with XLA")
+    return OneDevice(), True
+
+
 def configure_devices(config):
     """Returns ``(strategy, use_xla)``; sets the dtype policy. Call before any TF op."""
     import keras
+
+    if keras.backend.backend() == "jax":
+        return _configure_jax(config)
     import tensorflow as tf
 
     if config.cpu_devices > 1:
@@ -142,6 +178,8 @@ def configure_devices(config):
 
 
 def is_multi_worker(strategy) -> bool:
+    if isinstance(strategy, OneDevice):
+        return False
     import tensorflow as tf
 
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
@@ -182,7 +220,7 @@ def train(config: PretrainConfig) -> dict:
     strategy, jit = configure_devices(config)
     import keras
 
-    from data.pipeline import denoising_dataset
+    from data.pipeline import DenoisingBatches, denoising_dataset
 
     keras.utils.set_random_seed(config.seed)
     data = load_dataset(config.dataset, config.data_dir, channels=config.channels,
@@ -204,9 +242,10 @@ def train(config: PretrainConfig) -> dict:
 
     augment = data.y_train is None
     specs = config.specs
-    train_ds = denoising_dataset(x_train, specs, config.batch_size, config.seed, augment=augment)
-    val_ds = denoising_dataset(x_val, specs, config.batch_size, config.seed + 1, shuffle=False,
-                               fresh_noise=False)
+    batches = DenoisingBatches if isinstance(strategy, OneDevice) else denoising_dataset
+    train_ds = batches(x_train, specs, config.batch_size, config.seed, augment=augment)
+    val_ds = batches(x_val, specs, config.batch_size, config.seed + 1, shuffle=False,
+                     fresh_noise=False)
     steps = len(x_train) // config.batch_size
     if steps < 1:
         raise ValueError(f"{len(x_train)} training images is fewer than one batch of {config.batch_size}")
@@ -222,8 +261,9 @@ def train(config: PretrainConfig) -> dict:
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True),
         keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True),
-        keras.callbacks.TensorBoard(str(out_dir / "logs")),
     ]
+    if keras.backend.backend() == "tensorflow":  # Keras writes TensorBoard logs through tf.summary
+        callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "logs")))
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
               shuffle=False,  # the tf.data pipeline shuffles; fit's own flag would only warn
               verbose="auto" if sys.stdout.isatty() else 2)
@@ -232,6 +272,27 @@ def train(config: PretrainConfig) -> dict:
     if not is_chief(strategy):
         return {}
     return summarize(out_dir, config, x_val, read_history(out_dir / "history.csv"))
+
+
+def describe_machine() -> str:
+    """What trained the run: the accelerator (or CPU cores) and the Keras backend, for its card."""
+    import platform
+
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        gpus = [d.device_kind for d in jax.devices() if d.platform == "gpu"]
+    else:
+        import tensorflow as tf
+
+        gpus = [tf.config.experimental.get_device_details(d).get("device_name", d.name)
+                for d in tf.config.list_physical_devices("GPU")]
+    where = (f"{len(gpus)} x {gpus[0]}" if gpus
+             else f"{platform.machine()} CPU, {os.cpu_count()} cores (no GPU)")
+    return f"{where}, Keras backend {backend}"
 
 
 def summarize(run_dir: Path, config: PretrainConfig, x_val: np.ndarray, history: dict) -> dict:
@@ -255,6 +316,7 @@ def summarize(run_dir: Path, config: PretrainConfig, x_val: np.ndarray, history:
         "loss": [round(float(v), 6) for v in history.get("loss", [])],
         "epochs_run": len(history.get("loss", [])),
         "train_seconds": round(sum(history.get("epoch_seconds", [])), 1),
+        "machine": describe_machine(),
         "validation_images": int(len(clean)),
         "psnr": evaluate_denoiser(denoise, clean, settings, seed=config.seed),
     }

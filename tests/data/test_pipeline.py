@@ -1,7 +1,7 @@
 import numpy as np
 
 from data.corruption import CorruptionSpec
-from data.pipeline import denoising_dataset
+from data.pipeline import DenoisingBatches, denoising_dataset
 
 
 def _epochs(ds, n):
@@ -38,3 +38,49 @@ def test_fixed_noise_for_validation():
             np.testing.assert_array_equal(clean1, clean2)
             np.testing.assert_array_equal(noisy1 - clean1, noisy2 - clean2)
             assert np.any(noisy1 != clean1)  # there is noise to repeat
+
+
+def _passes(batches, n):
+    out = []
+    for _ in range(n):
+        out.append([batches[i] for i in range(len(batches))])
+        batches.on_epoch_end()
+    return out
+
+
+def test_denoising_batches_fresh_noise_every_epoch_yet_reproducible():
+    images = np.random.default_rng(0).integers(0, 256, (64, 8, 8, 1), dtype=np.uint8)
+    specs = [CorruptionSpec.parse("gaussian:0.2")]
+    batches = DenoisingBatches(images, specs, 16, seed=3, shuffle=False)
+    assert len(batches) == 4
+    first, second = _passes(batches, 2)
+    for (noisy1, clean1), (noisy2, clean2) in zip(first, second, strict=True):
+        np.testing.assert_array_equal(clean1, clean2)
+        assert clean1.dtype == np.float32 and 0 <= clean1.min() and clean1.max() <= 1
+        assert 0.1 < np.std(noisy1 - clean1) < 0.25
+        residual1, residual2 = noisy1 - clean1, noisy2 - clean2
+        assert abs(np.corrcoef(residual1.ravel(), residual2.ravel())[0, 1]) < 0.3
+    np.testing.assert_array_equal(np.concatenate([c for _, c in first]), images / np.float32(255))
+    rerun = _passes(DenoisingBatches(images, specs, 16, seed=3, shuffle=False), 2)
+    for epoch, again in zip((first, second), rerun, strict=True):
+        for (noisy, _), (noisy_again, _) in zip(epoch, again, strict=True):
+            np.testing.assert_array_equal(noisy, noisy_again)
+
+
+def test_denoising_batches_shuffle_augment_and_validation_mode():
+    images = np.random.default_rng(1).integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
+    specs = [CorruptionSpec.parse("masking:0.5")]
+    train = DenoisingBatches(images, specs, 16, seed=0, augment=True)
+    assert len(train) == 2  # the last 8 images do not fill a batch
+    first, second = _passes(train, 2)
+    seen = [np.concatenate([c for _, c in epoch]) for epoch in (first, second)]
+    assert not np.array_equal(seen[0], seen[1])  # reshuffled and re-augmented
+    # Flips and 90° rotations move pixels but keep each image's pixel values.
+    originals = {tuple(np.sort(im.ravel())) for im in images}
+    assert all(tuple(np.sort(np.round(c * 255).astype(np.uint8).ravel())) in originals for c in seen[0])
+    val = DenoisingBatches(images, specs, 16, seed=1, shuffle=False, drop_remainder=False,
+                           fresh_noise=False)
+    assert len(val) == 3 and val[2][0].shape == (8, 8, 8, 3)
+    a, b = _passes(val, 2)
+    for (noisy1, _), (noisy2, _) in zip(a, b, strict=True):
+        np.testing.assert_array_equal(noisy1, noisy2)

@@ -147,3 +147,44 @@ def test_missing_dataset_exits_2_with_one_message_and_no_traceback(tmp_path):
     assert "Put train-images-idx3-ubyte[.gz]" in done.stderr and "(or Keras' mnist.npz)" in done.stderr
     assert "pass --data-dir DIR, or set DAE_MNIST_DIR=DIR" in done.stderr
     assert not (tmp_path / "run").exists()  # nothing half-made
+
+
+def _without_tensorflow(tmp_path):
+    """Env for a subprocess on the JAX backend that cannot import TensorFlow, as on an
+    accelerator machine with JAX but no TensorFlow GPU build."""
+    blocked = tmp_path / "no_tf" / "tensorflow"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text('raise ImportError("no TensorFlow here (test)")')
+    return {"KERAS_BACKEND": "jax", "PYTHONPATH": f"{blocked.parent}{os.pathsep}{ROOT}"}
+
+
+@real_run
+def test_jax_backend_trains_without_tensorflow_and_the_model_serves_on_tensorflow(tmp_path):
+    from data.corruption import corrupt
+    from data.datasets import load_named
+    from data.images import to_model
+    from data.metrics import psnr
+    from models.registry import load_model
+
+    run = tmp_path / "run"
+    out = finish(pretrain(["--limit", "3000", "--epochs", "2", *SMALL, "--out", str(run)],
+                          env=_without_tensorflow(tmp_path)))
+    assert "OneDevice: 1 replica(s)" in out and "XLA on" in out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["machine"].endswith("Keras backend jax")
+    assert metrics["val_loss"][-1] < metrics["val_loss"][0]
+    gains = [v["denoised_psnr"] - v["noisy_psnr"] for v in metrics["psnr"].values()]
+    assert len(gains) == 8 and np.mean(gains) > 2.0, gains
+    assert not (run / "logs").exists()  # TensorBoard logs need TensorFlow
+    # The JAX-trained file loads and denoises here, on TensorFlow, as the app serves it.
+    clean = to_model(load_named("fashion_mnist").x_test[:64])
+    noisy = corrupt(clean, "gaussian", 0.3, seed=5)
+    restored = load_model(run).predict(noisy, verbose=0)
+    assert np.mean(psnr(clean, np.clip(restored, 0, 1))) > np.mean(psnr(clean, noisy)) + 3.0
+
+
+def test_jax_backend_refuses_tf_distribute_with_a_message(tmp_path):
+    out = pretrain(["--distribute", "mirrored", "--out", str(tmp_path / "run")],
+                   env=_without_tensorflow(tmp_path)).communicate(timeout=120)[0]
+    assert "error: --distribute and --cpu-devices use tf.distribute" in out
+    assert "Traceback" not in out and not (tmp_path / "run").exists()
