@@ -25,11 +25,12 @@ from training.evaluation import evaluate_denoiser
 from training.pretrain import PretrainConfig
 
 
-def pretrain_command(config: PretrainConfig) -> str:
+def pretrain_command(config: PretrainConfig, backend: str = "tensorflow") -> str:
     """The ``python -m training.pretrain`` command line that reproduces ``config``.
 
     The dataset, corruptions, epochs and run folder are always spelled out (defaults can
-    change); other options only where they differ from their default.
+    change); other options only where they differ from their default. A run trained on
+    another Keras backend gets its ``KERAS_BACKEND=...`` prefix.
     """
     always = {"dataset", "corruptions", "epochs", "out"}
     parts = ["python", "-m", "training.pretrain"]
@@ -47,7 +48,8 @@ def pretrain_command(config: PretrainConfig) -> str:
             parts += [flag, *map(str, value)]
         else:
             parts += [flag, str(value)]
-    return shlex.join(parts)
+    prefix = "" if backend == "tensorflow" else f"KERAS_BACKEND={backend} "
+    return prefix + shlex.join(parts)
 
 
 def _data_source(config: PretrainConfig) -> str:
@@ -84,11 +86,22 @@ def test_scores(model, config: PretrainConfig, eval_images: str | None, limit: i
     return {"split": f"{config.dataset} test", "images": int(len(clean)), "psnr": psnr}
 
 
+CPU_MACHINE = f"{platform.machine()} CPU, 2 cores (no GPU)"
+"""What trained runs whose ``metrics.json`` predates its ``machine`` field: this machine."""
+
+
 def bundle(run_dir: Path, name: str, description: str, eval_images: str | None = None,
-           limit: int = 0, data_note: str = "") -> dict:
-    """Copies ``run_dir/model.keras`` into the bundle and writes its card. Returns the card."""
+           limit: int = 0, data_note: str = "", machine: str = "", backend: str = "") -> dict:
+    """Copies ``run_dir/model.keras`` into the bundle and writes its card. Returns the card.
+
+    ``machine`` and ``backend`` name what trained the run where its ``metrics.json`` does not
+    (runs older than that field, or trained elsewhere).
+    """
     config = load_config(PretrainConfig, run_dir / "config.json")
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    machine = machine or metrics.get("machine", CPU_MACHINE)
+    _, found, named = machine.rpartition("Keras backend ")
+    backend = backend or (named if found else "tensorflow")
     model = load_model(run_dir)
     card = {
         "name": name,
@@ -98,13 +111,13 @@ def bundle(run_dir: Path, name: str, description: str, eval_images: str | None =
         "input": {"dtype": "float32", "range": [0.0, 1.0], "layout": "HWC",
                   "colour": "grey" if model.channels == 1 else "RGB"},
         "training": {
-            "command": pretrain_command(config),
+            "command": pretrain_command(config, backend),
             "dataset": config.dataset,
             "data": data_note or _data_source(config),
             "corruptions": list(config.corruptions),
             "epochs_run": metrics["epochs_run"],
             "train_seconds": metrics["train_seconds"],
-            "machine": f"{platform.machine()} CPU, 2 cores (no GPU)",
+            "machine": machine,
         },
         "config": json.loads((run_dir / "config.json").read_text()),
         "parameters": int(model.count_params()),
@@ -158,6 +171,10 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-images", help="folder of clean test photos (for folder-trained models)")
     parser.add_argument("--limit", type=int, default=0, help="score only this many test images")
     parser.add_argument("--data-note", default="", help="where the training data came from, for the card")
+    parser.add_argument("--machine", default="",
+                        help="what trained the run, where its metrics.json does not say")
+    parser.add_argument("--backend", default="", choices=("", "tensorflow", "jax"),
+                        help="the Keras backend that trained it, where its metrics.json does not say")
     args = parser.parse_args(argv)
     if args.table:
         print(cards_table())
@@ -165,7 +182,7 @@ def main(argv=None) -> int:
     if args.run_dir is None or not args.name:
         parser.error("a run folder and --name are needed (or --table)")
     card = bundle(args.run_dir, args.name, args.description, args.eval_images, args.limit,
-                  args.data_note)
+                  args.data_note, args.machine, args.backend)
     print(json.dumps(card["scores"], indent=2))
     return 0
 
