@@ -70,14 +70,14 @@ def test_scores(model, config: PretrainConfig, eval_images: str | None, limit: i
 
         images, _ = load_folder_images(eval_images, channels=model.channels)
         clean = [to_model(im) for im in images[: limit or None]]
-        settings = [("gaussian", s / 255) for s in (15, 25, 50)]
         scores = {}
-        for name, level in settings:
-            per = [evaluate_denoiser(lambda b: denoise(b[0], model).output[None], im[None], [(name, level)])
+        for sigma in (15, 25, 50):
+            setting = ("gaussian", sigma / 255)
+            per = [evaluate_denoiser(lambda b: denoise(b[0], model).output[None], im[None], [setting])
                    for im in clean]
-            key = f"{name}:{level:g}"
-            scores[key] = {k: round(sum(p[key][k] for p in per) / len(per), 3)
-                           for k in ("noisy_psnr", "denoised_psnr")}
+            key = f"{setting[0]}:{setting[1]:g}"
+            scores[f"gaussian:{sigma}/255"] = {k: round(sum(p[key][k] for p in per) / len(per), 3)
+                                               for k in ("noisy_psnr", "denoised_psnr")}
         return {"split": f"photos in {eval_images}", "images": len(clean), "psnr": scores}
     data = load_named(config.dataset, config.data_dir)
     clean = to_model(data.x_test[: limit or None])

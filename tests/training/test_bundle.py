@@ -2,7 +2,8 @@ import json
 import shutil
 
 from models.registry import BUNDLED_DIR
-from training.bundle import cards_table
+from training.bundle import cards_table, pretrain_command
+from training.pretrain import PretrainConfig
 
 
 def test_table_is_made_from_the_cards(tmp_path):
@@ -14,3 +15,11 @@ def test_table_is_made_from_the_cards(tmp_path):
     assert "| `fashion-mnist` |" in table and f"{card['parameters']:,}" in table
     assert "21.62 → **31.23**" in table  # the card's numbers, as they are
     assert table.count("\n|---") == 2  # one model table, one score table
+
+
+def test_command_names_the_backend_that_trained_the_model():
+    config = PretrainConfig(dataset="folder:/data/photos", epochs=3, out="runs/p")
+    plain = pretrain_command(config)
+    assert plain.startswith("python -m training.pretrain --dataset folder:/data/photos")
+    assert "--epochs 3" in plain and "--out runs/p" in plain
+    assert pretrain_command(config, "jax") == "KERAS_BACKEND=jax " + plain
