@@ -15,7 +15,7 @@ Examples::
     python -m training.benchmark --model fashion-mnist --dataset fashion_mnist --limit 300 \\
         --json runs/benchmark.json --markdown docs/benchmark.md
     python -m training.benchmark --write-skimage-photos photos
-    python -m training.benchmark --model runs/photo --images photos/test \\
+    python -m training.benchmark --model photo --images photos/test \\
         --tune-image photos/tune/motorcycle_right.png
 """
 
