@@ -30,6 +30,7 @@ import numpy as np
 
 from data.corruption import BENCHMARK_SETTINGS, CorruptionSpec
 from data.datasets import DatasetNotFoundError, load_dataset, split_validation
+from models.registry import ModelNotFoundError
 from training.cli import config_differences, parse_config, save_config
 from training.distribute import patch_keras_for_multi_worker
 from training.history import epoch_timer, read_history
@@ -70,6 +71,9 @@ class PretrainConfig:
     patch_size: int = field(default=64, metadata={"help": "patch side for folder datasets"})
     patches: int = field(default=20000, metadata={"help": "training patches cut from a folder"})
     eval_images: int = field(default=1000, metadata={"help": "validation images scored in metrics.json"})
+    init_from: str = field(default="", metadata={
+        "help": "start from this model's weights (a bundled name, run folder or .keras file of the "
+                "same architecture) instead of random ones: fine-tune it on your data"})
     distribute: str = field(default="auto", metadata={
         "choices": ("auto", "none", "mirrored", "multiworker"),
         "help": "auto: multiworker if TF_CONFIG is set, mirrored on >1 GPU, else none"})
@@ -144,6 +148,24 @@ def _configure_jax(config):
     if config.jit == "off":
         raise ValueError("--jit off: the JAX backend always compiles with XLA")
     return OneDevice(), True
+
+
+def initial_weights(name_or_path: str, config, channels: int) -> list:
+    """The weights of the model ``--init-from`` names, checked to fit ``config``'s network.
+
+    Raises:
+        ValueError: the architectures differ (the message names each setting that does).
+    """
+    from models.registry import load_model
+
+    theirs = load_model(name_or_path).get_config()
+    ours = {"channels": channels, **model_kwargs(config), "widths": list(config.widths)}
+    diff = [f"{key} {theirs.get(key)} vs {value}" for key, value in ours.items() if theirs.get(key) != value]
+    if diff:
+        raise ValueError(f"--init-from {name_or_path}: its architecture differs from this run's "
+                         f"({'; '.join(diff)}); pass the --widths, --bottleneck, ... it was trained "
+                         "with (its card or config.json lists them)")
+    return load_model(name_or_path).get_weights()
 
 
 def configure_devices(config):
@@ -233,6 +255,8 @@ def train(config: PretrainConfig) -> dict:
     if config.limit:
         x_train = x_train[: config.limit]
     x_val = x_val[: max(config.eval_images, config.batch_size)]
+    # Checked before the run folder is made: a wrong --init-from leaves nothing behind.
+    initial = initial_weights(config.init_from, config, data.channels) if config.init_from else None
     out_dir = worker_dir(Path(config.out), strategy)
     prepare_run_dir(config, out_dir)
     name = "MultiWorkerMirroredStrategy" if is_multi_worker(strategy) else type(strategy).__name__
@@ -252,6 +276,8 @@ def train(config: PretrainConfig) -> dict:
 
     with strategy.scope():
         model = build_dae(config, data.channels, steps, jit)
+        if initial is not None:
+            model.set_weights(initial)
         if is_multi_worker(strategy):
             patch_keras_for_multi_worker(model, next(iter(train_ds)))
     callbacks = [
@@ -358,7 +384,7 @@ def main(argv=None) -> int:
     config = parse_config(PretrainConfig, __doc__.split("\n\n")[0], argv)
     try:
         metrics = train(config)
-    except (DatasetNotFoundError, ValueError) as err:
+    except (DatasetNotFoundError, ModelNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if metrics:

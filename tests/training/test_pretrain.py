@@ -188,3 +188,28 @@ def test_jax_backend_refuses_tf_distribute_with_a_message(tmp_path):
                    env=_without_tensorflow(tmp_path)).communicate(timeout=120)[0]
     assert "error: --distribute and --cpu-devices use tf.distribute" in out
     assert "Traceback" not in out and not (tmp_path / "run").exists()
+
+
+@real_run
+def test_init_from_a_bundled_model_starts_from_its_weights(tmp_path):
+    common = ["--limit", "256", "--epochs", "1", "--batch-size", "32", "--eval-images", "64",
+              "--learning-rate", "1e-5"]
+    tuned, scratch = tmp_path / "tuned", tmp_path / "scratch"
+    finish(pretrain([*common, "--init-from", "fashion-mnist", "--out", str(tuned)]))
+    finish(pretrain([*common, "--out", str(scratch)]))
+    # Eight tiny steps cannot teach a network to denoise; the bundled model's weights can.
+    psnr = {run.name: json.loads((run / "metrics.json").read_text())["psnr"]["gaussian:0.1"]["denoised_psnr"]
+            for run in (tuned, scratch)}
+    assert psnr["tuned"] > 26.0 and psnr["scratch"] < 22.0, psnr
+    assert json.loads((tuned / "config.json").read_text())["init_from"] == "fashion-mnist"
+
+
+def test_init_from_another_architecture_is_refused_before_anything_is_written(tmp_path):
+    run = tmp_path / "run"
+    out = pretrain(["--limit", "256", "--widths", "8", "16", "--init-from", "fashion-mnist",
+                    "--out", str(run)]).communicate(timeout=120)[0]
+    assert "error: --init-from fashion-mnist: its architecture differs" in out
+    assert "widths [32, 64] vs [8, 16]" in out and "Traceback" not in out
+    assert not run.exists()
+    out = pretrain(["--init-from", "no-such-model", "--out", str(run)]).communicate(timeout=120)[0]
+    assert "error: no model 'no-such-model'" in out and not run.exists()
