@@ -343,13 +343,19 @@ class DenoiserApp:
         return [label, scores.get("denoised_psnr"), scores.get("denoised_ssim"), round(seconds, 3)]
 
 
-def sample_examples() -> list[list]:
-    """Example rows ``[image, reference, corruption, level]`` from ``data/samples``."""
-    rows = [["clothes_gaussian.png", "clothes_clean.png", NO_CORRUPTION, 0.0],
-            ["clothes_salt_pepper.png", "clothes_clean.png", NO_CORRUPTION, 0.0],
-            ["clothes_clean.png", None, "masking", 0.3],
-            ["photo_gaussian.png", "photo_clean.png", NO_CORRUPTION, 0.0]]
-    return [[str(SAMPLES_DIR / r[0]), str(SAMPLES_DIR / r[1]) if r[1] else None, r[2], r[3]]
+def sample_examples(models: dict[str, str]) -> list[list]:
+    """Example rows ``[image, reference, corruption, level, model]`` from ``data/samples``.
+
+    Each sample comes with the model made for it when ``models`` (dropdown label -> value)
+    holds it: the clothes with ``fashion-mnist``, the photo with ``photo``; else the first.
+    """
+    rows = [["clothes_gaussian.png", "clothes_clean.png", NO_CORRUPTION, 0.0, "fashion-mnist"],
+            ["clothes_salt_pepper.png", "clothes_clean.png", NO_CORRUPTION, 0.0, "fashion-mnist"],
+            ["clothes_clean.png", None, "masking", 0.3, "fashion-mnist"],
+            ["photo_gaussian.png", "photo_clean.png", NO_CORRUPTION, 0.0, "photo"]]
+    values = list(models.values())
+    return [[str(SAMPLES_DIR / r[0]), str(SAMPLES_DIR / r[1]) if r[1] else None, r[2], r[3],
+             r[4] if r[4] in values else values[0]]
             for r in rows if (SAMPLES_DIR / r[0]).is_file()]
 
 
@@ -413,9 +419,9 @@ def build_app(app: DenoiserApp, concurrency: int = 1, queue_size: int = 32) -> g
                                                  elem_id="denoise-download")
                     residual = gr.Image(format="png", label="Residual (input − output; mid-grey = 0)",
                                         interactive=False, elem_id="denoise-residual")
-            if sample_examples():
-                gr.Examples(sample_examples(), [image, reference, corruption, level], label="Samples",
-                            elem_id="denoise-samples")
+            if sample_examples(app.models):
+                gr.Examples(sample_examples(app.models), [image, reference, corruption, level, model],
+                            label="Samples", elem_id="denoise-samples")
             run.click(user_errors(app.denoise), [image, model, strength, corruption, level, seed, reference],
                       [slider, residual, scores, download], api_name="denoise", **engine_event).success(
                 lambda: gr.DownloadButton(interactive=True), None, download, api_visibility="private")
@@ -433,9 +439,10 @@ def build_app(app: DenoiserApp, concurrency: int = 1, queue_size: int = 32) -> g
                                          elem_id="compare-table")
                     gallery = gr.Gallery(format="png", label="Results", columns=3, object_fit="contain",
                                          elem_id="compare-gallery")
-            if sample_examples():
-                gr.Examples(sample_examples(), [c_image, c_reference, c_corruption, c_level], label="Samples",
-                            elem_id="compare-samples")
+            if sample_examples(app.models):
+                gr.Examples(sample_examples(app.models),
+                            [c_image, c_reference, c_corruption, c_level, c_model],
+                            label="Samples", elem_id="compare-samples")
             c_inputs = [c_image, c_model, c_corruption, c_level, c_seed, c_reference]
             c_run.click(user_errors(app.compare), c_inputs, [gallery, table], api_name="compare",
                         **engine_event)

@@ -230,3 +230,11 @@ def test_cli_arguments():
     assert MODEL in ui.model_choices()
     with pytest.raises(ui.ModelNotFoundError, match="no model"):
         ui.model_choices(["/nowhere/model.keras"])
+
+
+def test_each_sample_comes_with_the_model_made_for_it():
+    rows = ui.sample_examples(ui.model_choices())
+    assert [Path(r[0]).name for r in rows][-1] == "photo_gaussian.png"
+    assert {r[4] for r in rows[:-1]} == {"fashion-mnist"} and rows[-1][4] == "photo"
+    # Without those models every sample falls back to the first one listed.
+    assert {r[4] for r in ui.sample_examples({"my run": "runs/x"})} == {"runs/x"}
