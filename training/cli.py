@@ -94,9 +94,16 @@ def load_config(cls, path: Path):
 
 
 def config_differences(saved: dict, config, ignore=()) -> list[str]:
-    """The fields in which a saved config (as JSON) differs from ``config``, less ``ignore``."""
+    """The fields in which a saved config (as JSON) differs from ``config``, less ``ignore``.
+
+    A field added to the dataclass after the config was saved counts as its default there, so
+    runs saved before a new option keep resuming.
+    """
     new = json.loads(json.dumps(dataclasses.asdict(config)))
-    return sorted(k for k in set(saved) | set(new) if k not in ignore and saved.get(k) != new.get(k))
+    defaults = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(config)
+                                      if f.default is not dataclasses.MISSING}))
+    return sorted(k for k in set(saved) | set(new)
+                  if k not in ignore and saved.get(k, defaults.get(k)) != new.get(k))
 
 
 def finished_run_config(run_dir, config, ignore=()) -> dict | None:

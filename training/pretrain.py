@@ -158,14 +158,15 @@ def initial_weights(name_or_path: str, config, channels: int) -> list:
     """
     from models.registry import load_model
 
-    theirs = load_model(name_or_path).get_config()
+    source = load_model(name_or_path)
+    theirs = source.get_config()
     ours = {"channels": channels, **model_kwargs(config), "widths": list(config.widths)}
     diff = [f"{key} {theirs.get(key)} vs {value}" for key, value in ours.items() if theirs.get(key) != value]
     if diff:
         raise ValueError(f"--init-from {name_or_path}: its architecture differs from this run's "
                          f"({'; '.join(diff)}); pass the --widths, --bottleneck, ... it was trained "
                          "with (its card or config.json lists them)")
-    return load_model(name_or_path).get_weights()
+    return source.get_weights()
 
 
 def configure_devices(config):

@@ -68,3 +68,7 @@ def test_config_differences_name_the_fields_and_skip_the_ignored_ones():
     changed = {**saved, "epochs": 3, "out": "elsewhere", "extra": 1}
     assert config_differences(changed, config) == ["epochs", "extra", "out"]
     assert config_differences(changed, config, ignore=("out", "extra")) == ["epochs"]
+    # A run saved before an option existed matches while that option keeps its default.
+    older = {k: v for k, v in saved.items() if k != "init_from"}
+    assert config_differences(older, config) == []
+    assert config_differences(older, dataclasses.replace(config, init_from="photo")) == ["init_from"]
