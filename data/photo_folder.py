@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from data.datasets import list_images
-from data.images import ImageReadError, read_image
+from data.images import ImageFile, ImageReadError, read_image, save_image
 
 DEFAULT_SOURCES = ("/usr/share/backgrounds/mate/nature",)
 SIZES = (1024, 512)
@@ -44,8 +44,6 @@ def build(sources, out: Path, sizes=SIZES) -> list[Path]:
 
     Unreadable files are skipped with a message; returns the files written.
     """
-    from PIL import Image
-
     out.mkdir(parents=True, exist_ok=True)
     written = []
     paths = sorted({path.resolve() for folder in sources for path in list_images(folder)})
@@ -56,9 +54,8 @@ def build(sources, out: Path, sizes=SIZES) -> list[Path]:
             print(f"skipped {path}: {err}", file=sys.stderr)
             continue
         for side in sizes:
-            target = out / f"{path.stem}_{side}.png"
-            Image.fromarray(shrink(image, side)).save(target)
-            written.append(target)
+            written.append(save_image(ImageFile(shrink(image, side), None, "PNG", "RGB"),
+                                      out / f"{path.stem}_{side}.png"))
     if not written:
         raise ValueError(f"no readable photo in {', '.join(map(str, sources))}")
     return written
@@ -70,12 +67,13 @@ def main(argv=None) -> int:
                         help="folders of photos (default: the mate-backgrounds nature photos)")
     parser.add_argument("--out", required=True, help="folder to write the training PNGs into")
     args = parser.parse_args(argv)
-    sources = [s for s in args.sources if Path(s).is_dir()]
-    if not sources:
-        print(f"error: none of {', '.join(args.sources)} is a folder", file=sys.stderr)
+    missing = [s for s in args.sources if not Path(s).is_dir()]
+    if missing:
+        print(f"error: every source must be a folder; none of {', '.join(missing)} is a folder",
+              file=sys.stderr)
         return 2
     try:
-        written = build(sources, Path(args.out))
+        written = build(args.sources, Path(args.out))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
