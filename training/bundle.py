@@ -4,9 +4,10 @@
         --description "Blind Fashion-MNIST denoiser"
     python -m training.bundle --table          # the README's table, from every card
 
-The card records the exact command that trained the model, its config, the training time on
-this machine, the input convention the engine must follow, and the model's PSNR on the
-dataset's test split (or on ``--eval-images DIR`` for photo models) at the fixed benchmark grid.
+The card records the exact command that trained the model, its config, the machine and Keras
+backend that trained it and for how long, the input convention the engine must follow, and the
+model's PSNR on the dataset's test split (or on ``--eval-images DIR`` for photo models) at the
+fixed benchmark grid.
 """
 
 from __future__ import annotations
@@ -100,8 +101,7 @@ def bundle(run_dir: Path, name: str, description: str, eval_images: str | None =
     config = load_config(PretrainConfig, run_dir / "config.json")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     machine = machine or metrics.get("machine", CPU_MACHINE)
-    _, found, named = machine.rpartition("Keras backend ")
-    backend = backend or (named if found else "tensorflow")
+    backend = backend or metrics.get("backend", "tensorflow")
     model = load_model(run_dir)
     card = {
         "name": name,

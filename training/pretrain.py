@@ -267,7 +267,8 @@ def train(config: PretrainConfig) -> dict:
 
     augment = data.y_train is None
     specs = config.specs
-    batches = DenoisingBatches if isinstance(strategy, OneDevice) else denoising_dataset
+    on_tensorflow = not isinstance(strategy, OneDevice)
+    batches = denoising_dataset if on_tensorflow else DenoisingBatches
     train_ds = batches(x_train, specs, config.batch_size, config.seed, augment=augment)
     val_ds = batches(x_val, specs, config.batch_size, config.seed + 1, shuffle=False,
                      fresh_noise=False)
@@ -289,7 +290,7 @@ def train(config: PretrainConfig) -> dict:
         keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True),
         keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True),
     ]
-    if keras.backend.backend() == "tensorflow":  # Keras writes TensorBoard logs through tf.summary
+    if on_tensorflow:  # Keras writes TensorBoard logs through tf.summary
         callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "logs")))
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
               shuffle=False,  # the tf.data pipeline shuffles; fit's own flag would only warn
@@ -328,6 +329,8 @@ def summarize(run_dir: Path, config: PretrainConfig, x_val: np.ndarray, history:
     ``history`` is :func:`training.history.read_history`'s: losses, epoch count and training time cover the
     whole run, resumed or not.
     """
+    import keras
+
     from data.images import to_model
     from models.registry import load_model
     from training.evaluation import evaluate_denoiser
@@ -344,6 +347,7 @@ def summarize(run_dir: Path, config: PretrainConfig, x_val: np.ndarray, history:
         "epochs_run": len(history.get("loss", [])),
         "train_seconds": round(sum(history.get("epoch_seconds", [])), 1),
         "machine": describe_machine(),
+        "backend": keras.backend.backend(),
         "validation_images": int(len(clean)),
         "psnr": evaluate_denoiser(denoise, clean, settings, seed=config.seed),
     }
