@@ -55,10 +55,10 @@ def model_card(name_or_path: str | Path) -> dict:
 PRECISIONS = ("float32", "bfloat16")
 """How a loaded model computes: ``float32`` as trained and scored, or ``bfloat16`` (weights stay
 float32, layers compute in bfloat16, the output layer stays float32). bfloat16 ran 1.6-1.9x
-as fast here, on a CPU with AVX512-BF16 or AMX and on GPUs with bfloat16 units, for a PSNR change under
-0.01 dB on the bundled models (README, "Faster on bfloat16 hardware"). A processor without
-bfloat16 units emulates it, which can be slower than float32: measure with
-``training.bench_engine --precision``."""
+as fast here, on a CPU with AVX512-BF16 (AMX CPUs and GPUs with bfloat16 units should gain too;
+not measured), for a PSNR change under 0.01 dB on the bundled models (README, "Faster on
+bfloat16 hardware"). A processor without bfloat16 units emulates it, which can be slower than
+float32: measure with ``training.bench_engine --precision``."""
 
 PRECISION_HELP = ("how the model computes: bfloat16 ran 1.6-1.9x as fast as float32 on a CPU with "
                   "AVX512-BF16, for a PSNR change under 0.01 dB (README)")
