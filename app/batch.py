@@ -33,7 +33,15 @@ from pathlib import Path
 
 import numpy as np
 
-from app.engine import COLOUR_POLICIES, DEFAULT_BATCH_PIXELS, DEFAULT_TILE, as_denoiser, denoise_many
+from app.engine import (
+    COLOUR_POLICIES,
+    DEFAULT_BATCH_PIXELS,
+    DEFAULT_TILE,
+    ENSEMBLE_HELP,
+    ENSEMBLES,
+    as_denoiser,
+    denoise_many,
+)
 from data.datasets import IMAGE_SUFFIXES
 from data.images import (
     DEFAULT_MAX_PIXELS,
@@ -91,6 +99,8 @@ class BatchConfig:
         "help": "tiles of large images hold at most TILE x TILE pixels (memory stays bounded)"})
     precision: str = dataclasses.field(default="float32", metadata={
         "choices": PRECISIONS, "help": PRECISION_HELP})
+    ensemble: int = dataclasses.field(default=1, metadata={
+        "choices": tuple(ENSEMBLES), "help": ENSEMBLE_HELP})
     max_pixels: int = dataclasses.field(default=DEFAULT_MAX_PIXELS, metadata={
         "help": "refuse images with more pixels than this (decompression-bomb guard)"})
     batch_size: int = dataclasses.field(default=64, metadata={
@@ -246,6 +256,10 @@ def run(config: BatchConfig, out=None) -> Summary:
         denoiser = as_denoiser(config.model, precision=config.precision)
     except (FileNotFoundError, ValueError, OSError) as err:
         raise BatchError(f"--model {config.model}: {err}") from err
+    try:
+        denoiser = denoiser.with_ensemble(config.ensemble)
+    except ValueError as err:
+        raise BatchError(f"--ensemble {config.ensemble}: {err}") from err
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = Summary([it.row for it in items], removed_partials=remove_partials(out_dir))
     start = time.perf_counter()

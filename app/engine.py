@@ -29,6 +29,13 @@ dtype. On the way:
 - **Strength** blends between input (0) and output (1); ``DenoiseResult.residual`` is what
   was removed (input minus output).
 
+- **Self-ensemble** (``ensemble`` 2 or 8): every batch of tiles also goes through the model
+  flipped (2), or flipped and rotated by 90°, 180° and 270° (8), each output is turned back and
+  the outputs are averaged. The noise differs in each orientation, the image does not, so the
+  average is cleaner (+0.2 dB on the bundled ``photo`` model at 8) for 2 or 8 times the work.
+  Only for models trained on flipped and rotated images (:func:`data.pipeline.augments`):
+  others denoise a turned image worse, and averaging would lower their quality.
+
 Several small images go through the model together with :func:`denoise_many` (same-size
 planes share model calls); :func:`denoise_image` keeps an :class:`~data.images.ImageFile`'s
 alpha channel and metadata untouched.
@@ -57,6 +64,18 @@ repeat, and a 1-megapixel photo goes through in one piece."""
 DEFAULT_BATCH_PIXELS = 1 << 20
 """Pixels per model call (one 1024 x 1024 tile, or ~1300 Fashion-MNIST-sized images)."""
 
+ENSEMBLES = {
+    1: ((0, False),),
+    2: ((0, False), (0, True)),
+    8: tuple((k, flip) for k in range(4) for flip in (False, True)),
+}
+"""Self-ensemble size -> the transforms averaged: (quarter turns, mirrored left-right)."""
+
+ENSEMBLE_HELP = ("self-ensemble: average the model's output over 2 (flips) or 8 (flips and 90° "
+                 "rotations) turned copies; 2 or 8 times the work, for +0.2 dB on the photo model "
+                 "at 8; only for models trained on flipped and rotated photo patches")
+"""The command-line help of every ``--ensemble`` flag."""
+
 OVERLAP_STRIDES = 16
 """Default overlap in units of the model's stride: 64 px for our stride-4 ConvDAEs, whose
 receptive field is 53 px, so every blended pixel saw its full context in some tile."""
@@ -72,6 +91,8 @@ class Denoiser:
         channels: channels the model takes (1 or 3).
         stride: image sides must be multiples of this.
         value_range: ``(low, high)`` the model expects pixels in.
+        ensemble: a key of :data:`ENSEMBLES`: how many flips and rotations are averaged.
+        max_ensemble: the largest ``ensemble`` the model's training allows.
     """
 
     model: object
@@ -79,16 +100,42 @@ class Denoiser:
     channels: int
     stride: int
     value_range: tuple[float, float] = (0.0, 1.0)
+    ensemble: int = 1
+    max_ensemble: int = 1
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Denoises a float batch ``(N, h, w, c)`` in ``[0, 1]``; ``c`` may differ from the model's."""
         have = batch.shape[-1]
         x = to_model(match_channels(batch, self.channels), self.value_range)
-        y = np.asarray(self.model.predict_on_batch(x), dtype=np.float32)
+        y = None
+        for turns, flip in ENSEMBLES[self.ensemble]:
+            turned = np.rot90(x[:, :, ::-1] if flip else x, turns, axes=(1, 2))
+            out = np.rot90(np.asarray(self.model.predict_on_batch(turned), dtype=np.float32), -turns,
+                           axes=(1, 2))
+            out = out[:, :, ::-1] if flip else out
+            y = out if y is None else y + out
+        if self.ensemble > 1:
+            y = y / self.ensemble
         return match_channels(from_model(y, np.float32, self.value_range), have)
 
+    def with_ensemble(self, ensemble: int) -> Denoiser:
+        """This model averaging over ``ensemble`` flips and rotations (a key of :data:`ENSEMBLES`).
 
-def as_denoiser(model, card: dict | None = None, precision: str = "float32") -> Denoiser:
+        Raises:
+            ValueError: an unknown size, or one the model was not trained for.
+        """
+        if ensemble not in ENSEMBLES:
+            raise ValueError(f"ensemble must be one of {tuple(ENSEMBLES)}, got {ensemble!r}")
+        if ensemble > self.max_ensemble:
+            raise ValueError(
+                f"model {self.name} was not trained on flipped and rotated images (only models "
+                f"trained on a folder: of photos are), so it denoises them worse than the image "
+                f"itself and averaging over them would lower its quality: use ensemble 1")
+        return dataclasses.replace(self, ensemble=ensemble)
+
+
+def as_denoiser(model, card: dict | None = None, precision: str = "float32",
+                ensemble: int | None = None) -> Denoiser:
     """A :class:`Denoiser` from a bundled name, a run folder, a ``.keras`` path or a Keras model.
 
     Args:
@@ -99,21 +146,26 @@ def as_denoiser(model, card: dict | None = None, precision: str = "float32") -> 
             (:mod:`data.pipeline` feeds it :func:`data.images.to_model` output, range ``[0, 1]``),
             and its channels and stride from the model itself.
         precision: ``"float32"`` or ``"bfloat16"`` (:data:`models.registry.PRECISIONS`).
+        ensemble: self-ensemble size (:meth:`Denoiser.with_ensemble`); ``None``: 1, or what a
+            :class:`Denoiser` passed in already has.
 
     Raises:
         models.registry.ModelNotFoundError: no model under that name or path.
-        ValueError: the card contradicts the model, or an unknown precision.
+        ValueError: the card contradicts the model, an unknown precision, or an ensemble the
+            model was not trained for.
     """
     if isinstance(model, Denoiser):
-        return model
-    if isinstance(model, (str, Path)):
+        den = model
+    elif isinstance(model, (str, Path)):
         from models.registry import resolve_model_path
 
         path = resolve_model_path(model)
-        return _load_denoiser(str(model), str(path.resolve()), path.stat().st_mtime_ns, precision)
-    from models.registry import with_precision
+        den = _load_denoiser(str(model), str(path.resolve()), path.stat().st_mtime_ns, precision)
+    else:
+        from models.registry import with_precision
 
-    return _denoiser(with_precision(model, precision), card or {}, getattr(model, "name", "model"))
+        den = _denoiser(with_precision(model, precision), card or {}, getattr(model, "name", "model"))
+    return den if ensemble is None else den.with_ensemble(int(ensemble))
 
 
 @functools.lru_cache(maxsize=8)
@@ -134,7 +186,10 @@ def _denoiser(model, card: dict, name: str) -> Denoiser:
         raise ValueError(f"model {name}: card says {channels} channels but the model takes {own_channels}")
     stride = int(card.get("stride") or getattr(model, "stride", 1))
     value_range = tuple(float(v) for v in card.get("input", {}).get("range", (0.0, 1.0)))
-    return Denoiser(model, name, channels, stride, value_range)
+    from data.pipeline import augments
+
+    max_ensemble = max(ENSEMBLES) if augments(card.get("config", {}).get("dataset", "")) else 1
+    return Denoiser(model, name, channels, stride, value_range, max_ensemble=max_ensemble)
 
 
 @dataclasses.dataclass

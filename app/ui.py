@@ -59,6 +59,9 @@ from models.registry import (
 log = logging.getLogger("app.ui")
 
 NO_CORRUPTION = "none"
+ENSEMBLE_CHOICES = [("off", 1), ("×2: flipped", 2), ("×8: flipped and rotated", 8)]
+ENSEMBLE_INFO = ("average the model's output over flipped (and rotated) copies: a cleaner result "
+                 "for 2 or 8 times the time")
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "data" / "samples"
 OUTPUT_DIR = Path(tempfile.gettempdir()) / "dae-ui-results"
 OUTPUT_MAX_AGE_S = 3600  # results are copied into Gradio's cache on return; ours can go after an hour
@@ -263,9 +266,19 @@ class DenoiserApp:
             return self.models[choice]
         raise gr.Error(f"unknown model {choice!r}; expected one of {list(self.models)}")
 
-    def denoiser(self, choice: str) -> engine.Denoiser:
-        """The loaded model for a dropdown value, computing in the server's precision."""
-        return engine.as_denoiser(self.model(choice), precision=self.precision)
+    def denoiser(self, choice: str, ensemble: int = 1) -> engine.Denoiser:
+        """The loaded model for a dropdown value, computing in the server's precision and
+        averaging over ``ensemble`` flips and rotations (:data:`app.engine.ENSEMBLES`)."""
+        return engine.as_denoiser(self.model(choice), precision=self.precision, ensemble=int(ensemble))
+
+    def ensemble_control(self, choice: str) -> gr.Radio:
+        """The self-ensemble choice for a model: offered only to models trained on flipped and
+        rotated images (for the others it would lower the quality), reset to off."""
+        allowed = self.denoiser(choice).max_ensemble > 1
+        info = (ENSEMBLE_INFO if allowed else
+                "off: this model was not trained on flipped and rotated images, so averaging "
+                "over them would lower its quality")
+        return gr.Radio(value=1, interactive=allowed, info=info)
 
     def model_info(self, choice: str) -> str:
         """A short Markdown description of a model, from its card."""
@@ -280,8 +293,9 @@ class DenoiserApp:
         return "  \n".join(lines)
 
     def denoise(self, image_path, model_choice, strength, corruption, level, seed, reference_path,
-                progress=gr.Progress()):  # noqa: B008 - Gradio's way to ask for a progress bar
-        """Denoises an upload; the ``/denoise`` endpoint.
+                ensemble=1, progress=gr.Progress()):  # noqa: B008 - Gradio's way to ask for a progress bar
+        """Denoises an upload; the ``/denoise`` endpoint (``ensemble``: 1, 2 or 8 flips and
+        rotations averaged, :data:`app.engine.ENSEMBLES`).
 
         Returns:
             ``((input, result), residual, scores, png_path)``: 8-bit full-resolution previews for
@@ -290,7 +304,8 @@ class DenoiserApp:
         """
         prepared = prepare(image_path, reference_path, corruption, level, seed, self.max_pixels)
         progress(0.0, desc="Denoising")
-        result = engine.denoise(prepared.image.pixels, self.denoiser(model_choice), strength=float(strength),
+        result = engine.denoise(prepared.image.pixels, self.denoiser(model_choice, ensemble),
+                                strength=float(strength),
                                 progress=lambda f: progress(float(f), desc="Denoising tiles"))
         out = dataclasses.replace(prepared.image, pixels=result.output)
         path = write_result(out, prepared.name)
@@ -408,6 +423,10 @@ def build_app(app: DenoiserApp, concurrency: int = 1, queue_size: int = 32) -> g
                     image, model = _inputs(app, "denoise")
                     strength = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="Strength",
                                          info="0 keeps the input, 1 is the model's full output")
+                    ensemble = gr.Radio(ENSEMBLE_CHOICES, value=1, label="Self-ensemble", info=ENSEMBLE_INFO,
+                                        elem_id="denoise-ensemble")
+                    model.change(app.ensemble_control, model, ensemble, api_visibility="private")
+                    demo.load(app.ensemble_control, model, ensemble, api_visibility="private")
                     corruption, level, seed = _corruption_controls()
                     reference = _reference("denoise")
                     run = gr.Button("Denoise", variant="primary", elem_id="denoise-run")
@@ -422,7 +441,8 @@ def build_app(app: DenoiserApp, concurrency: int = 1, queue_size: int = 32) -> g
             if sample_examples(app.models):
                 gr.Examples(sample_examples(app.models), [image, reference, corruption, level, model],
                             label="Samples", elem_id="denoise-samples")
-            run.click(user_errors(app.denoise), [image, model, strength, corruption, level, seed, reference],
+            run.click(user_errors(app.denoise), [image, model, strength, corruption, level, seed, reference,
+                                                 ensemble],
                       [slider, residual, scores, download], api_name="denoise", **engine_event).success(
                 lambda: gr.DownloadButton(interactive=True), None, download, api_visibility="private")
         with gr.Tab("Compare"):

@@ -14,6 +14,14 @@ import numpy as np
 from data.corruption import CorruptionSpec, corrupt_batch
 
 
+def augments(dataset: str) -> bool:
+    """Whether training on ``dataset`` flips and rotates its images by 90°: patches of a
+    ``folder:`` of photos, which have no up or left, do; digits and clothes, which have, don't.
+    A model trained so denoises a flipped or rotated image as well as the image itself, which
+    is what lets :mod:`app.engine` average over those transforms (its ``ensemble``)."""
+    return dataset.startswith("folder:")
+
+
 def denoising_dataset(images: np.ndarray, specs: list[CorruptionSpec], batch_size: int, seed: int,
                       shuffle: bool = True, augment: bool = False, drop_remainder: bool = True,
                       fresh_noise: bool = True):

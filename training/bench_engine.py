@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 
 from app.batch import BatchConfig, run
-from app.engine import COLOUR_POLICIES, DEFAULT_TILE, as_denoiser, denoise
+from app.engine import COLOUR_POLICIES, DEFAULT_TILE, ENSEMBLE_HELP, ENSEMBLES, as_denoiser, denoise
 from data.corruption import corrupt
 from data.images import from_model, load_image, save_image, to_model
-from models.registry import PRECISION_HELP, PRECISIONS
+from models.registry import PRECISION_HELP, PRECISIONS, ModelNotFoundError
 from training.cli import parse_config
 
 PHOTOS = Path("/usr/share/backgrounds/mate/nature")
@@ -58,6 +58,7 @@ class BenchEngineConfig:
                 "on a new tile shape also traces the model for it)"})
     tile: int = field(default=DEFAULT_TILE, metadata={"help": "engine tiles hold at most TILE x TILE pixels"})
     precision: str = field(default="float32", metadata={"choices": PRECISIONS, "help": PRECISION_HELP})
+    ensemble: int = field(default=1, metadata={"choices": tuple(ENSEMBLES), "help": ENSEMBLE_HELP})
     colour: str = field(default="per_channel", metadata={
         "choices": COLOUR_POLICIES, "help": "how a grey model treats colour images"})
     noise: float = field(default=0.1, metadata={"help": "Gaussian noise std added to the small images"})
@@ -142,7 +143,7 @@ def write_large_photo(path: Path, photo: str, megapixels: float) -> tuple[int, i
 def measure_batch(name: str, in_dir: Path, out_dir: Path, config: BenchEngineConfig) -> dict:
     """Runs the batch pipeline on a folder and returns one table row."""
     batch = BatchConfig(in_dir, out_dir, config.model, tile=config.tile, colour=config.colour,
-                        precision=config.precision, progress=False)
+                        precision=config.precision, ensemble=config.ensemble, progress=False)
     with PeakMemory() as memory:
         start = time.perf_counter()
         summary = run(batch, out=open(os.devnull, "w"))
@@ -158,7 +159,7 @@ def measure_batch(name: str, in_dir: Path, out_dir: Path, config: BenchEngineCon
 def measure_large(path: Path, out: Path, config: BenchEngineConfig) -> dict:
     """Load, denoise and save one large file (what the batch script does for it), each step
     timed, memory over all three; ``config.repeat`` times, the fastest reported."""
-    den = as_denoiser(config.model, precision=config.precision)
+    den = as_denoiser(config.model, precision=config.precision, ensemble=config.ensemble)
     runs = []
     with PeakMemory() as memory:
         for _ in range(max(1, config.repeat)):
@@ -181,7 +182,7 @@ def measure_large(path: Path, out: Path, config: BenchEngineConfig) -> dict:
 
 def warm_up(config: BenchEngineConfig) -> None:
     """Loads the model and traces its predict function, so no scenario pays for that."""
-    den = as_denoiser(config.model, precision=config.precision)
+    den = as_denoiser(config.model, precision=config.precision, ensemble=config.ensemble)
     side = min(config.tile, 256)
     denoise(np.zeros((side, side, den.channels), np.uint8), den)
     denoise(np.zeros((28, 28, den.channels), np.uint8), den)
@@ -233,11 +234,15 @@ def run_benchmark(config: BenchEngineConfig) -> list[dict]:
 def main(argv=None) -> int:
     """CLI entry point: prints the machine, the settings and the table."""
     config = parse_config(BenchEngineConfig, __doc__.split("\n\n")[0], argv)
-    den = as_denoiser(config.model, precision=config.precision)
+    try:
+        den = as_denoiser(config.model, precision=config.precision, ensemble=config.ensemble)
+    except (ModelNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}; "
           f"load average {os.getloadavg()[0]:.1f} at start")
     print(f"model {config.model} ({den.channels} channel(s), stride {den.stride}, {config.precision}); "
-          f"tile {config.tile}, colour policy {config.colour}\n")
+          f"tile {config.tile}, colour policy {config.colour}, ensemble {config.ensemble}\n")
     rows = run_benchmark(config)
     print(markdown(rows))
     for r in rows:

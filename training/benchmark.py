@@ -22,6 +22,7 @@ Examples::
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import platform
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.engine import ENSEMBLE_HELP, ENSEMBLES
 from data.corruption import BENCHMARK_SETTINGS, CORRUPTIONS, CorruptionSpec, corrupt
 from data.datasets import list_images, load_named, split_validation
 from data.images import read_image, to_model
@@ -86,6 +88,9 @@ class BenchmarkConfig:
     precision: str = field(default="float32", metadata={
         "choices": PRECISIONS, "help": "how our models compute (bfloat16: their names get a "
         "'-bfloat16' suffix)"})
+    ensemble: tuple[int, ...] = field(default=(1,), metadata={
+        "choices": tuple(ENSEMBLES), "help": f"{ENSEMBLE_HELP}; each model is scored at each size "
+        "given (sizes above 1 add an '-xN' suffix to its name)"})
     seed: int = field(default=0, metadata={"help": "seed of the test noise (tuning uses seed + 1)"})
     json: str | None = field(default=None, metadata={"help": "write the full report here"})
     markdown: str | None = field(default=None, metadata={"help": "write the Markdown tables here"})
@@ -193,13 +198,14 @@ def classic_contender(denoiser: ClassicDenoiser) -> Contender:
                      denoiser.corruptions, denoiser.slow)
 
 
-def model_contender(name_or_path: str, precision: str = "float32") -> Contender:
+def model_contender(name_or_path: str, precision: str = "float32", ensemble: int = 1) -> Contender:
     """One of our models, run through the engine (:func:`app.engine.denoise_many`), which
     batches small images of one size together and tiles large ones, as the app does; computing
-    in ``precision`` (a name other than float32 is appended to the contender's name)."""
+    in ``precision`` (a name other than float32 is appended to the contender's name) and
+    averaging over ``ensemble`` flips and rotations (``-xN`` appended when above 1)."""
     from app.engine import as_denoiser, denoise_many
 
-    denoiser = as_denoiser(name_or_path, precision=precision)
+    denoiser = as_denoiser(name_or_path, precision=precision, ensemble=ensemble)
 
     def run(images, params):
         out = [r.output for r in denoise_many(list(images), denoiser)]
@@ -213,6 +219,8 @@ def model_contender(name_or_path: str, precision: str = "float32") -> Contender:
         name = path.parent.name if path.name == "model.keras" else path.stem
     if precision != "float32":
         name = f"{name}-{precision}"
+    if ensemble > 1:
+        name = f"{name}-x{ensemble}"
     modified = time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))
     about = {"path": str(path), "modified": modified, "description": model_card(text).get("description", "")}
     return Contender(name, f"{name} (ours)", "model", run, about=about)
@@ -233,8 +241,8 @@ def build_contenders(config: BenchmarkConfig) -> tuple[list[Contender], dict[str
         else:
             contenders.append(classic_contender(denoiser))
     names = {c.name for c in contenders}
-    for model in dict.fromkeys(config.model):
-        contender = model_contender(model, config.precision)
+    for model, ensemble in itertools.product(dict.fromkeys(config.model), dict.fromkeys(config.ensemble)):
+        contender = model_contender(model, config.precision, ensemble)
         if contender.name in names:
             raise BenchmarkError(f"two contenders are both named {contender.name!r}; "
                                  "pass each model once, by distinct names or paths")

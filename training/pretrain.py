@@ -243,7 +243,7 @@ def train(config: PretrainConfig) -> dict:
     strategy, jit = configure_devices(config)
     import keras
 
-    from data.pipeline import DenoisingBatches, denoising_dataset
+    from data.pipeline import DenoisingBatches, augments, denoising_dataset
 
     keras.utils.set_random_seed(config.seed)
     data = load_dataset(config.dataset, config.data_dir, channels=config.channels,
@@ -265,7 +265,7 @@ def train(config: PretrainConfig) -> dict:
           f"{len(x_train)} training, {len(x_val)} validation images; dtype policy "
           f"{keras.config.dtype_policy().name}; XLA {'on' if jit else 'off'}", flush=True)
 
-    augment = data.y_train is None
+    augment = augments(config.dataset)
     specs = config.specs
     on_tensorflow = not isinstance(strategy, OneDevice)
     batches = denoising_dataset if on_tensorflow else DenoisingBatches

@@ -17,6 +17,7 @@ import pytest
 
 from app import batch
 from app.batch import BatchConfig, main, run
+from app.engine import as_denoiser, denoise
 from data.images import load_image, to_model
 from tests.corpus import corpus_fixture
 
@@ -242,3 +243,21 @@ def test_precision_flag(corpus, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*args, "--precision", "float16"])
     assert "invalid choice: 'float16'" in capsys.readouterr().err
+
+
+def test_ensemble_flag(corpus, tmp_path, capsys):
+    root, _ = corpus
+    args = [str(root / "noisy"), str(tmp_path / "x8"), "--glob", "png/rgb8.png", "--no-progress"]
+    assert main([*args, "--model", "photo", "--ensemble", "8"]) == 0, capsys.readouterr()
+    assert main([str(root / "noisy"), str(tmp_path / "x1"), *args[2:], "--model", "photo"]) == 0
+    noisy = load_image(root / "noisy" / "png/rgb8.png").pixels
+    for n in (8, 1):  # what the engine gives at that ensemble size, and not the other's
+        written = load_image(tmp_path / f"x{n}" / "png/rgb8.png").pixels
+        np.testing.assert_array_equal(written, denoise(noisy, as_denoiser("photo", ensemble=n)).output)
+        assert not np.array_equal(written, denoise(noisy, as_denoiser("photo", ensemble=9 - n)).output)
+    # The grey model was never shown turned clothes: refused before anything is written.
+    capsys.readouterr()
+    assert main([str(root / "noisy"), str(tmp_path / "refused"), *args[2:], "--model", MODEL,
+                 "--ensemble", "2"]) == 2
+    assert "--ensemble 2: model fashion-mnist was not trained on flipped" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()

@@ -238,6 +238,49 @@ def test_denoise_image_keeps_alpha_and_metadata():
     assert out.pixels.dtype == np.uint16 and not np.array_equal(out.pixels, image.pixels)
 
 
+class Ramp(Recorder):
+    """A network that sees orientation: adds a left-to-right ramp from 0 to 1 to its input."""
+
+    def predict_on_batch(self, x):
+        super().predict_on_batch(x)
+        return x + np.linspace(0.0, 1.0, x.shape[2], dtype=np.float32)[None, None, :, None]
+
+
+@pytest.mark.parametrize("ensemble", [2, 8])
+def test_self_ensemble_turns_every_output_back_before_averaging(ensemble):
+    """A ramp and its mirror image average to 0.5 everywhere, whatever the turn: the ensemble
+    adds exactly 0.5 only if every copy went in turned and came out turned back."""
+    rec = Ramp()
+    den = Denoiser(rec, "ramp", 1, 4, max_ensemble=8).with_ensemble(ensemble)
+    pixels = np.random.default_rng(0).uniform(0.0, 0.4, (40, 72)).astype(np.float32)
+    np.testing.assert_allclose(denoise(pixels, den).output, pixels + 0.5, atol=1e-6)
+    shapes = {shape[1:3] for shape, _, _ in rec.calls}
+    assert len(rec.calls) == ensemble and shapes == ({(40, 72), (72, 40)} if ensemble == 8 else {(40, 72)})
+    plain = denoise(pixels, den.with_ensemble(1)).output
+    np.testing.assert_allclose(plain, np.clip(pixels + np.linspace(0, 1, 72)[None, :], 0, 1), atol=1e-6)
+
+
+def test_self_ensemble_cleans_a_real_photo_further():
+    from skimage import data as samples
+
+    clean = to_model(samples.astronaut()[100:228, 180:308])
+    noisy = corrupt(clean, "gaussian", 25 / 255, seed=3)
+    scores = {n: psnr(clean[None], denoise(noisy, as_denoiser("photo", ensemble=n)).output[None])[0]
+              for n in (1, 8)}
+    assert scores[8] > scores[1] + 0.05, scores
+
+
+def test_self_ensemble_only_for_models_trained_on_turned_images():
+    with pytest.raises(ValueError, match="not trained on flipped and rotated images"):
+        as_denoiser(MODEL, ensemble=8)
+    with pytest.raises(ValueError, match=r"ensemble must be one of \(1, 2, 8\), got 3"):
+        as_denoiser("photo", ensemble=3)
+    assert as_denoiser(MODEL).max_ensemble == 1 and as_denoiser("photo").max_ensemble == 8
+    # A run folder's card carries its config: photo patches (folder:) are flipped and turned.
+    assert as_denoiser(Recorder(), card={"config": {"dataset": "folder:photos"}}).max_ensemble == 8
+    assert as_denoiser(Recorder(), card={"config": {"dataset": "mnist"}}).max_ensemble == 1
+
+
 @pytest.mark.parametrize("pixels, kwargs, words", [
     (np.zeros((8, 8, 4), np.uint8), {}, "alpha split off"),
     (np.zeros((8, 8), bool), {}, "uint8, uint16 or float"),

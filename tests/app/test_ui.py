@@ -143,6 +143,21 @@ def test_a_bfloat16_server_denoises_as_well(app):
         ui.DenoiserApp(ui.model_choices(), precision="float16")
 
 
+def test_self_ensemble_on_the_photo_model_and_refused_for_the_grey_one(app):
+    args = (str(SAMPLES / "photo_gaussian.png"), "photo", 1.0, "none", 0.0, 0,
+            str(SAMPLES / "photo_clean.png"))
+    plain = app.denoise(*args, progress=no_progress)[2]
+    eight = app.denoise(*args, 8, progress=no_progress)[2]
+    assert eight["denoised_psnr"] > plain["denoised_psnr"] + 0.05, (eight, plain)
+    with pytest.raises(gr.Error, match="not trained on flipped and rotated images"):
+        ui.user_errors(app.denoise)(str(SAMPLES / "clothes_gaussian.png"), MODEL, 1.0, "none", 0.0, 0,
+                                    None, 2, progress=no_progress)
+    # The control follows the model: offered for photo, off and locked for the grey model.
+    assert app.ensemble_control("photo").interactive is True
+    locked = app.ensemble_control(MODEL)
+    assert locked.interactive is False and locked.value == 1 and "not trained" in locked.info
+
+
 def test_denoise_keeps_sixteen_bits_and_strength_zero_keeps_the_input(app, tmp_path):
     path, ramp = grey16(tmp_path)
     _, _, report, png = app.denoise(path, MODEL, 0.0, "none", 0.0, 0, None, progress=no_progress)

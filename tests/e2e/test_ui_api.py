@@ -91,6 +91,16 @@ def test_corruption_control_on_a_colour_photo(client):
     np.testing.assert_array_equal(read(again[0][0])[0], read(before)[0])  # seeded corruption
 
 
+def test_self_ensemble_is_a_named_parameter_of_the_endpoint(client):
+    photo = (handle_file(str(SAMPLES / "photo_gaussian.png")), "photo", 1.0, "none", 0.0, 0,
+             handle_file(str(SAMPLES / "photo_clean.png")))
+    plain = client.predict(*photo, api_name="/denoise")[2]  # left out: off
+    eight = client.predict(*photo, ensemble=8, api_name="/denoise")[2]
+    assert eight["denoised_psnr"] > plain["denoised_psnr"] + 0.05
+    with pytest.raises(AppError, match="not trained on flipped and rotated images"):
+        client.predict(*denoise_args(SAMPLES / "clothes_gaussian.png"), ensemble=8, api_name="/denoise")
+
+
 def test_compare_scores_our_model_and_classic_denoisers(client):
     gallery, table = client.predict(handle_file(str(SAMPLES / "clothes_clean.png")), MODEL, "gaussian",
                                     0.3, 1, None, api_name="/compare")

@@ -26,3 +26,10 @@ def test_small_run_prints_a_row_per_scenario(capsys):
     assert large, out
     width, height, tiles = int(large[1]), int(large[2]), int(large[5])
     assert abs(width * height - 50_000) < 1_000 and tiles > 1  # 0.05 MP in tiles of at most 128²
+
+
+def test_ensemble_the_model_was_not_trained_for_is_an_error_not_a_traceback(capsys):
+    assert main(["--model", "fashion-mnist", "--ensemble", "8", "--small-grey", "1", "--small-colour", "0",
+                 "--megapixels", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "error: model fashion-mnist was not trained on flipped and rotated images" in err

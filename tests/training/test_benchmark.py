@@ -207,6 +207,25 @@ def test_photo_run_tunes_on_a_held_out_photo_and_scores_the_rest(tmp_path):
     assert report["speed"]["tv"]["seconds_per_megapixel"] > 0
 
 
+def test_ensemble_flag_scores_each_model_at_each_size(tmp_path, capsys):
+    from skimage import data as samples
+
+    folder = tmp_path / "photos"
+    _write_photo(folder / "a_tune.png", samples.coffee()[100:164, 200:280])
+    _write_photo(folder / "b.png", samples.astronaut()[40:136, 200:296])
+    out_json = tmp_path / "photos.json"
+    argv = ["--images", str(folder), "--model", "photo", "--contender", "median3", "--tune-crop", "48",
+            "--setting", "gaussian:25/255", "--json", str(out_json), "--ensemble", "1", "8"]
+    assert main(argv) == 0
+    report = json.loads(out_json.read_text())
+    assert list(report["contenders"]) == ["noisy", "median3", "photo", "photo-x8"]
+    results = report["results"]["gaussian:25/255"]
+    assert results["photo-x8"]["psnr"] > results["photo"]["psnr"] > results["median3"]["psnr"]
+    capsys.readouterr()
+    assert main(["--images", str(folder), "--model", "fashion-mnist", "--ensemble", "2"]) == 2
+    assert "model fashion-mnist was not trained on flipped and rotated images" in capsys.readouterr().err
+
+
 def test_write_skimage_photos_keeps_test_and_tuning_photos_apart(tmp_path):
     paths = benchmark.write_skimage_photos(tmp_path)
     names = sorted(p.relative_to(tmp_path).as_posix() for p in paths)
