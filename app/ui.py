@@ -269,7 +269,7 @@ class DenoiserApp:
     def denoiser(self, choice: str, ensemble: int = 1) -> engine.Denoiser:
         """The loaded model for a dropdown value, computing in the server's precision and
         averaging over ``ensemble`` flips and rotations (:data:`app.engine.ENSEMBLES`)."""
-        return engine.as_denoiser(self.model(choice), precision=self.precision, ensemble=int(ensemble))
+        return engine.as_denoiser(self.model(choice), precision=self.precision, ensemble=int(ensemble or 1))
 
     def ensemble_control(self, choice: str) -> gr.Radio:
         """The self-ensemble choice for a model: offered only to models trained on flipped and
