@@ -16,7 +16,8 @@ Small images of the same size go through the model together; reader threads load
 writer threads save) files while the model works. A progress bar shows files/s and MP/s; a
 summary follows, and ``--manifest FILE.csv|FILE.json`` records one row per file (status,
 reason, size, seconds, model, and PSNR/SSIM of input and output against ``--reference DIR``,
-whose files are matched by relative path, any image suffix).
+whose files are matched by relative path, any image suffix). ``--ensemble 2|8`` averages a
+photo model's output over flipped (and rotated) copies (:mod:`app.engine`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ from app.engine import (
     ENSEMBLE_HELP,
     ENSEMBLES,
     as_denoiser,
+    check_ensemble,
     denoise_many,
+    max_ensemble,
 )
 from data.datasets import IMAGE_SUFFIXES
 from data.images import (
@@ -241,12 +244,16 @@ def run(config: BatchConfig, out=None) -> Summary:
     items = plan(config, in_dir, out_dir)
     todo = [it for it in items if not it.row["status"]]
     if config.dry_run:
-        from models.registry import ModelNotFoundError, resolve_model_path
+        from models.registry import ModelNotFoundError, model_card
 
         try:
-            resolve_model_path(config.model)
-        except ModelNotFoundError as err:
+            card = model_card(config.model)
+        except (ModelNotFoundError, ValueError, OSError) as err:
             raise BatchError(f"--model {config.model}: {err}") from err
+        try:
+            check_ensemble(config.ensemble, max_ensemble(card), config.model)
+        except ValueError as err:
+            raise BatchError(f"--ensemble {config.ensemble}: {err}") from err
         for it in items:
             action = it.row["status"] or "denoise"
             note = f" ({it.row['detail']})" if it.row["detail"] else ""

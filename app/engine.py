@@ -71,6 +71,9 @@ ENSEMBLES = {
 }
 """Self-ensemble size -> the transforms averaged: (quarter turns, mirrored left-right)."""
 
+ENSEMBLE_NAMES = {1: "off", 2: "×2: flipped", 8: "×8: flipped and rotated"}
+"""What each self-ensemble size is called in the UI."""
+
 ENSEMBLE_HELP = ("self-ensemble: average the model's output over 2 (flips) or 8 (flips and 90° "
                  "rotations) turned copies; 2 or 8 times the work, for +0.2 dB on the photo model "
                  "at 8; only for models trained on flipped and rotated photo patches")
@@ -124,14 +127,28 @@ class Denoiser:
         Raises:
             ValueError: an unknown size, or one the model was not trained for.
         """
-        if ensemble not in ENSEMBLES:
-            raise ValueError(f"ensemble must be one of {tuple(ENSEMBLES)}, got {ensemble!r}")
-        if ensemble > self.max_ensemble:
-            raise ValueError(
-                f"model {self.name} was not trained on flipped and rotated images (only models "
-                f"trained on a folder: of photos are), so it denoises them worse than the image "
-                f"itself and averaging over them would lower its quality: use ensemble 1")
-        return dataclasses.replace(self, ensemble=ensemble)
+        check_ensemble(ensemble, self.max_ensemble, self.name)
+        return dataclasses.replace(self, ensemble=int(ensemble))
+
+
+def max_ensemble(card: dict) -> int:
+    """The largest self-ensemble a model's card allows: 8 for a model trained on flipped and
+    rotated patches (:func:`data.pipeline.augments` of its config's dataset), else 1."""
+    from data.pipeline import augments
+
+    return max(ENSEMBLES) if augments(card.get("config", {}).get("dataset", "")) else 1
+
+
+def check_ensemble(ensemble, allowed: int, name: str) -> None:
+    """Raises ``ValueError`` saying why, unless ``ensemble`` is a key of :data:`ENSEMBLES` no
+    larger than ``allowed`` (:func:`max_ensemble`) for the model called ``name``."""
+    if isinstance(ensemble, bool) or ensemble not in ENSEMBLES:
+        raise ValueError(f"ensemble must be one of {tuple(ENSEMBLES)}, got {ensemble!r}")
+    if ensemble > allowed:
+        raise ValueError(
+            f"model {name} was not trained on flipped and rotated images (only models trained "
+            f"on a folder: of photos are), so it denoises them worse than the image itself and "
+            f"averaging over them would lower its quality: use ensemble 1")
 
 
 def as_denoiser(model, card: dict | None = None, precision: str = "float32",
@@ -165,7 +182,7 @@ def as_denoiser(model, card: dict | None = None, precision: str = "float32",
         from models.registry import with_precision
 
         den = _denoiser(with_precision(model, precision), card or {}, getattr(model, "name", "model"))
-    return den if ensemble is None else den.with_ensemble(int(ensemble))
+    return den if ensemble is None else den.with_ensemble(ensemble)
 
 
 @functools.lru_cache(maxsize=8)
@@ -186,10 +203,7 @@ def _denoiser(model, card: dict, name: str) -> Denoiser:
         raise ValueError(f"model {name}: card says {channels} channels but the model takes {own_channels}")
     stride = int(card.get("stride") or getattr(model, "stride", 1))
     value_range = tuple(float(v) for v in card.get("input", {}).get("range", (0.0, 1.0)))
-    from data.pipeline import augments
-
-    max_ensemble = max(ENSEMBLES) if augments(card.get("config", {}).get("dataset", "")) else 1
-    return Denoiser(model, name, channels, stride, value_range, max_ensemble=max_ensemble)
+    return Denoiser(model, name, channels, stride, value_range, max_ensemble=max_ensemble(card))
 
 
 @dataclasses.dataclass

@@ -59,9 +59,10 @@ from models.registry import (
 log = logging.getLogger("app.ui")
 
 NO_CORRUPTION = "none"
-ENSEMBLE_CHOICES = [("off", 1), ("×2: flipped", 2), ("×8: flipped and rotated", 8)]
 ENSEMBLE_INFO = ("average the model's output over flipped (and rotated) copies: a cleaner result "
                  "for 2 or 8 times the time")
+ENSEMBLE_LOCKED = ("off: this model was not trained on flipped and rotated images, so averaging over "
+                   "them would lower its quality")
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "data" / "samples"
 OUTPUT_DIR = Path(tempfile.gettempdir()) / "dae-ui-results"
 OUTPUT_MAX_AGE_S = 3600  # results are copied into Gradio's cache on return; ours can go after an hour
@@ -269,16 +270,18 @@ class DenoiserApp:
     def denoiser(self, choice: str, ensemble: int = 1) -> engine.Denoiser:
         """The loaded model for a dropdown value, computing in the server's precision and
         averaging over ``ensemble`` flips and rotations (:data:`app.engine.ENSEMBLES`)."""
-        return engine.as_denoiser(self.model(choice), precision=self.precision, ensemble=int(ensemble or 1))
+        return engine.as_denoiser(self.model(choice), precision=self.precision,
+                                  ensemble=1 if ensemble is None else ensemble)
+
+    def ensemble_allowed(self, choice: str) -> bool:
+        """Whether a model may use a self-ensemble: trained on flipped and rotated images (for
+        the others it would lower the quality); from its card, nothing is loaded."""
+        return engine.max_ensemble(model_card(self.model(choice))) > 1
 
     def ensemble_control(self, choice: str) -> gr.Radio:
-        """The self-ensemble choice for a model: offered only to models trained on flipped and
-        rotated images (for the others it would lower the quality), reset to off."""
-        allowed = self.denoiser(choice).max_ensemble > 1
-        info = (ENSEMBLE_INFO if allowed else
-                "off: this model was not trained on flipped and rotated images, so averaging "
-                "over them would lower its quality")
-        return gr.Radio(value=1, interactive=allowed, info=info)
+        """The self-ensemble choice for a newly picked model: offered if allowed, reset to off."""
+        allowed = self.ensemble_allowed(choice)
+        return gr.Radio(value=1, interactive=allowed, info=ENSEMBLE_INFO if allowed else ENSEMBLE_LOCKED)
 
     def model_info(self, choice: str) -> str:
         """A short Markdown description of a model, from its card."""
@@ -423,10 +426,12 @@ def build_app(app: DenoiserApp, concurrency: int = 1, queue_size: int = 32) -> g
                     image, model = _inputs(app, "denoise")
                     strength = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="Strength",
                                          info="0 keeps the input, 1 is the model's full output")
-                    ensemble = gr.Radio(ENSEMBLE_CHOICES, value=1, label="Self-ensemble", info=ENSEMBLE_INFO,
+                    allowed = app.ensemble_allowed(next(iter(app.models)))
+                    ensemble = gr.Radio([(engine.ENSEMBLE_NAMES[n], n) for n in engine.ENSEMBLES], value=1,
+                                        label="Self-ensemble", interactive=allowed,
+                                        info=ENSEMBLE_INFO if allowed else ENSEMBLE_LOCKED,
                                         elem_id="denoise-ensemble")
-                    model.change(app.ensemble_control, model, ensemble, api_visibility="private")
-                    demo.load(app.ensemble_control, model, ensemble, api_visibility="private")
+                    model.change(user_errors(app.ensemble_control), model, ensemble, api_visibility="private")
                     corruption, level, seed = _corruption_controls()
                     reference = _reference("denoise")
                     run = gr.Button("Denoise", variant="primary", elem_id="denoise-run")

@@ -236,7 +236,7 @@ def main(argv=None) -> int:
     config = parse_config(BenchEngineConfig, __doc__.split("\n\n")[0], argv)
     try:
         den = as_denoiser(config.model, precision=config.precision, ensemble=config.ensemble)
-    except (ModelNotFoundError, ValueError) as err:
+    except (ModelNotFoundError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}; "

@@ -16,7 +16,10 @@ Examples::
         --json runs/benchmark.json --markdown docs/benchmark.md
     python -m training.benchmark --write-skimage-photos photos
     python -m training.benchmark --model photo --images photos/test \\
-        --tune-image photos/tune/motorcycle_right.png
+        --tune-image photos/tune/motorcycle_right.png --ensemble 1 8
+
+``--ensemble 1 8`` scores each model alone and with the 8-fold self-ensemble
+(:mod:`app.engine`), the latter as ``NAME-x8``.
 """
 
 from __future__ import annotations

@@ -261,3 +261,9 @@ def test_ensemble_flag(corpus, tmp_path, capsys):
                  "--ensemble", "2"]) == 2
     assert "--ensemble 2: model fashion-mnist was not trained on flipped" in capsys.readouterr().err
     assert not (tmp_path / "refused").exists()
+    # A dry run says so too, from the card, without loading the model.
+    assert main([str(root / "noisy"), str(tmp_path / "refused"), *args[2:], "--model", MODEL,
+                 "--ensemble", "8", "--dry-run"]) == 2
+    assert "--ensemble 8: model fashion-mnist was not trained on flipped" in capsys.readouterr().err
+    assert main([str(root / "noisy"), str(tmp_path / "refused"), *args[2:], "--model", "photo",
+                 "--ensemble", "8", "--dry-run"]) == 0

@@ -273,8 +273,9 @@ def test_self_ensemble_cleans_a_real_photo_further():
 def test_self_ensemble_only_for_models_trained_on_turned_images():
     with pytest.raises(ValueError, match="not trained on flipped and rotated images"):
         as_denoiser(MODEL, ensemble=8)
-    with pytest.raises(ValueError, match=r"ensemble must be one of \(1, 2, 8\), got 3"):
-        as_denoiser("photo", ensemble=3)
+    for wrong in (3, 2.5, "8", True):
+        with pytest.raises(ValueError, match=r"ensemble must be one of \(1, 2, 8\), got "):
+            as_denoiser("photo", ensemble=wrong)
     assert as_denoiser(MODEL).max_ensemble == 1 and as_denoiser("photo").max_ensemble == 8
     # A run folder's card carries its config: photo patches (folder:) are flipped and turned.
     assert as_denoiser(Recorder(), card={"config": {"dataset": "folder:photos"}}).max_ensemble == 8

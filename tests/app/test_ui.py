@@ -152,7 +152,10 @@ def test_self_ensemble_on_the_photo_model_and_refused_for_the_grey_one(app):
     with pytest.raises(gr.Error, match="not trained on flipped and rotated images"):
         ui.user_errors(app.denoise)(str(SAMPLES / "clothes_gaussian.png"), MODEL, 1.0, "none", 0.0, 0,
                                     None, 2, progress=no_progress)
+    with pytest.raises(gr.Error, match=r"ensemble must be one of \(1, 2, 8\), got 'x'"):
+        ui.user_errors(app.denoise)(*args, "x", progress=no_progress)
     # The control follows the model: offered for photo, off and locked for the grey model.
+    assert app.ensemble_allowed("photo") and not app.ensemble_allowed(MODEL)
     assert app.ensemble_control("photo").interactive is True
     locked = app.ensemble_control(MODEL)
     assert locked.interactive is False and locked.value == 1 and "not trained" in locked.info
