@@ -19,6 +19,8 @@ import shlex
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from data.corruption import BENCHMARK_SETTINGS
 from models.registry import BUNDLED_DIR, load_model
 from training.cli import load_config
@@ -66,19 +68,18 @@ def test_scores(model, config: PretrainConfig, eval_images: str | None, limit: i
     from data.datasets import load_folder_images, load_named
     from data.images import to_model
 
-    if eval_images:
-        from app.engine import denoise
+    if eval_images:  # the photo benchmark's settings, noise and scoring (training.benchmark)
+        from app.engine import denoise_many
+        from training.benchmark import corrupt_images, default_settings, score
 
         images, _ = load_folder_images(eval_images, channels=model.channels)
         clean = [to_model(im) for im in images[: limit or None]]
         scores = {}
-        for sigma in (15, 25, 50):
-            setting = ("gaussian", sigma / 255)
-            per = [evaluate_denoiser(lambda b: denoise(b[0], model).output[None], im[None], [setting])
-                   for im in clean]
-            key = f"{setting[0]}:{setting[1]:g}"
-            scores[f"gaussian:{sigma}/255"] = {k: round(sum(p[key][k] for p in per) / len(per), 3)
-                                               for k in ("noisy_psnr", "denoised_psnr")}
+        for setting in default_settings(photos=True):
+            noisy = corrupt_images(clean, setting, seed=0)
+            denoised = [r.output for r in denoise_many(noisy, model)]
+            scores[setting.label] = {key: round(float(np.mean(score(clean, est)[0])), 3)
+                                     for key, est in (("noisy_psnr", noisy), ("denoised_psnr", denoised))}
         return {"split": f"photos in {eval_images}", "images": len(clean), "psnr": scores}
     data = load_named(config.dataset, config.data_dir)
     clean = to_model(data.x_test[: limit or None])

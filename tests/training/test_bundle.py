@@ -23,3 +23,32 @@ def test_command_names_the_backend_that_trained_the_model():
     assert plain.startswith("python -m training.pretrain --dataset folder:/data/photos")
     assert "--epochs 3" in plain and "--out runs/p" in plain
     assert pretrain_command(config, "jax") == "KERAS_BACKEND=jax " + plain
+
+
+def test_photo_card_scores_are_the_photo_benchmarks(tmp_path):
+    """A photo model's card and ``training.benchmark --images`` score the same noise the same way."""
+    from PIL import Image
+    from skimage import data as samples
+
+    from models.registry import load_model
+    from training import benchmark
+    from training.bundle import test_scores
+
+    test, tune = tmp_path / "test", tmp_path / "tune"
+    test.mkdir()
+    tune.mkdir()
+    Image.fromarray(samples.astronaut()[40:136, 200:296]).save(test / "a.png")
+    Image.fromarray(samples.chelsea()[100:164, 150:230]).save(test / "b.png")
+    Image.fromarray(samples.coffee()[100:164, 200:280]).save(tune / "t.png")
+    card = test_scores(load_model("photo"), None, str(test), 0)
+    out = tmp_path / "bench.json"
+    assert benchmark.main(["--images", str(test), "--tune-image", str(tune / "t.png"), "--model", "photo",
+                           "--contender", "median3", "--tune-crop", "48", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert card["images"] == 2
+    assert set(card["psnr"]) == {"gaussian:15/255", "gaussian:25/255", "gaussian:50/255"}
+    for label, scores in card["psnr"].items():
+        results = report["results"][label]
+        assert scores["noisy_psnr"] == round(results["noisy"]["psnr"], 3)
+        assert scores["denoised_psnr"] == round(results["photo"]["psnr"], 3)
+        assert scores["denoised_psnr"] > scores["noisy_psnr"] + 3
