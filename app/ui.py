@@ -270,18 +270,21 @@ class DenoiserApp:
     def denoiser(self, choice: str, ensemble: int = 1) -> engine.Denoiser:
         """The loaded model for a dropdown value, computing in the server's precision and
         averaging over ``ensemble`` flips and rotations (:data:`app.engine.ENSEMBLES`)."""
-        return engine.as_denoiser(self.model(choice), precision=self.precision,
-                                  ensemble=1 if ensemble is None else ensemble)
+        return engine.as_denoiser(self.model(choice), precision=self.precision, ensemble=ensemble)
 
     def ensemble_allowed(self, choice: str) -> bool:
         """Whether a model may use a self-ensemble: trained on flipped and rotated images (for
         the others it would lower the quality); from its card, nothing is loaded."""
         return engine.max_ensemble(model_card(self.model(choice))) > 1
 
-    def ensemble_control(self, choice: str) -> gr.Radio:
-        """The self-ensemble choice for a newly picked model: offered if allowed, reset to off."""
+    def ensemble_state(self, choice: str) -> dict:
+        """The self-ensemble control's settings for a model: off, and offered only if allowed."""
         allowed = self.ensemble_allowed(choice)
-        return gr.Radio(value=1, interactive=allowed, info=ENSEMBLE_INFO if allowed else ENSEMBLE_LOCKED)
+        return {"value": 1, "interactive": allowed, "info": ENSEMBLE_INFO if allowed else ENSEMBLE_LOCKED}
+
+    def ensemble_control(self, choice: str) -> gr.Radio:
+        """The self-ensemble control for a newly picked model (:meth:`ensemble_state`)."""
+        return gr.Radio(**self.ensemble_state(choice))
 
     def model_info(self, choice: str) -> str:
         """A short Markdown description of a model, from its card."""
@@ -426,11 +429,9 @@ def build_app(app: DenoiserApp, concurrency: int = 1, queue_size: int = 32) -> g
                     image, model = _inputs(app, "denoise")
                     strength = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="Strength",
                                          info="0 keeps the input, 1 is the model's full output")
-                    allowed = app.ensemble_allowed(next(iter(app.models)))
-                    ensemble = gr.Radio([(engine.ENSEMBLE_NAMES[n], n) for n in engine.ENSEMBLES], value=1,
-                                        label="Self-ensemble", interactive=allowed,
-                                        info=ENSEMBLE_INFO if allowed else ENSEMBLE_LOCKED,
-                                        elem_id="denoise-ensemble")
+                    ensemble = gr.Radio([(engine.ENSEMBLE_NAMES[n], n) for n in engine.ENSEMBLES],
+                                        label="Self-ensemble", elem_id="denoise-ensemble",
+                                        **app.ensemble_state(next(iter(app.models))))
                     model.change(user_errors(app.ensemble_control), model, ensemble, api_visibility="private")
                     corruption, level, seed = _corruption_controls()
                     reference = _reference("denoise")
