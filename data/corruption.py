@@ -16,6 +16,7 @@ noise every time on one backend; the two backends draw different noise from it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 
 import keras
@@ -86,7 +87,11 @@ _RANDOM = {"tensorflow": _TensorFlowRandom, "jax": _JaxRandom}
 
 def _random():
     """The active Keras backend's stateless random ops."""
-    backend = keras.backend.backend()
+    return _random_ops(keras.backend.backend())
+
+
+@functools.cache
+def _random_ops(backend: str):
     if backend not in _RANDOM:
         raise RuntimeError(f"corruption needs the tensorflow or jax Keras backend, not {backend!r}")
     return _RANDOM[backend]()
