@@ -140,13 +140,12 @@ def _configure_jax(config):
     if config.distribute not in ("auto", "none") or config.cpu_devices > 1:
         raise ValueError("--distribute and --cpu-devices use tf.distribute: they need the "
                          "TensorFlow backend (unset KERAS_BACKEND)")
-    gpus = [d for d in jax.devices() if d.platform == "gpu"]
-    precision = config.mixed_precision
-    if precision == "auto":
-        precision = "bfloat16" if gpus else "off"
-    keras.config.set_dtype_policy("float32" if precision == "off" else f"mixed_{precision}")
     if config.jit == "off":
         raise ValueError("--jit off: the JAX backend always compiles with XLA")
+    precision = config.mixed_precision
+    if precision == "auto":
+        precision = "bfloat16" if any(d.platform == "gpu" for d in jax.devices()) else "off"
+    keras.config.set_dtype_policy("float32" if precision == "off" else f"mixed_{precision}")
     return OneDevice(), True
 
 
