@@ -8,7 +8,8 @@ as in DnCNN). Both are fully convolutional: any image whose sides are multiples 
 ``2**depth`` goes through (padding other sizes is the inference engine's job).
 
 The decoder's output distribution sets the loss, the negative log-likelihood
-``-log p_decoder(x | h)``: ``"gaussian"`` (squared error, linear output) or ``"bernoulli"``
+``-log p_decoder(x | h)``: ``"gaussian"`` (linear output; squared error with a fixed variance,
+or the mean log squared error per image with each image's variance fitted) or ``"bernoulli"``
 (binary cross-entropy, sigmoid output).
 """
 
@@ -20,18 +21,58 @@ from keras import layers
 DISTRIBUTIONS = ("gaussian", "bernoulli")
 
 
-def negative_log_likelihood(distribution: str) -> keras.losses.Loss:
+VARIANCES = ("fixed", "per_image")
+
+
+@keras.saving.register_keras_serializable(package="dae")
+class PerImageVarianceGaussianNLL(keras.losses.Loss):
+    """``-log N(x; r, s² I)`` per pixel with each image's variance ``s²`` fitted by maximum
+    likelihood: ``s² = mean((x - r)²)`` over the image, so the loss is ``½ log s²`` up to
+    constants, averaged over the batch.
+
+    Squared error weights every image by its error, so a blind model spends its capacity on
+    the noisiest images. This loss weights every image alike in log space: its mean over
+    images is ``-ln(10) / 20`` times their mean PSNR, the score the benchmark averages.
+
+    Args:
+        floor: added to ``s²`` (a 60 dB PSNR cap), so a perfect image cannot send it to -inf.
+    """
+
+    def __init__(self, floor=1e-6, name="gaussian_nll_per_image", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.floor = float(floor)
+
+    def call(self, y_true, y_pred):
+        y_pred = keras.ops.convert_to_tensor(y_pred)
+        y_true = keras.ops.cast(y_true, y_pred.dtype)
+        axes = tuple(range(1, len(y_pred.shape)))
+        variance = keras.ops.mean(keras.ops.square(y_true - y_pred), axis=axes)
+        return 0.5 * keras.ops.log(variance + self.floor)
+
+    def get_config(self):
+        return {**super().get_config(), "floor": self.floor}
+
+
+def negative_log_likelihood(distribution: str, variance: str = "fixed") -> keras.losses.Loss:
     """``-log p_decoder(x | h)`` up to constants, as a Keras loss; every DAE here trains with it.
 
     Args:
-        distribution: ``"gaussian"`` (fixed variance: squared error, named ``gaussian_nll``) or
-            ``"bernoulli"`` (binary cross-entropy, named ``bernoulli_nll``).
+        distribution: ``"gaussian"`` (named ``gaussian_nll``) or ``"bernoulli"`` (binary
+            cross-entropy, named ``bernoulli_nll``).
+        variance: the Gaussian's: ``"fixed"`` (squared error) or ``"per_image"``
+            (:class:`PerImageVarianceGaussianNLL`: the mean log squared error per image).
     """
-    if distribution == "gaussian":
-        return keras.losses.MeanSquaredError(name="gaussian_nll")
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
+    if variance not in VARIANCES:
+        raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
     if distribution == "bernoulli":
+        if variance != "fixed":
+            raise ValueError("a bernoulli decoder has no variance to fit: variance must be 'fixed'")
         return keras.losses.BinaryCrossentropy(name="bernoulli_nll")
-    raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
+    if variance == "per_image":
+        return PerImageVarianceGaussianNLL()
+    return keras.losses.MeanSquaredError(name="gaussian_nll")
 
 
 def _conv_block(x, width, name):
@@ -132,9 +173,10 @@ class ConvDAE(keras.Model):
         out = self.encoder(images)
         return out[-1] if self.skips else out
 
-    def loss_function(self):
-        """The negative log-likelihood of the decoder's distribution, as a Keras loss."""
-        return negative_log_likelihood(self.distribution)
+    def loss_function(self, variance: str = "fixed"):
+        """The negative log-likelihood of the decoder's distribution, as a Keras loss
+        (``variance``: see :func:`negative_log_likelihood`)."""
+        return negative_log_likelihood(self.distribution, variance)
 
     def get_config(self):
         config = super().get_config()

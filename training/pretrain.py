@@ -62,6 +62,11 @@ class PretrainConfig:
     distribution: str = field(default="gaussian", metadata={
         "choices": ("gaussian", "bernoulli"),
         "help": "decoder output distribution: gaussian = squared error, bernoulli = cross-entropy"})
+    variance: str = field(default="fixed", metadata={
+        "choices": ("fixed", "per_image"),
+        "help": "the gaussian decoder's variance: fixed (loss = squared error, dominated by the "
+                "noisiest images) or per_image, fitted to each image (loss = mean log squared "
+                "error per image: every image counts alike, as in the benchmark's mean PSNR)"})
     val_fraction: float = field(default=0.1, metadata={"help": "share of train held out for validation"})
     limit: int = field(default=0, metadata={"help": "use only this many training images (0 = all)"})
     patience: int = field(default=5, metadata={"help": "early-stopping patience in epochs"})
@@ -94,6 +99,9 @@ class PretrainConfig:
             raise ValueError("at least one --corruption is needed")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch size must be >= 1, got {self.epochs}, {self.batch_size}")
+        if self.variance != "fixed" and self.distribution != "gaussian":
+            raise ValueError(f"--variance {self.variance} needs the gaussian decoder "
+                             f"(got --distribution {self.distribution})")
 
     @property
     def specs(self) -> list[CorruptionSpec]:
@@ -117,8 +125,8 @@ def build_dae(config, channels: int, steps_per_epoch: int, jit: bool = False):
     model = ConvDAE(channels=channels, name="conv_dae", **model_kwargs(config))
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate,
                                                       config.epochs * steps_per_epoch)
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=model.loss_function(),
-                  jit_compile=jit)
+    model.compile(optimizer=keras.optimizers.Adam(schedule),
+                  loss=model.loss_function(config.variance), jit_compile=jit)
     return model
 
 

@@ -83,6 +83,41 @@ def test_negative_log_likelihood_values():
         negative_log_likelihood("laplace")
 
 
+def test_per_image_variance_loss_is_the_mean_log_error_per_image_and_tracks_mean_psnr():
+    import keras
+
+    x = np.zeros((2, 4, 4, 1), np.float32)
+    r = x.copy()
+    r[0] += 0.1    # squared error 0.01 on every pixel: 20 dB
+    r[1, 0] += 0.5  # 0.25 on one row of four: 0.0625, 12.04 dB
+    loss = negative_log_likelihood("gaussian", "per_image")
+    assert loss.name == "gaussian_nll_per_image"
+    expected = 0.5 * (np.log(0.01 + 1e-6) + np.log(0.0625 + 1e-6)) / 2
+    assert float(loss(x, r)) == pytest.approx(expected, rel=1e-5)
+    psnr = np.mean([10 * np.log10(1 / 0.01), 10 * np.log10(1 / 0.0625)])
+    assert float(loss(x, r)) == pytest.approx(-np.log(10) / 20 * psnr, rel=1e-3)
+    # Squared error is dominated by the worse image; the per-image loss weighs both alike:
+    # halving the first image's error moves it as much as halving the second's.
+    halved = [r.copy(), r.copy()]
+    halved[0][0] = x[0] + 0.1 / np.sqrt(2)
+    halved[1][1] = x[1] + (r[1] - x[1]) / np.sqrt(2)
+    drops = [float(loss(x, r)) - float(loss(x, h)) for h in halved]
+    assert drops[0] == pytest.approx(drops[1], rel=1e-3)
+    assert drops[0] == pytest.approx(np.log(2) / 4, rel=1e-3)
+    again = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert float(again(x, r)) == pytest.approx(float(loss(x, r)))
+    assert ConvDAE().loss_function("per_image").name == "gaussian_nll_per_image"
+
+
+@pytest.mark.parametrize("distribution, variance, message", [
+    ("gaussian", "laplace", r"variance must be one of \('fixed', 'per_image'\), got 'laplace'"),
+    ("bernoulli", "per_image", "a bernoulli decoder has no variance to fit"),
+])
+def test_negative_log_likelihood_refuses_a_variance_it_cannot_fit(distribution, variance, message):
+    with pytest.raises(ValueError, match=message):
+        negative_log_likelihood(distribution, variance)
+
+
 def test_with_precision_keeps_the_weights_and_refuses_what_it_cannot_change():
     import keras
 

@@ -65,6 +65,28 @@ def test_short_real_run_learns_to_denoise(tmp_path):
 
 
 @real_run
+def test_per_image_variance_trains_on_the_mean_log_error_and_denoises(tmp_path):
+    run = tmp_path / "run"
+    finish(pretrain(["--limit", "3000", "--epochs", "2", "--variance", "per_image", *SMALL,
+                     "--out", str(run)]))
+    metrics = json.loads((run / "metrics.json").read_text())
+    # ½ log of a per-image squared error well under 1: negative, and falling.
+    assert metrics["val_loss"][-1] < metrics["val_loss"][0] < 0
+    gains = {k: v["denoised_psnr"] - v["noisy_psnr"] for k, v in metrics["psnr"].items()}
+    assert len(gains) == 8 and min(gains.values()) > 0.3, gains
+    assert json.loads((run / "config.json").read_text())["variance"] == "per_image"
+
+
+def test_per_image_variance_with_a_bernoulli_decoder_is_refused(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "training.pretrain", "--variance", "per_image",
+                           "--distribution", "bernoulli", "--out", str(tmp_path / "run")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--variance per_image needs the gaussian decoder (got --distribution bernoulli)" in done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@real_run
 def test_killed_run_resumes_where_it_stopped(tmp_path):
     run = tmp_path / "run"
     args = ["--limit", "2000", "--epochs", "4", *SMALL, "--out", str(run)]
