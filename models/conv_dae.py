@@ -142,6 +142,10 @@ class ConvDAE(keras.Model):
 
     def __init__(self, channels=1, widths=(32, 64), bottleneck=64, skips=True, residual=True,
                  distribution="gaussian", **kwargs):
+        # The composite never casts its input: its layers compute in their own dtype (the
+        # global policy's when built, float32 for the output), so the residual adds back the
+        # exact float32 x̃. (Models saved before carry "mixed_bfloat16" here; it is dropped.)
+        kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         widths = tuple(int(w) for w in widths)
         if channels not in (1, 3):
@@ -183,3 +187,4 @@ class ConvDAE(keras.Model):
         config.update(channels=self.channels, widths=list(self.widths), bottleneck=self.bottleneck,
                       skips=self.skips, residual=self.residual, distribution=self.distribution)
         return config
+
