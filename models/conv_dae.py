@@ -16,6 +16,7 @@ or the mean log squared error per image with each image's variance fitted) or ``
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers
 
 DISTRIBUTIONS = ("gaussian", "bernoulli")
@@ -188,3 +189,59 @@ class ConvDAE(keras.Model):
                       skips=self.skips, residual=self.residual, distribution=self.distribution)
         return config
 
+
+def widen(source: ConvDAE, target: ConvDAE) -> ConvDAE:
+    """Sets ``target``'s weights so that it computes exactly what ``source`` computes, when
+    ``target`` is ``source`` with more filters (function-preserving
+    widening, as in Net2Net: Chen et al. 2016).
+
+    Each layer's old kernel and bias go into the leading channels of the wider one. The new
+    filters keep ``target``'s random initialisation on their inputs from the old ones, and
+    every weight that reads a new filter is zero, so the new filters change nothing until
+    training moves those weights. Training the wider model then starts where ``source``
+    stopped instead of from scratch.
+
+    Raises:
+        ValueError: ``target`` is not ``source`` widened (another depth, fewer filters, a
+            different channel count, decoder or skip layout); the message names what differs.
+    """
+    ours, theirs = source.get_config(), target.get_config()
+    fixed = ("channels", "skips", "residual", "distribution")
+    diff = [f"{key} {ours[key]} vs {theirs[key]}" for key in fixed if ours[key] != theirs[key]]
+    if len(ours["widths"]) != len(theirs["widths"]):
+        diff.append(f"depth {len(ours['widths'])} vs {len(theirs['widths'])} levels")
+    elif any(a > b for a, b in zip(ours["widths"] + [ours["bottleneck"]],
+                                  theirs["widths"] + [theirs["bottleneck"]], strict=True)):
+        diff.append(f"widths {ours['widths']} + bottleneck {ours['bottleneck']} vs "
+                    f"{theirs['widths']} + {theirs['bottleneck']}: a model can only be widened")
+    if diff:
+        raise ValueError(f"cannot widen the model: {'; '.join(diff)}")
+
+    def input_blocks(layer_name, old_in, new_in):
+        """(old start, new start, length) of each block of input channels."""
+        if source.skips and layer_name.startswith("up") and layer_name.endswith("_conv0"):
+            old_half, new_half = old_in // 2, new_in // 2  # concatenated [upsampled, skip]
+            return [(0, 0, old_half), (old_half, new_half, old_half)]
+        return [(0, 0, old_in)]
+
+    for part in ("encoder", "decoder"):
+        old_layers = {layer.name: layer for layer in getattr(source, part).layers}
+        for layer in getattr(target, part).layers:
+            if not layer.weights:
+                continue
+            old_kernel, old_bias = old_layers[layer.name].get_weights()
+            fresh, bias = layer.get_weights()
+            transposed = isinstance(layer, layers.Conv2DTranspose)  # kernels (h, w, out, in)
+            if transposed:
+                fresh, old_kernel = fresh.swapaxes(2, 3), old_kernel.swapaxes(2, 3)
+            old_out = old_kernel.shape[3]  # kernels are (h, w, in, out) from here on
+            kernel = np.zeros_like(fresh)
+            for old_start, new_start, length in input_blocks(layer.name, old_kernel.shape[2],
+                                                             fresh.shape[2]):
+                rows = slice(new_start, new_start + length)
+                kernel[:, :, rows, :old_out] = old_kernel[:, :, old_start:old_start + length]
+                kernel[:, :, rows, old_out:] = fresh[:, :, rows, old_out:]
+            bias = np.zeros_like(bias)
+            bias[:old_out] = old_bias
+            layer.set_weights([kernel.swapaxes(2, 3) if transposed else kernel, bias])
+    return target

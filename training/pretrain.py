@@ -53,6 +53,10 @@ class PretrainConfig:
         "help": "global batch size; 64 trades speed for enough updates on a 2-core CPU"})
     learning_rate: float = field(default=2e-3, metadata={
         "help": "peak Adam learning rate, cosine-decayed to zero over the run"})
+    warmup_epochs: float = field(default=0.0, metadata={
+        "help": "epochs of linear learning-rate warm-up from zero before the cosine decay; "
+                "steadies --init-from runs, where a fresh Adam's first steps move every weight "
+                "by about the learning rate"})
     widths: tuple[int, ...] = field(default=(32, 64), metadata={
         "help": "filters per resolution level; the count is the depth (28x28 -> 7x7 with 2)"})
     bottleneck: int = field(default=128, metadata={"help": "channels of the code h = f(x̃)"})
@@ -78,7 +82,8 @@ class PretrainConfig:
     eval_images: int = field(default=1000, metadata={"help": "validation images scored in metrics.json"})
     init_from: str = field(default="", metadata={
         "help": "start from this model's weights (a bundled name, run folder or .keras file of the "
-                "same architecture) instead of random ones: fine-tune it on your data"})
+                "same architecture, or a narrower one: wider --widths/--bottleneck widen it without "
+                "changing what it computes) instead of random ones: fine-tune it on your data"})
     distribute: str = field(default="auto", metadata={
         "choices": ("auto", "none", "mirrored", "multiworker"),
         "help": "auto: multiworker if TF_CONFIG is set, mirrored on >1 GPU, else none"})
@@ -99,6 +104,8 @@ class PretrainConfig:
             raise ValueError("at least one --corruption is needed")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch size must be >= 1, got {self.epochs}, {self.batch_size}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(f"--warmup-epochs must be in [0, --epochs), got {self.warmup_epochs}")
         if self.variance != "fixed" and self.distribution != "gaussian":
             raise ValueError(f"--variance {self.variance} needs the gaussian decoder "
                              f"(got --distribution {self.distribution})")
@@ -115,16 +122,28 @@ def model_kwargs(config) -> dict:
                 distribution=config.distribution)
 
 
+def learning_rate_schedule(config, steps_per_epoch: int):
+    """Cosine decay from ``learning_rate`` to zero over the run; with ``warmup_epochs``, a linear
+    ramp from zero first and the decay over the steps that remain."""
+    import keras
+
+    total, warmup = config.epochs * steps_per_epoch, round(config.warmup_epochs * steps_per_epoch)
+    if not warmup:
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate, total)
+    return keras.optimizers.schedules.CosineDecay(0.0, total - warmup, warmup_target=config.learning_rate,
+                                                  warmup_steps=warmup)
+
+
 def build_dae(config, channels: int, steps_per_epoch: int, jit: bool = False):
     """The conv DAE of ``config``, compiled as pretraining trains it: the decoder's negative
-    log-likelihood, Adam with the learning rate cosine-decayed to zero over the run."""
+    log-likelihood, Adam with the learning rate cosine-decayed to zero over the run (after
+    ``warmup_epochs`` of linear warm-up)."""
     import keras
 
     from models.conv_dae import ConvDAE
 
     model = ConvDAE(channels=channels, name="conv_dae", **model_kwargs(config))
-    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate,
-                                                      config.epochs * steps_per_epoch)
+    schedule = learning_rate_schedule(config, steps_per_epoch)
     model.compile(optimizer=keras.optimizers.Adam(schedule),
                   loss=model.loss_function(config.variance), jit_compile=jit)
     return model
@@ -158,22 +177,30 @@ def _configure_jax(config):
 
 
 def initial_weights(name_or_path: str, config, channels: int) -> list:
-    """The weights of the model ``--init-from`` names, checked to fit ``config``'s network.
+    """The weights of the model ``--init-from`` names, fitted to ``config``'s network: as they
+    are, or widened (:func:`models.conv_dae.widen`) when the run asks for more filters.
 
     Raises:
-        ValueError: the architectures differ (the message names each setting that does).
+        ValueError: the architectures differ otherwise (the message names each setting that does).
     """
+    from models.conv_dae import ConvDAE, widen
     from models.registry import load_model
 
     source = load_model(name_or_path)
     theirs = source.get_config()
     ours = {"channels": channels, **model_kwargs(config), "widths": list(config.widths)}
-    diff = [f"{key} {theirs.get(key)} vs {value}" for key, value in ours.items() if theirs.get(key) != value]
-    if diff:
-        raise ValueError(f"--init-from {name_or_path}: its architecture differs from this run's "
-                         f"({'; '.join(diff)}); pass the --widths, --bottleneck, ... it was trained "
-                         "with (its card or config.json lists them)")
-    return source.get_weights()
+    differing = [key for key, value in ours.items() if theirs.get(key) != value]
+    if not differing:
+        return source.get_weights()
+    if isinstance(source, ConvDAE) and set(differing) <= {"widths", "bottleneck"}:
+        try:
+            return widen(source, ConvDAE(**ours)).get_weights()
+        except ValueError:
+            pass  # narrower, or another depth: refused below
+    diff = "; ".join(f"{key} {theirs.get(key)} vs {ours[key]}" for key in differing)
+    raise ValueError(f"--init-from {name_or_path}: its architecture differs from this run's "
+                     f"({diff}); pass the --widths, --bottleneck, ... it was trained with (its "
+                     "card or config.json lists them), or more filters at the same depth to widen it")
 
 
 def configure_devices(config):

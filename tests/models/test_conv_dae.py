@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from models.conv_dae import ConvDAE, negative_log_likelihood
+from models.conv_dae import ConvDAE, negative_log_likelihood, widen
 from tests.helpers import run_model_serialization_test
 
 
@@ -141,6 +141,43 @@ def test_with_precision_keeps_the_weights_and_refuses_what_it_cannot_change():
         with_precision(functional, "bfloat16")
     with pytest.raises(ValueError, match="precision must be one of"):
         with_precision(model, "float16")
+
+
+def _trained_like(model, seed=0):
+    """Random non-zero weights everywhere (biases too), as a trained model has."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0, 0.2, w.shape).astype("float32") for w in model.get_weights()])
+    return model
+
+
+@pytest.mark.parametrize("channels,skips,residual,distribution", [
+    (1, True, True, "gaussian"), (3, True, False, "bernoulli"), (1, False, False, "gaussian")])
+def test_widen_computes_exactly_what_the_narrow_model_did(channels, skips, residual, distribution):
+    kwargs = dict(channels=channels, skips=skips, residual=residual, distribution=distribution)
+    narrow = _trained_like(ConvDAE(widths=(4, 6), bottleneck=5, **kwargs))
+    wide = widen(narrow, ConvDAE(widths=(8, 6), bottleneck=9, **kwargs))
+    x = np.random.default_rng(1).random((3, 16, 20, channels), dtype=np.float32)
+    assert np.abs(np.asarray(wide(x)) - np.asarray(narrow(x))).max() < 1e-5
+    assert wide.count_params() > narrow.count_params()
+    # The new filters are live: they see the input, and training reaches them.
+    code = np.asarray(wide.encode(x))
+    assert np.abs(code[..., 5:]).max() > 0
+    assert np.abs(code[..., :5] - np.asarray(narrow.encode(x))).max() < 1e-5
+    wide.compile(optimizer=keras.optimizers.SGD(0.1), loss=wide.loss_function())
+    wide.train_on_batch(x, x)
+    assert np.abs(np.asarray(wide(x)) - np.asarray(narrow(x))).max() > 1e-4
+
+
+@pytest.mark.parametrize("target,message", [
+    (dict(widths=(2, 6), bottleneck=5), "a model can only be widened"),
+    (dict(widths=(4, 6, 8), bottleneck=5), "depth 2 vs 3 levels"),
+    (dict(widths=(4, 6), bottleneck=5, channels=3), "channels 1 vs 3"),
+    (dict(widths=(4, 6), bottleneck=5, residual=False), "residual True vs False"),
+])
+def test_widen_refuses_what_is_not_a_widening(target, message):
+    narrow = ConvDAE(widths=(4, 6), bottleneck=5)
+    with pytest.raises(ValueError, match=message):
+        widen(narrow, ConvDAE(**target))
 
 
 def test_a_model_built_under_mixed_precision_adds_back_the_exact_input(tmp_path):
