@@ -16,7 +16,8 @@ BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 
 def bundled_models() -> dict[str, Path]:
     """Names of the shipped models mapped to their ``.keras`` files."""
-    return {p.stem: p for p in sorted(BUNDLED_DIR.glob("*.keras")) if p.with_suffix(".json").exists()}
+    files = sorted(BUNDLED_DIR.glob("*.keras"), key=lambda p: p.stem)  # fashion-mnist before -wide
+    return {p.stem: p for p in files if p.with_suffix(".json").exists()}
 
 
 class ModelNotFoundError(FileNotFoundError):

@@ -140,7 +140,7 @@ def cards_table(folder: Path = BUNDLED_DIR) -> str:
     One table describes every model; then, per model, its test scores (mean PSNR of the
     corrupted input and of the model's output, noise seed 0) at each setting of its card.
     """
-    cards = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    cards = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"), key=lambda p: p.stem)]
     lines = ["| model | what it denoises | input | parameters | file | trained on | epochs | training time |",
              "|---|---|---|---|---|---|---|---|"]
     for card in cards:
