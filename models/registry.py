@@ -14,9 +14,10 @@ from pathlib import Path
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 
 
-def bundled_models() -> dict[str, Path]:
-    """Names of the shipped models mapped to their ``.keras`` files."""
-    files = sorted(BUNDLED_DIR.glob("*.keras"), key=lambda p: p.stem)  # fashion-mnist before -wide
+def bundled_models(folder: Path = BUNDLED_DIR) -> dict[str, Path]:
+    """Names of the shipped models (a ``.keras`` file beside its ``.json`` card in ``folder``)
+    mapped to their ``.keras`` files, in name order: ``fashion-mnist`` before ``-wide``."""
+    files = sorted(folder.glob("*.keras"), key=lambda p: p.stem)
     return {p.stem: p for p in files if p.with_suffix(".json").exists()}
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from data.corruption import BENCHMARK_SETTINGS
-from models.registry import BUNDLED_DIR, load_model
+from models.registry import BUNDLED_DIR, bundled_models, load_model
 from training.cli import load_config
 from training.evaluation import evaluate_denoiser
 from training.pretrain import PretrainConfig
@@ -140,11 +140,12 @@ def cards_table(folder: Path = BUNDLED_DIR) -> str:
     One table describes every model; then, per model, its test scores (mean PSNR of the
     corrupted input and of the model's output, noise seed 0) at each setting of its card.
     """
-    cards = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"), key=lambda p: p.stem)]
+    files = bundled_models(folder)
+    cards = [json.loads(path.with_suffix(".json").read_text()) for path in files.values()]
     lines = ["| model | what it denoises | input | parameters | file | trained on | epochs | training time |",
              "|---|---|---|---|---|---|---|---|"]
     for card in cards:
-        size = (folder / f"{card['name']}.keras").stat().st_size / 1e6
+        size = files[card["name"]].stat().st_size / 1e6
         train = card["training"]
         lines.append(
             f"| `{card['name']}` | {card['description']} | {card['input']['colour']}, "
