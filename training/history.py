@@ -23,6 +23,31 @@ def epoch_timer():
     return EpochTimer()
 
 
+def time_budget(minutes: float):
+    """A Keras callback that ends ``fit`` after the epoch that the next would run past
+    ``minutes`` of training, so that a run on a lent or paid-by-the-minute machine ends with
+    its model saved rather than killed mid-epoch. The next epoch is taken to last as long as
+    the longest so far, not counting the first (which also compiles) once there are others."""
+    import keras
+
+    class TimeBudget(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.started, self.seconds = time.time(), []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_started = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            now = time.time()
+            self.seconds.append(now - self.epoch_started)
+            if now - self.started + max(self.seconds[1:] or self.seconds) > minutes * 60:
+                self.model.stop_training = True
+                print(f"time limit: stopping after epoch {epoch + 1}, "
+                      f"{(now - self.started) / 60:.1f} of {minutes:g} min", flush=True)
+
+    return TimeBudget()
+
+
 def read_history(path: Path) -> dict[str, list[float]]:
     """A ``CSVLogger`` file as ``{column: values}``, one value per epoch.
 

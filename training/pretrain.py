@@ -33,7 +33,7 @@ from data.datasets import DatasetNotFoundError, load_dataset, split_validation
 from models.registry import ModelNotFoundError
 from training.cli import config_differences, parse_config, save_config
 from training.distribute import patch_keras_for_multi_worker
-from training.history import epoch_timer, read_history
+from training.history import epoch_timer, read_history, time_budget
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +79,9 @@ class PretrainConfig:
         "help": "1 or 3 for folder datasets (0 = the dataset's own; folders default to 3)"})
     patch_size: int = field(default=64, metadata={"help": "patch side for folder datasets"})
     patches: int = field(default=20000, metadata={"help": "training patches cut from a folder"})
+    time_limit: float = field(default=0.0, metadata={
+        "help": "minutes of training at most (0 = no limit): stops after the last epoch that "
+                "fits, judged by the longest so far, and saves the model as usual"})
     eval_images: int = field(default=1000, metadata={"help": "validation images scored in metrics.json"})
     init_from: str = field(default="", metadata={
         "help": "start from this model's weights (a bundled name, run folder or .keras file of the "
@@ -106,6 +109,8 @@ class PretrainConfig:
             raise ValueError(f"epochs and batch size must be >= 1, got {self.epochs}, {self.batch_size}")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(f"--warmup-epochs must be in [0, --epochs), got {self.warmup_epochs}")
+        if self.time_limit < 0:
+            raise ValueError(f"--time-limit must be >= 0 minutes, got {self.time_limit}")
         if self.variance != "fixed" and self.distribution != "gaussian":
             raise ValueError(f"--variance {self.variance} needs the gaussian decoder "
                              f"(got --distribution {self.distribution})")
@@ -303,7 +308,9 @@ def train(config: PretrainConfig) -> dict:
     specs = config.specs
     on_tensorflow = not isinstance(strategy, OneDevice)
     batches = denoising_dataset if on_tensorflow else DenoisingBatches
-    train_ds = batches(x_train, specs, config.batch_size, config.seed, augment=augment)
+    # Threads that prepare the next batches on backends without tf.data (tf.data has its own).
+    loader = {} if on_tensorflow else {"workers": min(8, os.cpu_count() or 1)}
+    train_ds = batches(x_train, specs, config.batch_size, config.seed, augment=augment, **loader)
     val_ds = batches(x_val, specs, config.batch_size, config.seed + 1, shuffle=False,
                      fresh_noise=False)
     steps = len(x_train) // config.batch_size
@@ -324,6 +331,8 @@ def train(config: PretrainConfig) -> dict:
         keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True),
         keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True),
     ]
+    if config.time_limit:
+        callbacks.append(time_budget(config.time_limit))
     if on_tensorflow:  # Keras writes TensorBoard logs through tf.summary
         callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "logs")))
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,

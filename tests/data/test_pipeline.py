@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 
 from data.corruption import CorruptionSpec
@@ -84,3 +85,15 @@ def test_denoising_batches_shuffle_augment_and_validation_mode():
     a, b = _passes(val, 2)
     for (noisy1, _), (noisy2, _) in zip(a, b, strict=True):
         np.testing.assert_array_equal(noisy1, noisy2)
+
+
+def test_denoising_batches_from_worker_threads_come_in_order_and_unchanged():
+    images = np.random.default_rng(2).integers(0, 256, (96, 8, 8, 3), dtype=np.uint8)
+    specs = [CorruptionSpec.parse("gaussian:0.2"), CorruptionSpec.parse("salt_pepper:0.3")]
+    identity = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Identity()])
+    # predict runs the batches through Keras's own loader: with 3 workers, threads prepare them.
+    seen = [identity.predict(DenoisingBatches(images, specs, 8, seed=5, augment=True, workers=workers),
+                             verbose=0) for workers in (1, 3)]
+    assert seen[0].shape == (96, 8, 8, 3)
+    np.testing.assert_array_equal(seen[0], seen[1])
+    assert DenoisingBatches(images, specs, 8, seed=5, workers=3).workers == 3
