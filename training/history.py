@@ -40,7 +40,8 @@ def time_budget(minutes: float):
         def on_epoch_end(self, epoch, logs=None):
             now = time.time()
             self.seconds.append(now - self.epoch_started)
-            if now - self.started + max(self.seconds[1:] or self.seconds) > minutes * 60:
+            last = epoch + 1 >= self.params.get("epochs", epoch + 1)
+            if not last and now - self.started + max(self.seconds[1:] or self.seconds) > minutes * 60:
                 self.model.stop_training = True
                 print(f"time limit: stopping after epoch {epoch + 1}, "
                       f"{(now - self.started) / 60:.1f} of {minutes:g} min", flush=True)
