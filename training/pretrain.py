@@ -265,12 +265,16 @@ def worker_dir(run_dir: Path, strategy) -> Path:
     return run_dir / "workers" / f"{resolver.task_type}{resolver.task_id}"
 
 
+RESUME_MAY_CHANGE = ("time_limit",)
+"""Config fields that a run resumed in its folder may change: they bound the run, not the model."""
+
+
 def prepare_run_dir(config, run_dir: Path) -> None:
     """Creates the run folder; refuses to mix two different configs in one folder."""
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "config.json"
     if path.exists():
-        diff = config_differences(json.loads(path.read_text()), config)
+        diff = config_differences(json.loads(path.read_text()), config, ignore=RESUME_MAY_CHANGE)
         if diff:
             raise ValueError(f"{run_dir} holds a run with a different config (differs in: "
                              f"{', '.join(diff)}); use another --out to start a new run")

@@ -118,6 +118,17 @@ def test_different_config_in_same_folder_is_refused(tmp_path):
     assert "holds a run with a different config" in out and "Traceback" not in out
 
 
+def test_a_resumed_run_may_get_a_new_time_limit_but_not_a_new_model(tmp_path):
+    from training.pretrain import PretrainConfig, prepare_run_dir
+
+    run = tmp_path / "run"
+    prepare_run_dir(PretrainConfig(epochs=4, time_limit=30), run)
+    prepare_run_dir(PretrainConfig(epochs=4, time_limit=90), run)  # more time for the rest
+    assert json.loads((run / "config.json").read_text())["time_limit"] == 90
+    with pytest.raises(ValueError, match=r"different config \(differs in: epochs\)"):
+        prepare_run_dir(PretrainConfig(epochs=5, time_limit=90), run)
+
+
 @real_run
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     run = tmp_path / "run"
