@@ -8,45 +8,35 @@ import time
 from pathlib import Path
 
 
-def epoch_timer():
+def epoch_timer(time_limit: float = 0.0):
     """A Keras callback adding ``epoch_seconds`` to each epoch's logs; list it before the
-    ``CSVLogger`` so that the CSV file records it."""
+    ``CSVLogger`` so that the CSV file records it.
+
+    With ``time_limit`` (minutes, 0 for none) it also ends ``fit`` after the epoch that the next
+    would run past that much training, so that a run on a lent or paid-by-the-minute machine
+    ends with its model saved rather than killed mid-epoch. The next epoch is taken to last as
+    long as the longest so far, not counting the first (which also compiles) once there are
+    others."""
     import keras
 
     class EpochTimer(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.train_started, self.seconds = time.time(), []
+
         def on_epoch_begin(self, epoch, logs=None):
             self.started = time.time()
 
         def on_epoch_end(self, epoch, logs=None):
-            logs["epoch_seconds"] = time.time() - self.started
-
-    return EpochTimer()
-
-
-def time_budget(minutes: float):
-    """A Keras callback that ends ``fit`` after the epoch that the next would run past
-    ``minutes`` of training, so that a run on a lent or paid-by-the-minute machine ends with
-    its model saved rather than killed mid-epoch. The next epoch is taken to last as long as
-    the longest so far, not counting the first (which also compiles) once there are others."""
-    import keras
-
-    class TimeBudget(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.started, self.seconds = time.time(), []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch_started = time.time()
-
-        def on_epoch_end(self, epoch, logs=None):
             now = time.time()
-            self.seconds.append(now - self.epoch_started)
-            last = epoch + 1 >= self.params.get("epochs", epoch + 1)
-            if not last and now - self.started + max(self.seconds[1:] or self.seconds) > minutes * 60:
+            logs["epoch_seconds"] = now - self.started
+            self.seconds.append(logs["epoch_seconds"])
+            elapsed, longest = now - self.train_started, max(self.seconds[1:] or self.seconds)
+            if time_limit and epoch + 1 < self.params["epochs"] and elapsed + longest > time_limit * 60:
                 self.model.stop_training = True
                 print(f"time limit: stopping after epoch {epoch + 1}, "
-                      f"{(now - self.started) / 60:.1f} of {minutes:g} min", flush=True)
+                      f"{elapsed / 60:.1f} of {time_limit:g} min", flush=True)
 
-    return TimeBudget()
+    return EpochTimer()
 
 
 def read_history(path: Path) -> dict[str, list[float]]:

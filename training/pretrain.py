@@ -33,7 +33,7 @@ from data.datasets import DatasetNotFoundError, load_dataset, split_validation
 from models.registry import ModelNotFoundError
 from training.cli import config_differences, parse_config, save_config
 from training.distribute import patch_keras_for_multi_worker
-from training.history import epoch_timer, read_history, time_budget
+from training.history import epoch_timer, read_history
 
 
 @dataclasses.dataclass(frozen=True)
@@ -328,15 +328,14 @@ def train(config: PretrainConfig) -> dict:
         if is_multi_worker(strategy):
             patch_keras_for_multi_worker(model, next(iter(train_ds)))
     callbacks = [
-        epoch_timer(),  # before CSVLogger, so that history.csv keeps every epoch's time
+        # Before CSVLogger, so that history.csv keeps every epoch's time; ends at --time-limit.
+        epoch_timer(config.time_limit),
         keras.callbacks.BackupAndRestore(str(out_dir / "backup")),
         keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoint.keras")),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True),
         keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True),
     ]
-    if config.time_limit:
-        callbacks.append(time_budget(config.time_limit))
     if on_tensorflow:  # Keras writes TensorBoard logs through tf.summary
         callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "logs")))
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,

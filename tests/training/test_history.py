@@ -24,14 +24,14 @@ def test_time_budget_ends_fit_before_the_next_epoch_would_overrun():
     import keras
     import numpy as np
 
-    from training.history import time_budget
+    from training.history import epoch_timer
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")
     slow = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: time.sleep(0.3))
     x = np.zeros((8, 2), np.float32)
     # 1 s of budget, epochs of at least 0.3 s: at most 3 run, since a 4th would end past 1.2 s.
-    history = model.fit(x, x[:, :1], epochs=50, verbose=0, callbacks=[slow, time_budget(1 / 60)])
+    history = model.fit(x, x[:, :1], epochs=50, verbose=0, callbacks=[slow, epoch_timer(1 / 60)])
     assert 1 <= len(history.epoch) <= 3
-    unlimited = model.fit(x, x[:, :1], epochs=4, verbose=0, callbacks=[slow, time_budget(10)])
+    unlimited = model.fit(x, x[:, :1], epochs=4, verbose=0, callbacks=[slow, epoch_timer(10)])
     assert len(unlimited.epoch) == 4
