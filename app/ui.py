@@ -328,7 +328,8 @@ class DenoiserApp:
 
         Classic denoisers run at their registry defaults; those meant for other corruptions
         (inpainting is for masking) are left out when the corruption is known, and those whose
-        optional package is missing are listed with the reason.
+        optional package is missing, or that cannot take this image (BM3D on images no larger
+        than its blocks), are listed with the reason.
 
         Returns:
             ``(gallery, table)``: ``[(preview, caption), ...]`` with the noisy input first, and
@@ -337,7 +338,8 @@ class DenoiserApp:
         prepared = prepare(image_path, reference_path, corruption, level, seed, self.max_pixels)
         pixels = prepared.image.pixels
         model = self.denoiser(model_choice)
-        methods = {f"DAE ({model_choice})": lambda x: engine.denoise(x, model).output}
+        ours = f"DAE ({model_choice})"
+        methods = {ours: lambda x: engine.denoise(x, model).output}
         skipped = []
         for denoiser in CLASSIC_DENOISERS.values():
             if corruption in CORRUPTIONS and corruption not in denoiser.corruptions:
@@ -352,7 +354,13 @@ class DenoiserApp:
         for i, (label, method) in enumerate(methods.items()):
             progress(i / len(methods), desc=f"Running {label}")
             start = time.perf_counter()
-            output = from_model(to_model(method(pixels)), pixels.dtype).reshape(pixels.shape)
+            try:
+                output = from_model(to_model(method(pixels)), pixels.dtype).reshape(pixels.shape)
+            except ValueError as err:  # a classic denoiser that cannot take this image (BM3D on 8 x 8)
+                if label == ours:
+                    raise
+                skipped.append([f"{label} (skipped: {err})", None, None, None])
+                continue
             seconds = time.perf_counter() - start
             gallery.append((for_display(output), f"{label}: {seconds:.2f} s"))
             rows.append(self._row(label, prepared.clean, pixels, output, seconds))

@@ -23,7 +23,11 @@ def psnr(clean: np.ndarray, estimate: np.ndarray) -> np.ndarray:
 
 
 def ssim(clean: np.ndarray, estimate: np.ndarray) -> np.ndarray:
-    """SSIM per image (scikit-image, data range 1.0); ``(N, H, W, C)`` gives ``(N,)``."""
+    """SSIM per image (scikit-image, data range 1.0); ``(N, H, W, C)`` gives ``(N,)``.
+
+    The window shrinks to fit small images (7, 5 or 3 px); an image with a side under 3 px has
+    no window and scores ``nan`` (undefined), as callers that show scores must expect.
+    """
     clean, estimate = np.asarray(clean, np.float64), np.asarray(estimate, np.float64)
     if clean.ndim == 3:
         return np.float64(_ssim_one(clean, estimate))
@@ -32,5 +36,7 @@ def ssim(clean: np.ndarray, estimate: np.ndarray) -> np.ndarray:
 
 def _ssim_one(a, b):
     win = min(7, a.shape[0], a.shape[1])
-    win -= 1 - win % 2  # odd window that fits tiny images
+    if win < 3:  # skimage would divide by zero: a 1-pixel window has no sample variance
+        return np.nan
+    win -= 1 - win % 2  # odd window that fits small images
     return structural_similarity(a, b, data_range=1.0, channel_axis=-1, win_size=win)

@@ -89,15 +89,23 @@ def bm3d_denoise(image: np.ndarray, params: dict) -> np.ndarray:
     from bm3d.profiles import BM3DProfile
 
     profile = BM3DProfile()
+    block = max(profile.bs_ht, profile.bs_wiener)
+    if min(image.shape[:2]) <= block:  # bm3d 4.0.3 raises below its block size, crashes at it
+        raise ValueError(f"BM3D needs both sides longer than its {block}-pixel blocks, "
+                         f"got {image.shape[1]} x {image.shape[0]}")
+    if np.ptp(image) == 0:  # nothing to denoise; bm3d's normalisation would divide by zero
+        return image.copy()
     if image.shape[0] * image.shape[1] >= _BM3D_LARGE_IMAGE:
         profile.nf = 0
     else:
         profile.num_threads = 1
     sigma = float(params["sigma"])
-    if image.shape[-1] == 3:
+    if image.shape[-1] == 3 and not (image == image[..., :1]).all():
         out = bm3d.bm3d_rgb(image, sigma, profile)
-    else:
-        out = bm3d.bm3d(image[..., 0], sigma, profile)
+    else:  # grey, or grey stored as RGB: bm3d_rgb's empty chroma would come back NaN
+        out = np.repeat(bm3d.bm3d(image[..., 0], sigma, profile)[..., None], image.shape[-1], -1)
+    if not np.isfinite(out).all():
+        raise ValueError("BM3D returned non-finite pixels for this image")
     return _as_float(out, image.shape)
 
 

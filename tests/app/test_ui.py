@@ -197,6 +197,18 @@ def test_compare_scores_the_model_against_classic_denoisers(app):
     assert all(img.shape == (56, 140) for img, _ in gallery)
 
 
+def test_compare_on_images_too_small_for_bm3d_and_ssim_lists_why_instead_of_failing(app, tmp_path):
+    rng = np.random.default_rng(0)
+    for shape in ((6, 40), (2, 40)):  # BM3D needs sides over 8 px; SSIM a side of 3 px or more
+        image = write_png(tmp_path / f"{shape[0]}.png", rng.integers(0, 256, shape, dtype=np.uint8))
+        _, rows = app.compare(image, MODEL, "gaussian", 0.2, 0, None, progress=no_progress)
+        by_label = {row[0].split(" (skipped")[0]: row for row in rows}
+        assert any(row[0].startswith("BM3D (skipped: ") and row[1] is None for row in rows)
+        for label in ("noisy input", f"DAE ({MODEL})", "median 3x3", "total variation (Chambolle)"):
+            assert np.isfinite(by_label[label][1])  # PSNR
+            assert (by_label[label][2] is None) == (shape[0] < 3)  # SSIM, undefined below 3 px
+
+
 def test_unknown_model_and_corruption_are_refused(app, tmp_path):
     image = write_png(tmp_path / "a.png", np.zeros((16, 16), np.uint8))
     with pytest.raises(gr.Error, match="unknown model '/etc/passwd'"):

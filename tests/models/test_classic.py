@@ -92,3 +92,23 @@ def test_missing_bm3d_is_reported_with_how_to_install(monkeypatch):
     assert "non-commercial" in reason
     with pytest.raises(ImportError, match="requirements-bench.txt"):
         bm3d(smooth_image(1, 16))
+
+
+def test_bm3d_refuses_images_no_longer_than_its_blocks_instead_of_crashing():
+    # bm3d 4.0.3 raises below its 8-pixel blocks and dies with a segfault at exactly 8 x 8.
+    bm3d = available("bm3d")
+    for shape in ((8, 8, 1), (8, 8, 3), (5, 40, 1)):
+        with pytest.raises(ValueError, match="longer than its 8-pixel blocks"):
+            bm3d(np.full(shape, 0.5, np.float32))
+    assert bm3d(corrupt(smooth_image(1, 9), "gaussian", 0.1, seed=0)).shape == (9, 9, 1)
+
+
+def test_bm3d_denoises_flat_images_and_grey_stored_as_rgb_without_nan():
+    bm3d = available("bm3d")
+    flat = np.full((32, 32, 3), 0.5, np.float32)
+    np.testing.assert_array_equal(bm3d(flat), flat)
+    grey = np.repeat(smooth_image(1), 3, axis=-1)  # R = G = B: bm3d_rgb alone returns NaN here
+    noisy = np.repeat(corrupt(grey[..., :1], "gaussian", 0.1, seed=0), 3, axis=-1)
+    out = bm3d(noisy)
+    assert np.isfinite(out).all() and (out == out[..., :1]).all()
+    assert psnr(grey, out) > psnr(grey, noisy) + 3.0
