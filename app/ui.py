@@ -150,6 +150,21 @@ def _without_path(err: Exception, path: str) -> str:
     return str(err).replace(str(path), repr(Path(path).name))
 
 
+def number(value, what: str, integer: bool = False) -> float | int:
+    """An API argument as a number, or ``ValueError`` saying what came instead. ``integer``
+    asks for a whole number in ``[0, 2**63)``, a seed's range."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{what} must be a number, got {value!r}") from None
+    if not integer:
+        return x
+    whole = int(value) if isinstance(value, int | np.integer) else int(x) if x.is_integer() else -1
+    if not 0 <= whole < 2**63:
+        raise ValueError(f"{what} must be a whole number from 0 to 2**63 - 1, got {value!r}")
+    return whole
+
+
 def prepare(image_path, reference_path, corruption, level, seed, max_pixels=DEFAULT_MAX_PIXELS) -> Prepared:
     """Reads the upload, applies the requested corruption, and finds the clean reference.
 
@@ -173,7 +188,8 @@ def prepare(image_path, reference_path, corruption, level, seed, max_pixels=DEFA
             raise gr.Error(
                 f"unknown corruption {corruption!r}; expected one of {[NO_CORRUPTION, *CORRUPTIONS]}")
         clean = to_model(image.pixels)
-        noisy = corrupt(clean, corruption, float(level), seed=int(seed or 0))
+        noisy = corrupt(clean, corruption, number(level, "level"),
+                        seed=number(seed or 0, "seed", integer=True))
         pixels = from_model(noisy, image.pixels.dtype).reshape(image.pixels.shape)
         return Prepared(dataclasses.replace(image, pixels=pixels), clean, name)
     if not reference_path:
@@ -311,7 +327,7 @@ class DenoiserApp:
         prepared = prepare(image_path, reference_path, corruption, level, seed, self.max_pixels)
         progress(0.0, desc="Denoising")
         result = engine.denoise(prepared.image.pixels, self.denoiser(model_choice, ensemble),
-                                strength=float(strength),
+                                strength=number(strength, "strength"),
                                 progress=lambda f: progress(float(f), desc="Denoising tiles"))
         out = dataclasses.replace(prepared.image, pixels=result.output)
         path = write_result(out, prepared.name)

@@ -268,3 +268,17 @@ def test_each_sample_comes_with_the_model_made_for_it():
     assert {r[4] for r in rows[:-1]} == {"fashion-mnist"} and rows[-1][4] == "photo"
     # Without those models every sample falls back to the first one listed.
     assert {r[4] for r in ui.sample_examples({"my run": "runs/x"})} == {"runs/x"}
+
+
+def test_api_arguments_that_are_not_numbers_are_clear_errors(app, tmp_path):
+    image = write_png(tmp_path / "a.png", np.full((16, 16), 128, np.uint8))
+    run = ui.user_errors(app.denoise)
+    for strength, level, seed, message in (
+            (None, 0.1, 0, "strength must be a number, got None"),
+            (1.0, None, 0, "level must be a number, got None"),
+            (1.0, 0.1, 2**63, r"seed must be a whole number from 0 to 2\*\*63 - 1, got 9223372036854775808"),
+            (1.0, 0.1, 1.5, "seed must be a whole number"),
+            (1.0, 0.1, "x", "seed must be a number, got 'x'")):
+        with pytest.raises(gr.Error, match=message):
+            run(image, MODEL, strength, "gaussian", level, seed, None, progress=no_progress)
+    assert ui.number(2**63 - 1, "seed", integer=True) == 2**63 - 1 and ui.number("0.5", "level") == 0.5
