@@ -16,8 +16,14 @@ Small images of the same size go through the model together; reader threads load
 writer threads save) files while the model works. A progress bar shows files/s and MP/s; a
 summary follows, and ``--manifest FILE.csv|FILE.json`` records one row per file (status,
 reason, size, seconds, model, and PSNR/SSIM of input and output against ``--reference DIR``,
-whose files are matched by relative path, any image suffix). ``--ensemble 2|8`` averages a
+whose files are matched by relative path, any image suffix; a reference that cannot be read
+leaves its file denoised and unscored, the row saying why). ``--ensemble 2|8`` averages a
 photo model's output over flipped (and rotated) copies (:mod:`app.engine`).
+
+Bad settings (a ``--glob`` pattern, a ``--tile`` the model cannot use, a manifest or OUT_DIR that
+cannot be written) are refused with a one-line message before anything is denoised. File names
+that are not valid UTF-8 appear in the manifest and on stdout with their undecodable bytes
+backslash-escaped (``bad\\xffname.png``): both stay UTF-8 text (:func:`printable`).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from app.engine import (
     DEFAULT_TILE,
     ENSEMBLE_HELP,
     ENSEMBLES,
+    _tiling,
     as_denoiser,
     check_ensemble,
     denoise_many,
@@ -119,6 +126,11 @@ class BatchConfig:
         if self.glob is not None and (Path(self.glob).is_absolute() or ".." in Path(self.glob).parts):
             raise ValueError(f"--glob must be a pattern inside IN_DIR (no '..', not absolute), "
                              f"got {self.glob!r}")
+        if self.glob:
+            try:  # pathlib checks the pattern itself; globbing below a file then finds nothing
+                next(Path(__file__).glob(self.glob), None)
+            except (ValueError, NotImplementedError) as err:
+                raise ValueError(f"--glob {self.glob!r} is not a valid pattern: {err}") from None
         if self.manifest is not None and self.manifest.suffix.lower() not in (".csv", ".json"):
             raise ValueError(f"--manifest must end in .csv or .json, got {self.manifest}")
         for name in ("tile", "max_pixels", "batch_size", "threads"):
@@ -178,7 +190,33 @@ def check_folders(config: BatchConfig) -> tuple[Path, Path]:
         raise BatchError(f"--reference {config.reference} does not exist or is not a folder")
     if out_dir.exists() and not out_dir.is_dir():
         raise BatchError(f"OUT_DIR {config.out_dir} exists and is not a folder")
+    if (blocker := _file_above(out_dir)) is not None:
+        raise BatchError(f"OUT_DIR {config.out_dir} cannot be created: {blocker} is a file, not a folder")
+    if config.manifest is not None:
+        manifest = config.manifest.resolve()
+        if manifest.is_dir():
+            raise BatchError(f"--manifest {config.manifest} is a folder: give a file name ending in "
+                             f"{config.manifest.suffix}")
+        if (blocker := _file_above(manifest)) is not None:
+            raise BatchError(f"--manifest {config.manifest} cannot be written: {blocker} is a file, "
+                             "not a folder")
     return in_dir, out_dir
+
+
+def _file_above(path: Path) -> Path | None:
+    """The nearest existing folder above ``path`` when it is a file instead (nothing can go below it)."""
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
+def check_tile(config: BatchConfig, stride: int) -> None:
+    """Refuses a ``--tile`` the engine cannot cut images into, for a model of this ``stride``."""
+    try:
+        _tiling(stride, config.tile, None)
+    except ValueError as err:
+        raise BatchError(f"--tile {config.tile}: {err}") from err
 
 
 def list_inputs(in_dir: Path, pattern: str | None) -> list[Path]:
@@ -254,10 +292,11 @@ def run(config: BatchConfig, out=None) -> Summary:
             check_ensemble(config.ensemble, max_ensemble(card), config.model)
         except ValueError as err:
             raise BatchError(f"--ensemble {config.ensemble}: {err}") from err
+        check_tile(config, int(card.get("stride") or 1))
         for it in items:
             action = it.row["status"] or "denoise"
             note = f" ({it.row['detail']})" if it.row["detail"] else ""
-            print(f"{action:8} {it.rel} -> {it.target}{note}", file=out)
+            print(printable(f"{action:8} {it.rel} -> {it.target}{note}"), file=out)
         return Summary([it.row for it in items])
     try:
         denoiser = as_denoiser(config.model, precision=config.precision)
@@ -267,7 +306,11 @@ def run(config: BatchConfig, out=None) -> Summary:
         denoiser = denoiser.with_ensemble(config.ensemble)
     except ValueError as err:
         raise BatchError(f"--ensemble {config.ensemble}: {err}") from err
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_tile(config, denoiser.stride)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BatchError(f"OUT_DIR {config.out_dir} cannot be created: {err}") from err
     summary = Summary([it.row for it in items], removed_partials=remove_partials(out_dir))
     start = time.perf_counter()
     try:
@@ -356,6 +399,7 @@ class _Pipeline:
         return item, image, reference, time.perf_counter() - start
 
     def _reference(self, item: Item):
+        """The reference image for ``item``, or a string saying why there is none to score against."""
         base = self.config.reference / item.rel
         candidates = [base] + sorted(p for p in base.parent.glob(f"{_glob_escape(base.stem)}.*")
                                      if p.suffix.lower() in IMAGE_SUFFIXES and p != base)
@@ -365,6 +409,8 @@ class _Pipeline:
                     return load_image(path, max_pixels=self.config.max_pixels)
                 except ImageReadError as err:
                     return f"reference unusable: {err}"
+                except Exception as err:  # noqa: BLE001 - e.g. a decoder's SyntaxError on junk metadata
+                    return f"reference unusable: {path}: {type(err).__name__}: {err}"
         return f"no reference for {item.rel} in {self.config.reference}"
 
     def _denoise(self, group) -> None:
@@ -427,8 +473,9 @@ class _Pipeline:
         for label, pixels in (("input", image.pixels), ("output", written)):
             estimate = to_model(pixels)
             target = match_channels(clean, estimate.shape[-1])
-            item.row[f"psnr_{label}"] = round(float(psnr(target, estimate)), 3)
-            item.row[f"ssim_{label}"] = round(float(ssim(target, estimate)), 4)
+            for metric, score, digits in (("psnr", psnr, 3), ("ssim", ssim, 4)):
+                value = float(score(target, estimate))  # SSIM is nan below 3 px: left empty
+                item.row[f"{metric}_{label}"] = round(value, digits) if np.isfinite(value) else None
 
     def _finish_write(self, future) -> None:
         self._done(future.result())
@@ -452,9 +499,14 @@ def _glob_escape(text: str) -> str:
 
 
 def write_manifest(path: Path, rows: list[dict]) -> None:
-    """Writes the rows (atomically) as CSV or JSON, by the file's suffix."""
+    """Writes the rows (atomically) as CSV or JSON, by the file's suffix, in UTF-8.
+
+    Text goes through :func:`printable`: a file name that is not valid UTF-8 is written with
+    its undecodable bytes backslash-escaped (``bad\\xffname.png``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{k: printable(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
     if path.suffix.lower() == ".json":
         data = json.dumps(rows, indent=1, ensure_ascii=False, default=_plain).encode()
     else:
@@ -467,7 +519,17 @@ def write_manifest(path: Path, rows: list[dict]) -> None:
 
 
 def _plain(value):
-    return value.item() if isinstance(value, np.generic) else str(value)
+    return value.item() if isinstance(value, np.generic) else printable(str(value))
+
+
+def printable(text: str) -> str:
+    """``text`` as valid UTF-8 text: bytes of a file name that were not UTF-8 (which Python keeps
+    as lone surrogates) become backslash escapes, so ``b"bad\\xffname.png"`` reads
+    ``bad\\xffname.png``; other text is unchanged."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that did not come from a file name's bytes
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def report(summary: Summary, config: BatchConfig, out=None) -> None:
@@ -488,11 +550,11 @@ def report(summary: Summary, config: BatchConfig, out=None) -> None:
               file=out)
     for row in summary.rows:
         if row["status"] == "failed":
-            print(f"  FAILED {row['input']}: {row['reason']}: {row['detail']}", file=out)
+            print(printable(f"  FAILED {row['input']}: {row['reason']}: {row['detail']}"), file=out)
     if summary.interrupted:
         print("interrupted: rerun the same command to resume", file=out)
     if config.manifest is not None:
-        print(f"manifest: {config.manifest}", file=out)
+        print(printable(f"manifest: {config.manifest}"), file=out)
 
 
 def main(argv=None) -> int:
@@ -500,7 +562,7 @@ def main(argv=None) -> int:
     try:
         summary = run(config)
     except BatchError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(printable(f"error: {err}"), file=sys.stderr)
         return 2
     report(summary, config)
     return summary.exit_code

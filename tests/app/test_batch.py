@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from app import batch
 from app.batch import BatchConfig, main, run
@@ -267,3 +269,108 @@ def test_ensemble_flag(corpus, tmp_path, capsys):
     assert "--ensemble 8: model fashion-mnist was not trained on flipped" in capsys.readouterr().err
     assert main([str(root / "noisy"), str(tmp_path / "refused"), *args[2:], "--model", "photo",
                  "--ensemble", "8", "--dry-run"]) == 0
+
+
+def test_an_unusable_reference_never_stops_the_run(corpus, tmp_path, monkeypatch, capsys):
+    root, _ = corpus
+    ref = tmp_path / "ref"
+    (ref / "png").mkdir(parents=True)
+    (ref / "tiff").mkdir()
+    # Junk EXIF: Pillow's decoder raised SyntaxError (not ImageReadError) from the reference loader.
+    Image.new("RGB", (10, 12)).save(ref / "png" / "grey8.webp", exif=b"Exif\x00\x00XX\x00*\x00\x00\x00\x08")
+    shutil.copy(root / "clean" / "tiff" / "grey8.png", ref / "tiff" / "grey8.png")
+    real = batch.load_image
+
+    def loader(source, **kw):  # whatever data/images.py makes of the webp, this one still escapes
+        if Path(source) == ref / "tiff" / "grey8.png":
+            raise SyntaxError("simulated decoder error")
+        return real(source, **kw)
+
+    monkeypatch.setattr(batch, "load_image", loader)
+    code = main([str(root / "noisy"), str(tmp_path / "out"), "--model", MODEL, "--glob", "*/grey8.*",
+                 "--reference", str(ref), "--manifest", str(tmp_path / "m.csv"), "--no-progress"])
+    assert code == 0, capsys.readouterr()
+    with open(tmp_path / "m.csv", newline="") as fh:
+        rows = {r["input"]: r for r in csv.DictReader(fh)}
+    for rel in ("png/grey8.png", "tiff/grey8.tif"):
+        assert rows[rel]["status"] == "done" and (tmp_path / "out" / rel).is_file(), rows[rel]
+        assert rows[rel]["detail"] and rows[rel]["psnr_output"] == "", rows[rel]  # said why, not scored
+    assert rows["tiff/grey8.tif"]["detail"].startswith("reference unusable: ")
+    assert "SyntaxError: simulated decoder error" in rows["tiff/grey8.tif"]["detail"]
+
+
+def test_names_that_are_not_utf8_are_written_escaped(corpus, tmp_path):
+    root, _ = corpus
+    in_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    in_dir.mkdir()
+    raw = os.fsencode(in_dir) + b"/bad\xffname.png"
+    with open(raw, "wb") as fh:
+        fh.write((root / "noisy" / "png" / "grey8.png").read_bytes())
+    strict = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
+    dry = BatchConfig(in_dir, out_dir, MODEL, dry_run=True, progress=False)
+    batch.report(run(dry, out=strict), dry, out=strict)
+    for manifest in ("m.csv", "m.json"):
+        config = BatchConfig(in_dir, out_dir, MODEL, manifest=tmp_path / manifest, overwrite=True,
+                             progress=False)
+        summary = run(config)
+        batch.report(summary, config, out=strict)
+        assert summary.exit_code == 0 and os.path.isfile(os.fsencode(out_dir) + b"/bad\xffname.png")
+    strict.flush()
+    printed = strict.buffer.getvalue().decode("utf-8")
+    assert "denoise  bad\\xffname.png -> " in printed and "denoised 1 file(s)" in printed
+    with open(tmp_path / "m.csv", newline="", encoding="utf-8") as fh:
+        row = next(csv.DictReader(fh))
+    assert (row["input"], row["output"], row["status"]) == ("bad\\xffname.png", "bad\\xffname.png", "done")
+    row = json.loads((tmp_path / "m.json").read_text(encoding="utf-8"))[0]
+    assert (row["input"], row["output"], row["status"]) == ("bad\\xffname.png", "bad\\xffname.png", "done")
+
+
+def test_unwritable_manifest_or_out_dir_is_refused_before_any_work(corpus, tmp_path, capsys):
+    root, _ = corpus
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    (tmp_path / "m.csv").mkdir()
+    args = ["--model", MODEL, "--glob", "png/grey8.png", "--no-progress"]
+    out = tmp_path / "out"
+    for argv, says in (([str(out), "--manifest", str(tmp_path / "m.csv")], "is a folder"),
+                       ([str(out), "--manifest", str(afile / "m.json")], "is a file, not a folder"),
+                       ([str(afile / "out")], "is a file, not a folder"),
+                       ([str(afile / "out"), "--dry-run"], "is a file, not a folder")):
+        assert main([str(root / "noisy"), *argv, *args]) == 2, argv
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1, err
+    assert not out.exists() and afile.read_text() == "not a folder"
+
+
+def test_bad_glob_and_tile_are_refused_up_front(corpus, tmp_path, capsys):
+    root, _ = corpus
+    with pytest.raises(ValueError, match=r"--glob 'a\*\*' is not a valid pattern"):
+        BatchConfig(Path("a"), Path("b"), MODEL, glob="a**")
+    with pytest.raises(SystemExit) as exit_:
+        main([str(root / "noisy"), str(tmp_path / "out"), "--model", MODEL, "--glob", "a**"])
+    assert exit_.value.code == 2 and "--glob 'a**' is not a valid pattern" in capsys.readouterr().err
+    args = [str(root / "noisy"), str(tmp_path / "out"), "--model", MODEL, "--glob", "png/grey8.png",
+            "--no-progress", "--tile", "3"]  # below fashion-mnist's stride of 4 px
+    for extra in ([], ["--dry-run"]):
+        assert main([*args, *extra]) == 2
+        err = capsys.readouterr().err
+        assert "--tile 3: tile must be at least the model's stride (4 px)" in err, err
+        assert err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+    assert main([*args[:-1], "4", "--dry-run"]) == 0
+
+
+def test_images_too_small_for_ssim_get_psnr_and_an_empty_ssim(tmp_path):
+    rng = np.random.default_rng(0)
+    for folder in ("in", "clean"):
+        (tmp_path / folder).mkdir()
+    clean = rng.integers(0, 256, (2, 40), dtype=np.uint8)
+    Image.fromarray(clean).save(tmp_path / "clean" / "thin.png")
+    Image.fromarray(np.clip(clean + rng.normal(0, 20, clean.shape), 0, 255).astype(np.uint8)).save(
+        tmp_path / "in" / "thin.png")
+    summary = run(BatchConfig(tmp_path / "in", tmp_path / "out", MODEL, reference=tmp_path / "clean",
+                              manifest=tmp_path / "m.json", progress=False))
+    row = json.loads((tmp_path / "m.json").read_text())[0]
+    assert summary.exit_code == 0 and row["status"] == "done"
+    assert row["psnr_input"] > 10 and row["psnr_output"] > 10
+    assert row["ssim_input"] is None and row["ssim_output"] is None  # undefined below 3 px; valid JSON
