@@ -264,12 +264,16 @@ def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageFile:
     name, data = _read_source(source)
     with _open_pil(name, data, max_pixels) as im:
         mode = "LA" if _is_la16(im) else im.mode  # before getexif(), which loads and drops the tiles
+        sixteen = _is_sixteen_bit_colour(im)
         with _decoding(name):
-            if _is_sixteen_bit_colour(im):
+            if sixteen:
                 pixels, alpha = _decode_sixteen_bit_colour(name, data, im)
             else:
                 pixels, alpha = _pil_pixels(name, im)
-        orientation = im.getexif().get(EXIF_ORIENTATION, 1)
+        # OpenCV's TIFF decoder applies the Orientation tag itself, whatever the flags (even
+        # IMREAD_UNCHANGED or IMREAD_IGNORE_ORIENTATION), as Pillow's does on load (which then
+        # drops the tag); for PNG and the rest, IMREAD_UNCHANGED leaves the EXIF orientation to us.
+        orientation = 1 if sixteen and im.format == "TIFF" else _orientation(im)
         info = _keep_info(im, data)
         pixels, alpha = _orient(pixels, orientation), _orient(alpha, orientation)
         return ImageFile(np.ascontiguousarray(pixels), None if alpha is None else np.ascontiguousarray(alpha),
@@ -400,6 +404,10 @@ def _decode_sixteen_bit_colour(name, data, im):
         raise TruncatedImageError(f"{name}: the 16-bit pixel data cannot be decoded")
     if arr.ndim == 2:
         arr = arr[..., None]
+    maxval = _raw_mode(im.tile[0])[1] if im.format == "PPM" and im.tile else None
+    if isinstance(maxval, int) and 255 < maxval < 65535:  # OpenCV leaves samples unscaled; Pillow
+        scaled = np.rint(arr.astype(np.float64) * (65535 / maxval))  # scales grey PGMs the same way
+        arr = np.clip(scaled, 0, 65535).astype(np.uint16)
     if _is_la16(im):
         return arr[..., :1], arr[..., 3]
     rgb = arr[..., 2::-1] if arr.shape[-1] >= 3 else np.repeat(arr, 3, axis=-1)
@@ -455,25 +463,51 @@ _ORIENTATIONS = {
 }
 
 
+def _orientation(im) -> int:
+    """The EXIF orientation, or 1 where the EXIF is damaged (the pixels decoded: keep them)."""
+    try:
+        return int(im.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # Pillow raises SyntaxError, struct.error, TypeError, ... on damaged EXIF
+        return 1
+
+
 def _keep_info(im, data: bytes) -> dict:
+    """What ``save_image`` writes back; metadata that cannot be read is dropped, not fatal."""
     info = {}
     if im.info.get("icc_profile"):
         info["icc_profile"] = im.info["icc_profile"]
     if im.format != "TIFF":  # a TIFF's "EXIF" is its own layout tags (strip offsets, ...)
-        exif = im.getexif()
-        exif.pop(EXIF_ORIENTATION, None)
-        if len(exif):
-            info["exif"] = exif.tobytes()
-    if "dpi" in im.info:
-        info["dpi"] = tuple(float(v) for v in im.info["dpi"])
+        try:
+            exif = im.getexif()
+            exif.pop(EXIF_ORIENTATION, None)
+            if len(exif):
+                info["exif"] = exif.tobytes()
+        except Exception:  # damaged EXIF (SyntaxError, struct.error, TypeError, ...): drop it
+            pass
+    dpi = _sane_dpi(im.info.get("dpi"))
+    if dpi:
+        info["dpi"] = dpi
     if im.format == "JPEG":
         info["progressive"] = bool(im.info.get("progressive") or im.info.get("progression"))
     if im.format == "WEBP":
         info["lossless"] = b"VP8L" in data[:4096]
     if im.format == "TIFF" and im.info.get("compression") in _TIFF_COMPRESSIONS:
         info["compression"] = im.info["compression"]
-    info["frames"] = int(getattr(im, "n_frames", 1))
+    try:
+        info["frames"] = int(getattr(im, "n_frames", 1))
+    except Exception:  # a damaged next-frame pointer (TypeError "Missing dimensions", ...)
+        info["frames"] = 1
     return info
+
+
+def _sane_dpi(dpi) -> tuple[float, float] | None:
+    """``(x, y)`` when both are finite and 1 to 100,000 dpi; ``None`` for a resolution of 0/0,
+    1/0 or absurd, which no encoder can write back."""
+    try:
+        x, y = (float(v) for v in dpi)
+    except (TypeError, ValueError):
+        return None
+    return (x, y) if all(1.0 <= v <= 100_000.0 for v in (x, y)) else None
 
 
 _TIFF_COMPRESSIONS = {"raw", "tiff_lzw", "tiff_adobe_deflate", "tiff_deflate", "packbits"}

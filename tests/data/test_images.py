@@ -224,3 +224,102 @@ def test_read_image_keeps_its_dataset_behaviour(corpus):
     buf = io.BytesIO()
     Image.fromarray(np.zeros((3, 3), np.uint8)).save(buf, "PNG")
     assert load_image(buf.getvalue()).format == "PNG"
+
+
+def _tiff_with_next_ifd_past_the_end(arr: np.ndarray) -> bytes:
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, arr, photometric="rgb")
+    data = bytearray(buf.getvalue())
+    assert data[:4] == b"II*\x00"
+    ifd = struct.unpack("<I", data[4:8])[0]
+    pointer = ifd + 2 + 12 * struct.unpack("<H", data[ifd:ifd + 2])[0]
+    data[pointer:pointer + 4] = struct.pack("<I", len(data) + 1000)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("kind", ["png", "webp", "jpeg", "tiff8", "tiff16"])
+def test_damaged_metadata_keeps_the_pixels_and_drops_only_the_metadata(tmp_path, kind):
+    pixels = np.arange(12 * 10 * 3, dtype=np.uint8).reshape(12, 10, 3)
+    expected = pixels
+    if kind in ("png", "webp"):  # getexif() raises SyntaxError "not a TIFF file"
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, kind.upper(), exif=b"Exif\x00\x00XX\x00*\x00\x00\x00\x08",
+                                     **({"lossless": True} if kind == "webp" else {}))
+        data = buf.getvalue()
+    elif kind == "jpeg":  # Software (0x0131, a string) renamed TileWidth (a LONG): tobytes() struct.error
+        exif = camera_exif(6).tobytes()
+        assert exif.count(b"\x01\x31\x00\x02") == 1
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, "JPEG", quality=100,
+                                     exif=exif.replace(b"\x01\x31\x00\x02", b"\x01\x41\x00\x02"))
+        data = buf.getvalue()
+        expected = np.rot90(pixels, -1)  # the orientation itself was readable
+    else:  # n_frames raises TypeError "Missing dimensions"
+        if kind == "tiff16":
+            pixels = expected = pixels.astype(np.uint16) * 257
+        data = _tiff_with_next_ifd_past_the_end(pixels)
+    image = load_image(data)
+    if kind == "jpeg":
+        assert image.pixels.shape == expected.shape
+        assert np.abs(image.pixels.astype(int) - expected).mean() < 2
+    else:
+        np.testing.assert_array_equal(image.pixels, expected)
+    assert "exif" not in image.info and image.info["frames"] == 1
+    back = load_image(save_image(image, tmp_path / f"again.{'tif' if kind.startswith('tiff') else kind}"))
+    assert back.pixels.shape == image.pixels.shape
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_sixteen_bit_colour_is_oriented_once_like_eight_bit(orientation):
+    import tifffile
+
+    eight = np.arange(6 * 10 * 3, dtype=np.uint8).reshape(6, 10, 3)
+    sixteen = eight.astype(np.uint16) * 257
+    tiffs = []
+    for arr in (eight, sixteen):
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, arr, photometric="rgb", extratags=[(0x0112, 3, 1, orientation, True)])
+        tiffs.append(load_image(buf.getvalue()).pixels)
+    expected = images._orient(eight, orientation)
+    np.testing.assert_array_equal(tiffs[0], expected)
+    np.testing.assert_array_equal(tiffs[1], expected.astype(np.uint16) * 257)
+    png8 = io.BytesIO()
+    Image.fromarray(eight).save(png8, "PNG", exif=camera_exif(orientation))
+    png16 = images.encode_image(
+        images.ImageFile(sixteen, None, "PNG", "RGB", {"exif": camera_exif(orientation).tobytes()}), "PNG")
+    np.testing.assert_array_equal(load_image(png8.getvalue()).pixels, expected)
+    np.testing.assert_array_equal(load_image(png16).pixels, expected.astype(np.uint16) * 257)
+
+
+@pytest.mark.parametrize("maxval", [1023, 4095, 65535])
+def test_deep_colour_ppm_is_scaled_like_grey_pgm(maxval):
+    values = np.array([0, 1, 511, 1000, maxval], dtype=np.uint16)
+    header = f"4 2\n{maxval}\n".encode()
+    grey = np.resize(values, (2, 4))
+    colour = np.stack([grey, grey[:, ::-1], np.full_like(grey, 1000)], axis=-1)
+    ppm = load_image(b"P6\n" + header + colour.astype(">u2").tobytes())
+    pgm = load_image(b"P5\n" + header + grey.astype(">u2").tobytes())
+    expected = np.rint(colour * (65535 / maxval)).astype(np.uint16)
+    assert ppm.pixels.dtype == np.uint16
+    np.testing.assert_array_equal(ppm.pixels, expected)
+    np.testing.assert_array_equal(ppm.pixels[..., 0], pgm.pixels[..., 0])  # the same scaling as grey
+    if maxval == 1023:
+        assert ppm.pixels[0, 0, 2] == 64062  # 1000 * 65535 / 1023, rounded
+
+
+@pytest.mark.parametrize("resolution, dpi", [((0, 0), None), ((1, 0), None), ((10**9, 1), None),
+                                             ((300, 1), (300.0, 300.0))])
+def test_degenerate_tiff_resolution_is_dropped_and_the_image_still_saves(tmp_path, resolution, dpi):
+    from PIL.TiffImagePlugin import IFDRational
+
+    pixels = np.arange(6 * 10 * 3, dtype=np.uint8).reshape(6, 10, 3)
+    path = tmp_path / "res.tif"
+    Image.fromarray(pixels).save(path, tiffinfo={282: IFDRational(*resolution), 283: IFDRational(*resolution),
+                                                 296: 2})
+    image = load_image(path)
+    assert image.info.get("dpi") == dpi
+    for suffix in ("png", "tif"):
+        back = load_image(save_image(image, tmp_path / f"out.{suffix}"))
+        np.testing.assert_array_equal(back.pixels, pixels)
