@@ -195,17 +195,17 @@ def read_image(path, mode: str | None = None) -> np.ndarray:
         ImageReadError: the file is missing, empty, not an image, truncated or too large (one of
             its subclasses, each with a specific message).
     """
-    from PIL import ImageOps
-
     name, data = _read_source(path)
     with _open_pil(name, data, DEFAULT_MAX_PIXELS) as im:
         with _decoding(name):
-            im = ImageOps.exif_transpose(im)
+            im.load()
+        orientation = _orientation(im)  # 1 where the EXIF is damaged: the pixels are kept
+        with _decoding(name):
             if mode is not None:
                 im = im.convert(mode)
             elif im.mode not in ("L", "I;16", "RGB"):
                 im = im.convert("RGB")
-            arr = np.asarray(im)
+            arr = np.ascontiguousarray(_orient(np.asarray(im), orientation))
     return arr.astype(np.uint16) if arr.dtype.byteorder not in ("=", "|") else arr
 
 

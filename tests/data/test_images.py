@@ -267,6 +267,10 @@ def test_damaged_metadata_keeps_the_pixels_and_drops_only_the_metadata(tmp_path,
     else:
         np.testing.assert_array_equal(image.pixels, expected)
     assert "exif" not in image.info and image.info["frames"] == 1
+    dataset = read_image(bytes(data))  # the dataset reader keeps them too (as 8-bit RGB)
+    assert dataset.shape == image.pixels.shape
+    if kind != "tiff16":
+        np.testing.assert_array_equal(dataset, image.pixels)
     back = load_image(save_image(image, tmp_path / f"again.{'tif' if kind.startswith('tiff') else kind}"))
     assert back.pixels.shape == image.pixels.shape
 
