@@ -403,9 +403,9 @@ def _tiling(stride: int, tile: int | None, overlap: int | None) -> tuple[int, in
     """``(tile, overlap)`` snapped to the stride and checked."""
     if tile is None:
         return (1 << 62), 0
-    tile = int(tile) // stride * stride
-    if tile < stride:
+    if int(tile) < stride:
         raise ValueError(f"tile must be at least the model's stride ({stride} px), got {tile}")
+    tile = int(tile) // stride * stride
     overlap = OVERLAP_STRIDES * stride if overlap is None else int(overlap)
     if overlap < 0:
         raise ValueError(f"overlap must be >= 0, got {overlap}")

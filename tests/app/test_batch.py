@@ -354,7 +354,7 @@ def test_bad_glob_and_tile_are_refused_up_front(corpus, tmp_path, capsys):
     for extra in ([], ["--dry-run"]):
         assert main([*args, *extra]) == 2
         err = capsys.readouterr().err
-        assert "--tile 3: tile must be at least the model's stride (4 px)" in err, err
+        assert "--tile 3: tile must be at least the model's stride (4 px), got 3" in err, err
         assert err.count("\n") == 1, err
     assert not (tmp_path / "out").exists()
     assert main([*args[:-1], "4", "--dry-run"]) == 0
