@@ -571,11 +571,24 @@ def _normalise_format(name: str) -> str:
     return fmt
 
 
+def _process_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_process_umask()
+"""What ``open()`` would give a new file (read once at import: reading the umask sets it, which
+is not thread-safe, and files are written from threads)."""
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    """Writes ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``;
+    the file gets the permissions ``open()`` would give it (``mkstemp`` alone makes it 0600)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -16,6 +16,7 @@ from data import images
 from data.images import (
     EmptyImageError,
     ImageDimensionsError,
+    ImageFile,
     ImageReadError,
     ImageTooLargeError,
     ImageWriteError,
@@ -327,3 +328,12 @@ def test_degenerate_tiff_resolution_is_dropped_and_the_image_still_saves(tmp_pat
     for suffix in ("png", "tif"):
         back = load_image(save_image(image, tmp_path / f"out.{suffix}"))
         np.testing.assert_array_equal(back.pixels, pixels)
+
+
+def test_written_files_get_the_permissions_open_would_give_them(tmp_path):
+    image = load_image(save_image(ImageFile(np.zeros((4, 4, 1), np.uint8), None, "PNG", "L", {}),
+                                  tmp_path / "a.png"))
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"x")  # what open() gives under this process's umask
+    assert (tmp_path / "a.png").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 != 0o600
+    assert image.pixels.shape == (4, 4, 1)
