@@ -306,11 +306,39 @@ class FeaturesSummary:
     skipped: list[str]
 
 
-def _check_free(out: Path, overwrite: bool) -> None:
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    if not out.parent.is_dir():
+def _check_free(out: Path, overwrite: bool, folder: bool = False, source: Path | None = None) -> None:
+    """Refuses an output that exists (unless ``overwrite``), one that ``--overwrite`` must not
+    replace, or one whose folder cannot be made; then makes that folder.
+
+    Args:
+        folder: the output is a SavedModel folder: only a folder holding ``saved_model.pb`` is
+            ever replaced (never a file, nor any other folder). Otherwise the output is a file
+            and an existing folder in its place is never replaced.
+        source: the model file being read, which the output must neither be nor contain.
+    """
+    if source is not None and (out.resolve() == source.resolve()
+                               or out.resolve() in source.resolve().parents):
+        raise ValueError(f"--out {out} would replace the model being read ({source}); "
+                         "choose another --out")
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+        if out.is_symlink():
+            raise FileExistsError(f"{out} is a link; --overwrite does not replace links: "
+                                  "choose another --out")
+        if folder and not (out.is_dir() and (out / "saved_model.pb").is_file()):
+            raise FileExistsError(f"{out} exists and is not a SavedModel folder (no saved_model.pb); "
+                                  "--overwrite only replaces a SavedModel: choose another --out")
+        if not folder and out.is_dir():
+            raise FileExistsError(f"{out} is a folder; --overwrite only replaces a file: "
+                                  "choose another --out")
+    ancestor = next(p for p in out.absolute().parents if p.exists())
+    if not ancestor.is_dir():
+        raise ValueError(f"cannot write {out}: {ancestor} is a file, not a folder")
+    try:
         out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot make the folder of {out}: {err.strerror or err}") from err
 
 
 def export_features(config: FeaturesConfig, progress: bool = True) -> FeaturesSummary:
@@ -393,8 +421,11 @@ def export_encoder(config: EncoderConfig) -> Path:
     Returns:
         The output path (a file, or a folder for a SavedModel); ``PATH.json`` describes it.
     """
+    from models.registry import resolve_model_path
+
     out = Path(config.out)
-    _check_free(out, config.overwrite)
+    _check_free(out, config.overwrite, folder=config.format == "savedmodel",
+                source=resolve_model_path(config.model))
     extractor = features_model(config.model, config.pooling, config.image_size)
     side = config.image_size or 32
     extractor(np.zeros((1, side, side, extractor.inputs[0].shape[-1]), np.float32))  # ONNX needs a call

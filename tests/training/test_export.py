@@ -166,3 +166,45 @@ def test_bad_encoder_options_are_explained(capsys):
     with pytest.raises(SystemExit):
         main(["encoder", "--format", "keras", "--pooling", "flatten", "--out", "e.keras"])
     assert "--pooling flatten needs --image-size" in capsys.readouterr().err
+
+
+def test_overwrite_replaces_only_a_savedmodel_folder(tmp_path, dae, capsys):
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    (exports / "notes.txt").write_text("precious")
+    args = ["encoder", "--model", dae, "--format", "savedmodel", "--overwrite"]
+    assert main([*args, "--out", str(exports)]) == 2
+    assert "is not a SavedModel folder (no saved_model.pb)" in capsys.readouterr().err
+    assert (exports / "notes.txt").read_text() == "precious"
+    folder = tmp_path / "enc.keras"  # a folder where a file export goes is never replaced either
+    folder.mkdir()
+    (folder / "notes.txt").write_text("precious")
+    assert main(["encoder", "--model", dae, "--format", "keras", "--out", str(folder), "--overwrite"]) == 2
+    assert "is a folder; --overwrite only replaces a file" in capsys.readouterr().err
+    assert (folder / "notes.txt").read_text() == "precious"
+    saved = tmp_path / "enc"
+    assert main([*args, "--out", str(saved)]) == 0 and (saved / "saved_model.pb").is_file()
+    (saved / "stale").write_text("from the old export")
+    assert main([*args, "--out", str(saved)]) == 0  # a SavedModel is replaced whole
+    assert (saved / "saved_model.pb").is_file() and not (saved / "stale").exists()
+
+
+def test_out_that_is_the_model_being_read_is_refused(tmp_path, dae, capsys):
+    model = tmp_path / "dae.keras"
+    model.write_bytes(open(dae, "rb").read())
+    before = model.read_bytes()
+    assert main(["encoder", "--model", str(model), "--format", "keras", "--out", str(model),
+                 "--overwrite"]) == 2
+    assert f"--out {model} would replace the model being read" in capsys.readouterr().err
+    assert model.read_bytes() == before
+
+
+def test_features_out_under_a_regular_file_is_a_clear_error(tmp_path, dae, mixed_folder, capsys):
+    root, _, _ = mixed_folder
+    afile = tmp_path / "afile"
+    afile.write_text("precious")
+    assert main(["features", "--model", dae, "--images", str(root), "--image-size", "8",
+                 "--out", str(afile / "sub" / "f.npz")]) == 2
+    message = f"cannot write {afile / 'sub' / 'f.npz'}: {afile} is a file, not a folder"
+    assert message in capsys.readouterr().err
+    assert afile.read_text() == "precious"
