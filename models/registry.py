@@ -22,7 +22,8 @@ def bundled_models(folder: Path = BUNDLED_DIR) -> dict[str, Path]:
 
 
 class ModelNotFoundError(FileNotFoundError):
-    """The name or path given for a model leads to no model file."""
+    """The name or path given for a model leads to no model file, or to a file that is not a
+    model this app can use (the message names the file and says why)."""
 
 
 def resolve_model_path(name_or_path: str | Path) -> Path:
@@ -83,12 +84,42 @@ def load_model(name_or_path: str | Path, precision: str = "float32"):
 def _load(path: str, _mtime: int, precision: str):
     if precision != "float32":
         return with_precision(_load(path, _mtime, "float32"), precision)
+    import zipfile
+
     import keras
 
     import models.conv_dae  # noqa: F401 - registers the custom classes
     import models.encoder_classifier  # noqa: F401 - fine-tuned classifiers load by name too
 
-    return keras.saving.load_model(path, safe_mode=True, compile=False)
+    def unusable(why: str) -> ModelNotFoundError:
+        return ModelNotFoundError(f"{path} is not a model this app can use: {why}")
+
+    if not zipfile.is_zipfile(path):
+        raise unusable("it is not a .keras archive (a zip file)")
+    try:
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as err:  # noqa: BLE001 - any archive Keras cannot rebuild is the same answer
+        reason = str(err).split(". ")[0].strip().rstrip(".") or type(err).__name__
+        raise unusable(f"Keras cannot load it ({reason})") from err
+    if not _takes_images(model):
+        raise unusable(f"it is a {type(model).__name__}, not an image model "
+                       "(a DAE or classifier that takes (batch, height, width, channels) images)")
+    return model
+
+
+def _takes_images(model) -> bool:
+    """True for our DAEs (``channels``) and functional models with one 4-D image input."""
+    import keras
+
+    if not isinstance(model, keras.Model):
+        return False
+    if getattr(model, "channels", None) in (1, 3):
+        return True
+    try:
+        inputs = model.inputs
+    except AttributeError:
+        return False
+    return bool(inputs) and len(inputs[0].shape) == 4
 
 
 def check_precision(precision: str) -> None:

@@ -1,0 +1,42 @@
+"""The registry's answer to files that are not models this app can use."""
+
+import zipfile
+
+import pytest
+
+from models.registry import ModelNotFoundError, load_model
+
+
+def _mlp_dae(path):
+    from models.mlp_dae import MLPDAE
+
+    model = MLPDAE(widths=(8,), code=4, name="points")
+    model.save(path)
+    return path
+
+
+@pytest.mark.parametrize("make,why", [
+    (lambda p: p.write_text("just text"), "it is not a .keras archive (a zip file)"),
+    (lambda p: p.write_bytes(b""), "it is not a .keras archive (a zip file)"),
+    (lambda p: zipfile.ZipFile(p, "w").writestr("metadata.json", "{}"), "config.json"),
+    (lambda p: zipfile.ZipFile(p, "w").writestr("config.json", "{not json"), "Keras cannot load it"),
+    (_mlp_dae, "MLPDAE"),  # a point DAE (training.score): refused whether or not its class is imported
+])
+def test_a_keras_file_that_is_no_usable_model_is_a_clear_error(tmp_path, make, why):
+    path = tmp_path / "bad.keras"
+    make(path)
+    with pytest.raises(ModelNotFoundError) as info:
+        load_model(path)
+    message = str(info.value)
+    assert message.startswith(f"{path.resolve()} is not a model this app can use: ")
+    assert why in message
+
+
+def test_a_bad_model_file_is_one_line_in_a_cli(tmp_path, capsys):
+    from training.export import main
+
+    path = tmp_path / "notes.keras"
+    path.write_text("not a model")
+    assert main(["encoder", "--model", str(path), "--out", str(tmp_path / "enc.keras")]) == 2
+    assert "is not a model this app can use: it is not a .keras archive" in capsys.readouterr().err
+    assert not (tmp_path / "enc.keras").exists()
