@@ -42,7 +42,7 @@ import numpy as np
 from app.engine import ENSEMBLE_HELP, ENSEMBLES
 from data.corruption import BENCHMARK_SETTINGS, CORRUPTIONS, CorruptionSpec, corrupt
 from data.datasets import list_images, load_named, split_validation
-from data.images import read_image, to_model
+from data.images import atomic_write_bytes, read_image, to_model
 from data.metrics import psnr, ssim
 from models.classic import CLASSIC_DENOISERS, ClassicDenoiser
 from models.registry import PRECISIONS, bundled_models, model_card, resolve_model_path
@@ -568,9 +568,58 @@ def write_atomic(path: str, text: str) -> None:
     """Writes a text file whole or not at all (temporary file, then rename)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, target)
+    atomic_write_bytes(target, text.encode())
+
+
+def check_output(path: str, flag: str) -> None:
+    """Raises :class:`BenchmarkError` unless ``path`` can be written as a file: not a folder,
+    nor below a file, nor in a folder this process cannot write (checked before a long run)."""
+    target = Path(path)
+    if target.is_dir():
+        raise BenchmarkError(f"{flag} {path} is a folder; give a file path")
+    ancestor = next(p for p in target.absolute().parents if p.exists())
+    if not ancestor.is_dir():
+        raise BenchmarkError(f"{flag} {path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise BenchmarkError(f"{flag} {path}: cannot write in {ancestor}")
+
+
+REPORT_FIELDS = {"command": str, "protocol": dict, "machine": dict, "settings": list,
+                 "contenders": dict, "skipped": dict, "results": dict, "speed": dict}
+"""The top-level fields of a ``--json`` report and their types (what ``--from-json`` needs)."""
+
+
+def _json_type(value) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def read_report(path: str) -> dict:
+    """Reads a report written by ``--json``.
+
+    Raises:
+        BenchmarkError: the file cannot be read, is not JSON, or is not shaped like a report.
+    """
+    try:
+        report = json.loads(Path(path).read_text())
+    except FileNotFoundError as err:
+        raise BenchmarkError(f"--from-json {path}: no such file") from err
+    except OSError as err:
+        raise BenchmarkError(f"--from-json {path}: cannot read it ({err.strerror or err})") from err
+    except ValueError as err:  # invalid JSON or not text
+        raise BenchmarkError(f"--from-json {path} is not JSON ({err})") from err
+    what = f"--from-json {path} is not a benchmark report (one written by --json)"
+    if not isinstance(report, dict):
+        raise BenchmarkError(f"{what}: it holds {_json_type(report)}, not an object")
+    missing = [key for key in REPORT_FIELDS if key not in report]
+    if missing:
+        raise BenchmarkError(f"{what}: it has no {', '.join(missing)}")
+    wrong = [f"{key} is {_json_type(report[key])}, not {_json_type(kind())}"
+             for key, kind in REPORT_FIELDS.items() if not isinstance(report[key], kind)]
+    if wrong:
+        raise BenchmarkError(f"{what}: {'; '.join(wrong)}")
+    return report
 
 
 def main(argv=None) -> int:
@@ -585,8 +634,13 @@ def main(argv=None) -> int:
             print(f"then: python -m training.benchmark --model RUN_DIR --images {root / 'test'} "
                   f"--tune-image {root / 'tune' / (SKIMAGE_TUNE_PHOTO + '.png')}")
             return 0
+        # Checked first: a bad output path is found before the run, not after it.
+        if config.json and not config.from_json:
+            check_output(config.json, "--json")
+        if config.markdown:
+            check_output(config.markdown, "--markdown")
         if config.from_json:
-            report = json.loads(Path(config.from_json).read_text())
+            report = read_report(config.from_json)
         else:
             report = run_benchmark(config, "python -m training.benchmark " + shlex.join(argv))
     except (ValueError, FileNotFoundError) as err:  # our input errors: bad files, names, settings
@@ -594,7 +648,14 @@ def main(argv=None) -> int:
         return 2
     if config.json and not config.from_json:  # first: the numbers are safe even if formatting fails
         write_atomic(config.json, json.dumps(report, indent=2) + "\n")
-    text = markdown_report(report)
+    try:
+        text = markdown_report(report)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        if not config.from_json:
+            raise
+        print(f"error: --from-json {config.from_json} is not a complete benchmark report "
+              f"({type(err).__name__}: {err})", file=sys.stderr)
+        return 2
     print(text)
     if config.markdown:
         write_atomic(config.markdown, f"Command: `{report['command']}`\n\n{text}")

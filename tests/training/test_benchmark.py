@@ -259,3 +259,51 @@ def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path, capsys):
 def test_unknown_model_is_a_clear_error(capsys):
     assert main(["--model", "no-such-model", "--limit", "2", "--contender", "median3"]) == 2
     assert "error: no model 'no-such-model'" in capsys.readouterr().err
+
+
+def _a_folder(tmp_path):
+    (tmp_path / "out").mkdir()
+    return tmp_path / "out"
+
+
+@pytest.mark.parametrize("flag,where,message", [
+    ("--json", _a_folder, "--json {path} is a folder; give a file path"),
+    ("--markdown", _a_folder, "--markdown {path} is a folder; give a file path"),
+    ("--json", lambda tmp_path: tmp_path / "afile" / "sub" / "report.json",
+     "--json {path}: {afile} is a file, not a folder"),
+])
+def test_bad_output_paths_are_refused_before_the_run(tmp_path, monkeypatch, capsys, flag, where, message):
+    def no_run(*args, **kwargs):
+        raise AssertionError("the benchmark ran before its output paths were checked")
+
+    monkeypatch.setattr(benchmark, "run_benchmark", no_run)
+    afile = tmp_path / "afile"
+    afile.write_text("precious")
+    path = where(tmp_path)
+    assert main(["--model", "fashion-mnist", "--contender", "median3", flag, str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message.format(path=path, afile=afile) in err and "Traceback" not in err
+    assert afile.read_text() == "precious"
+
+
+def test_from_json_that_is_not_a_benchmark_report_is_a_clear_error(tmp_path, capsys):
+    card = tmp_path / "photo.json"
+    card.write_text((benchmark.Path(benchmark.__file__).parents[1] / "models/bundled/photo.json").read_text())
+    listed, broken, partial = tmp_path / "list.json", tmp_path / "broken.json", tmp_path / "partial.json"
+    listed.write_text("[1, 2]")
+    broken.write_text("{not json")
+    fields = {"command": "", "protocol": {}, "machine": {}, "settings": [], "contenders": {},
+              "skipped": {}, "results": {}, "speed": {}}
+    partial.write_text(json.dumps(fields))
+    cases = [
+        (card, f"--from-json {card} is not a benchmark report (one written by --json): it has no "),
+        (listed, f"--from-json {listed} is not a benchmark report (one written by --json): "
+                 "it holds an array, not an object"),
+        (broken, f"--from-json {broken} is not JSON"),
+        (partial, f"--from-json {partial} is not a complete benchmark report (KeyError"),
+        (tmp_path, f"--from-json {tmp_path}: cannot read it"),
+    ]
+    for path, message in cases:
+        assert main(["--from-json", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
