@@ -127,6 +127,29 @@ def build_decoder(channels, widths, bottleneck, skips, residual, distribution, n
     return keras.Model(inputs if skips else code, out, name=name)
 
 
+def check_arguments(channels=1, widths=(32, 64), bottleneck=64, skips=True, residual=True,
+                    distribution="gaussian") -> tuple[int, ...]:
+    """Checks :class:`ConvDAE`'s arguments without building anything (configs call it before
+    they write or load anything). Returns ``widths`` as a tuple of ints.
+
+    Raises:
+        ValueError: the first argument that is wrong, with the value received.
+    """
+    widths = tuple(int(w) for w in widths)
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if not widths or min(widths) < 1:
+        raise ValueError(f"widths must be a non-empty list of positive ints, got {widths}")
+    if int(bottleneck) < 1:
+        raise ValueError(f"bottleneck must be a positive int, got {bottleneck}")
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
+    if residual and (not skips or distribution != "gaussian"):
+        raise ValueError("residual=True needs skips=True and a gaussian decoder "
+                         f"(got skips={skips}, distribution={distribution!r})")
+    return widths
+
+
 @keras.saving.register_keras_serializable(package="dae")
 class ConvDAE(keras.Model):
     """A convolutional denoising autoencoder composed of a named encoder and decoder.
@@ -148,16 +171,7 @@ class ConvDAE(keras.Model):
         # exact float32 x̃. (Models saved before carry "mixed_bfloat16" here; it is dropped.)
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
-        widths = tuple(int(w) for w in widths)
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
-        if not widths or min(widths) < 1:
-            raise ValueError(f"widths must be a non-empty list of positive ints, got {widths}")
-        if distribution not in DISTRIBUTIONS:
-            raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
-        if residual and (not skips or distribution != "gaussian"):
-            raise ValueError("residual=True needs skips=True and a gaussian decoder "
-                             f"(got skips={skips}, distribution={distribution!r})")
+        widths = check_arguments(channels, widths, bottleneck, skips, residual, distribution)
         self.channels, self.widths, self.bottleneck = int(channels), widths, int(bottleneck)
         self.skips, self.residual, self.distribution = bool(skips), bool(residual), distribution
         self.encoder = build_encoder(self.channels, widths, self.bottleneck, self.skips)

@@ -114,6 +114,17 @@ class PretrainConfig:
         if self.variance != "fixed" and self.distribution != "gaussian":
             raise ValueError(f"--variance {self.variance} needs the gaussian decoder "
                              f"(got --distribution {self.distribution})")
+        if self.channels not in (0, 1, 3):
+            raise ValueError(f"--channels must be 0 (the dataset's own), 1 or 3, got {self.channels}")
+        # The model's own checks, here so that a bad architecture is refused before the dataset
+        # loads and before the run folder is written.
+        from models.conv_dae import check_arguments
+
+        try:
+            check_arguments(channels=self.channels or 1, **model_kwargs(self))
+        except ValueError as err:
+            raise ValueError("the model cannot be built as asked (--widths, --bottleneck, --skips, "
+                             f"--residual, --distribution): {err}") from err
 
     @property
     def specs(self) -> list[CorruptionSpec]:

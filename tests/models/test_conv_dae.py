@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from models.conv_dae import ConvDAE, negative_log_likelihood, widen
+from models.conv_dae import ConvDAE, check_arguments, negative_log_likelihood, widen
 from tests.helpers import run_model_serialization_test
 
 
@@ -62,10 +62,14 @@ def test_residual_model_starts_near_identity_scale():
     ({"distribution": "laplace"}, "distribution must be one of"),
     ({"residual": True, "distribution": "bernoulli"}, "residual=True needs skips=True and a gaussian"),
     ({"widths": ()}, "widths must be a non-empty list"),
+    ({"widths": (0,)}, "widths must be a non-empty list of positive ints, got \\(0,\\)"),
+    ({"bottleneck": 0}, "bottleneck must be a positive int, got 0"),
 ])
 def test_bad_arguments_say_what_was_received(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ConvDAE(**kwargs)
+    with pytest.raises(ValueError, match=message):  # the same check, with nothing built
+        check_arguments(**kwargs)
 
 
 def test_loss_matches_decoder_distribution():

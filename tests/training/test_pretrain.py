@@ -275,3 +275,31 @@ def test_init_from_another_architecture_is_refused_before_anything_is_written(tm
     assert not run.exists()
     out = pretrain(["--init-from", "no-such-model", "--out", str(run)]).communicate(timeout=120)[0]
     assert "error: no model 'no-such-model'" in out and not run.exists()
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--no-skips"], "residual=True needs skips=True and a gaussian decoder (got skips=False"),
+    (["--widths", "0"], "widths must be a non-empty list of positive ints, got (0,)"),
+    (["--bottleneck", "0"], "bottleneck must be a positive int, got 0"),
+    (["--channels", "2"], "--channels must be 0 (the dataset's own), 1 or 3, got 2"),
+])
+def test_bad_architecture_flags_are_refused_before_the_data_loads_or_anything_is_written(
+        tmp_path, flags, message, capsys):
+    from PIL import Image
+
+    from training.pretrain import PretrainConfig, main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as exited:
+        main(["--dataset", f"folder:{photos}", "--patch-size", "8", "--patches", "64", *flags,
+              "--out", str(run)])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not run.exists()  # so the corrected command can use the same --out
+    assert PretrainConfig(skips=False, residual=False).skips is False  # the corrected flags pass
