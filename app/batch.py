@@ -213,13 +213,18 @@ def check_tile(config: BatchConfig, stride: int) -> None:
 
 
 def list_inputs(in_dir: Path, pattern: str | None) -> list[Path]:
-    """Input files below ``in_dir``: matching ``pattern``, or with an image suffix; hidden ones left out."""
+    """Input files below ``in_dir``: matching ``pattern``, or with an image suffix; hidden ones
+    left out. Links that lead nowhere (or in a loop) are listed too, so the run reports them."""
     if pattern:
         found = in_dir.glob(pattern)
     else:
         found = (p for p in in_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    return sorted(p for p in found if p.is_file()
+    return sorted(p for p in found if (p.is_file() or _broken_link(p))
                   and not any(part.startswith(".") for part in p.relative_to(in_dir).parts))
+
+
+def _broken_link(path: Path) -> bool:
+    return path.is_symlink() and not path.exists()
 
 
 def plan(config: BatchConfig, in_dir: Path, out_dir: Path) -> list[Item]:
@@ -231,7 +236,9 @@ def plan(config: BatchConfig, in_dir: Path, out_dir: Path) -> list[Item]:
         target = out_dir / rel if suffix is None else (out_dir / rel).with_suffix(suffix)
         row = dict.fromkeys(MANIFEST_FIELDS, "")
         row.update(input=rel, output=target.relative_to(out_dir).as_posix(), model=config.model)
-        if target.parent.resolve().is_relative_to(in_dir):  # a symlinked folder pointing back in
+        if _broken_link(source):
+            _fail(row, "broken_link", f"{rel}: a link to a file that does not exist (or a link loop)")
+        elif target.parent.resolve().is_relative_to(in_dir):  # a symlinked folder pointing back in
             _fail(row, "unsafe_output", f"{rel}: its output folder leads back into IN_DIR; not written")
         elif target in claimed:
             _fail(row, "output_clash", f"{rel}: writes the same output as {claimed[target]}; not written")

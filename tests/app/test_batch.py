@@ -374,3 +374,18 @@ def test_images_too_small_for_ssim_get_psnr_and_an_empty_ssim(tmp_path):
     assert summary.exit_code == 0 and row["status"] == "done"
     assert row["psnr_input"] > 10 and row["psnr_output"] > 10
     assert row["ssim_input"] is None and row["ssim_output"] is None  # undefined below 3 px; valid JSON
+
+
+def test_links_that_lead_nowhere_are_reported_not_silently_left_out(tmp_path):
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / "in" / "good.png")
+    (tmp_path / "in" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (tmp_path / "in" / "loop.png").symlink_to(tmp_path / "in" / "loop.png")
+    summary = run(BatchConfig(tmp_path / "in", tmp_path / "out", MODEL, manifest=tmp_path / "m.csv",
+                              progress=False))
+    rows = {row["input"]: row for row in csv.DictReader((tmp_path / "m.csv").open())}
+    assert set(rows) == {"good.png", "gone.png", "loop.png"} and summary.exit_code == 1
+    assert rows["good.png"]["status"] == "done" and (tmp_path / "out" / "good.png").is_file()
+    for name in ("gone.png", "loop.png"):
+        assert (rows[name]["status"], rows[name]["reason"]) == ("failed", "broken_link")
+        assert not (tmp_path / "out" / name).exists()
