@@ -258,6 +258,11 @@ def _fail(row: dict, reason: str, detail: str) -> None:
     row.update(status="failed", reason=reason, detail=detail)
 
 
+def _note(row: dict, text: str) -> None:
+    """Adds ``text`` to the row's detail (after what is there, if anything)."""
+    row["detail"] = f"{row['detail']}; {text}" if row["detail"] else text
+
+
 def remove_partials(out_dir: Path) -> int:
     """Deletes temporary files a killed run left in ``out_dir``; returns how many."""
     if not out_dir.is_dir():
@@ -395,6 +400,8 @@ class _Pipeline:
             return item, None, None, 0.0
         height, width = image.pixels.shape[:2]
         item.row.update(width=width, height=height, mode=image.mode, bit_depth=image.bit_depth)
+        if image.info.get("frames", 1) > 1:
+            _note(item.row, f"first of {image.info['frames']} frames: only it is denoised and written")
         reference = self._reference(item) if self.config.reference is not None else None
         return item, image, reference, time.perf_counter() - start
 
@@ -453,7 +460,7 @@ class _Pipeline:
             try:
                 self._score(item, image, reference)
             except Exception as err:  # noqa: BLE001 - scoring is a report, never a failure
-                item.row["detail"] = f"not scored: {type(err).__name__}: {err}"
+                _note(item.row, f"not scored: {type(err).__name__}: {err}")
         item.row["seconds"] = round(seconds + time.perf_counter() - start, 4)
         return item
 
@@ -462,12 +469,12 @@ class _Pipeline:
         from data.metrics import psnr, ssim
 
         if isinstance(reference, str):
-            item.row["detail"] = reference
+            _note(item.row, reference)
             return
         written = load_image(item.target).pixels
         clean = to_model(reference.pixels)
         if clean.shape[:2] != image.pixels.shape[:2]:
-            item.row["detail"] = (f"reference is {clean.shape[1]} x {clean.shape[0]}, input "
+            _note(item.row, f"reference is {clean.shape[1]} x {clean.shape[0]}, input "
                                   f"{image.pixels.shape[1]} x {image.pixels.shape[0]}: not scored")
             return
         for label, pixels in (("input", image.pixels), ("output", written)):

@@ -389,3 +389,14 @@ def test_links_that_lead_nowhere_are_reported_not_silently_left_out(tmp_path):
     for name in ("gone.png", "loop.png"):
         assert (rows[name]["status"], rows[name]["reason"]) == ("failed", "broken_link")
         assert not (tmp_path / "out" / name).exists()
+
+
+def test_an_animation_says_that_only_its_first_frame_was_written(tmp_path):
+    (tmp_path / "in").mkdir()
+    frames = [Image.fromarray(np.full((8, 8), v, np.uint8)) for v in (50, 150, 250)]
+    frames[0].save(tmp_path / "in" / "anim.gif", save_all=True, append_images=frames[1:])
+    run(BatchConfig(tmp_path / "in", tmp_path / "out", MODEL, manifest=tmp_path / "m.json",
+                    progress=False))
+    row = json.loads((tmp_path / "m.json").read_text())[0]
+    assert row["status"] == "done" and row["detail"].startswith("first of 3 frames")
+    assert Image.open(tmp_path / "out" / "anim.gif").n_frames == 1
