@@ -425,6 +425,7 @@ def export_encoder(config: EncoderConfig) -> Path:
     out = Path(config.out)
     _check_free(out, config.overwrite, folder=config.format == "savedmodel",
                 source=resolve_model_path(config.model))
+    _check_free(out.with_name(out.name + ".json"), config.overwrite)  # its card, written beside it
     extractor = features_model(config.model, config.pooling, config.image_size)
     side = config.image_size or 32
     extractor(np.zeros((1, side, side, extractor.inputs[0].shape[-1]), np.float32))  # ONNX needs a call

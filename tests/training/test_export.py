@@ -208,3 +208,14 @@ def test_features_out_under_a_regular_file_is_a_clear_error(tmp_path, dae, mixed
     message = f"cannot write {afile / 'sub' / 'f.npz'}: {afile} is a file, not a folder"
     assert message in capsys.readouterr().err
     assert afile.read_text() == "precious"
+
+
+def test_a_card_beside_a_new_export_is_kept_unless_overwrite(tmp_path, dae, capsys):
+    out = tmp_path / "enc.keras"
+    card = tmp_path / "enc.keras.json"
+    card.write_text("my notes")
+    args = ["encoder", "--model", dae, "--format", "keras", "--out", str(out)]
+    assert main(args) == 2
+    assert f"{card} exists; pass --overwrite" in capsys.readouterr().err
+    assert card.read_text() == "my notes" and not out.exists()
+    assert main([*args, "--overwrite"]) == 0 and json.loads(card.read_text())["format"] == "keras"
