@@ -337,12 +337,21 @@ def _open_pil(name: str, data: bytes, max_pixels: int):
             f"{name}: the header claims {claimed}, past the decompression-bomb limit "
             f"({limit / 1e6:g} MP); refusing to decode it") from err
     except UnidentifiedImageError as err:
+        if data[:4] in (b"II*\x00", b"MM\x00*"):
+            raise UnsupportedImageError(
+                f"{name}: a TIFF whose samples cannot be decoded here (float samples, or 16-bit "
+                "grey with alpha, for example); expected 8- or 16-bit grey or colour") from err
         raise NotAnImageError(
             f"{name}: not an image ({len(data)} bytes starting {data[:8]!r}); expected PNG, JPEG, "
             "TIFF, BMP, WebP, GIF, PGM or PPM") from err
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as err:
         raise NotAnImageError(f"{name}: the header is damaged ({err})") from err
     _check_dimensions(name, im.size, max_pixels)
+    if im.format == "TIFF" and im.tag_v2.get(284) == 2 and max(im.tag_v2.get(258) or (8,)) > 8:
+        # Pillow (and OpenCV) read these planes as 8-bit: the pixels would come out wrong.
+        raise UnsupportedImageError(
+            f"{name}: a 16-bit TIFF stored in separate colour planes, which cannot be decoded "
+            "here; save it with contiguous samples (PlanarConfiguration 1) or as 8-bit")
     return im
 
 

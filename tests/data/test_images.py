@@ -22,6 +22,7 @@ from data.images import (
     ImageWriteError,
     NotAnImageError,
     TruncatedImageError,
+    UnsupportedImageError,
     from_model,
     load_image,
     read_image,
@@ -337,3 +338,22 @@ def test_written_files_get_the_permissions_open_would_give_them(tmp_path):
     plain.write_bytes(b"x")  # what open() gives under this process's umask
     assert (tmp_path / "a.png").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 != 0o600
     assert image.pixels.shape == (4, 4, 1)
+
+
+@pytest.mark.parametrize("kind", ["float rgb", "grey16 with alpha", "planar rgb16"])
+def test_tiffs_that_cannot_be_decoded_say_so_instead_of_not_an_image_or_wrong_pixels(kind):
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    if kind == "float rgb":
+        tifffile.imwrite(buf, rng.random((6, 8, 3), dtype=np.float32), photometric="rgb")
+    elif kind == "grey16 with alpha":
+        tifffile.imwrite(buf, rng.integers(0, 65535, (6, 8, 2), dtype=np.uint16),
+                         photometric="minisblack", extrasamples=["unassalpha"])
+    else:  # Pillow and OpenCV both read these planes as 8-bit: wrong pixels, silently
+        tifffile.imwrite(buf, rng.integers(0, 65535, (3, 6, 8), dtype=np.uint16),
+                         photometric="rgb", planarconfig="separate")
+    for reader in (load_image, read_image):
+        with pytest.raises(UnsupportedImageError, match="TIFF"):
+            reader(buf.getvalue())
