@@ -60,7 +60,7 @@ from data.images import (
     ImageReadError,
     ImageWriteError,
     atomic_write_bytes,
-    file_above,
+    existing_ancestor,
     load_image,
     match_channels,
     save_image,
@@ -191,15 +191,15 @@ def check_folders(config: BatchConfig) -> tuple[Path, Path]:
         raise BatchError(f"--reference {config.reference} does not exist or is not a folder")
     if out_dir.exists() and not out_dir.is_dir():
         raise BatchError(f"OUT_DIR {config.out_dir} exists and is not a folder")
-    if (blocker := file_above(out_dir)) is not None:
-        raise BatchError(f"OUT_DIR {config.out_dir} cannot be created: {blocker} is a file, not a folder")
+    if not (ancestor := existing_ancestor(out_dir)).is_dir():
+        raise BatchError(f"OUT_DIR {config.out_dir} cannot be created: {ancestor} is a file, not a folder")
     if config.manifest is not None:
         manifest = config.manifest.resolve()
         if manifest.is_dir():
             raise BatchError(f"--manifest {config.manifest} is a folder: give a file name ending in "
                              f"{config.manifest.suffix}")
-        if (blocker := file_above(manifest)) is not None:
-            raise BatchError(f"--manifest {config.manifest} cannot be written: {blocker} is a file, "
+        if not (ancestor := existing_ancestor(manifest)).is_dir():
+            raise BatchError(f"--manifest {config.manifest} cannot be written: {ancestor} is a file, "
                              "not a folder")
     return in_dir, out_dir
 

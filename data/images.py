@@ -591,12 +591,10 @@ _FILE_MODE = 0o666 & ~_process_umask()
 is not thread-safe, and files are written from threads)."""
 
 
-def file_above(path) -> Path | None:
-    """The nearest existing path above ``path`` when it is a file rather than a folder, so that
-    nothing can be written at ``path``; ``None`` when the nearest one is a folder. Outputs are
-    checked with it before long work starts."""
-    ancestor = next(p for p in Path(path).absolute().parents if p.exists())
-    return None if ancestor.is_dir() else ancestor
+def existing_ancestor(path) -> Path:
+    """The nearest path above ``path`` that exists. Outputs are checked with it before long work
+    starts: when it is a file rather than a folder, nothing can be written at ``path``."""
+    return next(p for p in Path(path).absolute().parents if p.exists())
 
 
 def atomic_write_bytes(path, data: bytes) -> None:

@@ -42,7 +42,7 @@ import numpy as np
 from app.engine import ENSEMBLE_HELP, ENSEMBLES
 from data.corruption import BENCHMARK_SETTINGS, CORRUPTIONS, CorruptionSpec, corrupt
 from data.datasets import list_images, load_named, split_validation
-from data.images import atomic_write_bytes, file_above, read_image, to_model
+from data.images import atomic_write_bytes, existing_ancestor, read_image, to_model
 from data.metrics import psnr, ssim
 from models.classic import CLASSIC_DENOISERS, ClassicDenoiser
 from models.registry import PRECISIONS, bundled_models, model_card, resolve_model_path
@@ -577,9 +577,9 @@ def check_output(path: str, flag: str) -> None:
     target = Path(path)
     if target.is_dir():
         raise BenchmarkError(f"{flag} {path} is a folder; give a file path")
-    if (blocker := file_above(target)) is not None:
-        raise BenchmarkError(f"{flag} {path}: {blocker} is a file, not a folder")
-    ancestor = next(p for p in target.absolute().parents if p.exists())
+    ancestor = existing_ancestor(target)
+    if not ancestor.is_dir():
+        raise BenchmarkError(f"{flag} {path}: {ancestor} is a file, not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise BenchmarkError(f"{flag} {path}: cannot write in {ancestor}")
 

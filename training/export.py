@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from data.datasets import SOURCES, DatasetNotFoundError
-from data.images import ImageReadError, file_above
+from data.images import ImageReadError, existing_ancestor
 from models.encoder_classifier import POOLINGS
 from models.registry import ModelNotFoundError
 from training.cli import parse_config
@@ -332,8 +332,8 @@ def _check_free(out: Path, overwrite: bool, folder: bool = False, source: Path |
         if not folder and out.is_dir():
             raise FileExistsError(f"{out} is a folder; --overwrite only replaces a file: "
                                   "choose another --out")
-    if (blocker := file_above(out)) is not None:
-        raise ValueError(f"cannot write {out}: {blocker} is a file, not a folder")
+    if not (ancestor := existing_ancestor(out)).is_dir():
+        raise ValueError(f"cannot write {out}: {ancestor} is a file, not a folder")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
