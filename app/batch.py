@@ -258,6 +258,12 @@ def _fail(row: dict, reason: str, detail: str) -> None:
     row.update(status="failed", reason=reason, detail=detail)
 
 
+def _reading_error(err: Exception, path) -> str:
+    """What went wrong reading ``path``: an :class:`ImageReadError` names the file itself; any
+    other error (a decoder's own) is named with its type."""
+    return str(err) if isinstance(err, ImageReadError) else f"{path}: {type(err).__name__}: {err}"
+
+
 def _note(row: dict, text: str) -> None:
     """Adds ``text`` to the row's detail (after what is there, if anything)."""
     row["detail"] = f"{row['detail']}; {text}" if row["detail"] else text
@@ -392,11 +398,9 @@ class _Pipeline:
         try:
             item.row["bytes_in"] = item.source.stat().st_size
             image = load_image(item.source, max_pixels=self.config.max_pixels)
-        except ImageReadError as err:
-            _fail(item.row, err.reason, str(err))
-            return item, None, None, 0.0
         except Exception as err:  # noqa: BLE001 - one bad file never stops the run
-            _fail(item.row, "unreadable", f"{item.rel}: {type(err).__name__}: {err}")
+            reason = err.reason if isinstance(err, ImageReadError) else "unreadable"
+            _fail(item.row, reason, _reading_error(err, item.rel))
             return item, None, None, 0.0
         height, width = image.pixels.shape[:2]
         item.row.update(width=width, height=height, mode=image.mode, bit_depth=image.bit_depth)
@@ -414,10 +418,8 @@ class _Pipeline:
             if path.is_file():
                 try:
                     return load_image(path, max_pixels=self.config.max_pixels)
-                except ImageReadError as err:
-                    return f"reference unusable: {err}"
-                except Exception as err:  # noqa: BLE001 - e.g. a decoder's SyntaxError on junk metadata
-                    return f"reference unusable: {path}: {type(err).__name__}: {err}"
+                except Exception as err:  # noqa: BLE001 - a bad reference costs its scores, never the file
+                    return f"reference unusable: {_reading_error(err, path)}"
         return f"no reference for {item.rel} in {self.config.reference}"
 
     def _denoise(self, group) -> None:
