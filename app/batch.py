@@ -46,11 +46,11 @@ from app.engine import (
     DEFAULT_TILE,
     ENSEMBLE_HELP,
     ENSEMBLES,
-    _tiling,
     as_denoiser,
     check_ensemble,
     denoise_many,
     max_ensemble,
+    tiling,
 )
 from data.datasets import IMAGE_SUFFIXES
 from data.images import (
@@ -207,7 +207,7 @@ def check_folders(config: BatchConfig) -> tuple[Path, Path]:
 def check_tile(config: BatchConfig, stride: int) -> None:
     """Refuses a ``--tile`` the engine cannot cut images into, for a model of this ``stride``."""
     try:
-        _tiling(stride, config.tile, None)
+        tiling(stride, config.tile, None)
     except ValueError as err:
         raise BatchError(f"--tile {config.tile}: {err}") from err
 

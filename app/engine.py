@@ -288,7 +288,7 @@ def denoise_many(images: Sequence[np.ndarray], model, *, strength: float = 1.0,
     started = time.perf_counter()
     den = as_denoiser(model)
     jobs = [_ImageJob(p, den, float(strength), colour) for p in images]
-    side, shared = _tiling(den.stride, tile, overlap)
+    side, shared = tiling(den.stride, tile, overlap)
     small, large = [], []
     for job in jobs:
         for k, plane in enumerate(job.planes):
@@ -399,8 +399,9 @@ def _run_whole_planes(items, den: Denoiser, batch_pixels: int, work: _Work) -> N
 # ---------------------------------------------------------------- large planes: tiled strips
 
 
-def _tiling(stride: int, tile: int | None, overlap: int | None) -> tuple[int, int]:
-    """``(tile, overlap)`` snapped to the stride and checked."""
+def tiling(stride: int, tile: int | None, overlap: int | None) -> tuple[int, int]:
+    """``(tile, overlap)`` snapped to the stride and checked (``ValueError`` saying why); the
+    batch script checks ``--tile`` with it before any work."""
     if tile is None:
         return (1 << 62), 0
     if int(tile) < stride:
@@ -505,7 +506,7 @@ def _run_tiled_plane(job: _ImageJob, k: int, den: Denoiser, tile, overlap, batch
     """
     plane = job.planes[k]
     height, width, channels = plane.shape
-    tile, overlap = _tiling(den.stride, tile, overlap)
+    tile, overlap = tiling(den.stride, tile, overlap)
     th, tw = tile_shape(height, width, tile, overlap, den.stride)
     ys, xs = tile_starts(height, th, overlap), tile_starts(width, tw, overlap)
     wy, wx = tile_weights(ys, th, overlap), tile_weights(xs, tw, overlap)

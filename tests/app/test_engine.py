@@ -298,5 +298,5 @@ def test_bad_arguments_say_what_was_received(pixels, kwargs, words):
 
 def test_engine_defaults_fit_the_model():
     den = as_denoiser(MODEL)
-    tile, overlap = engine._tiling(den.stride, engine.DEFAULT_TILE, None)
+    tile, overlap = engine.tiling(den.stride, engine.DEFAULT_TILE, None)
     assert tile % den.stride == 0 and overlap % den.stride == 0 and 0 < overlap < tile // 2 + 1
