@@ -584,15 +584,9 @@ def check_output(path: str, flag: str) -> None:
         raise BenchmarkError(f"{flag} {path}: cannot write in {ancestor}")
 
 
-REPORT_FIELDS = {"command": str, "protocol": dict, "machine": dict, "settings": list,
-                 "contenders": dict, "skipped": dict, "results": dict, "speed": dict}
-"""The top-level fields of a ``--json`` report and their types (what ``--from-json`` needs)."""
-
-
-def _json_type(value) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
-             int: "a number", float: "a number", type(None): "null"}
-    return names.get(type(value), type(value).__name__)
+REPORT_FIELDS = ("command", "protocol", "machine", "settings", "contenders", "skipped", "results",
+                 "speed")
+"""The top-level fields of a ``--json`` report (what ``--from-json`` needs)."""
 
 
 def read_report(path: str) -> dict:
@@ -611,15 +605,12 @@ def read_report(path: str) -> dict:
         raise BenchmarkError(f"--from-json {path} is not JSON ({err})") from err
     what = f"--from-json {path} is not a benchmark report (one written by --json)"
     if not isinstance(report, dict):
-        raise BenchmarkError(f"{what}: it holds {_json_type(report)}, not an object")
+        kind = "an array" if isinstance(report, list) else f"a JSON {type(report).__name__}"
+        raise BenchmarkError(f"{what}: it holds {kind}, not an object")
     missing = [key for key in REPORT_FIELDS if key not in report]
     if missing:
         raise BenchmarkError(f"{what}: it has no {', '.join(missing)}")
-    wrong = [f"{key} is {_json_type(report[key])}, not {_json_type(kind())}"
-             for key, kind in REPORT_FIELDS.items() if not isinstance(report[key], kind)]
-    if wrong:
-        raise BenchmarkError(f"{what}: {'; '.join(wrong)}")
-    return report
+    return report  # fields of the wrong shape: main's "not a complete benchmark report"
 
 
 def main(argv=None) -> int:
