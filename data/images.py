@@ -6,7 +6,7 @@ the way back (clip, round, the requested integer depth). Everything else (datase
 benchmarks) calls these.
 
 ``load_image`` / ``save_image`` read and write real files: PNG (8/16-bit, palette, grey+alpha,
-RGBA), JPEG (baseline, progressive, CMYK, grey, EXIF-rotated), TIFF (8/16-bit), BMP, WebP, GIF
+RGBA), JPEG (baseline, progressive, CMYK, grey, EXIF-rotated), TIFF (8/16-bit, incl. CMYK), BMP, WebP, GIF
 (first frame), PGM/PPM. Pixels come out upright (EXIF orientation applied) with the alpha
 channel split off, so a denoiser only ever sees colour; ``save_image`` writes them back in the
 original mode and bit depth with the ICC profile and EXIF (minus orientation), atomically.
@@ -220,7 +220,7 @@ class ImageFile:
             ``"GIF"``, ``"PPM"``).
         mode: the file's original Pillow mode (``"1"``, ``"L"``, ``"LA"``, ``"P"``, ``"RGB"``,
             ``"RGBA"``, ``"CMYK"``, ``"I;16"``, ...); 16-bit colour reads as ``"RGB"``/``"RGBA"``
-            with uint16 pixels.
+            with uint16 pixels, and CMYK (8- or 16-bit) as RGB pixels of its depth.
         info: what ``save_image`` writes back: ``icc_profile``, ``exif`` (orientation removed),
             ``dpi``, and encoder hints (``progressive``, ``lossless``, ``compression``), plus
             ``frames`` (only the first frame of an animation or multi-page file is used).
@@ -265,15 +265,21 @@ def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageFile:
     with _open_pil(name, data, max_pixels) as im:
         mode = "LA" if _is_la16(im) else im.mode  # before getexif(), which loads and drops the tiles
         sixteen = _is_sixteen_bit_colour(im)
+        cmyk16 = _is_sixteen_bit_cmyk(im)
         with _decoding(name):
             if sixteen:
                 pixels, alpha = _decode_sixteen_bit_colour(name, data, im)
+            elif cmyk16:
+                pixels, alpha = _decode_sixteen_bit_cmyk(name, data), None
             else:
                 pixels, alpha = _pil_pixels(name, im)
         # OpenCV's TIFF decoder applies the Orientation tag itself, whatever the flags (even
         # IMREAD_UNCHANGED or IMREAD_IGNORE_ORIENTATION), as Pillow's does on load (which then
-        # drops the tag); for PNG and the rest, IMREAD_UNCHANGED leaves the EXIF orientation to us.
-        orientation = 1 if sixteen and im.format == "TIFF" else _orientation(im)
+        # drops the tag); tifffile leaves it to us, as IMREAD_UNCHANGED does for PNG and the rest.
+        if cmyk16:
+            orientation = im.tag_v2.get(0x0112, 1)
+        else:
+            orientation = 1 if sixteen and im.format == "TIFF" else _orientation(im)
         info = _keep_info(im, data)
         pixels, alpha = _orient(pixels, orientation), _orient(alpha, orientation)
         return ImageFile(np.ascontiguousarray(pixels), None if alpha is None else np.ascontiguousarray(alpha),
@@ -401,6 +407,11 @@ def _is_sixteen_bit_colour(im) -> bool:
     return False
 
 
+def _is_sixteen_bit_cmyk(im) -> bool:
+    """A 16-bit CMYK TIFF, which Pillow reads as 8-bit CMYK."""
+    return im.mode == "CMYK" and im.format == "TIFF" and any(";16" in _raw_mode(t)[0] for t in im.tile)
+
+
 def _is_la16(im) -> bool:
     return im.mode == "RGBA" and any(_raw_mode(t)[0].startswith("LA;16") for t in im.tile)
 
@@ -421,6 +432,21 @@ def _decode_sixteen_bit_colour(name, data, im):
         return arr[..., :1], arr[..., 3]
     rgb = arr[..., 2::-1] if arr.shape[-1] >= 3 else np.repeat(arr, 3, axis=-1)
     return rgb, (arr[..., 3] if arr.shape[-1] == 4 else None)
+
+
+def _decode_sixteen_bit_cmyk(name, data) -> np.ndarray:
+    """16-bit CMYK as 16-bit RGB, by Pillow's own CMYK -> RGB formula (R = (1 - C)(1 - K), ...),
+    so that 8- and 16-bit CMYK files read alike."""
+    import tifffile
+
+    arr = tifffile.imread(io.BytesIO(data), key=0)
+    if arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[-1] != 4:
+        raise UnsupportedImageError(
+            f"{name}: a 16-bit CMYK TIFF with samples of shape {arr.shape[1:]} {arr.dtype}; expected "
+            "four 16-bit inks per pixel")
+    ink = arr.astype(np.float64) / 65535
+    rgb = (1 - ink[..., :3]) * (1 - ink[..., 3:])
+    return np.rint(rgb * 65535).astype(np.uint16)
 
 
 def _pil_pixels(name, im):
@@ -628,7 +654,8 @@ def encode_image(image: ImageFile, format: str, quality: int = 95) -> bytes:
     if alpha is not None and alpha.dtype != pixels.dtype:
         alpha = from_model(to_model(alpha), pixels.dtype)[..., 0]
     if pixels.dtype == np.uint16 and (pixels.shape[-1] == 3 or alpha is not None):
-        return _encode_sixteen_bit_colour(pixels, alpha, fmt, image.info)
+        cmyk = image.mode == "CMYK" and fmt == "TIFF" and alpha is None and pixels.shape[-1] == 3
+        return _encode_sixteen_bit_colour(pixels, alpha, fmt, image.info, cmyk)
     im = _pil_image(pixels, alpha, image.mode, fmt)
     buf = io.BytesIO()
     im.save(buf, fmt, **_save_options(image.info, fmt, im.mode, quality))
@@ -675,7 +702,7 @@ def _palette(im, fmt: str):
 
 def _save_options(info: dict, fmt: str, mode: str, quality: int) -> dict:
     opts = {}
-    if info.get("icc_profile") and fmt in ("PNG", "JPEG", "TIFF", "WEBP"):
+    if _profile(info, mode == "CMYK") and fmt in ("PNG", "JPEG", "TIFF", "WEBP"):
         opts["icc_profile"] = info["icc_profile"]
     if info.get("exif") and fmt in ("PNG", "JPEG", "TIFF", "WEBP"):
         opts["exif"] = info["exif"]
@@ -695,19 +722,19 @@ def _save_options(info: dict, fmt: str, mode: str, quality: int) -> dict:
     return opts
 
 
-def _encode_sixteen_bit_colour(pixels, alpha, fmt: str, info: dict) -> bytes:
+def _encode_sixteen_bit_colour(pixels, alpha, fmt: str, info: dict, cmyk: bool = False) -> bytes:
     """16-bit colour (or grey + alpha): Pillow cannot write it; tifffile, OpenCV and (for grey +
-    alpha PNG, which OpenCV cannot write either) :func:`_png_grey_alpha16` do."""
+    alpha PNG, which OpenCV cannot write either) :func:`_png_grey_alpha16` do. ``cmyk``: a 16-bit
+    CMYK TIFF, its inks from RGB by Pillow's RGB -> CMYK formula (C = 1 - R, ..., K = 0), as
+    8-bit CMYK files are written."""
     planes = [pixels] + ([alpha[..., None]] if alpha is not None else [])
     arr = np.concatenate(planes, axis=-1)
+    if cmyk:
+        return _tiff16(np.concatenate([65535 - pixels, np.zeros_like(pixels[..., :1])], axis=-1),
+                       "separated", None, info)
     if fmt == "TIFF":
-        import tifffile
-
-        buf = io.BytesIO()
-        tifffile.imwrite(buf, arr, photometric="rgb" if pixels.shape[-1] == 3 else "minisblack",
-                         extrasamples=["unassalpha"] if alpha is not None else None,
-                         iccprofile=info.get("icc_profile"), compression="zlib")
-        return buf.getvalue()
+        return _tiff16(arr, "rgb" if pixels.shape[-1] == 3 else "minisblack",
+                       ["unassalpha"] if alpha is not None else None, info)
     import cv2
 
     if fmt == "PPM" and arr.shape[-1] != 3:
@@ -720,6 +747,25 @@ def _encode_sixteen_bit_colour(pixels, alpha, fmt: str, info: dict) -> bytes:
         raise ImageWriteError(f"OpenCV could not encode a 16-bit {fmt} of shape {arr.shape}")
     data = encoded.tobytes()
     return _png_with_metadata(data, info) if fmt == "PNG" else data
+
+
+def _profile(info: dict, cmyk: bool) -> bytes | None:
+    """The ICC profile to write, unless it describes the other colour space: a CMYK file's
+    profile cannot go with the RGB pixels it becomes in a PNG or WebP (ICC header bytes 16-20
+    name the data's colour space)."""
+    profile = info.get("icc_profile")
+    if profile and (profile[16:20] == b"CMYK") != cmyk:
+        return None
+    return profile
+
+
+def _tiff16(arr: np.ndarray, photometric: str, extrasamples, info: dict) -> bytes:
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, arr, photometric=photometric, extrasamples=extrasamples,
+                     iccprofile=_profile(info, photometric == "separated"), compression="zlib")
+    return buf.getvalue()
 
 
 def _png_grey_alpha16(arr: np.ndarray) -> bytes:
@@ -735,7 +781,7 @@ def _png_grey_alpha16(arr: np.ndarray) -> bytes:
 def _png_with_metadata(png: bytes, info: dict) -> bytes:
     """Inserts iCCP and eXIf chunks after IHDR (OpenCV writes neither)."""
     chunks = b""
-    if info.get("icc_profile"):
+    if _profile(info, False):
         chunks += _png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(info["icc_profile"]))
     exif = info.get("exif")
     if exif:

@@ -299,6 +299,57 @@ def test_sixteen_bit_colour_is_oriented_once_like_eight_bit(orientation):
     np.testing.assert_array_equal(load_image(png16).pixels, expected.astype(np.uint16) * 257)
 
 
+def _cmyk16_tiff(inks: np.ndarray, orientation: int = 1, profile: bytes | None = None) -> bytes:
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, inks, photometric="separated", iccprofile=profile,
+                     extratags=[(0x0112, 3, 1, orientation, True)])
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_sixteen_bit_cmyk_tiff_keeps_its_sixteen_bits_both_ways(tmp_path, orientation):
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    inks = rng.integers(0, 65536, size=(6, 10, 4), dtype=np.uint16)
+    image = load_image(_cmyk16_tiff(inks, orientation))
+    ink = inks / 65535
+    rgb = np.rint((1 - ink[..., :3]) * (1 - ink[..., 3:]) * 65535).astype(np.uint16)
+    expected = images._orient(rgb, orientation)
+    assert (image.mode, image.format, image.pixels.dtype) == ("CMYK", "TIFF", np.uint16)
+    np.testing.assert_array_equal(image.pixels, expected)  # Pillow's formula, on all 16 bits
+    assert np.any(image.pixels % 257 != 0)  # not 8-bit values scaled up
+    eight = load_image(_cmyk16_tiff((inks >> 8).astype(np.uint8), orientation))
+    assert eight.mode == "CMYK" and np.abs(eight.pixels.astype(int) - (expected >> 8)).max() <= 1
+    out = save_image(image, tmp_path / "out.tif")
+    written = tifffile.TiffFile(out)
+    assert written.pages[0].photometric == tifffile.PHOTOMETRIC.SEPARATED
+    assert written.pages[0].dtype == np.uint16
+    np.testing.assert_array_equal(written.asarray()[..., 3], 0)  # K = 0, as Pillow writes 8-bit CMYK
+    back = load_image(out)
+    assert (back.mode, back.pixels.dtype) == ("CMYK", np.uint16)
+    np.testing.assert_array_equal(back.pixels, image.pixels)
+
+
+def test_a_cmyk_profile_is_kept_in_cmyk_and_dropped_from_rgb_outputs(tmp_path):
+    cmyk_profile = srgb_profile()[:16] + b"CMYK" + srgb_profile()[20:]
+    inks = np.full((4, 5, 4), 20000, dtype=np.uint16)
+    sixteen = load_image(_cmyk16_tiff(inks, profile=cmyk_profile))
+    eight_path = tmp_path / "eight.tif"
+    Image.fromarray(np.full((4, 5, 4), 80, np.uint8), "CMYK").save(eight_path, icc_profile=cmyk_profile)
+    for image in (sixteen, load_image(eight_path)):
+        assert image.info["icc_profile"] == cmyk_profile
+        for suffix in ("tif", "png", "webp"):
+            out = save_image(image, tmp_path / f"out{image.bit_depth}.{suffix}")
+            with Image.open(out) as im:
+                assert im.info.get("icc_profile") == (cmyk_profile if suffix == "tif" else None), out.name
+    as_rgb = dataclasses.replace(sixteen, mode="RGB", info={"icc_profile": srgb_profile()})
+    rgb = load_image(save_image(as_rgb, tmp_path / "rgb.png"))
+    assert rgb.info["icc_profile"] == srgb_profile()  # an RGB profile on RGB pixels stays
+
+
 @pytest.mark.parametrize("maxval", [1023, 4095, 65535])
 def test_deep_colour_ppm_is_scaled_like_grey_pgm(maxval):
     values = np.array([0, 1, 511, 1000, maxval], dtype=np.uint16)
