@@ -66,7 +66,7 @@ from data.images import (
     save_image,
     to_model,
 )
-from models.registry import PRECISION_HELP, PRECISIONS, check_precision
+from models.registry import AUTO_PRECISION_HELP, PRECISION_CHOICES, check_precision, computes_in
 from training.cli import parse_config
 
 MANIFEST_FIELDS = (
@@ -108,8 +108,8 @@ class BatchConfig:
         "help": "how a grey model treats colour images: each channel, or the luminance only"})
     tile: int = dataclasses.field(default=DEFAULT_TILE, metadata={
         "help": "tiles of large images hold at most TILE x TILE pixels (memory stays bounded)"})
-    precision: str = dataclasses.field(default="float32", metadata={
-        "choices": PRECISIONS, "help": PRECISION_HELP})
+    precision: str = dataclasses.field(default="auto", metadata={
+        "choices": PRECISION_CHOICES, "help": AUTO_PRECISION_HELP})
     ensemble: int = dataclasses.field(default=1, metadata={
         "choices": tuple(ENSEMBLES), "help": ENSEMBLE_HELP})
     max_pixels: int = dataclasses.field(default=DEFAULT_MAX_PIXELS, metadata={
@@ -162,6 +162,8 @@ class Summary:
     megapixels: float = 0.0
     removed_partials: int = 0
     interrupted: bool = False
+    precision: str = ""
+    """How the model computed (:func:`models.registry.computes_in`); empty in a dry run."""
 
     def count(self, status: str) -> int:
         return sum(r["status"] == status for r in self.rows)
@@ -322,7 +324,8 @@ def run(config: BatchConfig, out=None) -> Summary:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise BatchError(f"OUT_DIR {config.out_dir} cannot be created: {err}") from err
-    summary = Summary([it.row for it in items], removed_partials=remove_partials(out_dir))
+    summary = Summary([it.row for it in items], removed_partials=remove_partials(out_dir),
+                      precision=computes_in(denoiser.model))
     start = time.perf_counter()
     try:
         _Pipeline(config, denoiser, summary).process(todo)
@@ -552,8 +555,8 @@ def report(summary: Summary, config: BatchConfig, out=None) -> None:
     rate = done / summary.seconds if summary.seconds else 0.0
     mp_rate = summary.megapixels / summary.seconds if summary.seconds else 0.0
     print(f"denoised {done} file(s), {summary.megapixels:.2f} MP in {summary.seconds:.1f} s "
-          f"({rate:.2f} files/s, {mp_rate:.2f} MP/s); skipped {skipped} (output exists); "
-          f"failed {failed}", file=out)
+          f"({rate:.2f} files/s, {mp_rate:.2f} MP/s, {summary.precision}); skipped {skipped} "
+          f"(output exists); failed {failed}", file=out)
     if summary.removed_partials:
         print(f"removed {summary.removed_partials} partial file(s) left by an earlier, interrupted run",
               file=out)

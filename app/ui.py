@@ -47,11 +47,12 @@ from data.images import (
 from data.metrics import psnr, ssim
 from models.classic import CLASSIC_DENOISERS
 from models.registry import (
-    PRECISION_HELP,
-    PRECISIONS,
+    AUTO_PRECISION_HELP,
+    PRECISION_CHOICES,
     ModelNotFoundError,
     bundled_models,
     check_precision,
+    computes_in,
     model_card,
     resolve_model_path,
 )
@@ -263,7 +264,7 @@ class DenoiserApp:
     Args:
         models: dropdown label -> model name or path (what :mod:`app.engine` accepts).
         max_pixels: the largest image (in pixels) accepted.
-        precision: how the models compute (:data:`models.registry.PRECISIONS`).
+        precision: how the models compute (:data:`models.registry.PRECISION_CHOICES`).
     """
 
     def __init__(self, models: dict[str, str], max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -326,7 +327,8 @@ class DenoiserApp:
         """
         prepared = prepare(image_path, reference_path, corruption, level, seed, self.max_pixels)
         progress(0.0, desc="Denoising")
-        result = engine.denoise(prepared.image.pixels, self.denoiser(model_choice, ensemble),
+        denoiser = self.denoiser(model_choice, ensemble)
+        result = engine.denoise(prepared.image.pixels, denoiser,
                                 strength=number(strength, "strength"),
                                 progress=lambda f: progress(float(f), desc="Denoising tiles"))
         out = dataclasses.replace(prepared.image, pixels=result.output)
@@ -334,7 +336,8 @@ class DenoiserApp:
         height, width = result.output.shape[:2]
         report = {**quality(prepared.clean, prepared.image.pixels, result.output),
                   "width": width, "height": height, "mode": prepared.image.mode,
-                  "bit_depth": 8 * result.output.dtype.itemsize, "seconds": round(result.seconds, 3)}
+                  "bit_depth": 8 * result.output.dtype.itemsize, "seconds": round(result.seconds, 3),
+                  "precision": computes_in(denoiser.model)}
         preview = (for_display(prepared.image.pixels), for_display(result.output))
         return preview, residual_display(result.residual), report, str(path)
 
@@ -539,7 +542,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--queue-size", type=int, default=32, help="requests that may wait before refusal")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest image, in pixels")
     parser.add_argument("--max-file-size", default=DEFAULT_MAX_FILE_SIZE, help="largest upload, e.g. 40mb")
-    parser.add_argument("--precision", choices=PRECISIONS, default="float32", help=PRECISION_HELP)
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto", help=AUTO_PRECISION_HELP)
     return parser.parse_args(argv)
 
 
@@ -620,9 +623,10 @@ def main(argv=None) -> None:
         raise SystemExit(f"error: {err}") from err
     app = DenoiserApp(models, args.max_pixels, args.precision)
     first = next(iter(models))
-    log.info("loading %s (%s)", models[first], args.precision)
+    log.info("loading %s (precision %s)", models[first], args.precision)
     # load and trace it before the first user waits
     engine.denoise(np.zeros((32, 32, 1), np.uint8), app.denoiser(first))
+    log.info("%s computes in %s", models[first], computes_in(app.denoiser(first).model))
     demo = build_app(app, args.concurrency, args.queue_size)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=args.auth,
                 max_file_size=args.max_file_size, footer_links=["api", "settings"])

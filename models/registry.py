@@ -61,11 +61,19 @@ float32, layers compute in bfloat16, the output layer stays float32). bfloat16 r
 as fast here, on a CPU with AVX512-BF16 (AMX CPUs and GPUs with bfloat16 units should gain too;
 not measured), for a PSNR change under 0.01 dB on the bundled models (README, "Faster on
 bfloat16 hardware"). A processor without bfloat16 units emulates it, which can be slower than
-float32: measure with ``training.bench_engine --precision``."""
+float32: measure with ``training.bench_engine --precision``. Benchmarks take one of these."""
+
+PRECISION_CHOICES = ("auto", *PRECISIONS)
+"""What the web UI and the batch script accept: ``auto`` (their default) is bfloat16 where this
+machine computes it natively (:func:`native_bfloat16`) and the model can, float32 elsewhere."""
 
 PRECISION_HELP = ("how the model computes: bfloat16 ran 1.6-1.9x as fast as float32 on a CPU with "
                   "AVX512-BF16, for a PSNR change under 0.01 dB (README)")
 """The command-line help of every ``--precision`` flag."""
+
+AUTO_PRECISION_HELP = ("auto (the default): bfloat16 where the machine has bfloat16 units (AVX512-BF16 or "
+                       "AMX CPUs, GPUs of compute capability 8.0 on), else float32; " + PRECISION_HELP)
+"""The help of a ``--precision`` flag that takes :data:`PRECISION_CHOICES`."""
 
 
 def load_model(name_or_path: str | Path, precision: str = "float32"):
@@ -73,7 +81,7 @@ def load_model(name_or_path: str | Path, precision: str = "float32"):
 
     Args:
         name_or_path: a bundled name, a run folder or a ``.keras`` file.
-        precision: one of :data:`PRECISIONS` (see :func:`with_precision`).
+        precision: one of :data:`PRECISION_CHOICES` (see :func:`with_precision`).
     """
     check_precision(precision)
     path = resolve_model_path(name_or_path)
@@ -123,21 +131,78 @@ def _takes_images(model) -> bool:
 
 
 def check_precision(precision: str) -> None:
-    """Raises ValueError naming :data:`PRECISIONS` unless ``precision`` is one of them."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    """Raises ValueError naming :data:`PRECISION_CHOICES` unless ``precision`` is one of them."""
+    if precision not in PRECISION_CHOICES:
+        raise ValueError(f"precision must be one of {PRECISION_CHOICES}, got {precision!r}")
+
+
+@lru_cache(maxsize=1)
+def native_bfloat16() -> bool:
+    """Whether the device Keras computes on has bfloat16 units: every GPU of compute capability
+    8.0 or newer (Ampere on; older GPUs emulate it); with no GPU, a CPU whose ``/proc/cpuinfo``
+    flags name AVX512-BF16 or AMX-BF16 (False where there is no such file)."""
+    capabilities = _gpu_compute_capabilities()
+    if capabilities:
+        return all(c >= (8, 0) for c in capabilities)
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags from a Linux ``cpuinfo`` file (empty where it cannot be read)."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return set(value.split())
+    return set()
+
+
+def _gpu_compute_capabilities() -> list[tuple[int, int]]:
+    """``(major, minor)`` of each GPU that Keras's backend sees (``(0, 0)`` where not reported)."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return [tuple(tf.config.experimental.get_device_details(g).get("compute_capability") or (0, 0))
+                for g in gpus]
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return [tuple(int(v) for v in (str(getattr(d, "compute_capability", "0.0")).split(".") + ["0"])[:2])
+                for d in jax.devices() if d.platform == "gpu"]
+    return []
+
+
+def computes_in(model) -> str:
+    """``"bfloat16"`` if any of the model's layers computes in bfloat16, else ``"float32"``."""
+    bfloat16 = any(layer.compute_dtype == "bfloat16" for layer in _leaf_layers(model))
+    return "bfloat16" if bfloat16 else "float32"
 
 
 def with_precision(model, precision: str):
     """The same model computing in ``precision``: rebuilt from its config under Keras's
     ``mixed_bfloat16`` policy (Keras's global policy, set for the rebuild and restored), with the
     same float32 weights. Layers that fix their own dtype (our output layers are float32) keep it.
+    ``auto``: bfloat16 if :func:`native_bfloat16` and the model can compute in it, else the model
+    as it is (see :func:`computes_in`).
 
     Raises:
         ValueError: an unknown precision, or a model whose layers all fix their own dtype (a
             functional model keeps its saved per-layer policies), so nothing would change.
     """
     check_precision(precision)
+    if precision == "auto":
+        if not native_bfloat16():
+            return model
+        try:
+            return with_precision(model, "bfloat16")
+        except ValueError:
+            return model
     if precision == "float32":
         return model
     import keras
@@ -148,7 +213,7 @@ def with_precision(model, precision: str):
         clone = model.__class__.from_config(model.get_config())
     finally:
         keras.config.set_dtype_policy(previous)
-    if not any(layer.compute_dtype == "bfloat16" for layer in _leaf_layers(clone)):
+    if computes_in(clone) != "bfloat16":
         raise ValueError(f"model {model.name} cannot compute in {precision}: its layers keep their "
                          "saved float32 policies")
     clone.set_weights(model.get_weights())

@@ -21,6 +21,7 @@ from app import batch
 from app.batch import BatchConfig, main, run
 from app.engine import as_denoiser, denoise
 from data.images import load_image, to_model
+from models.registry import native_bfloat16
 from tests.corpus import corpus_fixture
 
 MODEL = "fashion-mnist"
@@ -195,7 +196,8 @@ def test_real_run_from_the_command_line_shows_the_bar_and_the_summary(corpus, tm
     code = main([str(root / "noisy"), str(tmp_path / "out"), "--model", MODEL, "--glob", "*/grey8.*"])
     captured = capsys.readouterr()
     assert code == 0, captured
-    assert re.search(r"denoised 2 file\(s\), 0\.01 MP in [\d.]+ s \([\d.]+ files/s, [\d.]+ MP/s\); "
+    assert re.search(r"denoised 2 file\(s\), 0\.01 MP in [\d.]+ s \([\d.]+ files/s, [\d.]+ MP/s, "
+                     r"(bfloat16|float32)\); "
                      r"skipped 0 \(output exists\); failed 0", captured.out), captured.out
     rate = float(re.search(r"\(([\d.]+) files/s", captured.out).group(1))
     assert rate > 0
@@ -237,11 +239,20 @@ def test_precision_flag(corpus, tmp_path, capsys):
     root, _ = corpus
     args = [str(root / "noisy"), str(tmp_path / "bf16"), "--model", MODEL, "--glob", "png/grey8.png",
             "--no-progress"]
-    assert main([*args, "--precision", "bfloat16"]) == 0, capsys.readouterr()
-    assert main([*args[:1], str(tmp_path / "f32"), *args[2:]]) == 0, capsys.readouterr()
+    assert main([*args, "--precision", "bfloat16"]) == 0
+    assert "MP/s, bfloat16)" in capsys.readouterr().out
+    assert main([*args[:1], str(tmp_path / "f32"), *args[2:], "--precision", "float32"]) == 0
+    assert "MP/s, float32)" in capsys.readouterr().out
     fast, exact = (load_image(tmp_path / d / "png/grey8.png").pixels.astype(int) for d in ("bf16", "f32"))
     assert np.abs(fast - exact).max() <= 3  # 8-bit levels
     assert not np.array_equal(fast, load_image(root / "noisy" / "png/grey8.png").pixels)
+    # The default, auto: bfloat16 where this machine has bfloat16 units, else float32.
+    auto = "bfloat16" if native_bfloat16() else "float32"
+    assert main([*args[:1], str(tmp_path / "auto"), *args[2:]]) == 0
+    assert f"MP/s, {auto})" in capsys.readouterr().out
+    same = tmp_path / ("bf16" if auto == "bfloat16" else "f32") / "png/grey8.png"
+    written = load_image(tmp_path / "auto" / "png/grey8.png").pixels
+    np.testing.assert_array_equal(written, load_image(same).pixels)
     with pytest.raises(SystemExit):
         main([*args, "--precision", "float16"])
     assert "invalid choice: 'float16'" in capsys.readouterr().err
@@ -255,8 +266,10 @@ def test_ensemble_flag(corpus, tmp_path, capsys):
     noisy = load_image(root / "noisy" / "png/rgb8.png").pixels
     for n in (8, 1):  # what the engine gives at that ensemble size, and not the other's
         written = load_image(tmp_path / f"x{n}" / "png/rgb8.png").pixels
-        np.testing.assert_array_equal(written, denoise(noisy, as_denoiser("photo", ensemble=n)).output)
-        assert not np.array_equal(written, denoise(noisy, as_denoiser("photo", ensemble=9 - n)).output)
+        np.testing.assert_array_equal(written, denoise(noisy, as_denoiser("photo", precision="auto",
+                                                                          ensemble=n)).output)
+        assert not np.array_equal(written, denoise(noisy, as_denoiser("photo", precision="auto",
+                                                                      ensemble=9 - n)).output)
     # The grey model was never shown turned clothes: refused before anything is written.
     capsys.readouterr()
     assert main([str(root / "noisy"), str(tmp_path / "refused"), *args[2:], "--model", MODEL,

@@ -253,7 +253,7 @@ def test_palette_upload_is_written_as_rgb(tmp_path):
 def test_cli_arguments():
     args = ui.parse_args([])
     assert (args.host, args.port, args.share, args.auth) == ("127.0.0.1", 7860, False, None)
-    assert args.concurrency == 1 and args.model == [] and args.precision == "float32"
+    assert args.concurrency == 1 and args.model == [] and args.precision == "auto"
     assert ui.parse_args(["--auth", "ann:s3cr:et"]).auth == ("ann", "s3cr:et")
     with pytest.raises(argparse.ArgumentTypeError, match="user:password"):
         ui.parse_auth("nopassword")

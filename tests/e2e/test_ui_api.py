@@ -16,6 +16,7 @@ from PIL import Image
 from data.corruption import corrupt
 from data.images import from_model, to_model
 from data.metrics import psnr
+from models.registry import native_bfloat16
 
 pytestmark = pytest.mark.e2e
 
@@ -62,6 +63,7 @@ def test_denoise_raises_psnr_and_keeps_size_and_mode(client):
     assert gain > 2.0, f"PSNR went up by only {gain:.2f} dB"
     assert report["denoised_psnr"] == pytest.approx(float(psnr(to_model(clean), to_model(pixels))), abs=1e-3)
     assert report["denoised_ssim"] > report["noisy_ssim"]
+    assert report["precision"] == ("bfloat16" if native_bfloat16() else "float32")  # --precision auto
     np.testing.assert_array_equal(read(after)[0], pixels)  # the slider shows exactly the download
     np.testing.assert_array_equal(read(before)[0], noisy)
     assert read(residual)[2] == size

@@ -147,6 +147,46 @@ def test_with_precision_keeps_the_weights_and_refuses_what_it_cannot_change():
         with_precision(model, "float16")
 
 
+def test_auto_precision_is_bfloat16_only_where_the_machine_has_bfloat16_units(monkeypatch):
+    import keras
+
+    from models import registry
+
+    model = ConvDAE(channels=1, widths=(8,), bottleneck=8, name="dae")
+    functional = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    monkeypatch.setattr(registry, "native_bfloat16", lambda: True)
+    fast = registry.with_precision(model, "auto")
+    assert registry.computes_in(fast) == "bfloat16" and registry.computes_in(model) == "float32"
+    assert registry.with_precision(functional, "auto") is functional  # cannot: stays float32, no error
+    monkeypatch.setattr(registry, "native_bfloat16", lambda: False)
+    assert registry.with_precision(model, "auto") is model
+
+
+@pytest.mark.parametrize("gpus, flags, native", [
+    ([], "fpu sse avx2 avx512f", False),
+    ([], "fpu avx512f avx512_bf16", True),
+    ([], "fpu amx_bf16 amx_tile", True),
+    ([(7, 5)], "avx512_bf16", False),  # a T4 emulates bfloat16, whatever the CPU has
+    ([(8, 0), (9, 0)], "", True),
+    ([(9, 0), (7, 0)], "", False),
+])
+def test_native_bfloat16_reads_the_gpus_then_the_cpu_flags(tmp_path, monkeypatch, gpus, flags, native):
+    from models import registry
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    read = registry.cpu_flags
+    assert read(cpuinfo) == set(flags.split())
+    assert read(tmp_path / "no-such-file") == set()  # not Linux: no flags, so float32
+    monkeypatch.setattr(registry, "_gpu_compute_capabilities", lambda: gpus)
+    monkeypatch.setattr(registry, "cpu_flags", lambda: read(cpuinfo))
+    registry.native_bfloat16.cache_clear()
+    try:
+        assert registry.native_bfloat16() is native
+    finally:
+        registry.native_bfloat16.cache_clear()
+
+
 def _trained_like(model, seed=0):
     """Random non-zero weights everywhere (biases too), as a trained model has."""
     rng = np.random.default_rng(seed)
