@@ -162,7 +162,8 @@ def as_denoiser(model, card: dict | None = None, precision: str = "float32",
             gets the convention every model of this project is trained with
             (:mod:`data.pipeline` feeds it :func:`data.images.to_model` output, range ``[0, 1]``),
             and its channels and stride from the model itself.
-        precision: ``"float32"`` or ``"bfloat16"`` (:data:`models.registry.PRECISIONS`).
+        precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` (bfloat16 where the machine has
+            bfloat16 units; :data:`models.registry.PRECISION_CHOICES`).
         ensemble: self-ensemble size (:meth:`Denoiser.with_ensemble`); ``None``: 1, or what a
             :class:`Denoiser` passed in already has.
 

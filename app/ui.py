@@ -264,7 +264,8 @@ class DenoiserApp:
     Args:
         models: dropdown label -> model name or path (what :mod:`app.engine` accepts).
         max_pixels: the largest image (in pixels) accepted.
-        precision: how the models compute (:data:`models.registry.PRECISION_CHOICES`).
+        precision: how the models compute (:data:`models.registry.PRECISION_CHOICES`); float32
+            here, as in the engine, and ``auto`` from the command line (``--precision``).
     """
 
     def __init__(self, models: dict[str, str], max_pixels: int = DEFAULT_MAX_PIXELS,

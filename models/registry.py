@@ -8,6 +8,7 @@ card (how it was trained, what it scores, and its input convention).
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -71,8 +72,9 @@ PRECISION_HELP = ("how the model computes: bfloat16 ran 1.6-1.9x as fast as floa
                   "AVX512-BF16, for a PSNR change under 0.01 dB (README)")
 """The command-line help of every ``--precision`` flag."""
 
-AUTO_PRECISION_HELP = ("auto (the default): bfloat16 where the machine has bfloat16 units (AVX512-BF16 or "
-                       "AMX CPUs, GPUs of compute capability 8.0 on), else float32; " + PRECISION_HELP)
+AUTO_PRECISION_HELP = ("auto (the default): bfloat16 where the machine has bfloat16 units (GPUs all of "
+                       "compute capability 8.0 on; with no GPU, AVX512-BF16 or AMX CPUs on the "
+                       "TensorFlow backend), else float32; " + PRECISION_HELP)
 """The help of a ``--precision`` flag that takes :data:`PRECISION_CHOICES`."""
 
 
@@ -139,12 +141,16 @@ def check_precision(precision: str) -> None:
 @lru_cache(maxsize=1)
 def native_bfloat16() -> bool:
     """Whether the device Keras computes on has bfloat16 units: every GPU of compute capability
-    8.0 or newer (Ampere on; older GPUs emulate it); with no GPU, a CPU whose ``/proc/cpuinfo``
-    flags name AVX512-BF16 or AMX-BF16 (False where there is no such file)."""
-    capabilities = _gpu_compute_capabilities()
-    if capabilities:
-        return all(c >= (8, 0) for c in capabilities)
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    8.0 or newer (Ampere on; older GPUs emulate it; ROCm GPUs, which report none, count as
+    without); with no GPU and the TensorFlow backend (oneDNN, measured 1.5-1.9x faster; JAX's
+    XLA:CPU gained nothing), a CPU whose ``/proc/cpuinfo`` flags name AVX512-BF16 or AMX-BF16
+    (False where there is no such file)."""
+    import keras
+
+    gpus = gpu_devices()
+    if gpus:
+        return all(capability >= (8, 0) for _, capability in gpus)
+    return keras.backend.backend() == "tensorflow" and bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
@@ -160,22 +166,32 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
     return set()
 
 
-def _gpu_compute_capabilities() -> list[tuple[int, int]]:
-    """``(major, minor)`` of each GPU that Keras's backend sees (``(0, 0)`` where not reported)."""
+def gpu_devices() -> list[tuple[str, tuple[int, int]]]:
+    """``(name, (major, minor) compute capability)`` of each GPU Keras's backend sees; the
+    capability is ``(0, 0)`` where none is reported in that form (ROCm GPUs: a gfx name)."""
     import keras
 
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        gpus = tf.config.list_physical_devices("GPU")
-        return [tuple(tf.config.experimental.get_device_details(g).get("compute_capability") or (0, 0))
-                for g in gpus]
+        found = []
+        for gpu in tf.config.list_physical_devices("GPU"):
+            details = tf.config.experimental.get_device_details(gpu)
+            found.append((details.get("device_name", gpu.name),
+                          _capability(".".join(map(str, details.get("compute_capability") or ())))))
+        return found
     if keras.backend.backend() == "jax":
         import jax
 
-        return [tuple(int(v) for v in (str(getattr(d, "compute_capability", "0.0")).split(".") + ["0"])[:2])
+        return [(d.device_kind, _capability(getattr(d, "compute_capability", "")))
                 for d in jax.devices() if d.platform == "gpu"]
     return []
+
+
+def _capability(text) -> tuple[int, int]:
+    """``"8.0"`` -> ``(8, 0)``; anything else (``"gfx90a"``, nothing) -> ``(0, 0)``."""
+    match = re.fullmatch(r"(\d+)\.(\d+)", str(text))
+    return (int(match[1]), int(match[2])) if match else (0, 0)
 
 
 def computes_in(model) -> str:

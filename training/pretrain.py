@@ -30,7 +30,7 @@ import numpy as np
 
 from data.corruption import BENCHMARK_SETTINGS, CorruptionSpec
 from data.datasets import DatasetNotFoundError, load_dataset, split_validation
-from models.registry import ModelNotFoundError
+from models.registry import ModelNotFoundError, gpu_devices
 from training.cli import config_differences, parse_config, save_config
 from training.distribute import patch_keras_for_multi_worker
 from training.history import epoch_timer, read_history
@@ -366,15 +366,7 @@ def describe_machine() -> str:
     import keras
 
     backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        gpus = [d.device_kind for d in jax.devices() if d.platform == "gpu"]
-    else:
-        import tensorflow as tf
-
-        gpus = [tf.config.experimental.get_device_details(d).get("device_name", d.name)
-                for d in tf.config.list_physical_devices("GPU")]
+    gpus = [name for name, _ in gpu_devices()]
     where = (f"{len(gpus)} x {gpus[0]}" if gpus
              else f"{platform.machine()} CPU, {os.cpu_count()} cores (no GPU)")
     return f"{where}, Keras backend {backend}"

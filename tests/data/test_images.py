@@ -299,22 +299,24 @@ def test_sixteen_bit_colour_is_oriented_once_like_eight_bit(orientation):
     np.testing.assert_array_equal(load_image(png16).pixels, expected.astype(np.uint16) * 257)
 
 
-def _cmyk16_tiff(inks: np.ndarray, orientation: int = 1, profile: bytes | None = None) -> bytes:
+def _cmyk16_tiff(inks: np.ndarray, orientation: int = 1, profile: bytes | None = None,
+                 compression: str | None = None) -> bytes:
     import tifffile
 
     buf = io.BytesIO()
-    tifffile.imwrite(buf, inks, photometric="separated", iccprofile=profile,
+    tifffile.imwrite(buf, inks, photometric="separated", iccprofile=profile, compression=compression,
+                     resolution=(300, 300), resolutionunit="INCH",
                      extratags=[(0x0112, 3, 1, orientation, True)])
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("orientation", [1, 6])
-def test_sixteen_bit_cmyk_tiff_keeps_its_sixteen_bits_both_ways(tmp_path, orientation):
+@pytest.mark.parametrize("orientation, compression", [(1, None), (6, None), (1, "lzw"), (8, "zlib")])
+def test_sixteen_bit_cmyk_tiff_keeps_its_sixteen_bits_both_ways(tmp_path, orientation, compression):
     import tifffile
 
     rng = np.random.default_rng(0)
     inks = rng.integers(0, 65536, size=(6, 10, 4), dtype=np.uint16)
-    image = load_image(_cmyk16_tiff(inks, orientation))
+    image = load_image(_cmyk16_tiff(inks, orientation, compression=compression))
     ink = inks / 65535
     rgb = np.rint((1 - ink[..., :3]) * (1 - ink[..., 3:]) * 65535).astype(np.uint16)
     expected = images._orient(rgb, orientation)
@@ -329,8 +331,11 @@ def test_sixteen_bit_cmyk_tiff_keeps_its_sixteen_bits_both_ways(tmp_path, orient
     assert written.pages[0].dtype == np.uint16
     np.testing.assert_array_equal(written.asarray()[..., 3], 0)  # K = 0, as Pillow writes 8-bit CMYK
     back = load_image(out)
-    assert (back.mode, back.pixels.dtype) == ("CMYK", np.uint16)
+    assert (back.mode, back.pixels.dtype, back.info.get("dpi")) == ("CMYK", np.uint16, (300.0, 300.0))
     np.testing.assert_array_equal(back.pixels, image.pixels)
+    as_png = load_image(save_image(image, tmp_path / "out.png"))  # 16-bit RGB, nothing lost
+    assert as_png.mode == "RGB" and as_png.info.get("dpi") == pytest.approx((300.0, 300.0), abs=0.01)
+    np.testing.assert_array_equal(as_png.pixels, image.pixels)
 
 
 def test_a_cmyk_profile_is_kept_in_cmyk_and_dropped_from_rgb_outputs(tmp_path):

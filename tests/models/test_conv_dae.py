@@ -162,15 +162,20 @@ def test_auto_precision_is_bfloat16_only_where_the_machine_has_bfloat16_units(mo
     assert registry.with_precision(model, "auto") is model
 
 
-@pytest.mark.parametrize("gpus, flags, native", [
-    ([], "fpu sse avx2 avx512f", False),
-    ([], "fpu avx512f avx512_bf16", True),
-    ([], "fpu amx_bf16 amx_tile", True),
-    ([(7, 5)], "avx512_bf16", False),  # a T4 emulates bfloat16, whatever the CPU has
-    ([(8, 0), (9, 0)], "", True),
-    ([(9, 0), (7, 0)], "", False),
+@pytest.mark.parametrize("gpus, flags, backend, native", [
+    ([], "fpu sse avx2 avx512f", "tensorflow", False),
+    ([], "fpu avx512f avx512_bf16", "tensorflow", True),
+    ([], "fpu amx_bf16 amx_tile", "tensorflow", True),
+    ([], "fpu avx512f avx512_bf16", "jax", False),  # XLA:CPU gained nothing from bfloat16
+    (["7.5"], "avx512_bf16", "tensorflow", False),  # a T4 emulates bfloat16, whatever the CPU has
+    (["8.0", "9.0"], "", "jax", True),
+    (["9.0", "7.0"], "", "tensorflow", False),
+    (["gfx90a"], "avx512_bf16", "jax", False),  # ROCm names its GPUs, no compute capability
 ])
-def test_native_bfloat16_reads_the_gpus_then_the_cpu_flags(tmp_path, monkeypatch, gpus, flags, native):
+def test_native_bfloat16_reads_the_gpus_then_the_cpu_flags(tmp_path, monkeypatch, gpus, flags, backend,
+                                                           native):
+    import keras
+
     from models import registry
 
     cpuinfo = tmp_path / "cpuinfo"
@@ -178,13 +183,23 @@ def test_native_bfloat16_reads_the_gpus_then_the_cpu_flags(tmp_path, monkeypatch
     read = registry.cpu_flags
     assert read(cpuinfo) == set(flags.split())
     assert read(tmp_path / "no-such-file") == set()  # not Linux: no flags, so float32
-    monkeypatch.setattr(registry, "_gpu_compute_capabilities", lambda: gpus)
+    monkeypatch.setattr(registry, "gpu_devices", lambda: [("GPU", registry._capability(c)) for c in gpus])
     monkeypatch.setattr(registry, "cpu_flags", lambda: read(cpuinfo))
+    monkeypatch.setattr(keras.backend, "backend", lambda: backend)
     registry.native_bfloat16.cache_clear()
     try:
         assert registry.native_bfloat16() is native
     finally:
         registry.native_bfloat16.cache_clear()
+
+
+def test_gpu_compute_capabilities_parse_or_count_as_none():
+    from models.registry import _capability, gpu_devices
+
+    assert _capability("8.6") == (8, 6) and _capability("12.0") == (12, 0)
+    assert _capability("gfx90a") == _capability("") == _capability(None) == (0, 0)
+    for name, (major, minor) in gpu_devices():  # none on a CPU-only machine
+        assert name and isinstance(major, int) and isinstance(minor, int)
 
 
 def _trained_like(model, seed=0):
