@@ -21,10 +21,17 @@ def _flag(field) -> str:
     return "--" + field.metadata.get("flag", field.name).replace("_", "-")
 
 
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except ``None``: that means unset, and a repeatable option
+    states its real default in its own help."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def build_parser(cls, description: str) -> argparse.ArgumentParser:
     """An argparse parser with one option per field of the dataclass ``cls``."""
-    parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=description, formatter_class=_DefaultsHelpFormatter)
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         kind, help_ = hints[field.name], field.metadata.get("help", "")
@@ -42,7 +49,7 @@ def build_parser(cls, description: str) -> argparse.ArgumentParser:
             kwargs.update(type=int, nargs="+")
         elif kind == tuple[str, ...]:
             kwargs.update(action="append", default=None)
-            kwargs["help"] = f"{help_} (repeatable; default: {' '.join(field.default)})"
+            kwargs["help"] = f"{help_} (repeatable; default: {' '.join(field.default) or 'none'})"
         elif typing.get_origin(kind) in (typing.Union, types.UnionType):
             kwargs["type"] = next(a for a in typing.get_args(kind) if a is not type(None))
         else:

@@ -1,6 +1,6 @@
 import pytest
 
-from training.cli import config_from_dict, parse_config
+from training.cli import build_parser, config_from_dict, parse_config
 from training.pretrain import PretrainConfig
 
 
@@ -20,12 +20,18 @@ def test_defaults_are_the_blind_model():
 
 
 def test_every_field_has_help_and_a_flag():
-    from training.cli import build_parser
     help_text = build_parser(PretrainConfig, "x").format_help()
     for name in PretrainConfig.__dataclass_fields__:
         flag = PretrainConfig.__dataclass_fields__[name].metadata.get("flag", name)
         assert "--" + flag.replace("_", "-") in help_text
         assert PretrainConfig.__dataclass_fields__[name].metadata["help"]
+
+
+def test_help_states_each_default_once():
+    help_text = " ".join(build_parser(PretrainConfig, "x").format_help().split())
+    assert "(default: None)" not in help_text
+    assert "(repeatable; default: gaussian:0.05-0.5 salt_pepper:0.05-0.5 masking:0.1-0.6)" in help_text
+    assert "(default: 20)" in help_text  # --epochs
 
 
 def test_unknown_keys_are_named():
