@@ -142,9 +142,9 @@ def check_precision(precision: str) -> None:
 def native_bfloat16() -> bool:
     """Whether the device Keras computes on has bfloat16 units: every GPU of compute capability
     8.0 or newer (Ampere on; older GPUs emulate it; ROCm GPUs, which report none, count as
-    without); with no GPU and the TensorFlow backend (oneDNN, measured 1.5-1.9x faster; JAX's
-    XLA:CPU gained nothing), a CPU whose ``/proc/cpuinfo`` flags name AVX512-BF16 or AMX-BF16
-    (False where there is no such file)."""
+    without); with no GPU and the TensorFlow backend (oneDNN, where the speed-up was measured;
+    JAX's CPU backend stays float32), a CPU whose ``/proc/cpuinfo`` flags name AVX512-BF16 or
+    AMX-BF16 (False where there is no such file)."""
     import keras
 
     gpus = gpu_devices()
