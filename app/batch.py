@@ -66,7 +66,7 @@ from data.images import (
     save_image,
     to_model,
 )
-from models.registry import AUTO_PRECISION_HELP, PRECISION_CHOICES, check_precision, computes_in
+from models.registry import AUTO_PRECISION_HELP, PRECISION_CHOICES, check_precision
 from training.cli import parse_config
 
 MANIFEST_FIELDS = (
@@ -163,7 +163,7 @@ class Summary:
     removed_partials: int = 0
     interrupted: bool = False
     precision: str = ""
-    """How the model computed (:func:`models.registry.computes_in`); empty in a dry run."""
+    """How the model computed (:attr:`app.engine.Denoiser.precision`); empty in a dry run."""
 
     def count(self, status: str) -> int:
         return sum(r["status"] == status for r in self.rows)
@@ -325,7 +325,7 @@ def run(config: BatchConfig, out=None) -> Summary:
     except OSError as err:
         raise BatchError(f"OUT_DIR {config.out_dir} cannot be created: {err}") from err
     summary = Summary([it.row for it in items], removed_partials=remove_partials(out_dir),
-                      precision=computes_in(denoiser.model))
+                      precision=denoiser.precision)
     start = time.perf_counter()
     try:
         _Pipeline(config, denoiser, summary).process(todo)
@@ -480,7 +480,7 @@ class _Pipeline:
         clean = to_model(reference.pixels)
         if clean.shape[:2] != image.pixels.shape[:2]:
             _note(item.row, f"reference is {clean.shape[1]} x {clean.shape[0]}, input "
-                                  f"{image.pixels.shape[1]} x {image.pixels.shape[0]}: not scored")
+                            f"{image.pixels.shape[1]} x {image.pixels.shape[0]}: not scored")
             return
         for label, pixels in (("input", image.pixels), ("output", written)):
             estimate = to_model(pixels)

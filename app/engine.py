@@ -96,6 +96,8 @@ class Denoiser:
         value_range: ``(low, high)`` the model expects pixels in.
         ensemble: a key of :data:`ENSEMBLES`: how many flips and rotations are averaged.
         max_ensemble: the largest ``ensemble`` the model's training allows.
+        precision: how the model computes, ``"float32"`` or ``"bfloat16"``
+            (:func:`models.registry.computes_in`, read once when it is loaded).
     """
 
     model: object
@@ -105,6 +107,7 @@ class Denoiser:
     value_range: tuple[float, float] = (0.0, 1.0)
     ensemble: int = 1
     max_ensemble: int = 1
+    precision: str = "float32"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Denoises a float batch ``(N, h, w, c)`` in ``[0, 1]``; ``c`` may differ from the model's."""
@@ -194,6 +197,8 @@ def _load_denoiser(name: str, _path: str, _mtime: int, precision: str) -> Denois
 
 
 def _denoiser(model, card: dict, name: str) -> Denoiser:
+    from models.registry import computes_in
+
     shape = getattr(model, "input_shape", None)
     own_channels = getattr(model, "channels", None) or (shape[-1] if shape else None)
     channels = int(card.get("channels") or own_channels or 0)
@@ -204,7 +209,8 @@ def _denoiser(model, card: dict, name: str) -> Denoiser:
         raise ValueError(f"model {name}: card says {channels} channels but the model takes {own_channels}")
     stride = int(card.get("stride") or getattr(model, "stride", 1))
     value_range = tuple(float(v) for v in card.get("input", {}).get("range", (0.0, 1.0)))
-    return Denoiser(model, name, channels, stride, value_range, max_ensemble=max_ensemble(card))
+    return Denoiser(model, name, channels, stride, value_range, max_ensemble=max_ensemble(card),
+                    precision=computes_in(model))
 
 
 @dataclasses.dataclass

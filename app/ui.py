@@ -52,7 +52,6 @@ from models.registry import (
     ModelNotFoundError,
     bundled_models,
     check_precision,
-    computes_in,
     model_card,
     resolve_model_path,
 )
@@ -338,7 +337,7 @@ class DenoiserApp:
         report = {**quality(prepared.clean, prepared.image.pixels, result.output),
                   "width": width, "height": height, "mode": prepared.image.mode,
                   "bit_depth": 8 * result.output.dtype.itemsize, "seconds": round(result.seconds, 3),
-                  "precision": computes_in(denoiser.model)}
+                  "precision": denoiser.precision}
         preview = (for_display(prepared.image.pixels), for_display(result.output))
         return preview, residual_display(result.residual), report, str(path)
 
@@ -626,8 +625,9 @@ def main(argv=None) -> None:
     first = next(iter(models))
     log.info("loading %s (precision %s)", models[first], args.precision)
     # load and trace it before the first user waits
-    engine.denoise(np.zeros((32, 32, 1), np.uint8), app.denoiser(first))
-    log.info("%s computes in %s", models[first], computes_in(app.denoiser(first).model))
+    denoiser = app.denoiser(first)
+    engine.denoise(np.zeros((32, 32, 1), np.uint8), denoiser)
+    log.info("%s computes in %s", models[first], denoiser.precision)
     demo = build_app(app, args.concurrency, args.queue_size)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=args.auth,
                 max_file_size=args.max_file_size, footer_links=["api", "settings"])

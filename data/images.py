@@ -276,11 +276,9 @@ def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageFile:
                 pixels, alpha = _pil_pixels(name, im)
         # OpenCV's TIFF decoder applies the Orientation tag itself, whatever the flags (even
         # IMREAD_UNCHANGED or IMREAD_IGNORE_ORIENTATION), as Pillow's does on load (which then
-        # drops the tag); tifffile leaves it to us, as IMREAD_UNCHANGED does for PNG and the rest.
-        if cmyk16:
-            orientation = im.tag_v2.get(0x0112, 1)
-        else:
-            orientation = 1 if sixteen and im.format == "TIFF" else _orientation(im)
+        # drops the tag); tifffile leaves it to us (Pillow never loaded those pixels, so the tag
+        # is still there), as IMREAD_UNCHANGED does for PNG and the rest.
+        orientation = 1 if sixteen and im.format == "TIFF" else _orientation(im)
         info = _keep_info(im, data)
         pixels, alpha = _orient(pixels, orientation), _orient(alpha, orientation)
         return ImageFile(np.ascontiguousarray(pixels), None if alpha is None else np.ascontiguousarray(alpha),

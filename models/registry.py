@@ -195,8 +195,9 @@ def _capability(text) -> tuple[int, int]:
 
 
 def computes_in(model) -> str:
-    """``"bfloat16"`` if any of the model's layers computes in bfloat16, else ``"float32"``."""
-    bfloat16 = any(layer.compute_dtype == "bfloat16" for layer in _leaf_layers(model))
+    """``"bfloat16"`` if any of the model's layers computes in bfloat16, else ``"float32"`` (also for
+    a callable that is not a Keras model)."""
+    bfloat16 = any(getattr(layer, "compute_dtype", None) == "bfloat16" for layer in _leaf_layers(model))
     return "bfloat16" if bfloat16 else "float32"
 
 

@@ -138,6 +138,7 @@ def test_bfloat16_computes_in_bfloat16_and_scores_as_float32(fashion):
     noisy = corrupt(clean, "gaussian", 0.2, seed=4)
     fast = as_denoiser(MODEL, precision="bfloat16")
     assert fast is as_denoiser(MODEL, precision="bfloat16")  # loaded once
+    assert (fast.precision, as_denoiser(MODEL).precision) == ("bfloat16", "float32")
     layers = fast.model.get_layer("encoder").layers
     assert {layer.compute_dtype for layer in layers if layer.name.endswith("conv0")} == {"bfloat16"}
     assert fast.model.get_layer("decoder").get_layer("reconstruction").compute_dtype == "float32"
