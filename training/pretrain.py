@@ -47,7 +47,9 @@ class PretrainConfig:
     corruptions: tuple[str, ...] = field(
         # Blind over all three processes and a wide range: one model for every strength.
         default=("gaussian:0.05-0.5", "salt_pepper:0.05-0.5", "masking:0.1-0.6"),
-        metadata={"flag": "corruption", "help": "NAME:LEVEL or NAME:LOW-HIGH; one drawn per image"})
+        metadata={"flag": "corruption",
+                  "help": "NAME:LEVEL or NAME:LOW-HIGH; one drawn per image, all with equal odds "
+                          "(list a corruption twice, or split its range, for a larger share)"})
     epochs: int = field(default=20, metadata={"help": "training epochs (early stopping may end sooner)"})
     batch_size: int = field(default=64, metadata={
         "help": "global batch size; 64 trades speed for enough updates on a 2-core CPU"})

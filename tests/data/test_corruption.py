@@ -94,6 +94,15 @@ def test_corrupt_batch_draws_one_spec_and_level_per_image():
     assert not np.array_equal(out, corrupt_batch(x, specs, tf.constant([1, 3])).numpy())
 
 
+def test_a_corruption_listed_twice_gets_twice_the_share():
+    # Specs are drawn with equal odds, which is how a run gives one corruption a larger share.
+    specs = [CorruptionSpec.parse(t) for t in ("masking:0.3", "masking:0.3", "salt_pepper:0.5")]
+    x = tf.constant(np.full((600, 8, 8, 1), 0.5, np.float32))
+    out = corrupt_batch(x, specs, tf.constant([4, 5])).numpy()
+    masked = ((out == 1).sum(axis=(1, 2, 3)) == 0) & ((out == 0).any(axis=(1, 2, 3)))
+    assert 0.59 < masked.mean() < 0.74  # 2/3 expected; binomial std 0.019
+
+
 def test_benchmark_grid_names_are_registered():
     assert {name for name, _ in BENCHMARK_SETTINGS} == set(CORRUPTIONS)
 
