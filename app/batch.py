@@ -34,7 +34,9 @@ import csv
 import dataclasses
 import io
 import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -68,6 +70,10 @@ from data.images import (
 )
 from models.registry import AUTO_PRECISION_HELP, PRECISION_CHOICES, check_precision
 from training.cli import parse_config
+
+BUFFER_SAMPLES = 100_000_000
+"""Samples (pixels x channels) of decoded images the batch holds between reading and writing,
+besides the one being denoised: a folder of 24-megapixel photos keeps 2-4 in memory, not 128."""
 
 MANIFEST_FIELDS = (
     "input", "output", "status", "reason", "detail", "width", "height", "mode", "bit_depth",
@@ -162,6 +168,10 @@ class Summary:
     megapixels: float = 0.0
     removed_partials: int = 0
     interrupted: bool = False
+    notes: list[str] = dataclasses.field(default_factory=list)
+    """Files denoised with a caveat the user should see (only the first of several frames)."""
+    manifest_error: str = ""
+    """Why the manifest could not be written at the end (the run itself went on)."""
     precision: str = ""
     """How the model computed (:attr:`app.engine.Denoiser.precision`); empty in a dry run."""
 
@@ -170,7 +180,7 @@ class Summary:
 
     @property
     def exit_code(self) -> int:
-        return 130 if self.interrupted else (1 if self.count("failed") else 0)
+        return 130 if self.interrupted else (1 if self.count("failed") or self.manifest_error else 0)
 
 
 # ---------------------------------------------------------------- planning
@@ -214,15 +224,30 @@ def check_tile(config: BatchConfig, stride: int) -> None:
         raise BatchError(f"--tile {config.tile}: {err}") from err
 
 
-def list_inputs(in_dir: Path, pattern: str | None) -> list[Path]:
-    """Input files below ``in_dir``: matching ``pattern``, or with an image suffix; hidden ones
-    left out. Links that lead nowhere (or in a loop) are listed too, so the run reports them."""
+def list_inputs(in_dir: Path, pattern: str | None, out_dir: Path | None = None) -> list[Path]:
+    """Input files below ``in_dir``: matching ``pattern`` (pathlib's glob), or with an image
+    suffix; hidden ones left out. Links that lead nowhere (or in a loop) are listed too, so the
+    run reports them. Without a pattern, links to folders are followed, each real folder once
+    (no loops) and never into ``out_dir``."""
     if pattern:
         found = in_dir.glob(pattern)
     else:
-        found = (p for p in in_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        found = (p for p in _walk(in_dir, out_dir) if p.suffix.lower() in IMAGE_SUFFIXES)
     return sorted(p for p in found if (p.is_file() or _broken_link(p))
                   and not any(part.startswith(".") for part in p.relative_to(in_dir).parts))
+
+
+def _walk(in_dir: Path, out_dir: Path | None):
+    seen = set()
+    for root, dirs, files in os.walk(in_dir, followlinks=True):
+        st = os.stat(root)
+        real = Path(root).resolve()
+        if (st.st_dev, st.st_ino) in seen or (out_dir is not None and real.is_relative_to(out_dir)):
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # the first name of a folder wins
+        yield from (Path(root) / name for name in files)
 
 
 def _broken_link(path: Path) -> bool:
@@ -233,7 +258,7 @@ def plan(config: BatchConfig, in_dir: Path, out_dir: Path) -> list[Item]:
     """One :class:`Item` per input, with ``row["status"]`` set for those decided already."""
     suffix = FORMATS[_format(config.format)] if config.format else None
     items, claimed = [], {}
-    for source in list_inputs(in_dir, config.glob):
+    for source in list_inputs(in_dir, config.glob, out_dir):
         rel = source.relative_to(in_dir).as_posix()
         target = out_dir / rel if suffix is None else (out_dir / rel).with_suffix(suffix)
         row = dict.fromkeys(MANIFEST_FIELDS, "")
@@ -324,8 +349,19 @@ def run(config: BatchConfig, out=None) -> Summary:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise BatchError(f"OUT_DIR {config.out_dir} cannot be created: {err}") from err
+    try:  # what the user may write, not what the permission bits say (root, ACLs, read-only mounts)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as err:
+        raise BatchError(f"OUT_DIR {config.out_dir} cannot be written: {err.strerror or err}") from err
     summary = Summary([it.row for it in items], removed_partials=remove_partials(out_dir),
                       precision=denoiser.precision)
+    if config.manifest is not None:  # written now, so a manifest that cannot be is refused up front
+        try:
+            write_manifest(config.manifest, summary.rows)
+        except OSError as err:
+            raise BatchError(f"--manifest {config.manifest} cannot be written: "
+                             f"{err.strerror or err}") from err
     start = time.perf_counter()
     try:
         _Pipeline(config, denoiser, summary).process(todo)
@@ -337,7 +373,10 @@ def run(config: BatchConfig, out=None) -> Summary:
     finally:
         summary.seconds = time.perf_counter() - start
         if config.manifest is not None:
-            write_manifest(config.manifest, summary.rows)
+            try:
+                write_manifest(config.manifest, summary.rows)
+            except OSError as err:  # a full disk at the end costs the manifest, not the report
+                summary.manifest_error = f"{config.manifest}: {err.strerror or err}"
     return summary
 
 
@@ -351,6 +390,8 @@ class _Pipeline:
         self.writing: collections.deque = collections.deque()
         self.bar = None
         self.last_manifest = time.monotonic()
+        self.largest = 0  # samples (pixels x channels) of the largest image read so far
+        self.pending = 0  # samples of the images waiting to be written
 
     def process(self, todo: list[Item]) -> None:
         from tqdm import tqdm
@@ -367,13 +408,20 @@ class _Pipeline:
             self.writers.shutdown(wait=True, cancel_futures=True)
             self.bar.close()
 
+    def _ahead(self) -> int:
+        """Files to read ahead: enough to keep the model fed, and, once the largest image read
+        so far is known, no more of them than :data:`BUFFER_SAMPLES` holds."""
+        most = max(8, 2 * self.config.batch_size)
+        if not self.largest:
+            return min(most, self.config.threads)
+        return max(2, min(most, BUFFER_SAMPLES // self.largest))
+
     def _loop(self, todo: list[Item]) -> None:
-        ahead = max(8, 2 * self.config.batch_size)
         reading = collections.deque()
         queue = iter(todo)
         group: list[tuple[Item, object, object, float]] = []
         while True:
-            while len(reading) < ahead and (item := next(queue, None)) is not None:
+            while len(reading) < self._ahead() and (item := next(queue, None)) is not None:
                 reading.append(self.readers.submit(self._read, item))
             if not reading:
                 break
@@ -381,6 +429,7 @@ class _Pipeline:
             if image is None:
                 self._done(item)
                 continue
+            self.largest = max(self.largest, _samples(image))
             big = max(image.pixels.shape[:2]) > self.config.tile
             if group and (big or not self._fits(group, image)):
                 self._denoise(group)
@@ -409,6 +458,7 @@ class _Pipeline:
         item.row.update(width=width, height=height, mode=image.mode, bit_depth=image.bit_depth)
         if image.info.get("frames", 1) > 1:
             _note(item.row, f"first of {image.info['frames']} frames: only it is denoised and written")
+            self.summary.notes.append(f"{item.rel}: {item.row['detail']}")
         reference = self._reference(item) if self.config.reference is not None else None
         return item, image, reference, time.perf_counter() - start
 
@@ -442,14 +492,19 @@ class _Pipeline:
         share = (time.perf_counter() - start) / len(group)
         for (item, image, reference, seconds), result in zip(group, results, strict=True):
             denoised = dataclasses.replace(image, pixels=result.output)
-            while len(self.writing) >= 2 * self.config.batch_size:
+            while self.writing and (len(self.writing) >= 2 * self.config.batch_size
+                                    or self.pending + _samples(image) > BUFFER_SAMPLES):
                 self._finish_write(self.writing.popleft())
+            self.pending += _samples(image)
             self.writing.append(self.writers.submit(self._write, item, image, denoised, reference,
                                                     seconds + share))
         while self.writing and self.writing[0].done():
             self._finish_write(self.writing.popleft())
 
-    def _write(self, item: Item, image, denoised, reference, seconds: float) -> Item:
+    def _write(self, item: Item, image, denoised, reference, seconds: float) -> tuple[Item, int]:
+        return self._write_one(item, image, denoised, reference, seconds), _samples(image)
+
+    def _write_one(self, item: Item, image, denoised, reference, seconds: float) -> Item:
         start = time.perf_counter()
         try:
             item.target.parent.mkdir(parents=True, exist_ok=True)
@@ -490,7 +545,9 @@ class _Pipeline:
                 item.row[f"{metric}_{label}"] = round(value, digits) if np.isfinite(value) else None
 
     def _finish_write(self, future) -> None:
-        self._done(future.result())
+        item, samples = future.result()
+        self.pending -= samples
+        self._done(item)
 
     def _done(self, item: Item) -> None:
         self.bar.update(1)
@@ -499,8 +556,16 @@ class _Pipeline:
             elapsed = max(time.perf_counter() - self.started, 1e-9)
             self.bar.set_postfix_str(f"{self.summary.megapixels / elapsed:.2f} MP/s", refresh=False)
         if self.config.manifest is not None and time.monotonic() - self.last_manifest > 5.0:
-            write_manifest(self.config.manifest, self.summary.rows)
             self.last_manifest = time.monotonic()
+            try:
+                write_manifest(self.config.manifest, self.summary.rows)
+            except OSError:  # written again at the end, where a failure is reported
+                pass
+
+
+def _samples(image) -> int:
+    """Samples an image holds in memory: its pixels times its channels (alpha included)."""
+    return image.pixels.size + (0 if image.alpha is None else image.alpha.size)
 
 
 def _glob_escape(text: str) -> str:
@@ -560,12 +625,17 @@ def report(summary: Summary, config: BatchConfig, out=None) -> None:
     if summary.removed_partials:
         print(f"removed {summary.removed_partials} partial file(s) left by an earlier, interrupted run",
               file=out)
+    for note in summary.notes:
+        print(printable(f"  NOTE {note}"), file=out)
     for row in summary.rows:
-        if row["status"] == "failed":
+        if row["status"] == "failed" and row["reason"] != "interrupted":
             print(printable(f"  FAILED {row['input']}: {row['reason']}: {row['detail']}"), file=out)
     if summary.interrupted:
-        print("interrupted: rerun the same command to resume", file=out)
-    if config.manifest is not None:
+        left = sum(row["reason"] == "interrupted" for row in summary.rows)
+        print(f"interrupted: {left} file(s) not done; rerun the same command to resume", file=out)
+    if summary.manifest_error:
+        print(printable(f"manifest NOT written: {summary.manifest_error}"), file=out)
+    elif config.manifest is not None:
         print(printable(f"manifest: {config.manifest}"), file=out)
 
 
@@ -576,6 +646,9 @@ def main(argv=None) -> int:
     except BatchError as err:
         print(printable(f"error: {err}"), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # while the model loads; once files are read, run() handles it
+        print("interrupted before any file was denoised", file=sys.stderr)
+        return 130
     report(summary, config)
     return summary.exit_code
 

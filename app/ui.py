@@ -338,6 +338,10 @@ class DenoiserApp:
                   "width": width, "height": height, "mode": prepared.image.mode,
                   "bit_depth": 8 * result.output.dtype.itemsize, "seconds": round(result.seconds, 3),
                   "precision": denoiser.precision}
+        if (frames := prepared.image.info.get("frames", 1)) > 1:
+            report["note"] = f"first of {frames} frames: only it is denoised and in the PNG"
+            gr.Warning(f"This file has {frames} frames (an animation or pages): only the first is "
+                       "denoised and in the PNG.")
         preview = (for_display(prepared.image.pixels), for_display(result.output))
         return preview, residual_display(result.residual), report, str(path)
 

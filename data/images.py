@@ -39,6 +39,8 @@ MAX_SIDE = 65_536
 EXIF_ORIENTATION = 0x0112
 
 PARTIAL_SUFFIX = ".partial"
+_NAME_MAX = 255
+"""Bytes in a file name on Linux, macOS and Windows file systems."""
 """Suffix of the hidden temporary files ``save_image`` writes before renaming them into place."""
 
 
@@ -137,6 +139,12 @@ class ImageNotFoundError(ImageReadError):
     """The path does not exist or is not a regular file."""
 
     reason = "not_found"
+
+
+class ImageAccessError(ImageReadError):
+    """The file is there but cannot be read (no permission, an I/O error)."""
+
+    reason = "cannot_read"
 
 
 class EmptyImageError(ImageReadError):
@@ -301,7 +309,7 @@ def _read_source(source) -> tuple[str, bytes]:
         try:
             data = path.read_bytes()
         except OSError as err:
-            raise ImageNotFoundError(f"{name}: cannot read ({err.strerror or err})") from err
+            raise ImageAccessError(f"{name}: cannot read ({err.strerror or err})") from err
     if not data:
         raise EmptyImageError(f"{name}: the file is empty (0 bytes)")
     return name, data
@@ -451,24 +459,28 @@ def _pil_pixels(name, im):
     """``(pixels (H, W, C), alpha (H, W) or None)`` of the first frame of a Pillow image."""
     im.load()
     mode = im.mode
+    # A colour key (PNG's tRNS chunk in a grey or RGB image): pixels of that value are transparent.
+    key = im.info.get("transparency") if mode in ("1", "L", "RGB") or mode.startswith("I;16") else None
     if mode == "F" or mode.startswith("I;32") or mode == "I;16S":
         raise UnsupportedImageError(f"{name}: mode {mode} (float or 32-bit samples); expected 8- or 16-bit")
     if mode.startswith("I;16"):
-        return _native(np.asarray(im))[..., None], None
+        arr = _native(np.asarray(im))
+        alpha = np.where(arr == key, 0, 65535).astype(np.uint16) if isinstance(key, int) else None
+        return arr[..., None], alpha
     if mode == "I":
         arr = np.asarray(im)
         if arr.size and (arr.min() < 0 or arr.max() > 65535):
             raise UnsupportedImageError(
                 f"{name}: 32-bit integer samples from {arr.min()} to {arr.max()}; expected 0..65535")
         return arr.astype(np.uint16)[..., None], None
-    if mode in ("1", "L"):
+    if mode in ("1", "L") and key is None:
         return np.asarray(im.convert("L"))[..., None], None
-    if mode in ("LA", "La"):
+    if mode in ("LA", "La", "1", "L"):  # Pillow turns a colour key into alpha on the way
         arr = np.asarray(im.convert("LA"))
         return arr[..., :1], arr[..., 1]
     if mode == "P" and "transparency" not in im.info:
         return np.asarray(im.convert("RGB")), None
-    if mode in ("RGBA", "RGBa", "PA", "P"):
+    if mode in ("RGBA", "RGBa", "PA", "P") or key is not None:
         arr = np.asarray(im.convert("RGBA"))
         return arr[..., :3], arr[..., 3]
     return np.asarray(im.convert("RGB")), None
@@ -521,7 +533,15 @@ def _keep_info(im, data: bytes) -> dict:
     if dpi:
         info["dpi"] = dpi
     if im.format == "JPEG":
+        from PIL import JpegImagePlugin
+
         info["progressive"] = bool(im.info.get("progressive") or im.info.get("progression"))
+        if (sampling := JpegImagePlugin.get_sampling(im)) >= 0:  # 4:4:4 stays 4:4:4, 4:2:0 4:2:0
+            info["subsampling"] = sampling
+    if im.format in ("JPEG", "WEBP") and isinstance(im.info.get("xmp"), bytes | str):
+        info["xmp"] = im.info["xmp"]
+    if im.format == "JPEG" and isinstance(im.info.get("comment"), bytes) and im.info["comment"]:
+        info["comment"] = im.info["comment"]
     if im.format == "WEBP":
         info["lossless"] = b"VP8L" in data[:4096]
     if im.format == "TIFF" and im.info.get("compression") in _TIFF_COMPRESSIONS:
@@ -626,7 +646,10 @@ def atomic_write_bytes(path, data: bytes) -> None:
     """Writes ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``;
     the file gets the permissions ``open()`` would give it (``mkstemp`` alone makes it 0600)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX)
+    # ".NAME.XXXXXXXX.partial" where that fits in a file name, else ".XXXXXXXX.partial".
+    named = len(os.fsencode(path.name)) + 10 + len(PARTIAL_SUFFIX) <= _NAME_MAX
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}." if named else ".",
+                               suffix=PARTIAL_SUFFIX)
     try:
         os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
@@ -707,8 +730,14 @@ def _save_options(info: dict, fmt: str, mode: str, quality: int) -> dict:
         opts["exif"] = info["exif"]
     if info.get("dpi") and fmt in ("PNG", "JPEG", "TIFF", "BMP"):
         opts["dpi"] = info["dpi"]
+    if info.get("xmp") and fmt in ("JPEG", "WEBP"):
+        opts["xmp"] = info["xmp"]
     if fmt == "JPEG":
         opts.update(quality=quality, progressive=bool(info.get("progressive")))
+        if "subsampling" in info and mode == "RGB":
+            opts["subsampling"] = info["subsampling"]
+        if info.get("comment"):
+            opts["comment"] = info["comment"]
     elif fmt == "WEBP":
         if info.get("lossless"):
             opts.update(lossless=True, exact=True)  # exact: keep colour under transparent pixels

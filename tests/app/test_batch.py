@@ -404,7 +404,7 @@ def test_links_that_lead_nowhere_are_reported_not_silently_left_out(tmp_path):
         assert not (tmp_path / "out" / name).exists()
 
 
-def test_an_animation_says_that_only_its_first_frame_was_written(tmp_path):
+def test_an_animation_says_that_only_its_first_frame_was_written(tmp_path, capsys):
     (tmp_path / "in").mkdir()
     frames = [Image.fromarray(np.full((8, 8), v, np.uint8)) for v in (50, 150, 250)]
     frames[0].save(tmp_path / "in" / "anim.gif", save_all=True, append_images=frames[1:])
@@ -413,3 +413,97 @@ def test_an_animation_says_that_only_its_first_frame_was_written(tmp_path):
     row = json.loads((tmp_path / "m.json").read_text())[0]
     assert row["status"] == "done" and row["detail"].startswith("first of 3 frames")
     assert Image.open(tmp_path / "out" / "anim.gif").n_frames == 1
+    main([str(tmp_path / "in"), str(tmp_path / "again"), "--model", MODEL, "--no-progress"])
+    assert ("  NOTE anim.gif: first of 3 frames: only it is denoised and written\n"
+            in capsys.readouterr().out)
+
+
+def test_a_manifest_or_out_dir_that_cannot_be_written_is_refused_before_any_file(corpus, capsys):
+    root, _ = corpus  # /proc refuses new files even to root, where permission bits would not
+    args = ["--model", MODEL, "--glob", "png/grey8.png", "--no-progress"]
+    for argv, says in ((["/proc/self", *args], "OUT_DIR /proc/self cannot be written"),
+                       ([str(root / "out-m"), "--manifest", "/proc/self/m.csv", *args],
+                        "--manifest /proc/self/m.csv cannot be written")):
+        assert main([str(root / "noisy"), *argv]) == 2, argv
+        captured = capsys.readouterr()
+        assert says in captured.err and captured.err.count("\n") == 1, captured.err
+        assert "denoised" not in captured.out
+    assert not (root / "out-m" / "png").exists()
+
+
+def test_read_ahead_holds_few_large_images(tmp_path, monkeypatch):
+    # 30 images of 160 x 160 with --tile 128 (each denoised alone); the buffer holds two.
+    (tmp_path / "in").mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(30):
+        pixels = rng.integers(0, 256, (160, 160), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "in" / f"{i:02}.png")
+    monkeypatch.setattr(batch, "BUFFER_SAMPLES", 2 * 160 * 160)
+    held, most = [0], [0]
+    real_load, real_save = batch.load_image, batch.save_image
+
+    def load(*args, **kwargs):
+        image = real_load(*args, **kwargs)
+        held[0] += 1
+        most[0] = max(most[0], held[0])
+        return image
+
+    def save(*args, **kwargs):
+        path = real_save(*args, **kwargs)
+        held[0] -= 1
+        return path
+
+    monkeypatch.setattr(batch, "load_image", load)
+    monkeypatch.setattr(batch, "save_image", save)
+    summary = run(BatchConfig(tmp_path / "in", tmp_path / "out", MODEL, tile=128, progress=False))
+    assert summary.count("done") == 30 and held[0] == 0
+    # 2 read ahead, 1 being denoised, 2 waiting to be written, 1 being written; the default
+    # look-ahead of 128 files had every one of the 30 in memory at once.
+    assert most[0] <= 6, most[0]
+
+
+def test_links_to_folders_are_followed_once_and_never_into_out_dir(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    for folder, name in (("in", "top.png"), ("elsewhere", "linked.png")):
+        Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / folder / name)
+    (tmp_path / "in" / "shared").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "in" / "again").symlink_to(tmp_path / "elsewhere")  # the same folder twice
+    (tmp_path / "in" / "loop").symlink_to(tmp_path / "in")
+    (tmp_path / "out").mkdir()
+    Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / "out" / "earlier.png")
+    (tmp_path / "in" / "results").symlink_to(tmp_path / "out")
+    summary = run(BatchConfig(tmp_path / "in", tmp_path / "out", MODEL, progress=False))
+    assert sorted(row["input"] for row in summary.rows) == ["again/linked.png", "top.png"]
+    assert summary.exit_code == 0 and (tmp_path / "out" / "again" / "linked.png").is_file()
+
+
+def test_ctrl_c_is_one_line_whether_the_model_is_loading_or_files_are_running(
+        tmp_path, monkeypatch, capsys):
+    (tmp_path / "in").mkdir()
+    for i in range(5):
+        Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / "in" / f"{i}.png")
+    args = [str(tmp_path / "in"), str(tmp_path / "out"), "--model", MODEL, "--no-progress"]
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(batch, "as_denoiser", interrupt)
+        assert main(args) == 130
+    captured = capsys.readouterr()
+    assert captured.err == "interrupted before any file was denoised\n" and not captured.out
+    real = batch.denoise_many
+    calls = []
+
+    def second_call_interrupted(*args, **kwargs):  # --batch-size 1: one model call per file
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batch, "denoise_many", second_call_interrupted)
+    assert main([*args, "--batch-size", "1"]) == 130
+    out = capsys.readouterr().out
+    assert "denoised 1 file(s)" in out and "FAILED" not in out
+    assert "interrupted: 4 file(s) not done; rerun the same command to resume" in out

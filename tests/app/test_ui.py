@@ -182,6 +182,20 @@ def test_denoise_keeps_the_alpha_channel(app, tmp_path):
     assert report["mode"] == "RGBA"
 
 
+def test_an_animation_is_denoised_from_its_first_frame_and_the_report_says_so(app, tmp_path):
+    frames = [Image.fromarray(np.full((12, 12), v, np.uint8)) for v in (40, 140, 240)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    with pytest.warns(UserWarning, match="only the first is denoised"):
+        _, _, report, png = app.denoise(str(tmp_path / "anim.gif"), MODEL, 1.0, "none", 0.0, 0, None,
+                                        progress=no_progress)
+    assert report["note"] == "first of 3 frames: only it is denoised and in the PNG"
+    assert abs(float(np.asarray(Image.open(png)).mean()) - 40) < 10
+    single = tmp_path / "one.png"
+    frames[0].save(single)
+    report = app.denoise(str(single), MODEL, 1.0, "none", 0.0, 0, None, progress=no_progress)[2]
+    assert "note" not in report
+
+
 def test_compare_scores_the_model_against_classic_denoisers(app):
     gallery, rows = app.compare(str(SAMPLES / "clothes_clean.png"), MODEL, "gaussian", 0.3, 0, None,
                                 progress=no_progress)

@@ -413,3 +413,50 @@ def test_tiffs_that_cannot_be_decoded_say_so_instead_of_not_an_image_or_wrong_pi
     for reader in (load_image, read_image):
         with pytest.raises(UnsupportedImageError, match="TIFF"):
             reader(buf.getvalue())
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "RGB", "I;16"])
+def test_a_png_colour_key_becomes_alpha_and_stays_transparent(tmp_path, mode):
+    # PNG's tRNS chunk in a grey or RGB image: every pixel of one value is transparent.
+    rng = np.random.default_rng(3)
+    grey = rng.integers(0, 256, (12, 16), dtype=np.uint8)
+    grey[grey == 7] = 8
+    grey[2, 3:6] = 7
+    if mode == "1":
+        grey = np.where(grey == 7, 0, 255).astype(np.uint8)
+        im, key = Image.fromarray(grey).convert("1"), 0
+    elif mode == "RGB":
+        im, key = Image.fromarray(np.stack([grey] * 3, axis=-1)), (7, 7, 7)
+    elif mode == "I;16":
+        im, key = Image.fromarray(grey.astype(np.uint16) * 257), 7 * 257
+    else:
+        im, key = Image.fromarray(grey), 7
+    im.save(tmp_path / "keyed.png", transparency=key)
+    loaded = load_image(tmp_path / "keyed.png")
+    transparent = (grey == 0) if mode == "1" else (grey == 7)
+    assert loaded.alpha is not None and loaded.alpha.dtype == loaded.pixels.dtype
+    np.testing.assert_array_equal(loaded.alpha == 0, transparent)
+    again = load_image(save_image(loaded, tmp_path / "out.png"))
+    np.testing.assert_array_equal(again.alpha == 0, transparent)
+    assert again.pixels.dtype == loaded.pixels.dtype  # 16-bit grey stays 16-bit
+
+
+def test_jpeg_keeps_its_chroma_subsampling_comment_and_xmp(tmp_path):
+    from PIL import JpegImagePlugin
+
+    rgb = np.random.default_rng(4).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/">rights</x:xmpmeta>'
+    for sampling in (0, 2):  # 4:4:4 and 4:2:0
+        Image.fromarray(rgb).save(tmp_path / "in.jpg", quality=90, subsampling=sampling,
+                                  comment=b"shot on film", xmp=xmp)
+        with Image.open(save_image(load_image(tmp_path / "in.jpg"), tmp_path / "out.jpg")) as out:
+            assert JpegImagePlugin.get_sampling(out) == sampling
+            assert out.info["comment"] == b"shot on film" and out.info["xmp"] == xmp
+
+
+def test_an_output_name_of_up_to_255_bytes_is_written_atomically(tmp_path):
+    name = "夜" * 81 + ".png"  # 3 bytes a character: 247 bytes, too long with a ".partial" suffix
+    assert len(os.fsencode(name)) == 247
+    image = images.ImageFile(np.full((4, 4, 1), 90, np.uint8), None, "PNG", "L")
+    save_image(image, tmp_path / name)
+    assert os.listdir(tmp_path) == [name] and load_image(tmp_path / name).pixels.max() == 90
