@@ -363,7 +363,7 @@ def load_folder_images(folder, channels: int = 3, min_size: int = 0) -> tuple[li
     if not images:
         raise DatasetNotFoundError(
             f"no usable images in {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}; "
-            f"skipped {len(skipped)})"
+            f"skipped {len(skipped)}" + (f", e.g. {skipped[0]}" if skipped else "") + ")"
         )
     return images, skipped
 
@@ -416,6 +416,9 @@ def load_folder(folder, channels: int, patch_size: int, patches: int, val_fracti
     n_val = max(1, int(round(val_fraction * len(images)))) if len(images) > 1 else 0
     val = [images[i] for i in order[:n_val]] or images
     train = [images[i] for i in order[n_val:]]
+    if not train:
+        raise ValueError(f"--val-fraction {val_fraction:g} holds out all {len(images)} usable image(s) "
+                         f"of {folder} for validation, leaving none to train on; lower it or add images")
     n_val_patches = max(64, patches // 20)
     return Dataset(
         f"folder:{folder}",

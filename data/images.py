@@ -204,12 +204,16 @@ def read_image(path, mode: str | None = None) -> np.ndarray:
         ImageReadError: the file is missing, empty, not an image, truncated or too large (one of
             its subclasses, each with a specific message).
     """
+    from PIL import Image
+
     name, data = _read_source(path)
     with _open_pil(name, data, DEFAULT_MAX_PIXELS) as im:
         with _decoding(name):
             im.load()
         orientation = _orientation(im)  # 1 where the EXIF is damaged: the pixels are kept
         with _decoding(name):
+            if mode is not None and im.mode.startswith("I"):  # Pillow's convert clips 16 bits at 255
+                im = Image.fromarray(_eight_bit(_native(np.asarray(im))))
             if mode is not None:
                 im = im.convert(mode)
             elif im.mode not in ("L", "I;16", "RGB"):
@@ -484,6 +488,11 @@ def _pil_pixels(name, im):
         arr = np.asarray(im.convert("RGBA"))
         return arr[..., :3], arr[..., 3]
     return np.asarray(im.convert("RGB")), None
+
+
+def _eight_bit(arr: np.ndarray) -> np.ndarray:
+    """16-bit grey samples (or 32-bit ones holding 16-bit values) as 8-bit, rounded."""
+    return ((np.clip(arr, 0, 65535).astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
 
 
 def _native(arr: np.ndarray) -> np.ndarray:

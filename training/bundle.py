@@ -4,6 +4,9 @@
         --description "Blind Fashion-MNIST denoiser"
     python -m training.bundle --table          # the README's table, from every card
 
+Shipping a run under the name of a bundled model replaces it only with ``--replace`` (the card's
+description is kept unless a new one is given).
+
 The card records the exact command that trained the model, its config, the machine and Keras
 backend that trained it and for how long, the input convention the engine must follow, and the
 model's PSNR on the dataset's test split (or on ``--eval-images DIR`` for photo models) at the
@@ -14,14 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from data.corruption import BENCHMARK_SETTINGS
+from data.images import atomic_write_bytes
 from models.registry import BUNDLED_DIR, bundled_models, load_model
 from training.cli import load_config
 from training.evaluation import evaluate_denoiser
@@ -99,8 +105,7 @@ def bundle(run_dir: Path, name: str, description: str, eval_images: str | None =
     ``machine`` and ``backend`` name what trained the run where its ``metrics.json`` does not
     (runs older than that field, or trained elsewhere).
     """
-    config = load_config(PretrainConfig, run_dir / "config.json")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    config, metrics = finished_pretraining(run_dir)
     machine = machine or metrics.get("machine", CPU_MACHINE)
     backend = backend or metrics.get("backend", "tensorflow")
     model = load_model(run_dir)
@@ -125,9 +130,25 @@ def bundle(run_dir: Path, name: str, description: str, eval_images: str | None =
         "scores": test_scores(model, config, eval_images, limit),
     }
     BUNDLED_DIR.mkdir(parents=True, exist_ok=True)
-    model.save(BUNDLED_DIR / f"{name}.keras")  # loaded without compiling: no optimizer state
-    (BUNDLED_DIR / f"{name}.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    # Both files are written whole, then renamed over the old ones: never half a bundle.
+    with tempfile.TemporaryDirectory(dir=BUNDLED_DIR) as scratch:
+        model.save(Path(scratch) / "model.keras")  # loaded without compiling: no optimizer state
+        os.replace(Path(scratch) / "model.keras", BUNDLED_DIR / f"{name}.keras")
+    atomic_write_bytes(BUNDLED_DIR / f"{name}.json",
+                       (json.dumps(card, indent=2, ensure_ascii=False) + "\n").encode())
     return card
+
+
+def finished_pretraining(run_dir: Path) -> tuple[PretrainConfig, dict]:
+    """``(config, metrics)`` of a finished pretraining run; ``ValueError`` saying why not."""
+    for name in ("config.json", "model.keras", "metrics.json"):
+        if not (run_dir / name).is_file():
+            raise ValueError(f"{run_dir} is not a finished pretraining run: it has no {name}")
+    try:
+        config = load_config(PretrainConfig, run_dir / "config.json")
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{run_dir} is not a pretraining run ({err})") from err
+    return config, json.loads((run_dir / "metrics.json").read_text())
 
 
 def _duration(seconds: float) -> str:
@@ -169,7 +190,10 @@ def main(argv=None) -> int:
     parser.add_argument("--table", action="store_true",
                         help="print the Markdown table of every bundled model's card, and exit")
     parser.add_argument("--name")
-    parser.add_argument("--description", default="")
+    parser.add_argument("--description", default="",
+                        help="the card's one-line description (kept from the old card on --replace)")
+    parser.add_argument("--replace", action="store_true",
+                        help="ship the run in place of the bundled model of that name")
     parser.add_argument("--eval-images", help="folder of clean test photos (for folder-trained models)")
     parser.add_argument("--limit", type=int, default=0, help="score only this many test images")
     parser.add_argument("--data-note", default="", help="where the training data came from, for the card")
@@ -183,7 +207,18 @@ def main(argv=None) -> int:
         return 0
     if args.run_dir is None or not args.name:
         parser.error("a run folder and --name are needed (or --table)")
-    card = bundle(args.run_dir, args.name, args.description, args.eval_images, args.limit,
+    old = BUNDLED_DIR / f"{args.name}.json"
+    try:
+        if (BUNDLED_DIR / f"{args.name}.keras").exists() and not args.replace:
+            raise ValueError(f"{BUNDLED_DIR / args.name}.keras exists: --replace to ship this run in "
+                             "its place, or choose another --name")
+        finished_pretraining(args.run_dir)  # before the scoring, which takes minutes
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    description = args.description or (json.loads(old.read_text()).get("description", "")
+                                       if old.is_file() else "")
+    card = bundle(args.run_dir, args.name, description, args.eval_images, args.limit,
                   args.data_note, args.machine, args.backend)
     print(json.dumps(card["scores"], indent=2))
     return 0

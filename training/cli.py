@@ -114,10 +114,12 @@ def config_differences(saved: dict, config, ignore=()) -> list[str]:
 
 
 def finished_run_config(run_dir, config, ignore=()) -> dict | None:
-    """The saved ``config.json`` of the finished run (``metrics.json`` written) of ``config`` in
-    ``run_dir``, equal up to the fields in ``ignore``; None when there is none."""
+    """The saved ``config.json`` of the finished run (``metrics.json`` written, no ``backup/``
+    left: a run stopped at its ``--time-limit`` keeps it, to go on) of ``config`` in ``run_dir``,
+    equal up to the fields in ``ignore``; None when there is none."""
     run = Path(run_dir)
-    if not (run / "metrics.json").is_file() or not (run / "config.json").is_file():
+    if (not (run / "metrics.json").is_file() or not (run / "config.json").is_file()
+            or (run / "backup").is_dir()):
         return None
     saved = json.loads((run / "config.json").read_text())
     return None if config_differences(saved, config, ignore) else saved

@@ -229,7 +229,8 @@ def read_features(path) -> FeatureTable:
 
 
 def _dataset_batches(config: FeaturesConfig):
-    """``(total, class_names, batches)``: ids, labels, uint8 images per batch of a split."""
+    """``(total, class_names, batches, side)``: ids, labels, uint8 images per batch of a split,
+    and the side of its images."""
     from data.datasets import load_named
 
     data = load_named(config.dataset, config.data_dir)
@@ -242,7 +243,7 @@ def _dataset_batches(config: FeaturesConfig):
             ids = [f"{config.split}/{i}" for i in range(start, stop)]
             yield ids, y[start:stop], x[start:stop], len(ids)
 
-    return n, data.class_names, batches()
+    return n, data.class_names, batches(), int(x.shape[1])
 
 
 def load_for_model(path: Path, channels: int, size: int) -> np.ndarray:
@@ -351,6 +352,10 @@ def export_features(config: FeaturesConfig, progress: bool = True) -> FeaturesSu
     out = Path(config.out)
     _check_free(out, config.overwrite)
     size = config.image_size
+    if config.dataset is not None:
+        total, class_names, batches, side = _dataset_batches(config)
+        if config.pooling == "flatten" and not size:
+            size = side  # flatten needs a fixed size: the dataset's own
     if config.images is not None and not size:
         size = training_image_size(config.model)
         if size is None:
@@ -359,9 +364,7 @@ def export_features(config: FeaturesConfig, progress: bool = True) -> FeaturesSu
     extractor = features_model(config.model, config.pooling, size)
     channels = int(extractor.inputs[0].shape[-1])
     skipped: list[str] = []
-    if config.dataset is not None:
-        total, class_names, batches = _dataset_batches(config)
-    else:
+    if config.dataset is None:
         total, class_names, batches = _folder_batches(config, channels, size, skipped)
     dim = int(extractor.outputs[0].shape[-1] or 0)
     meta = {"model": str(config.model), "pooling": config.pooling, "source":
@@ -533,8 +536,8 @@ def main(argv=None) -> int:
             summary = export_features(config)
         else:
             out = export_encoder(config)
-    except (DatasetNotFoundError, ModelNotFoundError, FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (DatasetNotFoundError, ModelNotFoundError, FileExistsError, ValueError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)  # ImportError: an exporter's package is missing
         return 2
     if command == "encoder":
         print(f"wrote {config.format} encoder to {out} (described in {out}.json)")

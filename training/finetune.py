@@ -383,9 +383,17 @@ def run(config: FinetuneConfig) -> dict:
     _, jit = configure_devices(devices)
     splits = load_splits(config)
     run_dir = Path(config.out)
+    fresh = not run_dir.exists()
     prepare_run_dir(config, run_dir)
     seeds = list(range(config.seed, config.seed + config.seeds))
-    per_seed = [train_seed(config, splits, seed, run_dir, jit) for seed in seeds]
+    try:
+        per_seed = [train_seed(config, splits, seed, run_dir, jit) for seed in seeds]
+    except ValueError:
+        # Refused before any training (too few labels, a model of other channels): the folder
+        # this command made goes, so the corrected command is not refused as another config.
+        if fresh and not any(run_dir.rglob("history-*.csv")):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     return summarize(config, splits, run_dir, per_seed)
 
 

@@ -21,7 +21,7 @@ def epoch_timer(time_limit: float = 0.0):
 
     class EpochTimer(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
-            self.train_started, self.seconds = time.time(), []
+            self.train_started, self.seconds, self.stopped_early = time.time(), [], False
 
         def on_epoch_begin(self, epoch, logs=None):
             self.started = time.time()
@@ -32,9 +32,10 @@ def epoch_timer(time_limit: float = 0.0):
             self.seconds.append(logs["epoch_seconds"])
             elapsed, longest = now - self.train_started, max(self.seconds[1:] or self.seconds)
             if time_limit and epoch + 1 < self.params["epochs"] and elapsed + longest > time_limit * 60:
-                self.model.stop_training = True
-                print(f"time limit: stopping after epoch {epoch + 1}, "
-                      f"{elapsed / 60:.1f} of {time_limit:g} min", flush=True)
+                self.model.stop_training = self.stopped_early = True
+                print(f"time limit: stopping after epoch {epoch + 1}, {elapsed / 60:.1f} of "
+                      f"{time_limit:g} min; the same command with a larger --time-limit goes on "
+                      "from there", flush=True)
 
     return EpochTimer()
 

@@ -6,7 +6,9 @@
 
 A run writes its folder: ``config.json``, ``model.keras``, ``metrics.json``, ``history.csv``,
 TensorBoard ``logs/``, ``samples.png``. A killed run restarted with the same command resumes
-from its last finished epoch (``keras.callbacks.BackupAndRestore``).
+from its last finished epoch (``keras.callbacks.BackupAndRestore``), and so does a run that
+stopped at its ``--time-limit`` (it keeps ``backup/`` for that); a finished run is refused, not
+trained again.
 
 On a GPU it uses mixed precision and XLA; with several GPUs ``tf.distribute.MirroredStrategy``;
 with ``TF_CONFIG`` set, ``MultiWorkerMirroredStrategy`` across machines.
@@ -31,7 +33,7 @@ import numpy as np
 from data.corruption import BENCHMARK_SETTINGS, CorruptionSpec
 from data.datasets import DatasetNotFoundError, load_dataset, split_validation
 from models.registry import ModelNotFoundError, gpu_devices
-from training.cli import config_differences, parse_config, save_config
+from training.cli import config_differences, finished_run_config, parse_config, save_config
 from training.distribute import patch_keras_for_multi_worker
 from training.history import epoch_timer, read_history
 
@@ -284,6 +286,8 @@ RESUME_MAY_CHANGE = ("time_limit",)
 
 def prepare_run_dir(config, run_dir: Path) -> None:
     """Creates the run folder; refuses to mix two different configs in one folder."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"--out {run_dir} is a file, not a folder; give a folder for the run")
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "config.json"
     if path.exists():
@@ -312,9 +316,15 @@ def train(config: PretrainConfig) -> dict:
     if config.limit:
         x_train = x_train[: config.limit]
     x_val = x_val[: max(config.eval_images, config.batch_size)]
+    steps = len(x_train) // config.batch_size
+    if steps < 1:
+        raise ValueError(f"{len(x_train)} training images is fewer than one batch of {config.batch_size}")
     # Checked before the run folder is made: a wrong --init-from leaves nothing behind.
     initial = initial_weights(config.init_from, config, data.channels) if config.init_from else None
     out_dir = worker_dir(Path(config.out), strategy)
+    if finished_run_config(out_dir, config, ignore=RESUME_MAY_CHANGE) is not None:
+        raise ValueError(f"{out_dir} holds this run, finished (metrics.json); to train it further, "
+                         f"--init-from {out_dir} with another --out")
     prepare_run_dir(config, out_dir)
     name = "MultiWorkerMirroredStrategy" if is_multi_worker(strategy) else type(strategy).__name__
     print(f"{name}: {strategy.num_replicas_in_sync} replica(s); "
@@ -330,9 +340,6 @@ def train(config: PretrainConfig) -> dict:
     train_ds = batches(x_train, specs, config.batch_size, config.seed, augment=augment, **loader)
     val_ds = batches(x_val, specs, config.batch_size, config.seed + 1, shuffle=False,
                      fresh_noise=False)
-    steps = len(x_train) // config.batch_size
-    if steps < 1:
-        raise ValueError(f"{len(x_train)} training images is fewer than one batch of {config.batch_size}")
 
     with strategy.scope():
         model = build_dae(config, data.channels, steps, jit)
@@ -340,10 +347,20 @@ def train(config: PretrainConfig) -> dict:
             model.set_weights(initial)
         if is_multi_worker(strategy):
             patch_keras_for_multi_worker(model, next(iter(train_ds)))
+    timer = epoch_timer(config.time_limit)
+
+    class Backup(keras.callbacks.BackupAndRestore):
+        """Deleted when training ends, except when it ends at ``--time-limit``: the same command
+        (with more time) then goes on from the last epoch instead of starting again."""
+
+        def on_train_end(self, logs=None):
+            if not timer.stopped_early:
+                super().on_train_end(logs)
+
     callbacks = [
         # Before CSVLogger, so that history.csv keeps every epoch's time; ends at --time-limit.
-        epoch_timer(config.time_limit),
-        keras.callbacks.BackupAndRestore(str(out_dir / "backup")),
+        timer,
+        Backup(str(out_dir / "backup")),
         keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoint.keras")),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True),

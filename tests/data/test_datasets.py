@@ -221,3 +221,13 @@ def test_folder_without_images_says_so(tmp_path):
         load_dataset(f"folder:{tmp_path}")
     with pytest.raises(DatasetNotFoundError, match="does not exist"):
         load_dataset(f"folder:{tmp_path / 'missing'}")
+
+
+def test_folder_that_leaves_nothing_to_train_on_says_why(tmp_path):
+    for i in range(3):
+        Image.fromarray(RNG.integers(0, 256, (80, 80, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    with pytest.raises(ValueError, match=r"--val-fraction 1 holds out all 3 usable image\(s\) of .* "
+                                         "leaving none to train on"):
+        load_dataset(f"folder:{tmp_path}", patch_size=32, patches=10, val_fraction=1.0)
+    with pytest.raises(DatasetNotFoundError, match=r"skipped 3, e\.g\. .*\.png: smaller than 96 px\)"):
+        load_dataset(f"folder:{tmp_path}", patch_size=96, patches=10)

@@ -460,3 +460,13 @@ def test_an_output_name_of_up_to_255_bytes_is_written_atomically(tmp_path):
     image = images.ImageFile(np.full((4, 4, 1), 90, np.uint8), None, "PNG", "L")
     save_image(image, tmp_path / name)
     assert os.listdir(tmp_path) == [name] and load_image(tmp_path / name).pixels.max() == 90
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_the_dataset_reader_scales_sixteen_bit_grey_instead_of_clipping_it(tmp_path, mode):
+    ramp = np.linspace(0, 65535, 64 * 48).reshape(48, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "ramp16.png")
+    arr = read_image(tmp_path / "ramp16.png", mode=mode)
+    expected = from_model(to_model(ramp[..., None]), np.uint8)[..., 0]
+    assert arr.dtype == np.uint8
+    np.testing.assert_array_equal(arr if mode == "L" else arr[..., 0], expected)

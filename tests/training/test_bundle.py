@@ -52,3 +52,45 @@ def test_photo_card_scores_are_the_photo_benchmarks(tmp_path):
         assert scores["noisy_psnr"] == round(results["noisy"]["psnr"], 3)
         assert scores["denoised_psnr"] == round(results["photo"]["psnr"], 3)
         assert scores["denoised_psnr"] > scores["noisy_psnr"] + 3
+
+
+def test_bundling_replaces_a_shipped_model_only_when_told_and_says_what_a_folder_lacks(
+        tmp_path, monkeypatch, capsys):
+    import numpy as np
+    import pytest
+
+    from models.conv_dae import ConvDAE
+    from tests.helpers import fashion_mnist_available
+    from training import bundle
+    from training.cli import save_config
+
+    shipped = tmp_path / "bundled"
+    shipped.mkdir()
+    monkeypatch.setattr(bundle, "BUNDLED_DIR", shipped)
+    (shipped / "tiny.keras").write_bytes(b"the shipped model")
+    (shipped / "tiny.json").write_text(json.dumps({"description": "the shipped card's words"}))
+    run = tmp_path / "run"
+    run.mkdir()
+    for argv, says in (([str(run), "--name", "tiny"], "tiny.keras exists: --replace to ship this run"),
+                       ([str(run), "--name", "new"], f"{run} is not a finished pretraining run: it "
+                                                     "has no config.json"),
+                       ([str(tmp_path / "nowhere"), "--name", "new"], "has no config.json")):
+        assert bundle.main(argv) == 2
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1, err
+    (run / "config.json").write_text(json.dumps({"mode": "linear", "dropout": 0.1}))  # fine-tuning
+    (run / "metrics.json").write_text(json.dumps({"epochs_run": 1, "train_seconds": 1.0}))
+    model = ConvDAE(widths=(8, 16), bottleneck=16)
+    model(np.zeros((1, 28, 28, 1), np.float32))
+    model.save(run / "model.keras")
+    assert bundle.main([str(run), "--name", "new"]) == 2
+    assert f"{run} is not a pretraining run" in capsys.readouterr().err
+    assert (shipped / "tiny.keras").read_bytes() == b"the shipped model"
+    assert sorted(p.name for p in shipped.iterdir()) == ["tiny.json", "tiny.keras"]
+    if not fashion_mnist_available():
+        pytest.skip("Fashion-MNIST files missing (make setup): the replacement is scored on them")
+    save_config(PretrainConfig(widths=(8, 16), bottleneck=16, out=str(run)), run / "config.json")
+    assert bundle.main([str(run), "--name", "tiny", "--replace", "--limit", "8"]) == 0
+    card = json.loads((shipped / "tiny.json").read_text())
+    assert card["description"] == "the shipped card's words" and card["scores"]["images"] == 8
+    assert sorted(p.name for p in shipped.iterdir()) == ["tiny.json", "tiny.keras"]

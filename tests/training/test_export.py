@@ -1,6 +1,10 @@
 """Feature tables and encoder exports: real files written, read back and compared."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -22,6 +26,8 @@ from training.export import (
 )
 
 TOLERANCE = {"keras": 1e-6, "savedmodel": 1e-6, "onnx": 1e-5, "tflite": 1e-5}
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +225,25 @@ def test_a_card_beside_a_new_export_is_kept_unless_overwrite(tmp_path, dae, caps
     assert f"{card} exists; pass --overwrite" in capsys.readouterr().err
     assert card.read_text() == "my notes" and not out.exists()
     assert main([*args, "--overwrite"]) == 0 and json.loads(card.read_text())["format"] == "keras"
+
+
+def test_flattened_dataset_features_take_the_dataset_size_and_a_missing_exporter_is_named(
+        tmp_path, dae):
+    data_dir = write_quadrant_dataset(tmp_path / "data", n_train=20, n_test=12)
+    out = tmp_path / "flat.npz"
+    assert main(["features", "--model", dae, "--dataset", "fashion_mnist", "--data-dir", str(data_dir),
+                 "--pooling", "flatten", "--out", str(out)]) == 0
+    table = read_features(out)
+    side = load_named("fashion_mnist", data_dir).x_test.shape[1]
+    code = np.asarray(features_model(dae, "flatten", side)(np.zeros((1, side, side, 1), np.float32)))
+    assert table.features.shape == (12, code.shape[-1]) and code.shape[-1] > 8  # a map, not a pool
+    blocked = tmp_path / "blocked" / "tf2onnx"  # as if the package were not installed
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text('raise ImportError("no tf2onnx here (test)")')
+    env = {**os.environ, "PYTHONPATH": f"{blocked.parent}{os.pathsep}{ROOT}", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-m", "training.export", "encoder", "--model", dae, "--format",
+                           "onnx", "--out", str(tmp_path / "e.onnx")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "error: " in done.stderr and "tf2onnx" in done.stderr
+    assert not (tmp_path / "e.onnx").exists()

@@ -84,6 +84,17 @@ def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
     assert "positive integer or 'all', got 'many'" in capsys.readouterr().err
 
 
+def test_a_refused_run_leaves_no_folder_to_block_the_corrected_command(tmp_path, tiny, capsys):
+    # The quadrant dataset has 4 classes of a few hundred images each.
+    args = ["--model", tiny["model"], "--data-dir", tiny["data_dir"], "--seeds", "1",
+            "--out", str(tmp_path / "run")]
+    assert main([*args, "--labels-per-class", "100000"]) == 2
+    assert "--labels-per-class 100000 needs that many in every class" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    assert main([*args, "--labels-per-class", "100000", "--mode", "linear"]) == 2
+    assert "holds a run with a different config" not in capsys.readouterr().err
+
+
 def _encoder_weights(path):
     return [np.asarray(w) for w in code_encoder(load_model(path)).get_weights()]
 

@@ -110,6 +110,36 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
 
 
 @real_run
+def test_a_run_stopped_at_its_time_limit_goes_on_and_a_finished_one_is_refused(tmp_path):
+    run = tmp_path / "run"
+    args = ["--limit", "256", "--epochs", "3", *SMALL, "--out", str(run)]
+    out = finish(pretrain([*args, "--time-limit", "0.001"]))  # 0.06 s: stops after the first epoch
+    assert "time limit: stopping after epoch 1" in out and epochs_logged(run) == [0]
+    assert (run / "metrics.json").is_file() and (run / "backup").is_dir()
+    finish(pretrain([*args, "--time-limit", "60"]))
+    assert epochs_logged(run) == [0, 1, 2] and not (run / "backup").exists()
+    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 3
+    model = (run / "model.keras").stat().st_mtime_ns
+    again = pretrain([*args, "--time-limit", "60"])
+    out = again.communicate(timeout=120)[0]
+    assert again.returncode == 2 and "Traceback" not in out
+    assert f"{run} holds this run, finished (metrics.json); to train it further, --init-from {run}" in out
+    assert (run / "model.keras").stat().st_mtime_ns == model and epochs_logged(run) == [0, 1, 2]
+
+
+@_NEEDS_FASHION_MNIST
+def test_out_that_is_a_file_or_too_few_images_for_a_batch_is_refused_leaving_no_folder(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    for out, batch, says in ((afile, "32", f"--out {afile} is a file, not a folder"),
+                             (tmp_path / "run", "128", "64 training images is fewer than one batch of 128")):
+        proc = pretrain(["--limit", "64", "--batch-size", batch, "--epochs", "1", "--out", str(out)])
+        text = proc.communicate(timeout=120)[0]
+        assert proc.returncode == 2 and says in text and "Traceback" not in text, text[-2000:]
+    assert afile.read_text() == "mine" and not (tmp_path / "run").exists()
+
+
+@real_run
 def test_different_config_in_same_folder_is_refused(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
