@@ -93,8 +93,11 @@ def show_score(dataset, sigma, progress=_PROGRESS):
     return str(out / "quiver.png"), str(out / "chain.png"), metrics_markdown(metrics)
 
 
-def build_score_tab():
+def build_score_tab(concurrency: int = 1):
     """Creates the tab's components and events in the current ``gr.Blocks`` context.
+
+    ``concurrency``: the main UI's engine slots (Gradio gives a shared ``concurrency_id`` the
+    smallest limit of its events, so this event must carry the same one).
 
     Returns:
         The components, by name (for tests and for the main UI to wire further).
@@ -113,6 +116,6 @@ def build_score_tab():
     metrics = gr.Markdown()
     # Training shares the UI's one engine slot, so it never competes with denoising for the CPU.
     button.click(show_score, [dataset, sigma], [quiver, chain, metrics], api_name="score_field",
-                 concurrency_id="engine")
+                 concurrency_id="engine", concurrency_limit=concurrency)
     return {"dataset": dataset, "sigma": sigma, "button": button, "quiver": quiver,
             "chain": chain, "metrics": metrics}

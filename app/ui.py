@@ -68,6 +68,10 @@ OUTPUT_DIR = Path(tempfile.gettempdir()) / "dae-ui-results"
 OUTPUT_MAX_AGE_S = 3600  # results are copied into Gradio's cache on return; ours can go after an hour
 
 DEFAULT_MAX_PIXELS = 25_000_000  # a 24 MP camera photo (6000 x 4000) fits; a few seconds per MP on 2 cores
+COMPARE_SLOW_MAX_PIXELS = 1_000_000
+"""Compare runs the slow classic denoisers (BM3D: about 18 s per megapixel here) only on images
+up to this size; on larger ones their row says why they were skipped, so one Compare cannot hold
+the server's engine slot for minutes."""
 DEFAULT_MAX_FILE_SIZE = "40mb"  # a 24 MP camera JPEG is ~10 MB; 16-bit PNGs are larger but compress well
 
 
@@ -371,6 +375,11 @@ class DenoiserApp:
                 label = f"{denoiser.label} (skipped: {denoiser.requires} not installed)"
                 skipped.append([label, None, None, None])
                 continue
+            if denoiser.slow and pixels.shape[0] * pixels.shape[1] > COMPARE_SLOW_MAX_PIXELS:
+                label = (f"{denoiser.label} (skipped: it takes seconds per megapixel; Compare runs it on "
+                         f"images up to {COMPARE_SLOW_MAX_PIXELS / 1e6:g} MP)")
+                skipped.append([label, None, None, None])
+                continue
             methods[denoiser.label] = lambda x, d=denoiser: d(to_model(x))
         gallery = [(for_display(pixels), "noisy input")]
         rows = [self._row("noisy input", prepared.clean, pixels, pixels, 0.0)]
@@ -429,7 +438,7 @@ def _inputs(app: DenoiserApp, tab: str):
     model = gr.Dropdown(list(app.models.items()), value=app.models[first], label="Model",
                         elem_id=f"{tab}-model")
     info = gr.Markdown(app.model_info(first))
-    model.change(app.model_info, model, info, api_visibility="private")
+    model.change(app.model_info, model, info, api_visibility="private", queue=False)  # never "busy"
     return image, model
 
 
@@ -463,7 +472,8 @@ def build_app(app: DenoiserApp, concurrency: int = 1, queue_size: int = 32) -> g
                     ensemble = gr.Radio([(engine.ENSEMBLE_NAMES[n], n) for n in engine.ENSEMBLES],
                                         label="Self-ensemble", elem_id="denoise-ensemble",
                                         **app.ensemble_state(next(iter(app.models))))
-                    model.change(user_errors(app.ensemble_control), model, ensemble, api_visibility="private")
+                    model.change(user_errors(app.ensemble_control), model, ensemble, api_visibility="private",
+                                 queue=False)
                     corruption, level, seed = _corruption_controls()
                     reference = _reference("denoise")
                     run = gr.Button("Denoise", variant="primary", elem_id="denoise-run")
@@ -471,7 +481,9 @@ def build_app(app: DenoiserApp, concurrency: int = 1, queue_size: int = 32) -> g
                     slider = gr.ImageSlider(format="png", label="Before / after (full resolution)",
                                             type="numpy", interactive=False, elem_id="denoise-slider")
                     scores = gr.JSON(label="Scores", elem_id="denoise-scores")
-                    download = gr.DownloadButton("Download PNG", variant="primary", interactive=False,
+                    # Given its file by the run itself: a property update (enabling it) would leave
+                    # each result in Gradio's cache untracked, never deleted.
+                    download = gr.DownloadButton("Download PNG", variant="primary",
                                                  elem_id="denoise-download")
                     residual = gr.Image(format="png", label="Residual (input − output; mid-grey = 0)",
                                         interactive=False, elem_id="denoise-residual")
@@ -480,8 +492,11 @@ def build_app(app: DenoiserApp, concurrency: int = 1, queue_size: int = 32) -> g
                             label="Samples", elem_id="denoise-samples")
             run.click(user_errors(app.denoise), [image, model, strength, corruption, level, seed, reference,
                                                  ensemble],
-                      [slider, residual, scores, download], api_name="denoise", **engine_event).success(
-                lambda: gr.DownloadButton(interactive=True), None, download, api_visibility="private")
+                      [slider, residual, scores, download], api_name="denoise", **engine_event)
+            # A new input clears the old result, so a refused run cannot leave it on show (or to
+            # download) beside the new image.
+            image.change(lambda: (None, None, None, None), None, [slider, residual, scores, download],
+                         api_visibility="private", queue=False)
         with gr.Tab("Compare"):
             gr.Markdown("The same input through our model and the classic denoisers, with scores and times.")
             with gr.Row():
@@ -504,7 +519,7 @@ def build_app(app: DenoiserApp, concurrency: int = 1, queue_size: int = 32) -> g
             c_run.click(user_errors(app.compare), c_inputs, [gallery, table], api_name="compare",
                         **engine_event)
         with gr.Tab("Score field"):
-            build_score_tab()
+            build_score_tab(concurrency)
     return demo.queue(max_size=queue_size)
 
 
@@ -547,7 +562,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest image, in pixels")
     parser.add_argument("--max-file-size", default=DEFAULT_MAX_FILE_SIZE, help="largest upload, e.g. 40mb")
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto", help=AUTO_PRECISION_HELP)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for name in ("concurrency", "queue_size", "max_pixels"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    return args
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -223,6 +223,45 @@ def test_compare_on_images_too_small_for_bm3d_and_ssim_lists_why_instead_of_fail
             assert (by_label[label][2] is None) == (shape[0] < 3)  # SSIM, undefined below 3 px
 
 
+def test_compare_runs_slow_denoisers_only_on_small_images(app, tmp_path, monkeypatch):
+    from models.classic import ClassicDenoiser
+
+    calls = []
+    slowpoke = ClassicDenoiser("slowpoke", "slowpoke", lambda x, params: calls.append(x.shape) or x,
+                               ({},), {}, slow=True)
+    monkeypatch.setattr(ui, "CLASSIC_DENOISERS", {**ui.CLASSIC_DENOISERS, "slowpoke": slowpoke})
+    monkeypatch.setattr(ui, "COMPARE_SLOW_MAX_PIXELS", 300)
+    rng = np.random.default_rng(2)
+    for side in (16, 20):  # 256 and 400 pixels
+        image = write_png(tmp_path / f"{side}.png", rng.integers(0, 256, (side, side), dtype=np.uint8))
+        _, rows = app.compare(image, MODEL, "gaussian", 0.2, 0, None, progress=no_progress)
+        row = next(row for row in rows if row[0].startswith("slowpoke"))
+        if side == 16:
+            assert row[0] == "slowpoke" and row[3] is not None
+        else:
+            assert row[0] == ("slowpoke (skipped: it takes seconds per megapixel; Compare runs it on "
+                              "images up to 0.0003 MP)") and row[1] is None
+    assert calls == [(16, 16, 1)]
+
+
+def test_engine_events_share_the_servers_concurrency_and_small_events_skip_the_queue(app):
+    # Gradio gives a shared concurrency_id the smallest limit among its events, and a full queue
+    # refuses every queued event: the model card, the ensemble control and the clearing of an old
+    # result must not wait behind denoising, nor be refused.
+    fns = list(ui.build_app(app, concurrency=3).fns.values())
+    engine = {f.api_name: f.concurrency_limit for f in fns if f.concurrency_id == "engine"}
+    assert engine == {"denoise": 3, "compare": 3, "score_field": 3}
+    small = [f for f in fns if f.name in ("model_info", "ensemble_control", "<lambda>")]
+    assert len(small) == 4 and not any(f.queue for f in small)  # 2 model cards, ensemble, clearing
+
+
+def test_server_limits_below_one_are_refused(capsys):
+    for flag in ("--concurrency", "--queue-size", "--max-pixels"):
+        with pytest.raises(SystemExit):
+            ui.parse_args([flag, "0"])
+        assert f"{flag} must be at least 1, got 0" in capsys.readouterr().err
+
+
 def test_unknown_model_and_corruption_are_refused(app, tmp_path):
     image = write_png(tmp_path / "a.png", np.zeros((16, 16), np.uint8))
     with pytest.raises(gr.Error, match="unknown model '/etc/passwd'"):
