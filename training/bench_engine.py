@@ -36,6 +36,7 @@ import numpy as np
 from app.batch import BatchConfig, run
 from app.engine import COLOUR_POLICIES, DEFAULT_TILE, ENSEMBLE_HELP, ENSEMBLES, as_denoiser, denoise
 from data.corruption import corrupt
+from data.datasets import DatasetNotFoundError
 from data.images import from_model, load_image, save_image, to_model
 from models.registry import PRECISION_HELP, PRECISIONS, ModelNotFoundError
 from training.cli import parse_config
@@ -234,9 +235,16 @@ def run_benchmark(config: BenchEngineConfig) -> list[dict]:
 def main(argv=None) -> int:
     """CLI entry point: prints the machine, the settings and the table."""
     config = parse_config(BenchEngineConfig, __doc__.split("\n\n")[0], argv)
-    try:
+    try:  # what the scenarios read, checked before the model loads and warms up
+        if config.megapixels > 0 and not Path(config.photo).is_file():
+            raise ValueError(f"--photo {config.photo}: no such file (the large-photo scenario "
+                             "upscales it; --megapixels 0 skips that scenario)")
+        if config.small_grey:
+            from data.datasets import load_named
+
+            load_named("fashion_mnist", download=False)
         den = as_denoiser(config.model, precision=config.precision, ensemble=config.ensemble)
-    except (ModelNotFoundError, ValueError, OSError) as err:
+    except (DatasetNotFoundError, ModelNotFoundError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}; "

@@ -94,7 +94,9 @@ class BenchmarkConfig:
     ensemble: tuple[int, ...] = field(default=(1,), metadata={
         "choices": tuple(ENSEMBLES), "help": f"{ENSEMBLE_HELP}; each model is scored at each size "
         "given (sizes above 1 add an '-xN' suffix to its name)"})
-    seed: int = field(default=0, metadata={"help": "seed of the test noise (tuning uses seed + 1)"})
+    seed: int = field(default=0, metadata={
+        "help": "seed of the test noise (tuning uses seed + 1) and, for a dataset, of the held-out "
+                "slice that tunes the classic denoisers (as pretraining's --seed picks it)"})
     json: str | None = field(default=None, metadata={"help": "write the full report here"})
     markdown: str | None = field(default=None, metadata={"help": "write the Markdown tables here"})
     from_json: str | None = field(default=None, metadata={
@@ -332,6 +334,8 @@ def photo_data(config: BenchmarkConfig) -> BenchmarkData:
     if tune_path is None:
         raise BenchmarkError(f"no photos in {config.images}")
     test_paths = [p for p in paths if p.resolve() != tune_path.resolve()]
+    if config.limit:
+        test_paths = test_paths[: config.limit]
     if not test_paths:
         raise BenchmarkError(f"{config.images} holds no photo besides the tuning photo {tune_path}; "
                              "add test photos or pass --tune-image from elsewhere")
@@ -341,8 +345,8 @@ def photo_data(config: BenchmarkConfig) -> BenchmarkData:
     top, left = (whole.shape[0] - side) // 2, (whole.shape[1] - side) // 2
     crop = whole[top : top + side, left : left + side]
     return BenchmarkData(test, [crop], {
-        "test": f"{len(test)} photos: " + ", ".join(f"{p.name} ({im.shape[1]}x{im.shape[0]})"
-                                                   for p, im in zip(test_paths, test, strict=True)),
+        "test": f"{len(test)} photo{'' if len(test) == 1 else 's'}: " + ", ".join(
+            f"{p.name} ({im.shape[1]}x{im.shape[0]})" for p, im in zip(test_paths, test, strict=True)),
         "tune": f"centre {side}x{side} crop of {tune_path.name} (not a test photo)",
     }, photos=True)
 
@@ -528,6 +532,11 @@ def _margin_table(report: dict) -> str:
     labels, rows = _labels(report), {}
     for s in report["settings"]:
         classic = {n: r for n, r in report["results"][s].items() if kinds[n] == "classic"}
+        if not classic:  # e.g. only inpainting, which is for masking alone
+            rows.setdefault("best", ["best classic (dB)"]).append("-")
+            for m in models:
+                rows.setdefault(m, [f"{labels[m]} minus best classic"]).append("-")
+            continue
         best = max(classic, key=lambda n: classic[n]["psnr"])
         rows.setdefault("best", ["best classic (dB)"]).append(f"{classic[best]['psnr']:.2f} ({best})")
         for m in models:

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data.images import atomic_write_bytes
 from data.toy2d import DATASETS, corrupt_points, make_dataset, smoothed_score
 from training.cli import load_config, parse_config
 
@@ -393,7 +394,7 @@ def run(config: ScoreConfig, full: bool = True) -> dict:
                                                 config.chain_points, config.seed)
         save_quiver(out / "quiver.png", model, data, config.sigma)
         save_chain(out / "chain.png", snapshots, data, config.sigma)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     return metrics
 
 
@@ -422,7 +423,7 @@ def sweep(config: ScoreConfig) -> list[dict]:
             rows.append({"sigma": sigma, "train_size": size, "train_seconds": metrics["train_seconds"],
                          **metrics["score"]})
             print(f"  σ={sigma:g} n={size}: trained in {metrics['train_seconds']} s", flush=True)
-    (out / "sweep.json").write_text(json.dumps(rows, indent=2) + "\n")
+    atomic_write_bytes(out / "sweep.json", (json.dumps(rows, indent=2) + "\n").encode())
     save_sweep_plot(out / "sweep.png", rows, config.dataset)
     return rows
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from data.corruption import BENCHMARK_SETTINGS
 from data.datasets import DatasetNotFoundError
-from models.registry import ModelNotFoundError
+from models.registry import ModelNotFoundError, resolve_model_path
 from training.benchmark import (
     BenchmarkConfig,
     Setting,
@@ -161,6 +161,7 @@ def run(config: SpecialistsConfig, base: PretrainConfig) -> dict:
     if base.dataset.startswith("folder:"):
         raise ValueError("specialists are scored on a named dataset's test split; for photo "
                          "models pass each run to python -m training.benchmark --images DIR")
+    resolve_model_path(config.blind)  # a wrong --blind fails now, not after hours of training
     if not config.report_only:
         train_missing(config, base)
     report = score(config, base)

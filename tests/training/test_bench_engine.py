@@ -33,3 +33,17 @@ def test_ensemble_the_model_was_not_trained_for_is_an_error_not_a_traceback(caps
                  "--megapixels", "0"]) == 2
     err = capsys.readouterr().err
     assert "error: model fashion-mnist was not trained on flipped and rotated images" in err
+
+
+def test_a_missing_photo_is_one_line_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    import training.bench_engine as bench
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model loaded before the photo was checked")
+
+    monkeypatch.setattr(bench, "as_denoiser", no_model)
+    assert main(["--model", "fashion-mnist", "--small-grey", "0", "--small-colour", "0",
+                 "--megapixels", "0.01", "--photo", str(tmp_path / "nope.jpg")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: --photo {tmp_path / 'nope.jpg'}: no such file (the large-photo scenario "
+                   "upscales it; --megapixels 0 skips that scenario)\n")

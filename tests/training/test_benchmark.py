@@ -205,6 +205,17 @@ def test_photo_run_tunes_on_a_held_out_photo_and_scores_the_rest(tmp_path):
     assert results["tv"]["params"] in [dict(p) for p in CLASSIC_DENOISERS["tv"].grid]
     assert results["fashion-mnist"]["psnr"] > results["noisy"]["psnr"] + 1  # grey model, per channel
     assert report["speed"]["tv"]["seconds_per_megapixel"] > 0
+    # --limit takes the first photos; a setting that no classic contender fits gets "-" margins.
+    md = tmp_path / "photos.md"
+    assert main(["--images", str(folder), "--model", "fashion-mnist", "--contender", "inpaint",
+                 "--tune-crop", "48", "--setting", "gaussian:25/255", "--setting", "masking:0.25",
+                 "--limit", "1", "--json", str(out_json), "--markdown", str(md)]) == 0
+    report = json.loads(out_json.read_text())
+    assert report["protocol"]["test"] == "1 photo: b.png (72x64)"
+    masking = report["results"]["masking:0.25"]
+    margin = masking["fashion-mnist"]["psnr"] - masking["inpaint"]["psnr"]
+    row = next(line for line in md.read_text().splitlines() if "minus best classic" in line)
+    assert [cell.strip() for cell in row.split("|")[2:4]] == ["-", f"{margin:+.2f}"]
 
 
 def test_ensemble_flag_scores_each_model_at_each_size(tmp_path, capsys):

@@ -69,14 +69,19 @@ def test_finished_needs_metrics_and_the_same_config_up_to_how_it_computed(tmp_pa
     assert "--mixed-precision bfloat16" in pretrain_command(found)
     assert finished(dataclasses.replace(config, epochs=3)) is None
     assert finished(dataclasses.replace(config, widths=(8, 16))) is None
+    (folder / "backup").mkdir()  # stopped at its --time-limit: it goes on when run again
+    assert finished(config) is None
 
 
-def test_bad_options_are_clear_errors(capsys):
+def test_bad_options_are_clear_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--setting", "gaussian"])
     assert "NAME:LEVEL" in capsys.readouterr().err
     assert main(["--report-only", "--", "--dataset", "folder:/tmp"]) == 2
     assert "named dataset" in capsys.readouterr().err
+    # A mistyped --blind is refused before any specialist trains.
+    assert main(["--blind", "fashion-mnist-wdie", "--out", str(tmp_path / "s"), "--", "--epochs", "1"]) == 2
+    assert "fashion-mnist-wdie" in capsys.readouterr().err and not (tmp_path / "s").exists()
 
 
 @pytest.mark.slow
