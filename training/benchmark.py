@@ -388,7 +388,8 @@ def run_benchmark(config: BenchmarkConfig, command: str = "") -> dict:
         The report (what :func:`markdown_report` formats and ``--json`` writes).
     """
     data = photo_data(config) if config.images else dataset_data(config)
-    settings = tuple(parse_setting(s) for s in config.setting) or default_settings(data.photos)
+    # A setting given twice is scored once (the report is keyed by setting).
+    settings = tuple(dict.fromkeys(parse_setting(s) for s in config.setting)) or default_settings(data.photos)
     contenders, skipped = build_contenders(config)
     contenders = [c for c in contenders if any(s.name in c.corruptions for s in settings)]
     for reason in skipped.values():

@@ -8,7 +8,8 @@ the options after ``--`` (see ``python -m training.pretrain --help``) with that 
 at that one level, in ``OUT/NAME-LEVEL``. Then it scores the blind model and every finished
 specialist on the same corrupted test images, with the benchmark's protocol and code
 (:mod:`training.benchmark`: the dataset's test split, seeded noise, PSNR with data range 1 and
-SSIM averaged per image), and writes ``OUT/results.md`` and ``OUT/results.json``: both scores
+SSIM averaged per image), and writes ``OUT/results.md`` and ``OUT/results.json`` (with
+``--limit N``, ``OUT/results-firstN.*``, beside the full split's report): both scores
 and blind − specialist per setting. How far the blind model falls short of each specialist is
 the price of one model for every noise.
 
@@ -165,10 +166,16 @@ def run(config: SpecialistsConfig, base: PretrainConfig) -> dict:
     if not config.report_only:
         train_missing(config, base)
     report = score(config, base)
-    out = Path(config.out)
-    write_atomic(str(out / "results.json"), json.dumps(report, indent=2) + "\n")
-    write_atomic(str(out / "results.md"), markdown_report(report))
+    write_atomic(str(results_path(config, ".json")), json.dumps(report, indent=2) + "\n")
+    write_atomic(str(results_path(config, ".md")), markdown_report(report))
     return report
+
+
+def results_path(config: SpecialistsConfig, suffix: str) -> Path:
+    """Where the report goes: ``results`` for the full test split, ``results-firstN`` for
+    ``--limit N`` (so a quick check never replaces the full split's report)."""
+    stem = f"results-first{config.limit}" if config.limit else "results"
+    return Path(config.out) / f"{stem}{suffix}"
 
 
 def main(argv=None) -> int:
@@ -179,7 +186,7 @@ def main(argv=None) -> int:
     except (DatasetNotFoundError, ModelNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print((Path(config.out) / "results.md").read_text())
+    print(results_path(config, ".md").read_text())
     return 0
 
 

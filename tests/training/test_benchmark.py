@@ -205,12 +205,15 @@ def test_photo_run_tunes_on_a_held_out_photo_and_scores_the_rest(tmp_path):
     assert results["tv"]["params"] in [dict(p) for p in CLASSIC_DENOISERS["tv"].grid]
     assert results["fashion-mnist"]["psnr"] > results["noisy"]["psnr"] + 1  # grey model, per channel
     assert report["speed"]["tv"]["seconds_per_megapixel"] > 0
-    # --limit takes the first photos; a setting that no classic contender fits gets "-" margins.
+    # --limit takes the first photos; a setting that no classic contender fits gets "-" margins;
+    # a setting given twice is scored once.
     md = tmp_path / "photos.md"
     assert main(["--images", str(folder), "--model", "fashion-mnist", "--contender", "inpaint",
                  "--tune-crop", "48", "--setting", "gaussian:25/255", "--setting", "masking:0.25",
-                 "--limit", "1", "--json", str(out_json), "--markdown", str(md)]) == 0
+                 "--setting", "masking:0.25", "--limit", "1", "--json", str(out_json),
+                 "--markdown", str(md)]) == 0
     report = json.loads(out_json.read_text())
+    assert report["settings"] == ["gaussian:25/255", "masking:0.25"]
     assert report["protocol"]["test"] == "1 photo: b.png (72x64)"
     masking = report["results"]["masking:0.25"]
     margin = masking["fashion-mnist"]["psnr"] - masking["inpaint"]["psnr"]

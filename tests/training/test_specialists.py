@@ -134,9 +134,13 @@ def test_report_only_scores_the_blind_model_where_no_specialist_finished(tmp_pat
     blind = save_tiny_dae(tmp_path / "blind.keras")
     config = SpecialistsConfig(blind=str(blind), setting=("salt_pepper:0.3",), out=str(tmp_path / "s"),
                                limit=20, report_only=True)
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "results.md").write_text("the full test split's report")
     report = run(config, PretrainConfig(data_dir=data_dir, **TINY))
     row = report["settings"]["salt_pepper:0.3"]
     assert not row["trained"] and "specialist" not in row and row["blind"]["images"] == 20
-    assert "| salt_pepper:0.3 " in (tmp_path / "s" / "results.md").read_text()
-    assert "not trained" in (tmp_path / "s" / "results.md").read_text()
+    quick = (tmp_path / "s" / "results-first20.md").read_text()  # --limit: beside, not over it
+    assert "| salt_pepper:0.3 " in quick and "not trained" in quick
+    assert (tmp_path / "s" / "results.md").read_text() == "the full test split's report"
+    assert json.loads((tmp_path / "s" / "results-first20.json").read_text())["settings"]
     assert not (tmp_path / "s" / "salt_pepper-0.3").exists()
