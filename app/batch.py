@@ -492,19 +492,17 @@ class _Pipeline:
         share = (time.perf_counter() - start) / len(group)
         for (item, image, reference, seconds), result in zip(group, results, strict=True):
             denoised = dataclasses.replace(image, pixels=result.output)
+            samples = _samples(image)
             while self.writing and (len(self.writing) >= 2 * self.config.batch_size
-                                    or self.pending + _samples(image) > BUFFER_SAMPLES):
+                                    or self.pending + samples > BUFFER_SAMPLES):
                 self._finish_write(self.writing.popleft())
-            self.pending += _samples(image)
-            self.writing.append(self.writers.submit(self._write, item, image, denoised, reference,
-                                                    seconds + share))
-        while self.writing and self.writing[0].done():
+            self.pending += samples
+            self.writing.append((self.writers.submit(self._write, item, image, denoised, reference,
+                                                     seconds + share), samples))
+        while self.writing and self.writing[0][0].done():
             self._finish_write(self.writing.popleft())
 
-    def _write(self, item: Item, image, denoised, reference, seconds: float) -> tuple[Item, int]:
-        return self._write_one(item, image, denoised, reference, seconds), _samples(image)
-
-    def _write_one(self, item: Item, image, denoised, reference, seconds: float) -> Item:
+    def _write(self, item: Item, image, denoised, reference, seconds: float) -> Item:
         start = time.perf_counter()
         try:
             item.target.parent.mkdir(parents=True, exist_ok=True)
@@ -544,10 +542,11 @@ class _Pipeline:
                 value = float(score(target, estimate))  # SSIM is nan below 3 px: left empty
                 item.row[f"{metric}_{label}"] = round(value, digits) if np.isfinite(value) else None
 
-    def _finish_write(self, future) -> None:
-        item, samples = future.result()
+    def _finish_write(self, writing: tuple[cf.Future, int]) -> None:
+        """Waits for one write (a future and the samples it holds) and counts it done."""
+        future, samples = writing
         self.pending -= samples
-        self._done(item)
+        self._done(future.result())
 
     def _done(self, item: Item) -> None:
         self.bar.update(1)

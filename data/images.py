@@ -39,9 +39,9 @@ MAX_SIDE = 65_536
 EXIF_ORIENTATION = 0x0112
 
 PARTIAL_SUFFIX = ".partial"
+"""Suffix of the hidden temporary files ``save_image`` writes before renaming them into place."""
 _NAME_MAX = 255
 """Bytes in a file name on Linux, macOS and Windows file systems."""
-"""Suffix of the hidden temporary files ``save_image`` writes before renaming them into place."""
 
 
 def to_model(image: np.ndarray, value_range=(0.0, 1.0)) -> np.ndarray:
@@ -213,7 +213,8 @@ def read_image(path, mode: str | None = None) -> np.ndarray:
         orientation = _orientation(im)  # 1 where the EXIF is damaged: the pixels are kept
         with _decoding(name):
             if mode is not None and im.mode.startswith("I"):  # Pillow's convert clips 16 bits at 255
-                im = Image.fromarray(_eight_bit(_native(np.asarray(im))))
+                sixteen = np.clip(_native(np.asarray(im)), 0, 65535).astype(np.uint16)
+                im = Image.fromarray(from_model(to_model(sixteen[..., None]), np.uint8)[..., 0])
             if mode is not None:
                 im = im.convert(mode)
             elif im.mode not in ("L", "I;16", "RGB"):
@@ -488,11 +489,6 @@ def _pil_pixels(name, im):
         arr = np.asarray(im.convert("RGBA"))
         return arr[..., :3], arr[..., 3]
     return np.asarray(im.convert("RGB")), None
-
-
-def _eight_bit(arr: np.ndarray) -> np.ndarray:
-    """16-bit grey samples (or 32-bit ones holding 16-bit values) as 8-bit, rounded."""
-    return ((np.clip(arr, 0, 65535).astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
 
 
 def _native(arr: np.ndarray) -> np.ndarray:

@@ -100,13 +100,11 @@ class PeakMemory:
         return (self.peak - self.baseline) / 2**20
 
 
-def write_small_grey(folder: Path, count: int, noise: float) -> None:
-    """``count`` noisy Fashion-MNIST test images as 28 x 28 PNG."""
+def write_small_grey(folder: Path, images: np.ndarray, noise: float) -> None:
+    """Fashion-MNIST test ``images`` (uint8), made noisy, as 28 x 28 PNG."""
     from PIL import Image
 
-    from data.datasets import load_named
-
-    clean = to_model(load_named("fashion_mnist", download=False).x_test[:count])
+    clean = to_model(images)
     noisy = from_model(corrupt(clean, "gaussian", noise, seed=0), np.uint8)
     folder.mkdir(parents=True)
     for i, image in enumerate(noisy):
@@ -210,14 +208,17 @@ def _finished(rows: list[dict], row: dict) -> None:
     print(f"finished {table_row(row)}", file=sys.stderr, flush=True)
 
 
-def run_benchmark(config: BenchEngineConfig) -> list[dict]:
-    """Writes the test files to a temporary folder, measures every scenario, returns the rows."""
+def run_benchmark(config: BenchEngineConfig, grey: np.ndarray | None = None) -> list[dict]:
+    """Writes the test files to a temporary folder, measures every scenario, returns the rows.
+
+    ``grey``: the Fashion-MNIST test images of the small-grey scenario (read by :func:`main`
+    before the model loads)."""
     warm_up(config)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_engine_") as tmp:
         tmp = Path(tmp)
         if config.small_grey:
-            write_small_grey(tmp / "grey", config.small_grey, config.noise)
+            write_small_grey(tmp / "grey", grey[: config.small_grey], config.noise)
             _finished(rows, measure_batch(f"small grey 28x28 PNG (x{config.small_grey})", tmp / "grey",
                                           tmp / "grey_out", config))
         if config.small_colour:
@@ -239,10 +240,11 @@ def main(argv=None) -> int:
         if config.megapixels > 0 and not Path(config.photo).is_file():
             raise ValueError(f"--photo {config.photo}: no such file (the large-photo scenario "
                              "upscales it; --megapixels 0 skips that scenario)")
+        grey = None
         if config.small_grey:
             from data.datasets import load_named
 
-            load_named("fashion_mnist", download=False)
+            grey = load_named("fashion_mnist", download=False).x_test[: config.small_grey]
         den = as_denoiser(config.model, precision=config.precision, ensemble=config.ensemble)
     except (DatasetNotFoundError, ModelNotFoundError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -251,7 +253,7 @@ def main(argv=None) -> int:
           f"load average {os.getloadavg()[0]:.1f} at start")
     print(f"model {config.model} ({den.channels} channel(s), stride {den.stride}, {config.precision}); "
           f"tile {config.tile}, colour policy {config.colour}, ensemble {config.ensemble}\n")
-    rows = run_benchmark(config)
+    rows = run_benchmark(config, grey)
     print(markdown(rows))
     for r in rows:
         if "steps" in r:

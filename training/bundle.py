@@ -208,18 +208,18 @@ def main(argv=None) -> int:
     if args.run_dir is None or not args.name:
         parser.error("a run folder and --name are needed (or --table)")
     old = BUNDLED_DIR / f"{args.name}.json"
+    description = args.description or (json.loads(old.read_text()).get("description", "")
+                                       if old.is_file() else "")
     try:
         if (BUNDLED_DIR / f"{args.name}.keras").exists() and not args.replace:
             raise ValueError(f"{BUNDLED_DIR / args.name}.keras exists: --replace to ship this run in "
                              "its place, or choose another --name")
-        finished_pretraining(args.run_dir)  # before the scoring, which takes minutes
+        # bundle() checks the run folder first, before the scoring, which takes minutes.
+        card = bundle(args.run_dir, args.name, description, args.eval_images, args.limit,
+                      args.data_note, args.machine, args.backend)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    description = args.description or (json.loads(old.read_text()).get("description", "")
-                                       if old.is_file() else "")
-    card = bundle(args.run_dir, args.name, description, args.eval_images, args.limit,
-                  args.data_note, args.machine, args.backend)
     print(json.dumps(card["scores"], indent=2))
     return 0
 
