@@ -77,7 +77,10 @@ class PretrainConfig:
                 "error per image: every image counts alike, as in the benchmark's mean PSNR)"})
     val_fraction: float = field(default=0.1, metadata={"help": "share of train held out for validation"})
     limit: int = field(default=0, metadata={"help": "use only this many training images (0 = all)"})
-    patience: int = field(default=5, metadata={"help": "early-stopping patience in epochs"})
+    patience: int = field(default=5, metadata={
+        "help": "early-stopping patience in epochs; 0 = none: every epoch runs, so the learning "
+                "rate ends at zero (on a fast accelerator a noisy validation loss can otherwise "
+                "stop a long run early)"})
     seed: int = field(default=0, metadata={"help": "seeds splits, shuffling, corruption and init"})
     channels: int = field(default=0, metadata={
         "help": "1 or 3 for folder datasets (0 = the dataset's own; folders default to 3)"})
@@ -113,6 +116,8 @@ class PretrainConfig:
             raise ValueError(f"epochs and batch size must be >= 1, got {self.epochs}, {self.batch_size}")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(f"--warmup-epochs must be in [0, --epochs), got {self.warmup_epochs}")
+        if self.patience < 0:
+            raise ValueError(f"--patience must be >= 0 epochs (0 = no early stopping), got {self.patience}")
         if self.time_limit < 0:
             raise ValueError(f"--time-limit must be >= 0 minutes, got {self.time_limit}")
         if self.variance != "fixed" and self.distribution != "gaussian":
@@ -363,9 +368,11 @@ def train(config: PretrainConfig) -> dict:
         Backup(str(out_dir / "backup")),
         keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoint.keras")),
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True),
         keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True),
     ]
+    if config.patience:
+        callbacks.insert(-1, keras.callbacks.EarlyStopping(patience=config.patience,
+                                                           restore_best_weights=True))
     if on_tensorflow:  # Keras writes TensorBoard logs through tf.summary
         callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "logs")))
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,

@@ -128,6 +128,21 @@ def test_a_run_stopped_at_its_time_limit_goes_on_and_a_finished_one_is_refused(t
 
 
 @_NEEDS_FASHION_MNIST
+def test_patience_0_runs_every_epoch_where_early_stopping_would_end_the_run(tmp_path):
+    # A learning rate of 0 leaves the weights, and so the validation loss, as they are: no
+    # epoch improves on the first.
+    args = ["--limit", "256", "--epochs", "3", "--learning-rate", "0", *SMALL]
+    finish(pretrain([*args, "--patience", "1", "--out", str(tmp_path / "stops")]))
+    assert epochs_logged(tmp_path / "stops") == [0, 1]
+    finish(pretrain([*args, "--patience", "0", "--out", str(tmp_path / "all")]))
+    assert epochs_logged(tmp_path / "all") == [0, 1, 2]
+    refused = pretrain([*args, "--patience", "-1", "--out", str(tmp_path / "refused")])
+    out = refused.communicate(timeout=120)[0]
+    assert refused.returncode == 2 and "--patience must be >= 0 epochs" in out, out[-2000:]
+    assert not (tmp_path / "refused").exists()
+
+
+@_NEEDS_FASHION_MNIST
 def test_out_that_is_a_file_or_too_few_images_for_a_batch_is_refused_leaving_no_folder(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("mine")
