@@ -78,6 +78,23 @@ AUTO_PRECISION_HELP = ("auto (the default): bfloat16 where the machine has bfloa
 """The help of a ``--precision`` flag that takes :data:`PRECISION_CHOICES`."""
 
 
+def save_model(model, path: str | Path) -> Path:
+    """``model.save(path)``, whole or not at all: saved into a scratch folder beside ``path``
+    and renamed over it, so that a run stopped while saving never leaves half a model under the
+    real name (nor loses the one that was there). Returns ``path``."""
+    import os
+    import tempfile
+
+    from data.images import PARTIAL_SUFFIX
+
+    path = Path(path)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.",
+                                     suffix=PARTIAL_SUFFIX) as scratch:
+        model.save(Path(scratch) / path.name)
+        os.replace(Path(scratch) / path.name, path)
+    return path
+
+
 def load_model(name_or_path: str | Path, precision: str = "float32"):
     """Loads a DAE (or any model we ship) with ``safe_mode=True``, cached per file and precision.
 

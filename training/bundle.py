@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from data.corruption import BENCHMARK_SETTINGS
 from data.images import atomic_write_bytes
-from models.registry import BUNDLED_DIR, bundled_models, load_model
+from models.registry import BUNDLED_DIR, bundled_models, load_model, save_model
 from training.cli import load_config
 from training.evaluation import evaluate_denoiser
 from training.pretrain import PretrainConfig
@@ -131,9 +129,7 @@ def bundle(run_dir: Path, name: str, description: str, eval_images: str | None =
     }
     BUNDLED_DIR.mkdir(parents=True, exist_ok=True)
     # Both files are written whole, then renamed over the old ones: never half a bundle.
-    with tempfile.TemporaryDirectory(dir=BUNDLED_DIR) as scratch:
-        model.save(Path(scratch) / "model.keras")  # loaded without compiling: no optimizer state
-        os.replace(Path(scratch) / "model.keras", BUNDLED_DIR / f"{name}.keras")
+    save_model(model, BUNDLED_DIR / f"{name}.keras")  # loaded without compiling: no optimizer state
     atomic_write_bytes(BUNDLED_DIR / f"{name}.json",
                        (json.dumps(card, indent=2, ensure_ascii=False) + "\n").encode())
     return card

@@ -91,8 +91,11 @@ def config_from_dict(cls, values: dict):
 
 
 def save_config(config, path: Path) -> None:
-    """Writes a config dataclass as JSON."""
-    Path(path).write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    """Writes a config dataclass as JSON, whole or not at all (a run killed while writing it
+    must not leave a half file that every later command stumbles on)."""
+    from data.images import atomic_write_bytes
+
+    atomic_write_bytes(path, (json.dumps(dataclasses.asdict(config), indent=2) + "\n").encode())
 
 
 def load_config(cls, path: Path):
@@ -104,13 +107,15 @@ def config_differences(saved: dict, config, ignore=()) -> list[str]:
     """The fields in which a saved config (as JSON) differs from ``config``, less ``ignore``.
 
     A field added to the dataclass after the config was saved counts as its default there, so
-    runs saved before a new option keep resuming.
+    runs saved before a new option keep resuming. ``out`` never counts: it names the folder
+    the config sits in, and the same folder spelled another way (``runs/x/``, an absolute path,
+    a checkout moved elsewhere) holds the same run.
     """
     new = json.loads(json.dumps(dataclasses.asdict(config)))
     defaults = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(config)
                                       if f.default is not dataclasses.MISSING}))
     return sorted(k for k in set(saved) | set(new)
-                  if k not in ignore and saved.get(k, defaults.get(k)) != new.get(k))
+                  if k not in ignore and k != "out" and saved.get(k, defaults.get(k)) != new.get(k))
 
 
 def finished_run_config(run_dir, config, ignore=()) -> dict | None:

@@ -32,7 +32,7 @@ import numpy as np
 
 from data.corruption import BENCHMARK_SETTINGS, CorruptionSpec
 from data.datasets import DatasetNotFoundError, load_dataset, split_validation
-from models.registry import ModelNotFoundError, gpu_devices
+from models.registry import ModelNotFoundError, gpu_devices, save_model
 from training.cli import config_differences, finished_run_config, parse_config, save_config
 from training.distribute import patch_keras_for_multi_worker
 from training.history import epoch_timer, read_history
@@ -378,7 +378,7 @@ def train(config: PretrainConfig) -> dict:
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
               shuffle=False,  # the tf.data pipeline shuffles; fit's own flag would only warn
               verbose="auto" if sys.stdout.isatty() else 2)
-    model.save(out_dir / "model.keras")
+    save_model(model, out_dir / "model.keras")
     (out_dir / "checkpoint.keras").unlink(missing_ok=True)
     if not is_chief(strategy):
         return {}

@@ -40,3 +40,32 @@ def test_a_bad_model_file_is_one_line_in_a_cli(tmp_path, capsys):
     assert main(["encoder", "--model", str(path), "--out", str(tmp_path / "enc.keras")]) == 2
     assert "is not a model this app can use: it is not a .keras archive" in capsys.readouterr().err
     assert not (tmp_path / "enc.keras").exists()
+
+
+def test_save_model_replaces_the_file_whole_or_not_at_all(tmp_path, monkeypatch):
+    # Every run folder and the bundle save models this way: saved in full beside the real name,
+    # then renamed over it. When that last step fails (as when the run is killed before it) the
+    # old file is still whole and no scratch is left; when it succeeds the model loads.
+    import os
+
+    import numpy as np
+
+    from models.conv_dae import ConvDAE
+    from models.registry import save_model
+
+    path = tmp_path / "model.keras"
+    path.write_bytes(b"old model")
+    model = ConvDAE(widths=(4,), bottleneck=4)
+
+    def no_rename(*args):
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(os, "replace", no_rename)
+    with pytest.raises(OSError, match="disk went away"):
+        save_model(model, path)
+    assert path.read_bytes() == b"old model" and [p.name for p in tmp_path.iterdir()] == ["model.keras"]
+    monkeypatch.undo()
+    assert save_model(model, path) == path and [p.name for p in tmp_path.iterdir()] == ["model.keras"]
+    images = np.random.default_rng(0).random((1, 8, 8, 1), dtype=np.float32)
+    np.testing.assert_allclose(load_model(path).predict(images, verbose=0),
+                               model.predict(images, verbose=0), rtol=1e-6)

@@ -71,9 +71,11 @@ def test_config_differences_name_the_fields_and_skip_the_ignored_ones():
     config = PretrainConfig(widths=(16, 32))
     saved = json.loads(json.dumps(dataclasses.asdict(config)))
     assert config_differences(saved, config) == []
-    changed = {**saved, "epochs": 3, "out": "elsewhere", "extra": 1}
-    assert config_differences(changed, config) == ["epochs", "extra", "out"]
-    assert config_differences(changed, config, ignore=("out", "extra")) == ["epochs"]
+    changed = {**saved, "epochs": 3, "seed": 7, "extra": 1}
+    assert config_differences(changed, config) == ["epochs", "extra", "seed"]
+    assert config_differences(changed, config, ignore=("seed", "extra")) == ["epochs"]
+    # The run folder's own name never counts, however it was spelled when the run began.
+    assert config_differences({**saved, "out": "/elsewhere/runs/x/"}, config) == []
     # A run saved before an option existed matches while that option keeps its default.
     older = {k: v for k, v in saved.items() if k != "init_from"}
     assert config_differences(older, config) == []

@@ -170,6 +170,8 @@ def test_a_resumed_run_may_get_a_new_time_limit_but_not_a_new_model(tmp_path):
     prepare_run_dir(PretrainConfig(epochs=4, time_limit=30), run)
     prepare_run_dir(PretrainConfig(epochs=4, time_limit=90), run)  # more time for the rest
     assert json.loads((run / "config.json").read_text())["time_limit"] == 90
+    # The same folder spelled another way (a trailing slash, an absolute path) is the same run.
+    prepare_run_dir(PretrainConfig(epochs=4, time_limit=90, out=f"{run.resolve()}/"), run)
     with pytest.raises(ValueError, match=r"different config \(differs in: epochs\)"):
         prepare_run_dir(PretrainConfig(epochs=5, time_limit=90), run)
 
