@@ -36,6 +36,13 @@ def _source_encoder(model) -> keras.Model:
     return encoder
 
 
+def _under_current_policy(layer):
+    """A new layer like ``layer`` that takes Keras's global dtype policy of the moment."""
+    config = layer.get_config()
+    config.pop("dtype", None)
+    return layer.__class__.from_config(config)
+
+
 def code_encoder(model, pretrained: bool = True, name: str = "encoder") -> keras.Model:
     """A new functional model, image -> code, with layers of its own.
 
@@ -52,7 +59,10 @@ def code_encoder(model, pretrained: bool = True, name: str = "encoder") -> keras
     """
     encoder = _source_encoder(model)
     code_only = keras.Model(encoder.inputs[0], encoder.outputs[-1])
-    fresh = keras.models.clone_model(code_only)  # new layers, freshly initialised
+    # New layers, freshly initialised, computing in the dtype policy in force now rather than
+    # the one they were saved with: a classifier fine-tuned under mixed_bfloat16 and loaded
+    # later computes in float32 (unless bfloat16 is asked for again: registry.with_precision).
+    fresh = keras.models.clone_model(code_only, clone_function=_under_current_policy)
     if pretrained:
         fresh.set_weights(code_only.get_weights())
     for layer in fresh.layers:  # a copy starts trainable, whatever the source's flags were

@@ -16,8 +16,8 @@ seeds, per seed, and under every corruption of ``data.corruption.BENCHMARK_SETTI
 ``history.csv`` (every seed and phase); TensorBoard ``logs/``; and ``seeds/seed-N/`` with each
 seed's model and metrics. The validation split is held out of the training split
 (``data.datasets.split_validation``); the test split is only touched for the final scores.
-A killed run restarted with the same command skips finished seeds and resumes the current
-phase from its last epoch (``keras.callbacks.BackupAndRestore``).
+A killed run restarted with the same command skips finished seeds, keeps a finished head
+phase, and resumes the current phase from its last epoch (``keras.callbacks.BackupAndRestore``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ import numpy as np
 
 from data.corruption import BENCHMARK_SETTINGS
 from data.datasets import SOURCES, DatasetNotFoundError
-from models.registry import ModelNotFoundError
+from data.images import atomic_write_bytes
+from models.registry import ModelNotFoundError, save_model
 from training.cli import parse_config
 from training.history import epoch_timer, read_history
 from training.pretrain import PretrainConfig
@@ -100,7 +101,8 @@ class FinetuneConfig:
         "help": "unlabelled training images whose pooled features set the standardisation"})
     val_fraction: float = field(default=0.1, metadata={
         "help": "share of the training split held out for validation (early stopping)"})
-    patience: int = field(default=5, metadata={"help": "early-stopping patience in epochs"})
+    patience: int = field(default=5, metadata={
+        "help": "early-stopping patience in epochs; 0 = none (every epoch runs)"})
     test_images: int = field(default=0, metadata={
         "help": "score only the first N test images (0 = the whole test split)"})
     robustness: bool = field(default=True, metadata={
@@ -116,9 +118,16 @@ class FinetuneConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.max_steps_per_epoch < 0:
             raise ValueError(f"--max-steps-per-epoch must be >= 0, got {self.max_steps_per_epoch}")
-        for name in ("seeds", "epochs", "batch_size", "min_steps_per_epoch"):
+        for name in ("seeds", "epochs", "batch_size", "min_steps_per_epoch", "stats_images"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("patience", "test_images"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0 (0 = "
+                                 f"{'no early stopping' if name == 'patience' else 'all'}), "
+                                 f"got {getattr(self, name)}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
         if self.mode == "finetune" and self.head_epochs < 1:
             raise ValueError(f"--head-epochs must be >= 1 in finetune mode, got {self.head_epochs}")
 
@@ -211,8 +220,8 @@ def _callbacks(seed_dir: Path, log_dir: Path, phase: str, patience: int) -> list
         keras.callbacks.BackupAndRestore(str(seed_dir / f"backup-{phase}")),
         keras.callbacks.ModelCheckpoint(str(seed_dir / "checkpoint.keras")),
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience,
-                                      restore_best_weights=True),
+        *([keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience,
+                                         restore_best_weights=True)] if patience else []),
         keras.callbacks.CSVLogger(str(seed_dir / f"history-{phase}.csv"), append=True),
         keras.callbacks.TensorBoard(str(log_dir / f"{seed_dir.name}-{phase}")),
     ]
@@ -276,8 +285,16 @@ def train_seed(config: FinetuneConfig, splits: Splits, seed: int, run_dir: Path,
     histories = {}  # phase -> every epoch of it, also those before a restart
     common = dict(seed=seed, seed_dir=seed_dir, log_dir=run_dir / "logs", jit=jit)
     if config.mode == "finetune":
-        histories["head"] = _fit(model, train, val, config, "head", config.head_epochs,
-                                 config.head_learning_rate, **common)
+        # Keras drops a phase's backup when the phase ends, so a run killed while fine-tuning
+        # everything would train the head again: the head phase's result is kept instead.
+        head = seed_dir / "head.keras"
+        if head.is_file():
+            model = keras.saving.load_model(head, compile=False)
+            histories["head"] = read_history(seed_dir / "history-head.csv")
+        else:
+            histories["head"] = _fit(model, train, val, config, "head", config.head_epochs,
+                                     config.head_learning_rate, **common)
+            save_model(model, head)
         model = model.with_frozen_encoder(False)
         histories["all"] = _fit(model, train, val, config, "all", config.epochs,
                                 config.finetune_learning_rate, **common)
@@ -285,7 +302,7 @@ def train_seed(config: FinetuneConfig, splits: Splits, seed: int, run_dir: Path,
         lr = config.head_learning_rate if config.mode == "linear" else config.learning_rate
         histories[config.mode] = _fit(model, train, val, config, config.mode, config.epochs, lr,
                                       **common)
-    model.save(seed_dir / "model.keras")
+    save_model(model, seed_dir / "model.keras")
     (seed_dir / "checkpoint.keras").unlink(missing_ok=True)
     y_pred = predict_labels(model, splits.x_test)
     np.save(seed_dir / "test_predictions.npy", y_pred)
@@ -299,7 +316,9 @@ def train_seed(config: FinetuneConfig, splits: Splits, seed: int, run_dir: Path,
     }
     if config.robustness:
         metrics["robustness"] = robustness(model, splits.x_test, splits.y_test, seed=config.seed)
-    (seed_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    # Last, whole or not at all: it marks the seed done for a restarted run.
+    atomic_write_bytes(seed_dir / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
+    (seed_dir / "head.keras").unlink(missing_ok=True)
     return metrics
 
 
@@ -347,7 +366,7 @@ def summarize(config: FinetuneConfig, splits: Splits, run_dir: Path, per_seed: l
     """Aggregates the seeds into ``metrics.json``; copies the best-validation seed's model."""
     best = max(per_seed, key=lambda m: m["val_accuracy"])
     best_dir = run_dir / "seeds" / f"seed-{best['seed']}"
-    shutil.copyfile(best_dir / "model.keras", run_dir / "model.keras")
+    atomic_write_bytes(run_dir / "model.keras", (best_dir / "model.keras").read_bytes())
     metrics = {
         "mode": config.mode,
         "labels_per_class": config.labels_per_class,
@@ -362,13 +381,14 @@ def summarize(config: FinetuneConfig, splits: Splits, run_dir: Path, per_seed: l
     if config.robustness:
         settings = per_seed[0]["robustness"]
         metrics["robustness"] = {s: mean_std(m["robustness"][s] for m in per_seed) for s in settings}
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     y_pred = np.load(best_dir / "test_predictions.npy")
     acc = metrics["test_accuracy"]
     save_confusion(run_dir / "confusion.png", splits.y_test, y_pred, splits.class_names,
                    f"{config.mode}, K={config.labels_per_class}, seed {best['seed']}: test accuracy "
                    f"{best['test_accuracy']:.3f} (all seeds {acc['mean']:.3f} ± {acc['std']:.3f})")
     _merge_histories(run_dir, metrics["seeds"])
+    # Last, and whole: finetune_grid takes a run with metrics.json for a finished one.
+    atomic_write_bytes(run_dir / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     return metrics
 
 

@@ -117,3 +117,23 @@ def test_bad_arguments_say_what_was_received(kwargs, error, message):
 def test_code_encoder_rejects_what_is_not_a_model():
     with pytest.raises(TypeError, match="expected a ConvDAE, an EncoderClassifier or a functional"):
         code_encoder("fashion-mnist")
+
+
+def test_a_classifier_trained_under_mixed_bfloat16_loads_and_exports_in_float32(tmp_path):
+    # Fine-tuning runs with --mixed-precision bfloat16; what it saves must compute in float32
+    # when loaded (features labelled float32 are float32), and in bfloat16 only when asked.
+    from models.registry import computes_in, load_model, with_precision
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        dae = ConvDAE(widths=(4, 8), bottleneck=8)
+        trained = EncoderClassifier(dae, num_classes=3)
+        assert computes_in(trained) == "bfloat16"
+        trained.save(tmp_path / "classifier.keras")
+    finally:
+        keras.config.set_dtype_policy(previous)
+    loaded = load_model(tmp_path / "classifier.keras")
+    assert computes_in(loaded) == "float32"
+    assert computes_in(feature_extractor(loaded)) == "float32"
+    assert computes_in(with_precision(loaded, "bfloat16")) == "bfloat16"

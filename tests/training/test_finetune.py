@@ -66,6 +66,14 @@ def test_bad_config_values_are_named():
         FinetuneConfig(mode="probe")
     with pytest.raises(ValueError, match="--seeds must be >= 1, got 0"):
         FinetuneConfig(seeds=0)
+    with pytest.raises(ValueError, match="--stats-images must be >= 1, got 0"):
+        FinetuneConfig(stats_images=0)
+    with pytest.raises(ValueError, match=r"--test-images must be >= 0 \(0 = all\), got -1"):
+        FinetuneConfig(test_images=-1)
+    with pytest.raises(ValueError, match=r"--patience must be >= 0 \(0 = no early stopping\)"):
+        FinetuneConfig(patience=-1)
+    with pytest.raises(ValueError, match="--val-fraction must be between 0 and 1, got 1.0"):
+        FinetuneConfig(val_fraction=1.0)
 
 
 def test_steps_per_epoch_repeat_small_sets_and_cap_large_ones():
@@ -121,6 +129,38 @@ def test_modes_freeze_or_train_the_encoder(tmp_path, tiny, mode):
     assert np.abs(head).sum() > 0
     assert all(np.array_equal(a, b) for a, b in
                zip(_encoder_weights(tiny["model"]), pretrained, strict=True))
+
+
+@pytest.mark.slow
+def test_a_seed_killed_while_fine_tuning_everything_keeps_its_head_phase(tmp_path, tiny, monkeypatch):
+    import training.finetune as finetune
+
+    config = FinetuneConfig(model=tiny["model"], data_dir=tiny["data_dir"], mode="finetune",
+                            labels_per_class="10", robustness=False, out=str(tmp_path), **{
+                                k: v for k, v in TINY.items() if k != "dataset"})
+    splits = load_splits(config)
+    real_fit, phases = finetune._fit, []
+
+    class Killed(Exception):
+        pass
+
+    def fit(model, *args, **kwargs):
+        phases.append(args[3])
+        if phases == ["head", "all"]:  # the first run dies as its second phase starts
+            raise Killed
+        return real_fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(finetune, "_fit", fit)
+    with pytest.raises(Killed):
+        train_seed(config, splits, seed=0, run_dir=tmp_path, jit=False)
+    seed_dir = tmp_path / "seeds" / "seed-0"
+    head_log = (seed_dir / "history-head.csv").read_text()
+    metrics = train_seed(config, splits, seed=0, run_dir=tmp_path, jit=False)
+    # The restart went straight on to the second phase; the head's log holds its epoch once.
+    assert phases == ["head", "all", "all"]
+    assert (seed_dir / "history-head.csv").read_text() == head_log
+    assert metrics["epochs_run"] == {"head": 1, "all": 2}
+    assert (seed_dir / "metrics.json").is_file() and not (seed_dir / "head.keras").exists()
 
 
 @pytest.mark.slow
