@@ -9,7 +9,8 @@
 
 Both classifiers see standardised features (``StandardScaler``). ``--labels-per-class`` draws
 the same kind of class-balanced labelled subset as ``training.finetune``; ``--compare`` prints
-the test accuracy of fine-tuning runs beside them.
+the test accuracy of fine-tuning runs beside them. The two files must be different splits
+exported with the same model, pooling and image size (their metadata says so).
 """
 
 from __future__ import annotations
@@ -60,11 +61,75 @@ def _labelled(path: str, role: str):
     return table
 
 
+PAIRED_META = {"model": "models", "pooling": "poolings", "image_size": "image sizes",
+               "class_names": "class names"}
+"""Metadata that must agree between the training and the test features, and its wording."""
+
+
+def check_pair(train, test, train_path: str, test_path: str) -> None:
+    """Refuses training and test features that cannot be scored against each other.
+
+    They must be different files from different splits (``source``), exported with the same
+    model, pooling, image size and classes, and have the same feature size. A field that one
+    file lacks (a file not written by ``training.export``) is not compared.
+
+    Raises:
+        ValueError: naming the files and the field in which they clash.
+    """
+    if Path(train_path).resolve() == Path(test_path).resolve():
+        raise ValueError(f"--train and --test are the same file ({train_path}); "
+                         "export the train and the test split to two files")
+    source = train.meta.get("source")
+    if source is not None and source == test.meta.get("source"):
+        raise ValueError(f"--train {train_path} and --test {test_path} both hold {source}; "
+                         "export the train and the test split to two files")
+    both = {key: (train.meta[key], test.meta[key])
+            for key in PAIRED_META if key in train.meta and key in test.meta}
+    if "model_file" in train.meta and "model_file" in test.meta:  # the same model named two ways
+        both["model"] = (train.meta["model_file"], test.meta["model_file"])
+    for key, (a, b) in both.items():
+        if a != b:
+            raise ValueError(f"--train {train_path} and --test {test_path} come from different "
+                             f"{PAIRED_META[key]}: {a!r} and {b!r} (export both with the same "
+                             "--model, --pooling and --image-size)")
+    if train.features.shape[1] != test.features.shape[1]:
+        raise ValueError(f"feature sizes differ: train {train.features.shape[1]}, "
+                         f"test {test.features.shape[1]} (export both with the same model and pooling)")
+
+
+def compared_runs(runs) -> list[tuple[str, dict | None]]:
+    """``(run, metrics)`` of each ``--compare`` folder; metrics is None for an unfinished run.
+
+    Raises:
+        ValueError: a ``metrics.json`` that is not a fine-tuning run's (no ``test_accuracy``
+            mean and std, ``mode`` or ``labels_per_class``).
+    """
+    compared = []
+    for run in runs:
+        path = Path(run) / "metrics.json"
+        if not path.is_file():
+            compared.append((run, None))
+            continue
+        try:
+            metrics = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--compare {run}: {path} is not valid JSON ({err})") from err
+        accuracy = metrics.get("test_accuracy") if isinstance(metrics, dict) else None
+        if (not isinstance(accuracy, dict) or not {"mean", "std"} <= set(accuracy)
+                or not {"mode", "labels_per_class"} <= set(metrics)):
+            raise ValueError(f"--compare {run} is not a fine-tuning run (its metrics.json has no "
+                             "test accuracy mean ± std, mode and labels per class); "
+                             "give a training.finetune run folder")
+        compared.append((run, metrics))
+    return compared
+
+
 def evaluate(config: DownstreamConfig) -> dict:
     """Fits both classifiers on the (subset of the) training features; test accuracies.
 
     Returns:
-        ``{"logistic_regression": acc, "knn": acc, "train_rows": n, "test_rows": m, ...}``.
+        ``{"logistic_regression": acc, "knn": acc, "train_rows": n, "test_rows": m,
+        "neighbors": k actually used (at most the training rows), ...}``.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
@@ -72,16 +137,15 @@ def evaluate(config: DownstreamConfig) -> dict:
     from sklearn.preprocessing import StandardScaler
 
     train, test = _labelled(config.train, "training"), _labelled(config.test, "test")
-    if train.features.shape[1] != test.features.shape[1]:
-        raise ValueError(f"feature sizes differ: train {train.features.shape[1]}, "
-                         f"test {test.features.shape[1]} (export both with the same model and pooling)")
+    check_pair(train, test, config.train, config.test)
     pick = labelled_subset(train.labels, parse_labels_per_class(config.labels_per_class), config.seed)
     x, y = train.features[pick], train.labels[pick]
+    neighbors = min(config.neighbors, len(y))  # k-NN needs at least k training rows
     classifiers = {
         "logistic_regression": LogisticRegression(C=config.c, max_iter=config.max_iter),
-        "knn": KNeighborsClassifier(n_neighbors=min(config.neighbors, len(y))),
+        "knn": KNeighborsClassifier(n_neighbors=neighbors),
     }
-    results = {"train_rows": int(len(y)), "test_rows": int(len(test.labels)),
+    results = {"train_rows": int(len(y)), "test_rows": int(len(test.labels)), "neighbors": neighbors,
                "pooling": train.meta.get("pooling"), "model": train.meta.get("model")}
     for name, classifier in classifiers.items():
         started = time.time()
@@ -95,6 +159,7 @@ def main(argv=None) -> int:
     """CLI entry point: ``python -m training.downstream --help``."""
     config = parse_config(DownstreamConfig, __doc__.split("\n\n")[0], argv)
     try:
+        compared = compared_runs(config.compare)
         results = evaluate(config)
     except (FileNotFoundError, ValueError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -103,13 +168,12 @@ def main(argv=None) -> int:
           f"labelled training rows ({config.labels_per_class} per class), {results['test_rows']} test rows")
     print(f"{'classifier':<34} test accuracy")
     print(f"{'logistic regression':<34} {100 * results['logistic_regression']:6.2f} %")
-    print(f"{f'k-NN (k={config.neighbors})':<34} {100 * results['knn']:6.2f} %")
-    for run in config.compare:
-        path = Path(run) / "metrics.json"
-        if not path.is_file():
+    knn = f"k-NN (k={results['neighbors']})"
+    print(f"{knn:<34} {100 * results['knn']:6.2f} %")
+    for run, metrics in compared:
+        if metrics is None:
             print(f"{run}: no metrics.json (not a finished fine-tuning run)", file=sys.stderr)
             continue
-        metrics = json.loads(path.read_text())
         acc = metrics["test_accuracy"]
         label = f"fine-tuned: {metrics['mode']}, K={metrics['labels_per_class']}"
         print(f"{label:<34} {100 * acc['mean']:6.2f} ± {100 * acc['std']:.2f} %")

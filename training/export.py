@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from data.datasets import SOURCES, DatasetNotFoundError
-from data.images import ImageReadError, existing_ancestor
+from data.images import ImageReadError, atomic_write_bytes, existing_ancestor
 from models.encoder_classifier import POOLINGS
 from models.registry import ModelNotFoundError
 from training.cli import parse_config
@@ -78,6 +78,9 @@ class FeaturesConfig:
         if self.batch_size < 1 or self.image_size < 0 or self.limit < 0:
             raise ValueError("--batch-size must be >= 1, --image-size and --limit >= 0; got "
                              f"{self.batch_size}, {self.image_size}, {self.limit}")
+        if self.dataset is not None and self.image_size:
+            raise ValueError(f"--image-size resizes --images folders only; a --dataset keeps its "
+                             f"own size, got --image-size {self.image_size} with --dataset {self.dataset}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,10 +168,15 @@ class ParquetFeatureWriter:
         self.writer.add_key_value_metadata({"dae": json.dumps(metadata)})
         self.writer.close()
 
+    def abort(self) -> None:
+        """Closes the file unfinished (the caller removes it); does nothing after ``close``."""
+        self.writer.close()
+
 
 class NpzFeatureWriter:
-    """Collects features in a disk-backed array; ``close`` packs ``ids``, ``labels``,
-    ``features`` and ``meta`` (JSON) into the ``.npz``, streaming from disk."""
+    """Collects features in a disk-backed array (a scratch ``.npy`` beside the output);
+    ``close`` packs ``ids``, ``labels``, ``features`` and ``meta`` (JSON) into the ``.npz``,
+    streaming from disk."""
 
     def __init__(self, path: Path, dim: int, metadata: dict, capacity: int):
         self.scratch = path.with_suffix(".features.npy")
@@ -189,8 +197,12 @@ class NpzFeatureWriter:
                          labels=np.asarray(self.labels, dtype=np.int64),
                          features=self.features[: self.count], meta=np.asarray(json.dumps(metadata)))
         finally:
-            del self.features
-            self.scratch.unlink(missing_ok=True)
+            self.abort()
+
+    def abort(self) -> None:
+        """Drops the disk-backed array and deletes its scratch file; safe to call again."""
+        self.features = None
+        self.scratch.unlink(missing_ok=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -349,6 +361,8 @@ def export_features(config: FeaturesConfig, progress: bool = True) -> FeaturesSu
     """
     from tqdm import tqdm
 
+    from models.registry import resolve_model_path
+
     out = Path(config.out)
     _check_free(out, config.overwrite)
     size = config.image_size
@@ -367,7 +381,8 @@ def export_features(config: FeaturesConfig, progress: bool = True) -> FeaturesSu
     if config.dataset is None:
         total, class_names, batches = _folder_batches(config, channels, size, skipped)
     dim = int(extractor.outputs[0].shape[-1] or 0)
-    meta = {"model": str(config.model), "pooling": config.pooling, "source":
+    meta = {"model": str(config.model), "model_file": str(resolve_model_path(config.model).resolve()),
+            "pooling": config.pooling, "source":
             f"{config.dataset}:{config.split}" if config.dataset else str(config.images),
             "image_size": size or "the dataset's own", "channels": channels, "class_names": list(class_names),
             "input": "float32 in [0, 1] (data.images.to_model)"}
@@ -390,7 +405,9 @@ def export_features(config: FeaturesConfig, progress: bool = True) -> FeaturesSu
         meta.update(rows=rows, skipped=len(skipped))
         writer.close(partial, meta)
         os.replace(partial, out)
-    finally:
+    finally:  # also on Ctrl-C: no open file, no scratch array, no partial output left behind
+        if writer is not None:
+            writer.abort()
         partial.unlink(missing_ok=True)
     return FeaturesSummary(out, rows, dim, skipped)
 
@@ -407,13 +424,13 @@ def _write_card(out: Path, extractor, config: EncoderConfig) -> Path:
     card = out.with_name(out.name + ".json")
     channels = int(extractor.inputs[0].shape[-1])
     size = config.image_size or None
-    card.write_text(json.dumps({
+    atomic_write_bytes(card, (json.dumps({
         "source_model": str(config.model), "format": config.format, "pooling": config.pooling,
         "input": {"shape": [None, size, size, channels], "dtype": "float32", "range": [0.0, 1.0],
                   "layout": "NHWC", "convert_with": "data.images.to_model"},
         "output": {"shape": [None, int(extractor.outputs[0].shape[-1])], "dtype": "float32"},
         "savedmodel_endpoint": "serve" if config.format == "savedmodel" else None,
-    }, indent=2) + "\n")
+    }, indent=2) + "\n").encode())
     return card
 
 

@@ -44,8 +44,22 @@ class GridConfig:
             raise ValueError(f"unknown modes {unknown}; expected some of {list(MODES)}")
 
 
+GRID_FIELDS = {"mode": "--mode", "labels_per_class": "--labels", "out": "--out"}
+"""FinetuneConfig fields the grid sets per cell, and the grid's own flag (before ``--``) for each."""
+
+
 def cell_configs(grid: GridConfig, base: FinetuneConfig) -> list[FinetuneConfig]:
-    """One fine-tuning config per (labels per class, mode), each with its own run folder."""
+    """One fine-tuning config per (labels per class, mode), each with its own run folder.
+
+    Raises:
+        ValueError: ``base`` sets a field the grid sets per cell (see ``GRID_FIELDS``).
+    """
+    defaults = FinetuneConfig()
+    for name, flag in GRID_FIELDS.items():
+        if getattr(base, name) != getattr(defaults, name):
+            option = "--" + name.replace("_", "-")
+            raise ValueError(f"{option} {getattr(base, name)} after -- is set by the grid for each "
+                             f"cell; give the grid's own {flag} before -- instead")
     return [dataclasses.replace(base, labels_per_class=k, mode=mode, out=str(Path(grid.out) / f"{mode}-k{k}"))
             for k in grid.labels for mode in grid.modes]
 

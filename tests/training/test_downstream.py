@@ -1,5 +1,8 @@
 """Downstream classifiers on real exported feature files."""
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 
@@ -13,11 +16,17 @@ def feature_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("downstream")
     dae = str(save_tiny_dae(root / "dae.keras"))
     data_dir = str(write_quadrant_dataset(root / "data", n_train=400, n_test=200))
+    other = str(save_tiny_dae(root / "other.keras", seed=1))  # same shapes, other weights
     files = {}
-    for split, suffix in (("train", ".parquet"), ("test", ".npz")):
-        files[split] = str(root / f"{split}{suffix}")
-        export_features(FeaturesConfig(model=dae, dataset="fashion_mnist", data_dir=data_dir,
-                                       split=split, out=files[split]), progress=False)
+    for name, split, model, pooling in (
+            ("train", "train", dae, "avg"), ("test", "test", dae, "avg"),
+            ("test_same_model_other_path", "test", f"{root}/./dae.keras", "avg"),
+            ("test_max_pooling", "test", dae, "max"), ("test_other_model", "test", other, "avg")):
+        files[name] = str(root / f"{name}{'.parquet' if name == 'train' else '.npz'}")
+        export_features(FeaturesConfig(model=model, dataset="fashion_mnist", data_dir=data_dir,
+                                       split=split, pooling=pooling, out=files[name]), progress=False)
+    files["train_copy"] = str(root / "train_copy.parquet")
+    shutil.copyfile(files["train"], files["train_copy"])
     return files
 
 
@@ -39,6 +48,52 @@ def test_labelled_subset_and_report(feature_files, capsys, tmp_path):
     out = capsys.readouterr().out
     assert "40 labelled training rows (10 per class)" in out  # 4 classes present
     assert "k-NN (k=3)" in out and "fine-tuned: finetune, K=10" in out and "81.23 ± 1.00 %" in out
+
+
+def test_knn_reports_the_k_it_used(feature_files, capsys):
+    assert main(["--train", feature_files["train"], "--test", feature_files["test"],
+                 "--labels-per-class", "1", "--neighbors", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "4 labelled training rows" in out and "k-NN (k=4)" in out  # capped at the 4 rows
+    assert "k=5" not in out
+
+
+@pytest.mark.parametrize("metrics", [
+    {"val_loss": [0.01], "psnr": {"gaussian:0.1": 28.0}},  # a pretraining run's
+    {"seed": 0, "test_accuracy": 0.8, "val_accuracy": 0.8},  # one seed's, inside a fine-tuning run
+])
+def test_compare_with_a_run_that_is_not_fine_tuning_is_refused(feature_files, tmp_path, capsys, metrics):
+    run = tmp_path / "pretrain-run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert main(["--train", feature_files["train"], "--test", feature_files["test"],
+                 "--compare", str(run)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == (
+        f"error: --compare {run} is not a fine-tuning run (its metrics.json has no test accuracy "
+        "mean ± std, mode and labels per class); give a training.finetune run folder")
+    assert captured.out == ""  # refused before any classifier is fitted
+
+
+@pytest.mark.parametrize("test,message", [
+    ("train", "--train and --test are the same file ({train}); export the train and the test split"),
+    ("train_copy", "--train {train} and --test {train_copy} both hold fashion_mnist:train; "
+                   "export the train and the test split to two files"),
+    ("test_max_pooling", "--train {train} and --test {test_max_pooling} come from different poolings: "
+                         "'avg' and 'max' (export both with the same --model, --pooling and --image-size)"),
+    ("test_other_model", "--train {train} and --test {test_other_model} come from different models: "),
+])
+def test_a_train_test_pair_that_does_not_match_is_refused(feature_files, capsys, test, message):
+    # Each of these has the same feature size as the training file, so only the metadata tells.
+    assert main(["--train", feature_files["train"], "--test", feature_files[test]]) == 2
+    err = capsys.readouterr().err
+    assert message.format(**feature_files) in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_same_model_named_two_ways_is_one_model(feature_files):
+    results = evaluate(DownstreamConfig(train=feature_files["train"],
+                                        test=feature_files["test_same_model_other_path"]))
+    assert results["logistic_regression"] > 0.6
 
 
 def test_features_without_labels_are_refused(tmp_path, capsys):

@@ -142,6 +142,34 @@ def test_dataset_export_keeps_ids_and_labels(tmp_path, dae):
     expected = np.asarray(features_model(dae)(data.x_test[:25].astype(np.float32) / 255.0))
     np.testing.assert_allclose(table.features, expected, atol=1e-6)
     assert table.meta["source"] == "fashion_mnist:test"
+    assert table.meta["model_file"] == str(Path(dae).resolve())  # how downstream tells models apart
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".npz"])
+def test_an_interrupted_export_leaves_no_file_open_or_behind(tmp_path, dae, monkeypatch, suffix):
+    import training.export
+
+    real, calls = training.export._features, []
+
+    def interrupted_on_the_second_batch(*args):
+        calls.append(1)
+        if len(calls) == 2:  # the writer and the .npz's scratch array exist by now
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(training.export, "_features", interrupted_on_the_second_batch)
+    data_dir = write_quadrant_dataset(tmp_path / "data", n_train=20, n_test=30)
+    out = tmp_path / f"test{suffix}"
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        export_features(FeaturesConfig(model=dae, dataset="fashion_mnist", data_dir=str(data_dir),
+                                       batch_size=10, out=str(out)), progress=False)
+    assert len(calls) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no output, partial or scratch
+    if Path("/proc/self/fd").is_dir():  # the writer is closed even while the traceback holds it
+        held = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+                if os.path.islink(f"/proc/self/fd/{fd}")]
+        assert not [link for link in held if link.startswith(str(tmp_path))], held
+    del interrupted
 
 
 def test_a_folder_without_readable_images_writes_nothing(tmp_path, dae, capsys):
@@ -158,6 +186,9 @@ def test_a_folder_without_readable_images_writes_nothing(tmp_path, dae, capsys):
     (["--dataset", "fashion_mnist", "--images", "x", "--out", "f.npz"],
      "exactly one of --dataset or --images"),
     (["--dataset", "fashion_mnist", "--out", "f.csv"], "must end in .parquet or .npz, got 'f.csv'"),
+    (["--dataset", "fashion_mnist", "--image-size", "32", "--out", "f.npz"],
+     "--image-size resizes --images folders only; a --dataset keeps its own size, "
+     "got --image-size 32 with --dataset fashion_mnist"),
 ])
 def test_bad_feature_options_are_explained(args, message, capsys):
     with pytest.raises(SystemExit):
