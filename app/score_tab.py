@@ -104,8 +104,10 @@ def build_score_tab(concurrency: int = 1):
     """
     gr.Markdown(
         "A denoising autoencoder trained with Gaussian noise of std σ and squared error learns "
-        "r(x) ≈ E[x | x + noise], so **r(x) − x ≈ σ²∇ log p_σ(x)**: it points toward the data, "
-        "vanishes on it and midway between arms (Alain & Bengio, 2013).")
+        "r(x) ≈ E[x | x + noise], so **r(x) − x ≈ σ²∇ log p_σ(x)** (Tweedie's formula; Vincent, "
+        "2011): it points toward the data. While σ is small next to the gaps between arms or "
+        "modes, it also vanishes on the data and midway between them; at σ = 0.5 they blur "
+        "together and the zeros move (the *true* sizes below show by how much).")
     with gr.Row():
         dataset = gr.Dropdown(choices=list(DATASETS), value="spiral", label="2-D dataset")
         sigma = gr.Radio(choices=list(SIGMAS), value=0.1, label="noise σ (data at unit spread)")

@@ -652,8 +652,13 @@ def main(argv=None) -> None:
     engine.denoise(np.zeros((32, 32, 1), np.uint8), denoiser)
     log.info("%s computes in %s", models[first], denoiser.precision)
     demo = build_app(app, args.concurrency, args.queue_size)
+    from app.score_tab import CACHE_DIR  # imported by build_app already
+
+    # Gradio serves files only from the cwd and the temp dir unless told: the Score field tab's
+    # pictures live in the repository's runs/score-ui/, whatever folder the server starts in.
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=args.auth,
-                max_file_size=args.max_file_size, footer_links=["api", "settings"])
+                max_file_size=args.max_file_size, footer_links=["api", "settings"],
+                allowed_paths=[str(CACHE_DIR)])
 
 
 if __name__ == "__main__":

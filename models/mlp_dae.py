@@ -41,6 +41,28 @@ def build_decoder(dim, widths, code, activation, residual, name="decoder"):
     return keras.Model([point, h], out, name=name)
 
 
+def check_architecture(dim, widths, code, activation) -> tuple[int, ...]:
+    """Refuses arguments :class:`MLPDAE` cannot be built with, before anything is built.
+
+    Returns:
+        ``widths`` as a tuple of ints.
+
+    Raises:
+        ValueError: naming the bad value (an unknown ``activation``, a width or size below 1).
+    """
+    widths = tuple(int(w) for w in widths)
+    if int(dim) < 1 or int(code) < 1:
+        raise ValueError(f"dim and code must be >= 1, got dim={dim}, code={code}")
+    if min(widths, default=1) < 1:
+        raise ValueError(f"widths must be positive ints, got {widths}")
+    try:
+        keras.activations.get(activation)
+    except ValueError:
+        raise ValueError(f"unknown activation {activation!r}; expected a Keras activation name "
+                         "such as relu, silu or tanh") from None
+    return widths
+
+
 @keras.saving.register_keras_serializable(package="dae")
 class MLPDAE(keras.Model):
     """A fully connected denoising autoencoder composed of a named encoder and decoder.
@@ -57,12 +79,7 @@ class MLPDAE(keras.Model):
     def __init__(self, dim=2, widths=(128,), code=128, activation="relu", residual=True,
                  **kwargs):
         super().__init__(**kwargs)
-        widths = tuple(int(w) for w in widths)
-        if int(dim) < 1 or int(code) < 1:
-            raise ValueError(f"dim and code must be >= 1, got dim={dim}, code={code}")
-        if min(widths, default=1) < 1:
-            raise ValueError(f"widths must be positive ints, got {widths}")
-        keras.activations.get(activation)  # raises ValueError naming an unknown activation
+        widths = check_architecture(dim, widths, code, activation)
         self.dim, self.widths, self.code = int(dim), widths, int(code)
         self.activation, self.residual = activation, bool(residual)
         self.encoder = build_encoder(self.dim, widths, self.code, activation)

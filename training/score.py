@@ -4,8 +4,9 @@
     python -m training.score --dataset mixture --sweep --out runs/score-sweep
 
 A small MLP DAE (:class:`models.mlp_dae.MLPDAE`) is trained on Gaussian corruption of std σ
-with squared error, so r(x̃) estimates E[x | x̃] = x̃ + σ²∇ log p_σ(x̃) and r(x) − x estimates
-σ²∇ log p_σ(x), the score of the data blurred by the noise (Alain & Bengio 2013; Vincent 2011).
+with squared error, so r(x̃) estimates E[x | x̃] = x̃ + σ²∇ log p_σ(x̃) (Tweedie's formula) and
+r(x) − x estimates σ²∇ log p_σ(x), the score of the data blurred by the noise (Vincent 2011;
+Alain & Bengio 2013 give the small-σ limit r(x) − x = σ²∇ log p(x) + o(σ²)).
 A run writes its folder: ``config.json``, ``model.keras``, ``metrics.json``, ``quiver.png``
 (the learned field over the density, beside the true one) and ``chain.png`` (the DAE Markov
 chain settling onto the data).
@@ -45,8 +46,9 @@ from pathlib import Path
 import numpy as np
 
 from data.images import atomic_write_bytes
-from data.toy2d import DATASETS, corrupt_points, make_dataset, smoothed_score
-from training.cli import load_config, parse_config
+from data.toy2d import DATASETS, check_sigma, corrupt_points, make_dataset, smoothed_score
+from models.registry import save_model
+from training.cli import finished_run_config, parse_config
 
 _COS45 = math.cos(math.pi / 4)
 
@@ -57,7 +59,8 @@ class ScoreConfig:
 
     dataset: str = field(default="mixture", metadata={
         "choices": tuple(DATASETS), "help": "2-D dataset, all scaled to unit spread"})
-    sigma: float = field(default=0.1, metadata={"help": "std of the Gaussian corruption"})
+    sigma: float = field(default=0.1, metadata={
+        "help": "std of the Gaussian corruption, from 0.01 to 1 (data at unit spread)"})
     train_size: int = field(default=20000, metadata={
         "help": "training points; 20000 makes the training set's smoothed score close to p_σ's"})
     steps: int = field(default=1500, metadata={
@@ -85,21 +88,22 @@ class ScoreConfig:
     out: str = field(default="runs/score", metadata={"help": "run folder"})
 
     def __post_init__(self):
+        # Everything is checked here, before a run folder is made: a bad flag leaves nothing
+        # behind that the corrected command would then refuse as a different config.
+        from models.mlp_dae import check_architecture
+
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; expected one of {sorted(DATASETS)}")
-        for name in ("sigma", "train_size", "steps", "batch_size", "learning_rate", "code",
-                     "eval_points", "chain_points"):
+        check_sigma(self.sigma)
+        for name in ("train_size", "steps", "batch_size", "learning_rate", "eval_points",
+                     "chain_points"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.chain_steps < 0:
             raise ValueError(f"chain_steps must be >= 0, got {self.chain_steps}")
+        check_architecture(2, self.widths, self.code, self.activation)
         for text in self.sweep_sigmas:
-            try:
-                value = float(text)
-            except ValueError:
-                value = float("nan")
-            if not value > 0:
-                raise ValueError(f"sweep sigmas must be numbers > 0, got {text!r}")
+            check_sigma(text, "each sweep sigma")
         if not self.sweep_sizes or min(self.sweep_sizes) < 1:
             raise ValueError(f"sweep sizes must be >= 1, got {self.sweep_sizes}")
 
@@ -303,7 +307,9 @@ def _save(fig, path: Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=72)
     _pyplot().close(fig)
-    Image.open(buffer).convert("RGB").quantize(256).save(path, optimize=True)
+    png = io.BytesIO()
+    Image.open(buffer).convert("RGB").quantize(256).save(png, format="png", optimize=True)
+    atomic_write_bytes(path, png.getvalue())
 
 
 def _box(data, sigma):
@@ -381,10 +387,13 @@ def run(config: ScoreConfig, full: bool = True) -> dict:
         full: also write the structure and chain measures and the pictures.
     """
     out = _prepare(config)
+    # A re-run that is stopped must not leave the old metrics.json (the mark of a finished run,
+    # see cached_run) beside a half-rewritten folder.
+    (out / "metrics.json").unlink(missing_ok=True)
     data = make_dataset(config.dataset)
     train_points = data.sample(config.train_size, [config.seed, 0])
     model, losses, seconds = train_dae(config, train_points)
-    model.save(out / "model.keras")
+    save_model(model, out / "model.keras")
     metrics = {"dataset": config.dataset, "sigma": config.sigma, "train_size": config.train_size,
                "train_seconds": round(seconds, 1), "loss": [round(float(v), 7) for v in losses],
                "eval_points": config.eval_points, **evaluate(model, data, config, train_points, full)}
@@ -399,15 +408,19 @@ def run(config: ScoreConfig, full: bool = True) -> dict:
 
 
 def cached_run(config: ScoreConfig) -> dict:
-    """The metrics of ``config.out`` if it holds a finished full run of this config, else runs it."""
+    """The metrics of ``config.out`` if it holds a finished full run of this config, else runs it.
+
+    The saved ``out`` may differ (:func:`training.cli.config_differences` ignores it): a folder
+    that moved with its checkout still holds the run.
+    """
     out = Path(config.out)
     try:
-        if load_config(ScoreConfig, out / "config.json") == config:
+        if finished_run_config(out, config) is not None:
             metrics = json.loads((out / "metrics.json").read_text())
-            if "chain" in metrics and (out / "quiver.png").exists() and (out / "chain.png").exists():
+            if "chain" in metrics and (out / "quiver.png").is_file() and (out / "chain.png").is_file():
                 return metrics
-    except (OSError, ValueError, TypeError):
-        pass  # no finished run with this config there: train one
+    except (OSError, ValueError, TypeError, AttributeError):
+        pass  # no finished run with this config there (or unreadable files): train one
     return run(config)
 
 

@@ -45,3 +45,9 @@ def test_show_score_trains_once_then_reads_the_cache(tmp_path, monkeypatch):
     stamp = (tmp_path.glob("circle-sigma0.2-*/model.keras").__next__()).stat().st_mtime_ns
     assert score_tab.show_score("circle", 0.2, progress=lambda *a, **k: None) == (quiver, chain, markdown)
     assert next(tmp_path.glob("circle-sigma0.2-*/model.keras")).stat().st_mtime_ns == stamp
+
+
+def test_every_offered_sigma_is_one_a_run_takes():
+    # ScoreConfig refuses σ outside data.toy2d.SIGMA_RANGE; the radio must offer none of those.
+    for sigma in score_tab.SIGMAS:
+        assert score_tab.score_config("mixture", sigma).sigma == sigma

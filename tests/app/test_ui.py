@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -335,3 +337,20 @@ def test_api_arguments_that_are_not_numbers_are_clear_errors(app, tmp_path):
         with pytest.raises(gr.Error, match=message):
             run(image, MODEL, strength, "gaussian", level, seed, None, progress=no_progress)
     assert ui.number(2**63 - 1, "seed", integer=True) == 2**63 - 1 and ui.number("0.5", "level") == 0.5
+
+
+def test_the_server_serves_the_score_tabs_pictures_whatever_folder_it_starts_in(app, tmp_path, monkeypatch):
+    # Gradio serves returned files from its cwd, its temp dir and launch(allowed_paths=...) only;
+    # the Score field tab returns pictures under the repository's runs/score-ui/.
+    from gradio.utils import is_allowed_file
+
+    from app import score_tab
+
+    launched = {}
+    monkeypatch.setattr(ui, "DenoiserApp", lambda *args, **kwargs: app)
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kwargs: launched.update(kwargs))
+    monkeypatch.chdir(tmp_path)
+    ui.main([])
+    picture = score_tab.CACHE_DIR / "spiral-sigma0.1-0123abcd" / "quiver.png"
+    served_from = [*launched.get("allowed_paths", []), os.getcwd(), tempfile.gettempdir()]
+    assert is_allowed_file(picture, [], served_from, [])[0], served_from

@@ -1,4 +1,5 @@
 import math
+import re
 
 import numpy as np
 import pytest
@@ -6,7 +7,9 @@ from scipy.special import i0e, i1e
 
 from data.toy2d import (
     DATASETS,
+    SIGMA_RANGE,
     GaussianMixture,
+    check_sigma,
     circle,
     corrupt_points,
     make_dataset,
@@ -112,6 +115,34 @@ def test_mixture_structure():
     distance, position, nearest = mix.nearest(mix.means + 0.01)
     np.testing.assert_allclose(nearest, mix.means)
     np.testing.assert_allclose(position, np.arange(8) / 8)
+
+
+def test_mixture_field_vanishes_midway_only_while_the_modes_are_apart():
+    mix = GaussianMixture()
+    mids, centre = mix.medial_points(0.1)[:8], np.zeros((1, 2))
+    size = lambda x, sigma: np.linalg.norm(sigma * mix.score(x, sigma), axis=1)  # ‖field‖/σ
+    for sigma in (0.05, 0.1, 0.2, 0.5):
+        assert size(centre, sigma)[0] < 1e-12  # the centre: zero for every σ, by symmetry
+        # At a midpoint the component along the ring is zero for every σ, by symmetry ...
+        tangent = mids[:, ::-1] * [-1.0, 1.0]
+        along = (sigma * mix.score(mids, sigma) * tangent).sum(1) / np.linalg.norm(tangent, axis=1)
+        np.testing.assert_allclose(along, 0.0, atol=1e-12)
+    # ... the radial one only while the modes stay apart: the UI's σ = 0.5 merges them.
+    assert size(mids, 0.2).max() < 1e-8
+    np.testing.assert_allclose(size(mids, 0.5), 0.032, atol=0.001)
+    radial = (mix.score(mids, 0.5) * mids).sum(1)
+    assert (radial < 0).all()  # toward the merged ring's crest, inside the midpoints
+
+
+def test_check_sigma_takes_the_studied_range_only():
+    assert SIGMA_RANGE == (0.01, 1.0)
+    assert check_sigma(0.01) == 0.01 and check_sigma("1") == 1.0
+    expected = r"noise must be a number from 0.01 to 1 \(noise std, data at unit spread\), got "
+    for bad in (0.0, 0.009, 1.01, float("inf"), float("nan"), "big", None):
+        with pytest.raises(ValueError, match=expected + re.escape(repr(bad))):
+            check_sigma(bad, "noise")
+    # The lower end keeps a curve's reference set small: spacing σ/5 along its arc.
+    assert len(spiral().reference_points(SIGMA_RANGE[0])) < 8000
 
 
 def test_corrupt_points_is_seeded_unclipped_gaussian_noise():

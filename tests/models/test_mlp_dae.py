@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from models.conv_dae import negative_log_likelihood
-from models.mlp_dae import MLPDAE
+from models.mlp_dae import MLPDAE, check_architecture
 from tests.helpers import run_model_serialization_test
 
 
@@ -39,8 +39,13 @@ def test_loss_is_squared_error_as_for_the_image_dae():
 @pytest.mark.parametrize("kwargs,message", [
     ({"code": 0}, "dim and code must be >= 1, got dim=2, code=0"),
     ({"widths": (8, 0)}, r"widths must be positive ints, got \(8, 0\)"),
-    ({"activation": "wiggle"}, "wiggle"),
+    ({"activation": "wiggle"}, "unknown activation 'wiggle'; expected a Keras activation name"),
 ])
 def test_bad_arguments_say_what_was_received(kwargs, message):
     with pytest.raises(ValueError, match=message):
         MLPDAE(**kwargs)
+    # The same check, without building anything: what ScoreConfig runs on its flags.
+    arguments = {"dim": 2, "widths": (128,), "code": 128, "activation": "relu", **kwargs}
+    with pytest.raises(ValueError, match=message):
+        check_architecture(**arguments)
+    assert check_architecture(2, [8.0, "4"], 3, "silu") == (8, 4)

@@ -1,5 +1,7 @@
+import dataclasses
 import json
 import os
+import re
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
@@ -7,12 +9,15 @@ import pytest
 from PIL import Image
 
 from data.toy2d import GaussianMixture, circle, spiral
+from training import score
+from training.cli import save_config
 from training.score import (
     ScoreConfig,
     cached_run,
     field_agreement,
     main,
     manifold_stats,
+    run,
     run_chain,
     structure_measures,
     sweep,
@@ -83,14 +88,104 @@ def test_chain_with_the_ideal_denoiser_settles_on_the_manifold():
 
 
 def test_config_errors_name_the_bad_value(capsys):
-    with pytest.raises(ValueError, match="sigma must be > 0, got -0.1"):
+    with pytest.raises(ValueError, match="sigma must be a number from 0.01 to 1 .*, got -0.1"):
         ScoreConfig(sigma=-0.1)
-    with pytest.raises(ValueError, match="sweep sigmas must be numbers > 0, got 'big'"):
+    with pytest.raises(ValueError, match="each sweep sigma must be a number from 0.01 to 1 .*, got 'big'"):
         ScoreConfig(sweep_sigmas=("0.1", "big"))
     with pytest.raises(SystemExit) as exit_info:
         main(["--dataset", "moons"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'moons'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sigma", [float("inf"), float("nan"), 1e-4, 0.009, 1.5])
+def test_sigma_outside_the_studied_range_is_refused(sigma):
+    # inf gave NaN metrics (invalid JSON); 1e-4 on the spiral asked for 760 000 reference points.
+    with pytest.raises(ValueError, match=f"sigma must be a number from 0.01 to 1 .*, got {sigma}"):
+        ScoreConfig(dataset="spiral", sigma=sigma)
+    with pytest.raises(ValueError, match=f"each sweep sigma must be .*, got '{sigma}'"):
+        ScoreConfig(sweep_sigmas=("0.1", str(sigma)))
+    for edge in (0.01, 1.0):
+        assert ScoreConfig(sigma=edge, sweep_sigmas=(str(edge),)).sigmas == [edge]
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--activation", "foo", "unknown activation 'foo'; expected a Keras activation name"),
+    ("--widths", "0", r"widths must be positive ints, got \(0,\)"),
+    ("--sigma", "inf", "sigma must be a number from 0.01 to 1 .*, got inf"),
+])
+def test_a_bad_flag_is_one_line_and_leaves_no_run_folder(tmp_path, capsys, flag, value, message):
+    # Before, config.json was written first and the model built later, so the corrected command
+    # found a folder "with a different config" and refused it.
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        main([flag, value, "--out", str(out)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert re.search(f": error: {message}", err.strip().splitlines()[-1]), err
+    assert not out.exists()
+
+
+def fake_finished_run(folder, config, metrics):
+    """A run folder as a finished full run leaves it (without training one)."""
+    folder.mkdir(parents=True)
+    save_config(config, folder / "config.json")
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    for name in ("quiver.png", "chain.png"):
+        Image.new("RGB", (4, 4)).save(folder / name)
+
+
+def test_cached_run_reads_a_finished_run_whose_folder_moved(tmp_path, monkeypatch):
+    # The checkout moved: config.json still names the old folder. Before, every such setting
+    # trained again (and then refused the folder: "differs in: out").
+    config = ScoreConfig(dataset="circle", sigma=0.2, out=str(tmp_path / "run"))
+    metrics = {"score": {}, "chain": {"steps": 1}}
+    fake_finished_run(tmp_path / "run", dataclasses.replace(config, out="/old/checkout/run"), metrics)
+    monkeypatch.setattr(score, "run", lambda *a, **k: pytest.fail("trained again"))
+    assert cached_run(config) == metrics
+    # Any other difference is a different run: it trains.
+    monkeypatch.setattr(score, "run", lambda c, *a, **k: "trained")
+    assert cached_run(dataclasses.replace(config, steps=7)) == "trained"
+
+
+def test_a_stopped_rerun_leaves_no_finished_mark(tmp_path, monkeypatch):
+    # A re-run stopped while training must not leave the old metrics.json for cached_run.
+    config = ScoreConfig(dataset="circle", sigma=0.2, train_size=10, out=str(tmp_path / "run"))
+    fake_finished_run(tmp_path / "run", config, {"score": {}, "chain": {"steps": 1}})
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(score, "train_dae", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        run(config)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    monkeypatch.setattr(score, "run", lambda *a, **k: "trained")
+    assert cached_run(config) == "trained"
+
+
+def test_pictures_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    # Written in full beside their real name, then renamed over it: when that last step fails
+    # (as when the run is killed before it) the old file is still whole and no scratch is left.
+    # (The model goes through models.registry.save_model: tests/models/test_registry.py.)
+    plt = score._pyplot()
+    picture = tmp_path / "quiver.png"
+    picture.write_bytes(b"old picture")
+
+    def no_rename(*args):
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(os, "replace", no_rename)
+    with pytest.raises(OSError, match="disk went away"):
+        score._save(plt.figure(figsize=(2, 2)), picture)
+    assert picture.read_bytes() == b"old picture"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["quiver.png"]
+    monkeypatch.undo()
+    score._save(plt.figure(figsize=(2, 2)), picture)
+    with Image.open(picture) as image:
+        assert image.format == "PNG" and image.size == (144, 144)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["quiver.png"]
 
 
 @pytest.mark.slow
