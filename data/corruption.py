@@ -165,7 +165,8 @@ class CorruptionSpec:
     @classmethod
     def parse(cls, text: str) -> CorruptionSpec:
         """Parses ``NAME:LEVEL`` or ``NAME:LOW-HIGH`` (e.g. ``gaussian:0.05-0.5``)."""
-        match = re.fullmatch(r"\s*(\w+)\s*:\s*([0-9.eE+]+)\s*(?:-\s*([0-9.eE+]+))?\s*", text)
+        number = r"((?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"  # 0.05, .5, 5e-2, 1E+0
+        match = re.fullmatch(rf"\s*(\w+)\s*:\s*{number}\s*(?:-\s*{number})?\s*", text)
         if not match:
             raise ValueError(
                 f"corruption must look like NAME:LEVEL or NAME:LOW-HIGH "

@@ -20,7 +20,11 @@ import dataclasses
 import gzip
 import os
 import pickle
+import re
+import sys
 import tarfile
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +49,7 @@ class DatasetDamagedError(DatasetNotFoundError):
 
 # Whatever a truncated, garbled or foreign file makes the readers raise.
 _READ_ERRORS = (OSError, EOFError, KeyError, IndexError, TypeError, ValueError,
-                pickle.UnpicklingError, tarfile.TarError)
+                pickle.UnpicklingError, tarfile.TarError, zipfile.BadZipFile, zlib.error)
 
 
 @contextlib.contextmanager
@@ -93,10 +97,11 @@ _IDX_FILES = {
     "x_test": "t10k-images-idx3-ubyte",
     "y_test": "t10k-labels-idx1-ubyte",
 }
-_IDX_EXPECTED = ", ".join(f"{n}[.gz]" for n in _IDX_FILES.values()) + " (or Keras' mnist.npz)"
+_IDX_EXPECTED = ", ".join(f"{n}[.gz]" for n in _IDX_FILES.values())
 
 SOURCES = {
-    "mnist": _Source("DAE_MNIST_DIR", (KERAS_CACHE, KERAS_CACHE / "mnist"), _IDX_EXPECTED),
+    "mnist": _Source("DAE_MNIST_DIR", (KERAS_CACHE, KERAS_CACHE / "mnist"),
+                     _IDX_EXPECTED + " (or Keras' mnist.npz)"),
     "fashion_mnist": _Source(
         "DAE_FASHION_MNIST_DIR",
         (KERAS_CACHE / "fashion-mnist", Path("/usr/share/datasets/fashion-mnist")),
@@ -154,6 +159,8 @@ def read_idx(path: Path) -> np.ndarray:
 def write_idx(path: Path, array: np.ndarray) -> None:
     """Writes uint8 ``array`` as an IDX file (gzipped when ``path`` ends in ``.gz``)."""
     array = np.asarray(array)
+    if array.size and not np.array_equal(array, np.round(array)):
+        raise ValueError("IDX files here hold unsigned bytes: got values that are not whole numbers")
     if array.size and (array.min() < 0 or array.max() > 255):
         raise ValueError(f"IDX files here hold unsigned bytes (0-255), got {array.min()}-{array.max()}")
     array = np.ascontiguousarray(array, dtype=np.uint8)
@@ -177,6 +184,12 @@ def _load_idx_folder(folder: Path) -> dict[str, np.ndarray] | None:
     if files is None:
         return None
     arrays = {key: read_idx(path) for key, path in files.items()}
+    for key, path in files.items():  # a label file under an image file's name, or the reverse
+        want = 3 if key.startswith("x") else 1
+        if arrays[key].ndim != want:
+            raise DatasetDamagedError(
+                path, f"{path} holds an array of shape {arrays[key].shape}; "
+                f"{'images' if want == 3 else 'labels'} should have {want} dimension(s)")
     for split in ("train", "test"):
         images, labels = files[f"x_{split}"], files[f"y_{split}"]
         if len(arrays[f"x_{split}"]) != len(arrays[f"y_{split}"]):
@@ -196,6 +209,12 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
             arrays = {k: npz[k] for k in ("x_train", "y_train", "x_test", "y_test")}
     except _READ_ERRORS as err:
         raise DatasetDamagedError(path, f"{path} is damaged or not a Keras dataset .npz: {err}") from err
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype != np.uint8 or x.ndim not in (3, 4) or len(x) != len(y):
+            raise DatasetDamagedError(
+                path, f"{path} is not a Keras dataset .npz: x_{split} must be uint8 images "
+                f"(N, H, W[, C]) with one label each, got {x.dtype} {x.shape} and {len(y)} labels")
     for key in ("x_train", "x_test"):
         if arrays[key].ndim == 3:
             arrays[key] = arrays[key][..., None]
@@ -342,8 +361,12 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def load_folder_images(folder, channels: int = 3, min_size: int = 0) -> tuple[list[np.ndarray], list[str]]:
+def load_folder_images(folder, channels: int = 3, min_size: int = 0,
+                       paths: list | None = None) -> tuple[list[np.ndarray], list[str]]:
     """Reads every readable image below ``folder`` as uint8 ``(H, W, channels)``.
+
+    Args:
+        paths: a list that gets the path of each image returned, in order.
 
     Returns:
         ``(images, skipped)``: the arrays, and ``"path: reason"`` for each file left out.
@@ -360,6 +383,8 @@ def load_folder_images(folder, channels: int = 3, min_size: int = 0) -> tuple[li
             skipped.append(f"{path}: smaller than {min_size} px")
             continue
         images.append(arr.reshape(arr.shape[0], arr.shape[1], channels))
+        if paths is not None:
+            paths.append(path)
     if not images:
         raise DatasetNotFoundError(
             f"no usable images in {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}; "
@@ -404,21 +429,47 @@ def sample_patches(images: list[np.ndarray], patch_size: int, count: int, seed: 
     return out
 
 
+PHOTO_COPY_SIZES = (1024, 512)
+"""Longer sides of the copies ``data.photo_folder`` writes of each photo, as NAME_1024.png and
+NAME_512.png: files that differ only in such a suffix are one photo to :func:`split_by_photo`."""
+
+_COPY_SUFFIX = re.compile(r"_(?:%s)$" % "|".join(map(str, PHOTO_COPY_SIZES)))
+
+
+def split_by_photo(paths, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """``(train, validation)`` indices of ``paths``, split by photo: copies of one photo at
+    several sizes (:data:`PHOTO_COPY_SIZES`) fall on the same side, so validation never scores
+    a photo that training saw. A seeded ``fraction`` of the photos (at least one) is held out;
+    with a single photo there is nothing to hold out and validation is empty."""
+    keys = [str(Path(p).parent / _COPY_SUFFIX.sub("", Path(p).stem)) for p in paths]
+    photos = list(dict.fromkeys(keys))
+    order = np.random.default_rng(seed).permutation(len(photos))
+    n_val = max(1, int(round(fraction * len(photos)))) if len(photos) > 1 else 0
+    held = {photos[i] for i in order[:n_val]}
+    return ([i for i, k in enumerate(keys) if k not in held],
+            [i for i, k in enumerate(keys) if k in held])
+
+
 def load_folder(folder, channels: int, patch_size: int, patches: int, val_fraction: float,
                 seed: int) -> Dataset:
-    """An image folder as a patch dataset: files split into train and validation by image.
+    """An image folder as a patch dataset: files split into train and validation by photo
+    (:func:`split_by_photo`).
 
     The "test" split holds the validation files' patches: a folder has no official test split,
     so evaluate on photos kept out of the folder altogether.
     """
-    images, _skipped = load_folder_images(folder, channels=channels, min_size=patch_size)
-    order = np.random.default_rng(seed).permutation(len(images))
-    n_val = max(1, int(round(val_fraction * len(images)))) if len(images) > 1 else 0
-    val = [images[i] for i in order[:n_val]] or images
-    train = [images[i] for i in order[n_val:]]
+    paths: list[Path] = []
+    images, _skipped = load_folder_images(folder, channels=channels, min_size=patch_size, paths=paths)
+    train_idx, val_idx = split_by_photo(paths, val_fraction, seed)
+    train = [images[i] for i in train_idx]
+    val = [images[i] for i in val_idx]
     if not train:
         raise ValueError(f"--val-fraction {val_fraction:g} holds out all {len(images)} usable image(s) "
                          f"of {folder} for validation, leaving none to train on; lower it or add images")
+    if not val:
+        print(f"note: {folder} holds one usable photo, so validation scores patches of the photo "
+              "it trains on; add photos for a validation score worth reading", file=sys.stderr)
+        val = train
     n_val_patches = max(64, patches // 20)
     return Dataset(
         f"folder:{folder}",

@@ -18,6 +18,7 @@ import gzip
 import io
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
     try:
         images, labels = read_sample(args.source)
         n_train, n_test = write_mnist_folder(images, labels, args.out, args.test_fraction, args.seed)
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile, zlib.error) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {n_train} train and {n_test} test digits to {args.out}")

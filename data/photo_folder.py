@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from data.datasets import list_images
+from data.datasets import PHOTO_COPY_SIZES, list_images
 from data.images import ImageFile, ImageReadError, read_image, save_image
 
 DEFAULT_SOURCES = ("/usr/share/backgrounds/mate/nature",)
-SIZES = (1024, 512)
+SIZES = PHOTO_COPY_SIZES
 """Longer sides, in pixels, of each photo's training copies (never enlarged)."""
 
 
@@ -47,11 +47,17 @@ def build(sources, out: Path, sizes=SIZES) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     paths = sorted({path.resolve() for folder in sources for path in list_images(folder)})
+    stems: dict[str, Path] = {}
+    for path in paths:  # out/NAME_SIZE.png: two photos of one name would overwrite each other
+        if path.stem in stems:
+            raise ValueError(f"{stems[path.stem]} and {path} would both be written as "
+                             f"{path.stem}_SIZE.png in {out}; rename one of them")
+        stems[path.stem] = path
     for path in paths:
         try:
             image = read_image(path, mode="RGB")
         except ImageReadError as err:
-            print(f"skipped {path}: {err}", file=sys.stderr)
+            print(f"skipped: {err}", file=sys.stderr)  # the message names the file
             continue
         for side in sizes:
             written.append(save_image(ImageFile(shrink(image, side), None, "PNG", "RGB"),

@@ -76,6 +76,13 @@ def test_spec_parsing():
         CorruptionSpec.parse("gaussian")
     with pytest.raises(ValueError, match=r"got 0.6-0.1"):
         CorruptionSpec.parse("masking:0.6-0.1")
+    # Numbers as Python writes them: exponents are not ranges, and bad numbers get the usage line.
+    assert CorruptionSpec.parse("gaussian:5e-2") == CorruptionSpec("gaussian", 0.05, 0.05)
+    assert CorruptionSpec.parse("gaussian:5e-2-1E-1") == CorruptionSpec("gaussian", 0.05, 0.1)
+    assert CorruptionSpec.parse("masking: .1 - .5") == CorruptionSpec("masking", 0.1, 0.5)
+    for bad in ("gaussian:1.2.3", "gaussian:0.1-", "gaussian:e-2"):
+        with pytest.raises(ValueError, match="NAME:LEVEL or NAME:LOW-HIGH"):
+            CorruptionSpec.parse(bad)
 
 
 def test_corrupt_batch_draws_one_spec_and_level_per_image():

@@ -231,3 +231,72 @@ def test_folder_that_leaves_nothing_to_train_on_says_why(tmp_path):
         load_dataset(f"folder:{tmp_path}", patch_size=32, patches=10, val_fraction=1.0)
     with pytest.raises(DatasetNotFoundError, match=r"skipped 3, e\.g\. .*\.png: smaller than 96 px\)"):
         load_dataset(f"folder:{tmp_path}", patch_size=96, patches=10)
+
+
+def test_garbled_deflate_data_and_a_truncated_npz_are_damaged_not_tracebacks(tmp_path):
+    make_idx_folder(tmp_path / "idx", gz=True)
+    bad = tmp_path / "idx" / "train-images-idx3-ubyte.gz"
+    raw = bytearray(bad.read_bytes())
+    start = raw.index(0, 10) + 1  # past the gzip header and the file name it records
+    raw[start:start + 8] = b"\xff" * 8  # the first deflate block's header: zlib.error, not OSError
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(DatasetDamagedError, match="is damaged: Error -3 while decompressing"):
+        load_named("mnist", tmp_path / "idx")
+    npz = tmp_path / "npz" / "mnist.npz"
+    npz.parent.mkdir()
+    np.savez(npz, x_train=np.zeros((2, 28, 28), np.uint8), y_train=np.zeros(2, np.uint8),
+             x_test=np.zeros((1, 28, 28), np.uint8), y_test=np.zeros(1, np.uint8))
+    npz.write_bytes(npz.read_bytes()[:-40])  # cut off: the zip's central directory is gone
+    with pytest.raises(DatasetDamagedError, match="not a Keras dataset .npz"):
+        load_named("mnist", npz.parent)
+
+
+def test_files_holding_the_wrong_arrays_are_refused_by_name(tmp_path):
+    make_idx_folder(tmp_path / "idx", gz=False)
+    images = tmp_path / "idx" / "t10k-images-idx3-ubyte"
+    images.write_bytes((tmp_path / "idx" / "t10k-labels-idx1-ubyte").read_bytes())
+    with pytest.raises(DatasetDamagedError, match=r"holds an array of shape \(10,\); images should "
+                                                  r"have 3 dimension"):
+        load_named("mnist", tmp_path / "idx")
+    npz = tmp_path / "npz" / "mnist.npz"
+    npz.parent.mkdir()
+    np.savez(npz, x_train=np.full((2, 28, 28), 0.5), y_train=np.zeros(2, np.uint8),
+             x_test=np.zeros((1, 28, 28), np.uint8), y_test=np.zeros(1, np.uint8))
+    with pytest.raises(DatasetDamagedError, match="x_train must be uint8 images"):
+        load_named("mnist", npz.parent)
+    with pytest.raises(ValueError, match="not whole numbers"):
+        write_idx(tmp_path / "x", np.array([255.7]))
+
+
+def test_fashion_mnist_is_not_told_to_use_mnist_npz(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_named("fashion_mnist", tmp_path, download=False)
+    assert "train-images-idx3-ubyte[.gz]" in str(err.value) and "mnist.npz" not in str(err.value)
+    with pytest.raises(DatasetNotFoundError, match=r"mnist\.npz"):
+        load_named("mnist", tmp_path, download=False)
+
+
+def test_folder_split_keeps_the_copies_of_a_photo_together(tmp_path, capsys):
+    from data.datasets import split_by_photo
+
+    names = [f"{name}_{side}.png" for name in "abcdefghij" for side in (1024, 512)]
+    paths = [tmp_path / n for n in [*names, "IMG_0001.png", "IMG_0002.png"]]  # two other photos
+
+    def photos(indices):
+        return {paths[i].stem.removesuffix("_1024").removesuffix("_512") for i in indices}
+
+    train, val = split_by_photo(paths, 0.25, seed=3)
+    assert sorted(train + val) == list(range(len(paths)))
+    assert not photos(train) & photos(val) and len(photos(val)) == 3  # a quarter of 12 photos
+    assert split_by_photo(paths, 0.25, seed=3) == (train, val)
+    assert split_by_photo(paths[:2], 0.5, seed=0) == ([0, 1], [])  # one photo: nothing to hold out
+    # A folder of one photo's two copies trains, and says its validation is no held-out photo.
+    folder = tmp_path / "one"
+    folder.mkdir()
+    for side in (1024, 512):
+        Image.fromarray(RNG.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(
+            folder / f"beach_{side}.png")
+    ds = load_dataset(f"folder:{folder}", patch_size=16, patches=8, val_fraction=0.5)
+    assert len(ds.x_train) == 8 and len(ds.x_test) > 0
+    assert "holds one usable photo, so validation scores patches of the photo it trains on" \
+        in capsys.readouterr().err

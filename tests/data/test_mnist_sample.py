@@ -41,3 +41,7 @@ def test_bad_source_is_a_clear_error(tmp_path, capsys):
     assert main([str(bad), "--out", str(tmp_path / "m")]) == 2
     assert "784 pixels" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+    # A download cut short: one line, not an EOFError traceback.
+    bad.write_bytes(gzip.compress(b"1,2,3\n" * 2000)[:-8])  # no end-of-stream: EOFError
+    assert main([str(bad), "--out", str(tmp_path / "m")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")

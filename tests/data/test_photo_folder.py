@@ -36,3 +36,16 @@ def test_builds_shrunk_copies_skips_bad_files_and_duplicates(tmp_path, capsys):
 def test_no_folder_is_a_clear_error(tmp_path, capsys):
     assert main([str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
     assert "is a folder" in capsys.readouterr().err
+
+
+def test_two_photos_of_one_name_are_refused_before_anything_is_written(tmp_path, capsys):
+    from PIL import Image
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", (40, 30), folder == "a" and "red" or "blue").save(tmp_path / folder / "sea.png")
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "would both be written as sea_SIZE.png" in err and "rename one of them" in err
+    assert not any(out.iterdir())
