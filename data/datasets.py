@@ -433,7 +433,7 @@ PHOTO_COPY_SIZES = (1024, 512)
 """Longer sides of the copies ``data.photo_folder`` writes of each photo, as NAME_1024.png and
 NAME_512.png: files that differ only in such a suffix are one photo to :func:`split_by_photo`."""
 
-_COPY_SUFFIX = re.compile(r"_(?:%s)$" % "|".join(map(str, PHOTO_COPY_SIZES)))
+_COPY_SUFFIX = re.compile("_(?:" + "|".join(map(str, PHOTO_COPY_SIZES)) + ")$")
 
 
 def split_by_photo(paths, fraction: float, seed: int) -> tuple[list[int], list[int]]:
