@@ -22,9 +22,18 @@ def augments(dataset: str) -> bool:
     return dataset.startswith("folder:")
 
 
+def epoch_seed(seed: int, first_epoch: int) -> int:
+    """The seed of a pipeline that starts at ``first_epoch``: ``seed`` itself for a fresh run,
+    another one for a resumed run, so that its epochs do not replay the order and noise that
+    the epochs before the restart already drew."""
+    if not first_epoch:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), int(first_epoch)]).generate_state(1)[0])
+
+
 def denoising_dataset(images: np.ndarray, specs: list[CorruptionSpec], batch_size: int, seed: int,
                       shuffle: bool = True, augment: bool = False, drop_remainder: bool = True,
-                      fresh_noise: bool = True):
+                      fresh_noise: bool = True, first_epoch: int = 0):
     """``(x̃, x)`` batches from uint8 images ``(N, H, W, C)``: cache, shuffle, batch, corrupt.
 
     Corruption seeds come from ``tf.data.Dataset.random``, which re-draws on every pass over
@@ -39,8 +48,11 @@ def denoising_dataset(images: np.ndarray, specs: list[CorruptionSpec], batch_siz
         augment: random flips and 90° rotations (for photo patches).
         drop_remainder: keep every batch full (needed by some distribution strategies).
         fresh_noise: new noise on every pass; ``False`` repeats the same noise (validation).
+        first_epoch: the epoch a resumed run starts at (:func:`epoch_seed`).
     """
     import tensorflow as tf
+
+    seed = epoch_seed(seed, first_epoch)
 
     ds = tf.data.Dataset.from_tensor_slices(images).cache()
     if shuffle:
@@ -82,14 +94,16 @@ class DenoisingBatches(keras.utils.PyDataset):
 
     def __init__(self, images: np.ndarray, specs: list[CorruptionSpec], batch_size: int, seed: int,
                  shuffle: bool = True, augment: bool = False, drop_remainder: bool = True,
-                 fresh_noise: bool = True, workers: int = 1):
+                 fresh_noise: bool = True, workers: int = 1, first_epoch: int = 0):
         super().__init__(workers=workers, max_queue_size=max(10, 2 * workers))
         self.images, self.batch_size, self.seed = images, batch_size, seed
         self.shuffle, self.augment, self.fresh_noise = shuffle, augment, fresh_noise
         count = len(images) // batch_size if drop_remainder else -(-len(images) // batch_size)
         if count < 1:
             raise ValueError(f"{len(images)} images is fewer than one batch of {batch_size}")
-        self.count, self.epoch = count, 0
+        # A resumed run goes on at its epoch: the shuffling and noise of the epochs it has not
+        # trained yet, not a replay of the first ones.
+        self.count, self.epoch = count, int(first_epoch)
         corrupt = lambda x, batch_seed: corrupt_batch(x, specs, batch_seed)  # noqa: E731
         if keras.backend.backend() == "jax":
             import jax

@@ -303,6 +303,15 @@ def prepare_run_dir(config, run_dir: Path) -> None:
     save_config(config, path)
 
 
+def resumed_epoch(backup_dir: Path) -> int:
+    """The epoch ``keras.callbacks.BackupAndRestore`` resumes a run at (the epochs it finished),
+    read from its backup; 0 for a fresh run."""
+    try:
+        return int(json.loads((Path(backup_dir) / "training_metadata.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
 def train(config: PretrainConfig) -> dict:
     """Runs pretraining and writes the run folder. Returns the metrics written."""
     strategy, jit = configure_devices(config)
@@ -342,7 +351,9 @@ def train(config: PretrainConfig) -> dict:
     batches = denoising_dataset if on_tensorflow else DenoisingBatches
     # Threads that prepare the next batches on backends without tf.data (tf.data has its own).
     loader = {} if on_tensorflow else {"workers": min(8, os.cpu_count() or 1)}
-    train_ds = batches(x_train, specs, config.batch_size, config.seed, augment=augment, **loader)
+    # A resumed run draws the order and noise of the epochs still to come, not the first ones again.
+    train_ds = batches(x_train, specs, config.batch_size, config.seed, augment=augment,
+                       first_epoch=resumed_epoch(out_dir / "backup"), **loader)
     val_ds = batches(x_val, specs, config.batch_size, config.seed + 1, shuffle=False,
                      fresh_noise=False)
 

@@ -97,3 +97,34 @@ def test_denoising_batches_from_worker_threads_come_in_order_and_unchanged():
     assert seen[0].shape == (96, 8, 8, 3)
     np.testing.assert_array_equal(seen[0], seen[1])
     assert DenoisingBatches(images, specs, 8, seed=5, workers=3).workers == 3
+
+
+def test_a_resumed_run_goes_on_with_new_order_and_noise_not_a_replay():
+    from data.pipeline import epoch_seed
+
+    images = np.random.default_rng(0).integers(0, 256, (64, 8, 8, 1), dtype=np.uint8)
+    specs = [CorruptionSpec.parse("gaussian:0.2")]
+    # Without tf.data: the resumed epoch is exactly the one the uninterrupted run would draw.
+    fresh = DenoisingBatches(images, specs, 16, seed=3)
+    _passes(fresh, 2)
+    resumed = DenoisingBatches(images, specs, 16, seed=3, first_epoch=2)
+    for i in range(len(fresh)):
+        for a, b in zip(fresh[i], resumed[i], strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(resumed[0][0], DenoisingBatches(images, specs, 16, seed=3)[0][0])
+    # tf.data: a fresh run keeps its seed (and noise); a resumed one gets new order and noise.
+    assert epoch_seed(3, 0) == 3 and len({epoch_seed(3, k) for k in range(1, 50)}) == 49
+    start, again = (_epochs(denoising_dataset(images, specs, 16, seed=3, first_epoch=k), 1)[0]
+                    for k in (0, 2))
+    assert not any(np.array_equal(a[1], b[1]) for a, b in zip(start, again, strict=True))
+
+
+def test_resumed_epoch_reads_the_backup_keras_writes(tmp_path):
+    import json
+
+    from training.pretrain import resumed_epoch
+
+    assert resumed_epoch(tmp_path / "backup") == 0
+    (tmp_path / "backup").mkdir()
+    (tmp_path / "backup" / "training_metadata.json").write_text(json.dumps({"epoch": 3, "batch": 0}))
+    assert resumed_epoch(tmp_path / "backup") == 3
