@@ -361,35 +361,43 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def load_folder_images(folder, channels: int = 3, min_size: int = 0,
-                       paths: list | None = None) -> tuple[list[np.ndarray], list[str]]:
-    """Reads every readable image below ``folder`` as uint8 ``(H, W, channels)``.
+def _folder_image(path: Path, channels: int) -> np.ndarray:
+    """One folder image as uint8 ``(H, W, channels)``; raises :class:`ImageReadError`."""
+    arr = read_image(path, mode="L" if channels == 1 else "RGB")
+    return arr.reshape(arr.shape[0], arr.shape[1], channels)
 
-    Args:
-        paths: a list that gets the path of each image returned, in order.
 
-    Returns:
-        ``(images, skipped)``: the arrays, and ``"path: reason"`` for each file left out.
-    """
-    mode = "L" if channels == 1 else "RGB"
-    images, skipped = [], []
+def _usable_images(folder, channels: int, min_size: int, skipped: list):
+    """Yields ``(path, image)`` for every readable image below ``folder`` at least ``min_size``
+    pixels on its shorter side, one at a time; appends ``"path: reason"`` to ``skipped`` for
+    each other file, and raises :class:`DatasetNotFoundError` when nothing was usable."""
+    found = False
     for path in list_images(folder):
         try:
-            arr = read_image(path, mode=mode)
+            arr = _folder_image(path, channels)
         except ImageReadError as err:
             skipped.append(str(err))
             continue
         if min(arr.shape[:2]) < min_size:
             skipped.append(f"{path}: smaller than {min_size} px")
             continue
-        images.append(arr.reshape(arr.shape[0], arr.shape[1], channels))
-        if paths is not None:
-            paths.append(path)
-    if not images:
+        found = True
+        yield path, arr
+    if not found:
         raise DatasetNotFoundError(
             f"no usable images in {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}; "
             f"skipped {len(skipped)}" + (f", e.g. {skipped[0]}" if skipped else "") + ")"
         )
+
+
+def load_folder_images(folder, channels: int = 3, min_size: int = 0) -> tuple[list[np.ndarray], list[str]]:
+    """Reads every readable image below ``folder`` as uint8 ``(H, W, channels)``.
+
+    Returns:
+        ``(images, skipped)``: the arrays, and ``"path: reason"`` for each file left out.
+    """
+    skipped: list[str] = []
+    images = [arr for _, arr in _usable_images(folder, channels, min_size, skipped)]
     return images, skipped
 
 
@@ -408,25 +416,45 @@ def split_validation(x: np.ndarray, y: np.ndarray | None, fraction: float, seed:
     return x[train], pick(y, train), x[val], pick(y, val)
 
 
+def patch_plan(shapes, patch_size: int, count: int, seed: int) -> list[tuple[int, int, int]]:
+    """``(image, top, left)`` of ``count`` random ``patch_size`` squares from images of
+    ``shapes``, each image weighted by area (the draws :func:`sample_patches` cuts)."""
+    usable = [i for i, shape in enumerate(shapes) if min(shape[:2]) >= patch_size]
+    if not usable:
+        raise ValueError(f"no image is at least {patch_size}x{patch_size} pixels; use a smaller --patch-size")
+    rng = np.random.default_rng(seed)
+    areas = np.asarray([shapes[i][0] * shapes[i][1] for i in usable], dtype=np.float64)
+    which = rng.choice(len(usable), size=count, p=areas / areas.sum())
+    plan = []
+    for k in which:
+        h, w = shapes[usable[k]][:2]
+        top = int(rng.integers(0, h - patch_size + 1))
+        plan.append((usable[k], top, int(rng.integers(0, w - patch_size + 1))))
+    return plan
+
+
+def _cut(plan, image_of, patch_size: int, channels: int) -> np.ndarray:
+    """The patches of ``plan``, asking ``image_of(i)`` for each image once, in turn."""
+    out = np.empty((len(plan), patch_size, patch_size, channels), dtype=np.uint8)
+    rows: dict[int, list[int]] = {}
+    for row, (i, _, _) in enumerate(plan):
+        rows.setdefault(i, []).append(row)
+    for i, image_rows in rows.items():
+        im = image_of(i)
+        for row in image_rows:
+            _, top, left = plan[row]
+            out[row] = im[top : top + patch_size, left : left + patch_size]
+    return out
+
+
 def sample_patches(images: list[np.ndarray], patch_size: int, count: int, seed: int) -> np.ndarray:
     """Cuts ``count`` random ``patch_size`` squares from ``images``, each image weighted by area.
 
     Returns:
         uint8 ``(count, patch_size, patch_size, C)``.
     """
-    usable = [im for im in images if min(im.shape[:2]) >= patch_size]
-    if not usable:
-        raise ValueError(f"no image is at least {patch_size}x{patch_size} pixels; use a smaller --patch-size")
-    rng = np.random.default_rng(seed)
-    areas = np.asarray([im.shape[0] * im.shape[1] for im in usable], dtype=np.float64)
-    which = rng.choice(len(usable), size=count, p=areas / areas.sum())
-    out = np.empty((count, patch_size, patch_size, usable[0].shape[-1]), dtype=np.uint8)
-    for i, k in enumerate(which):
-        im = usable[k]
-        top = rng.integers(0, im.shape[0] - patch_size + 1)
-        left = rng.integers(0, im.shape[1] - patch_size + 1)
-        out[i] = im[top : top + patch_size, left : left + patch_size]
-    return out
+    plan = patch_plan([im.shape for im in images], patch_size, count, seed)
+    return _cut(plan, images.__getitem__, patch_size, images[plan[0][0]].shape[-1])
 
 
 PHOTO_COPY_SIZES = (1024, 512)
@@ -455,27 +483,34 @@ def load_folder(folder, channels: int, patch_size: int, patches: int, val_fracti
     """An image folder as a patch dataset: files split into train and validation by photo
     (:func:`split_by_photo`).
 
+    The images are decoded one at a time, twice: once for their sizes, which place the patches
+    (:func:`patch_plan`), and once to cut them. So a folder of many large photos never sits in
+    memory whole: at most one decoded image does, beside the patches.
+
     The "test" split holds the validation files' patches: a folder has no official test split,
     so evaluate on photos kept out of the folder altogether.
     """
-    paths: list[Path] = []
-    images, _skipped = load_folder_images(folder, channels=channels, min_size=patch_size, paths=paths)
+    skipped: list[str] = []
+    found = [(path, arr.shape) for path, arr in _usable_images(folder, channels, patch_size, skipped)]
+    paths = [path for path, _ in found]
     train_idx, val_idx = split_by_photo(paths, val_fraction, seed)
-    train = [images[i] for i in train_idx]
-    val = [images[i] for i in val_idx]
-    if not train:
-        raise ValueError(f"--val-fraction {val_fraction:g} holds out all {len(images)} usable image(s) "
+    if not train_idx:
+        raise ValueError(f"--val-fraction {val_fraction:g} holds out all {len(paths)} usable image(s) "
                          f"of {folder} for validation, leaving none to train on; lower it or add images")
-    if not val:
+    if not val_idx:
         print(f"note: {folder} holds one usable photo, so validation scores patches of the photo "
               "it trains on; add photos for a validation score worth reading", file=sys.stderr)
-        val = train
-    n_val_patches = max(64, patches // 20)
+        val_idx = train_idx
+
+    def patches_of(indices, count, patch_seed):
+        plan = patch_plan([found[i][1] for i in indices], patch_size, count, patch_seed)
+        return _cut(plan, lambda k: _folder_image(paths[indices[k]], channels), patch_size, channels)
+
     return Dataset(
         f"folder:{folder}",
-        sample_patches(train, patch_size, patches, seed),
+        patches_of(train_idx, patches, seed),
         None,
-        sample_patches(val, patch_size, n_val_patches, seed + 1),
+        patches_of(val_idx, max(64, patches // 20), seed + 1),
         None,
     )
 

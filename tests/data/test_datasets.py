@@ -300,3 +300,26 @@ def test_folder_split_keeps_the_copies_of_a_photo_together(tmp_path, capsys):
     assert len(ds.x_train) == 8 and len(ds.x_test) > 0
     assert "holds one usable photo, so validation scores patches of the photo it trains on" \
         in capsys.readouterr().err
+
+
+def test_a_folder_is_cut_one_decoded_image_at_a_time_into_the_same_patches(tmp_path):
+    import tracemalloc
+
+    from data.datasets import load_folder_images, sample_patches, split_by_photo
+
+    for i in range(12):
+        Image.fromarray(RNG.integers(0, 256, (600, 600 + 5 * i, 3), dtype=np.uint8)).save(
+            tmp_path / f"p{i:02d}.png")
+    one = 600 * 655 * 3  # bytes of the largest decoded image
+    tracemalloc.start()
+    ds = load_dataset(f"folder:{tmp_path}", patch_size=32, patches=200, val_fraction=0.3, seed=4)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # Never the whole folder in memory (twelve images; 16 MB at the peak when they all were):
+    # one image being decoded and its copies, beside the patches.
+    assert peak < 6 * one, f"peak {peak / 1e6:.1f} MB for images of {one / 1e6:.1f} MB"
+    # The same patches as cutting them from every image held in memory.
+    images, _ = load_folder_images(tmp_path, 3, 32)
+    train, val = split_by_photo(sorted(tmp_path.glob("*.png")), 0.3, 4)
+    np.testing.assert_array_equal(ds.x_train, sample_patches([images[i] for i in train], 32, 200, 4))
+    np.testing.assert_array_equal(ds.x_test, sample_patches([images[i] for i in val], 32, 64, 5))
