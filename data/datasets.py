@@ -249,7 +249,13 @@ def _load_cifar(folder: Path, kind: str) -> dict[str, np.ndarray] | None:
             def read(name, base=extracted):
                 with _reading(base / name), open(base / name, "rb") as fh:
                     return _cifar_batch(_unpickle(fh), label_key)
-            return _cifar_dict(read, train_names, test_name)
+
+            def meta(base=extracted):
+                if not (base / "meta").is_file():
+                    return None
+                with _reading(base / "meta"), open(base / "meta", "rb") as fh:
+                    return _unpickle(fh)
+            return _cifar_dict(read, train_names, test_name, meta if kind == "cifar100" else None)
     for archive_name in archive_names:
         archive = folder / archive_name
         if archive.is_file():
@@ -257,15 +263,27 @@ def _load_cifar(folder: Path, kind: str) -> dict[str, np.ndarray] | None:
                 def read(name, tar=tar, archive=archive):
                     with _reading(archive, member=f"{top}/{name}"):
                         return _cifar_batch(_unpickle(tar.extractfile(f"{top}/{name}")), label_key)
-                return _cifar_dict(read, train_names, test_name)
+
+                def meta(tar=tar, archive=archive):
+                    if f"{top}/meta" not in tar.getnames():
+                        return None
+                    with _reading(archive, member=f"{top}/meta"):
+                        return _unpickle(tar.extractfile(f"{top}/meta"))
+                return _cifar_dict(read, train_names, test_name, meta if kind == "cifar100" else None)
     return None
 
 
-def _cifar_dict(read, train_names, test_name) -> dict[str, np.ndarray]:
+def _cifar_dict(read, train_names, test_name, meta=None) -> dict:
+    """The arrays of a CIFAR copy; with ``meta`` (CIFAR-100's ``meta`` member, unpickled, or
+    None when the copy lacks it) also ``class_names``, its 100 fine label names."""
     train = [read(n) for n in train_names]
     x_test, y_test = read(test_name)
-    return {"x_train": np.concatenate([x for x, _ in train]),
-            "y_train": np.concatenate([y for _, y in train]), "x_test": x_test, "y_test": y_test}
+    arrays = {"x_train": np.concatenate([x for x, _ in train]),
+              "y_train": np.concatenate([y for _, y in train]), "x_test": x_test, "y_test": y_test}
+    names = (meta() or {}).get(b"fine_label_names") if meta else None
+    if names:
+        arrays["class_names"] = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+    return arrays
 
 
 def _load_from(folder: Path, name: str) -> dict[str, np.ndarray] | None:
@@ -348,7 +366,7 @@ def _where_to_put(source: _Source, places: list[Path], download: bool, replace: 
 
 
 def _dataset(name: str, arrays: dict[str, np.ndarray]) -> Dataset:
-    class_names = CLASS_NAMES.get(name, tuple(str(i) for i in range(100)))
+    class_names = arrays.get("class_names") or CLASS_NAMES.get(name, tuple(str(i) for i in range(100)))
     return Dataset(name, arrays["x_train"], arrays["y_train"].astype(np.int64),
                    arrays["x_test"], arrays["y_test"].astype(np.int64), class_names)
 

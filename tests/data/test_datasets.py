@@ -45,6 +45,12 @@ def make_cifar_archive(folder, kind, n=6):
             info = tarfile.TarInfo(f"{top}/{name}")
             info.size = len(blob)
             tar.addfile(info, io.BytesIO(blob))
+        if kind == "cifar100":  # the archive's class names, as the real one holds them
+            blob = pickle.dumps({b"fine_label_names": [f"class{i}".encode() for i in range(100)],
+                                 b"coarse_label_names": [b"group"] * 20})
+            info = tarfile.TarInfo(f"{top}/meta")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
     archive = "cifar-10-python.tar.gz" if kind == "cifar10" else "cifar-100-python.tar.gz"
     (folder / archive).write_bytes(buf.getvalue())
     return expected
@@ -81,6 +87,10 @@ def test_cifar_archive_and_extracted_folder(tmp_path, kind):
         tar.extractall(tmp_path / "extracted", filter="data")
     again = load_named(kind, tmp_path / "extracted")
     np.testing.assert_array_equal(again.x_test, ds.x_test)
+    # Class names: CIFAR-10's are fixed; CIFAR-100's are read from the archive's meta member.
+    names = ds.class_names
+    assert names == again.class_names and len(names) == (100 if kind == "cifar100" else 10)
+    assert names[:2] == (("class0", "class1") if kind == "cifar100" else ("airplane", "automobile"))
 
 
 def test_env_var_is_used(tmp_path, monkeypatch):
