@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import os
 import re
 import stat
@@ -665,6 +666,12 @@ def atomic_write_bytes(path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_json(path, value, **dumps) -> None:
+    """``value`` as indented JSON (``json.dumps`` options in ``dumps``), written whole or not at
+    all, as :func:`atomic_write_bytes` does."""
+    atomic_write_bytes(path, (json.dumps(value, indent=2, **dumps) + "\n").encode())
 
 
 def encode_image(image: ImageFile, format: str, quality: int = 95) -> bytes:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from data.corruption import BENCHMARK_SETTINGS
-from data.images import atomic_write_bytes
+from data.images import atomic_write_json
 from models.registry import BUNDLED_DIR, bundled_models, load_model, save_model
 from training.cli import load_config
 from training.evaluation import evaluate_denoiser
@@ -130,8 +130,7 @@ def bundle(run_dir: Path, name: str, description: str, eval_images: str | None =
     BUNDLED_DIR.mkdir(parents=True, exist_ok=True)
     # Both files are written whole, then renamed over the old ones: never half a bundle.
     save_model(model, BUNDLED_DIR / f"{name}.keras")  # loaded without compiling: no optimizer state
-    atomic_write_bytes(BUNDLED_DIR / f"{name}.json",
-                       (json.dumps(card, indent=2, ensure_ascii=False) + "\n").encode())
+    atomic_write_json(BUNDLED_DIR / f"{name}.json", card, ensure_ascii=False)
     return card
 
 

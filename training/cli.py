@@ -93,9 +93,9 @@ def config_from_dict(cls, values: dict):
 def save_config(config, path: Path) -> None:
     """Writes a config dataclass as JSON, whole or not at all (a run killed while writing it
     must not leave a half file that every later command stumbles on)."""
-    from data.images import atomic_write_bytes
+    from data.images import atomic_write_json
 
-    atomic_write_bytes(path, (json.dumps(dataclasses.asdict(config), indent=2) + "\n").encode())
+    atomic_write_json(path, dataclasses.asdict(config))
 
 
 def load_config(cls, path: Path):

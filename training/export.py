@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from data.datasets import SOURCES, DatasetNotFoundError
-from data.images import ImageReadError, atomic_write_bytes, existing_ancestor
+from data.images import ImageReadError, atomic_write_json, existing_ancestor
 from models.encoder_classifier import POOLINGS
 from models.registry import ModelNotFoundError
 from training.cli import parse_config
@@ -424,13 +424,13 @@ def _write_card(out: Path, extractor, config: EncoderConfig) -> Path:
     card = out.with_name(out.name + ".json")
     channels = int(extractor.inputs[0].shape[-1])
     size = config.image_size or None
-    atomic_write_bytes(card, (json.dumps({
+    atomic_write_json(card, {
         "source_model": str(config.model), "format": config.format, "pooling": config.pooling,
         "input": {"shape": [None, size, size, channels], "dtype": "float32", "range": [0.0, 1.0],
                   "layout": "NHWC", "convert_with": "data.images.to_model"},
         "output": {"shape": [None, int(extractor.outputs[0].shape[-1])], "dtype": "float32"},
         "savedmodel_endpoint": "serve" if config.format == "savedmodel" else None,
-    }, indent=2) + "\n").encode())
+    })
     return card
 
 

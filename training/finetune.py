@@ -36,7 +36,7 @@ import numpy as np
 
 from data.corruption import BENCHMARK_SETTINGS
 from data.datasets import SOURCES, DatasetNotFoundError
-from data.images import atomic_write_bytes
+from data.images import atomic_write_bytes, atomic_write_json
 from models.registry import ModelNotFoundError, save_model
 from training.cli import parse_config
 from training.history import epoch_timer, read_history
@@ -317,7 +317,7 @@ def train_seed(config: FinetuneConfig, splits: Splits, seed: int, run_dir: Path,
     if config.robustness:
         metrics["robustness"] = robustness(model, splits.x_test, splits.y_test, seed=config.seed)
     # Last, whole or not at all: it marks the seed done for a restarted run.
-    atomic_write_bytes(seed_dir / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
+    atomic_write_json(seed_dir / "metrics.json", metrics)
     (seed_dir / "head.keras").unlink(missing_ok=True)
     return metrics
 
@@ -388,7 +388,7 @@ def summarize(config: FinetuneConfig, splits: Splits, run_dir: Path, per_seed: l
                    f"{best['test_accuracy']:.3f} (all seeds {acc['mean']:.3f} ± {acc['std']:.3f})")
     _merge_histories(run_dir, metrics["seeds"])
     # Last, and whole: finetune_grid takes a run with metrics.json for a finished one.
-    atomic_write_bytes(run_dir / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
+    atomic_write_json(run_dir / "metrics.json", metrics)
     return metrics
 
 

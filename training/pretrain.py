@@ -32,6 +32,7 @@ import numpy as np
 
 from data.corruption import BENCHMARK_SETTINGS, CorruptionSpec
 from data.datasets import DatasetNotFoundError, load_dataset, split_validation
+from data.images import atomic_write_json
 from models.registry import ModelNotFoundError, gpu_devices, save_model
 from training.cli import config_differences, finished_run_config, parse_config, save_config
 from training.distribute import patch_keras_for_multi_worker
@@ -437,7 +438,7 @@ def summarize(run_dir: Path, config: PretrainConfig, x_val: np.ndarray, history:
         "validation_images": int(len(clean)),
         "psnr": evaluate_denoiser(denoise, clean, settings, seed=config.seed),
     }
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    atomic_write_json(run_dir / "metrics.json", metrics)  # last: it marks the run finished
     save_samples(run_dir / "samples.png", model, clean[:8], settings, config.seed)
     return metrics
 

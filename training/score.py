@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.images import atomic_write_bytes
+from data.images import atomic_write_bytes, atomic_write_json
 from data.toy2d import DATASETS, check_sigma, corrupt_points, make_dataset, smoothed_score
 from models.registry import save_model
 from training.cli import finished_run_config, parse_config
@@ -403,7 +403,7 @@ def run(config: ScoreConfig, full: bool = True) -> dict:
                                                 config.chain_points, config.seed)
         save_quiver(out / "quiver.png", model, data, config.sigma)
         save_chain(out / "chain.png", snapshots, data, config.sigma)
-    atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
+    atomic_write_json(out / "metrics.json", metrics)
     return metrics
 
 
@@ -436,7 +436,7 @@ def sweep(config: ScoreConfig) -> list[dict]:
             rows.append({"sigma": sigma, "train_size": size, "train_seconds": metrics["train_seconds"],
                          **metrics["score"]})
             print(f"  σ={sigma:g} n={size}: trained in {metrics['train_seconds']} s", flush=True)
-    atomic_write_bytes(out / "sweep.json", (json.dumps(rows, indent=2) + "\n").encode())
+    atomic_write_json(out / "sweep.json", rows)
     save_sweep_plot(out / "sweep.png", rows, config.dataset)
     return rows
 
