@@ -508,9 +508,10 @@ def load_folder(folder, channels: int, patch_size: int, patches: int, val_fracti
     The "test" split holds the validation files' patches: a folder has no official test split,
     so evaluate on photos kept out of the folder altogether.
     """
-    skipped: list[str] = []
-    found = [(path, arr.shape) for path, arr in _usable_images(folder, channels, patch_size, skipped)]
-    paths = [path for path, _ in found]
+    paths, shapes, skipped = [], [], []
+    for path, arr in _usable_images(folder, channels, patch_size, skipped):
+        paths.append(path)
+        shapes.append(arr.shape)
     train_idx, val_idx = split_by_photo(paths, val_fraction, seed)
     if not train_idx:
         raise ValueError(f"--val-fraction {val_fraction:g} holds out all {len(paths)} usable image(s) "
@@ -521,7 +522,7 @@ def load_folder(folder, channels: int, patch_size: int, patches: int, val_fracti
         val_idx = train_idx
 
     def patches_of(indices, count, patch_seed):
-        plan = patch_plan([found[i][1] for i in indices], patch_size, count, patch_seed)
+        plan = patch_plan([shapes[i] for i in indices], patch_size, count, patch_seed)
         return _cut(plan, lambda k: _folder_image(paths[indices[k]], channels), patch_size, channels)
 
     return Dataset(

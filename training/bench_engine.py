@@ -218,7 +218,7 @@ def run_benchmark(config: BenchEngineConfig, grey: np.ndarray | None = None) -> 
     with tempfile.TemporaryDirectory(prefix="bench_engine_") as tmp:
         tmp = Path(tmp)
         if config.small_grey:
-            write_small_grey(tmp / "grey", grey[: config.small_grey], config.noise)
+            write_small_grey(tmp / "grey", grey, config.noise)
             _finished(rows, measure_batch(f"small grey 28x28 PNG (x{config.small_grey})", tmp / "grey",
                                           tmp / "grey_out", config))
         if config.small_colour:

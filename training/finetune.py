@@ -39,7 +39,7 @@ from data.datasets import SOURCES, DatasetNotFoundError
 from data.images import atomic_write_bytes, atomic_write_json
 from models.registry import ModelNotFoundError, save_model
 from training.cli import parse_config
-from training.history import epoch_timer, read_history
+from training.history import epoch_timer, read_history, resumed_epoch
 from training.pretrain import PretrainConfig
 
 MODES = ("linear", "finetune", "scratch")
@@ -239,10 +239,14 @@ def _fit(model, splits_train, val, config: FinetuneConfig, phase: str, epochs: i
     import keras
     import tensorflow as tf
 
+    from data.pipeline import epoch_seed
+
     x, y = splits_train
     steps = steps_per_epoch(len(x), config)
+    # A resumed phase goes on with new shuffles, not those of its first epochs again.
+    shuffle_seed = epoch_seed(seed, resumed_epoch(seed_dir / f"backup-{phase}"))
     train_ds = (tf.data.Dataset.from_tensor_slices((x, y))
-                .shuffle(len(x), seed=seed, reshuffle_each_iteration=True).repeat()
+                .shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True).repeat()
                 .batch(config.batch_size).prefetch(tf.data.AUTOTUNE))
     model.compile(optimizer=keras.optimizers.Adam(lr), jit_compile=jit,
                   loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])

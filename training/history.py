@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import time
 from pathlib import Path
 
@@ -38,6 +39,16 @@ def epoch_timer(time_limit: float = 0.0):
                       "from there", flush=True)
 
     return EpochTimer()
+
+
+def resumed_epoch(backup_dir: Path) -> int:
+    """The epoch ``keras.callbacks.BackupAndRestore`` resumes a run at (the epochs it finished),
+    read from its backup; 0 for a fresh run. Input pipelines take it so that a resumed run
+    draws the order and noise of the epochs still to come (``data.pipeline.epoch_seed``)."""
+    try:
+        return int(json.loads((Path(backup_dir) / "training_metadata.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 def read_history(path: Path) -> dict[str, list[float]]:

@@ -36,7 +36,7 @@ from data.images import atomic_write_json
 from models.registry import ModelNotFoundError, gpu_devices, save_model
 from training.cli import config_differences, finished_run_config, parse_config, save_config
 from training.distribute import patch_keras_for_multi_worker
-from training.history import epoch_timer, read_history
+from training.history import epoch_timer, read_history, resumed_epoch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,15 +304,6 @@ def prepare_run_dir(config, run_dir: Path) -> None:
     save_config(config, path)
 
 
-def resumed_epoch(backup_dir: Path) -> int:
-    """The epoch ``keras.callbacks.BackupAndRestore`` resumes a run at (the epochs it finished),
-    read from its backup; 0 for a fresh run."""
-    try:
-        return int(json.loads((Path(backup_dir) / "training_metadata.json").read_text())["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
-
-
 def train(config: PretrainConfig) -> dict:
     """Runs pretraining and writes the run folder. Returns the metrics written."""
     strategy, jit = configure_devices(config)
@@ -380,11 +371,10 @@ def train(config: PretrainConfig) -> dict:
         Backup(str(out_dir / "backup")),
         keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoint.keras")),
         keras.callbacks.TerminateOnNaN(),
+        *([keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True)]
+          if config.patience else []),
         keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True),
     ]
-    if config.patience:
-        callbacks.insert(-1, keras.callbacks.EarlyStopping(patience=config.patience,
-                                                           restore_best_weights=True))
     if on_tensorflow:  # Keras writes TensorBoard logs through tf.summary
         callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "logs")))
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,

@@ -122,7 +122,7 @@ def test_a_resumed_run_goes_on_with_new_order_and_noise_not_a_replay():
 def test_resumed_epoch_reads_the_backup_keras_writes(tmp_path):
     import json
 
-    from training.pretrain import resumed_epoch
+    from training.history import resumed_epoch
 
     assert resumed_epoch(tmp_path / "backup") == 0
     (tmp_path / "backup").mkdir()

@@ -101,7 +101,7 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     assert len(done) >= 2 and not (run / "metrics.json").exists()
     # The restart reads where Keras' backup stands, to go on with the order and noise of the
     # epochs still to come (data.pipeline.epoch_seed).
-    from training.pretrain import resumed_epoch
+    from training.history import resumed_epoch
 
     # (Keras saves the backup before CSVLogger writes the epoch: a kill between leaves it one ahead.)
     assert resumed_epoch(run / "backup") in (len(done), len(done) + 1)
