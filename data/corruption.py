@@ -7,7 +7,7 @@ benchmarks, the UI's "add corruption" control and the CLI (``CORRUPTIONS`` feeds
 ``choices=``); :func:`corrupt` is the numpy entry point.
 
 They are written in ``keras.ops`` and draw their randomness from the active Keras backend's
-stateless generator (:func:`_random`): TensorFlow's ``tf.random.stateless_*`` or JAX's
+stateless generator (:func:`stateless_random`): TensorFlow's ``tf.random.stateless_*`` or JAX's
 ``jax.random``. So the same code corrupts batches inside a ``tf.data`` pipeline and on an
 accelerator that has JAX but no TensorFlow build (``KERAS_BACKEND=jax``). A seed gives the same
 noise every time on one backend; the two backends draw different noise from it.
@@ -85,7 +85,7 @@ class _JaxRandom:
 _RANDOM = {"tensorflow": _TensorFlowRandom, "jax": _JaxRandom}
 
 
-def _random():
+def stateless_random():
     """The active Keras backend's stateless random ops."""
     return _random_ops(keras.backend.backend())
 
@@ -105,13 +105,13 @@ def _per_image(level, x):
 
 def _pixel_uniform(x, seed):
     """One uniform draw per pixel, shared by the pixel's channels: shape ``(N, H, W, 1)``."""
-    rng = _random()
+    rng = stateless_random()
     return rng.uniform(rng.shape(x, channels=1), seed, x.dtype)
 
 
 def gaussian(x, level, seed):
     """Additive white Gaussian noise of std ``level``, then clipped to ``[0, 1]``."""
-    rng = _random()
+    rng = stateless_random()
     noise = rng.normal(rng.shape(x), seed, x.dtype)
     return ops.clip(x + _per_image(level, x) * noise, 0.0, 1.0)
 
@@ -121,7 +121,7 @@ def salt_pepper(x, level, seed, salt_ratio=0.5):
 
     A hit pixel takes the value in all its channels, so a colour pixel turns white or black.
     """
-    seeds = _random().split(seed, 2)
+    seeds = stateless_random().split(seed, 2)
     hit = _pixel_uniform(x, seeds[0]) < _per_image(level, x)
     salt = _pixel_uniform(x, seeds[1]) < ops.cast(salt_ratio, x.dtype)
     return ops.where(hit, ops.cast(salt, x.dtype), x)
@@ -194,7 +194,7 @@ def corrupt_batch(x, specs, seed):
     """
     if not specs:
         raise ValueError("corrupt_batch needs at least one corruption spec, got none")
-    rng = _random()
+    rng = stateless_random()
     seeds = rng.split(seed, 2 + len(specs))
     pick = rng.randint(rng.batch(x), seeds[0], len(specs))
     u = rng.uniform(rng.batch(x), seeds[1], x.dtype)

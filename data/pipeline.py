@@ -2,16 +2,17 @@
 
 :func:`denoising_dataset` is the ``tf.data`` pipeline (TensorFlow backend, ``tf.distribute``);
 :class:`DenoisingBatches` serves the same ``(x̃, x)`` batches to Keras backends without
-``tf.data`` (JAX on an accelerator that has no TensorFlow build). Both corrupt with
-:func:`data.corruption.corrupt_batch`.
+``tf.data`` (JAX on an accelerator that has no TensorFlow build). Both make each batch with
+:func:`training_pair`: :func:`augment_batch`, then :func:`data.corruption.corrupt_batch`.
 """
 
 from __future__ import annotations
 
 import keras
 import numpy as np
+from keras import ops
 
-from data.corruption import CorruptionSpec, corrupt_batch
+from data.corruption import CorruptionSpec, corrupt_batch, stateless_random
 
 
 def augments(dataset: str) -> bool:
@@ -20,6 +21,34 @@ def augments(dataset: str) -> bool:
     A model trained so denoises a flipped or rotated image as well as the image itself, which
     is what lets :mod:`app.engine` average over those transforms (its ``ensemble``)."""
     return dataset.startswith("folder:")
+
+
+def augment_batch(x, seed):
+    """Each image of a float batch ``(N, H, W, C)`` flipped left-right with odds 1/2 and, when
+    square, turned by 0, 90, 180 or 270° (each image its own draw): the 8 symmetries of the
+    square, drawn from the stateless seed ``seed`` (two integers) with the backend's ops, inside
+    a ``tf.data`` graph or compiled by JAX alike."""
+    rng = stateless_random()
+    seeds = rng.split(seed, 2)
+    per_image = lambda draw: ops.reshape(draw, (-1, 1, 1, 1))  # noqa: E731
+    flip = per_image(rng.uniform(rng.batch(x), seeds[0], "float32") < 0.5)
+    x = ops.where(flip, ops.flip(x, axis=2), x)
+    if x.shape[1] is None or x.shape[1] != x.shape[2]:
+        return x
+    turns, turned = per_image(rng.randint(rng.batch(x), seeds[1], 4)), x
+    for k in (1, 2, 3):
+        turned = ops.where(ops.equal(turns, k), ops.rot90(x, k, axes=(1, 2)), turned)
+    return turned
+
+
+def training_pair(x, specs: list[CorruptionSpec], seed, augment: bool = False):
+    """``(x̃, x)`` for a float batch ``x`` in ``[0, 1]``: ``x`` flipped and turned first when
+    ``augment`` (:func:`augment_batch`), then corrupted with one of ``specs`` per image. The one
+    recipe of both input pipelines."""
+    if augment:
+        seeds = stateless_random().split(seed, 2)
+        x, seed = augment_batch(x, seeds[0]), seeds[1]
+    return corrupt_batch(x, specs, seed), x
 
 
 def epoch_seed(seed: int, first_epoch: int) -> int:
@@ -62,15 +91,7 @@ def denoising_dataset(images: np.ndarray, specs: list[CorruptionSpec], batch_siz
     ds = tf.data.Dataset.zip(ds, seeds)
 
     def make_pair(batch, batch_seed):
-        x = tf.cast(batch, tf.float32) / 255.0
-        if augment:
-            flip_seed, rot_seed, batch_seed = tf.unstack(
-                tf.random.experimental.stateless_split(batch_seed, 3))
-            x = tf.image.stateless_random_flip_left_right(x, flip_seed)
-            if x.shape[1] == x.shape[2]:
-                k = tf.random.stateless_uniform([], rot_seed, maxval=4, dtype=tf.int32)
-                x = tf.image.rot90(x, k)
-        return corrupt_batch(x, specs, batch_seed), x
+        return training_pair(tf.cast(batch, tf.float32) / 255.0, specs, batch_seed, augment)
 
     ds = ds.map(make_pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     options = tf.data.Options()
@@ -86,10 +107,10 @@ class DenoisingBatches(keras.utils.PyDataset):
     for photo patches (``augment``). On JAX the corruption is compiled once and runs on the
     accelerator.
 
-    ``workers`` threads cut, flip and corrupt the next batches while the accelerator trains on
-    this one; Keras keeps their order, so the batches are those of one worker. (Cutting and
-    flipping a batch of 128 colour 96×96 patches is about 23 ms of numpy on this project's CPU:
-    done in turn with each training step, it keeps an accelerator waiting.)
+    ``workers`` threads gather and corrupt the next batches while the accelerator trains on
+    this one; Keras keeps their order, so the batches are those of one worker. (Gathering a
+    batch of 128 colour 96×96 patches is numpy work on the CPU: done in turn with each training
+    step, it keeps an accelerator waiting.)
     """
 
     def __init__(self, images: np.ndarray, specs: list[CorruptionSpec], batch_size: int, seed: int,
@@ -97,19 +118,19 @@ class DenoisingBatches(keras.utils.PyDataset):
                  fresh_noise: bool = True, workers: int = 1, first_epoch: int = 0):
         super().__init__(workers=workers, max_queue_size=max(10, 2 * workers))
         self.images, self.batch_size, self.seed = images, batch_size, seed
-        self.shuffle, self.augment, self.fresh_noise = shuffle, augment, fresh_noise
+        self.shuffle, self.fresh_noise = shuffle, fresh_noise
         count = len(images) // batch_size if drop_remainder else -(-len(images) // batch_size)
         if count < 1:
             raise ValueError(f"{len(images)} images is fewer than one batch of {batch_size}")
         # A resumed run goes on at its epoch: the shuffling and noise of the epochs it has not
         # trained yet, not a replay of the first ones.
         self.count, self.epoch = count, int(first_epoch)
-        corrupt = lambda x, batch_seed: corrupt_batch(x, specs, batch_seed)  # noqa: E731
+        pair = lambda x, batch_seed: training_pair(x, specs, batch_seed, augment)  # noqa: E731
         if keras.backend.backend() == "jax":
             import jax
 
-            corrupt = jax.jit(corrupt)
-        self.corrupt = corrupt
+            pair = jax.jit(pair)
+        self.pair = pair
         self._order()
 
     def _order(self):
@@ -124,14 +145,9 @@ class DenoisingBatches(keras.utils.PyDataset):
         rows = np.sort(self.order[index * self.batch_size : (index + 1) * self.batch_size])
         x = self.images[rows].astype(np.float32) / 255.0
         epoch = self.epoch if self.fresh_noise else 0
-        if self.augment:
-            rng = np.random.default_rng([self.seed, epoch, index])
-            flip = rng.random(len(x)) < 0.5
-            x[flip] = x[flip, :, ::-1]
-            if x.shape[1] == x.shape[2]:
-                x = np.ascontiguousarray(np.rot90(x, k=int(rng.integers(4)), axes=(1, 2)))
         batch_seed = np.array([self.seed * 100_003 + epoch, index], np.int64)
-        return keras.ops.convert_to_numpy(self.corrupt(x, batch_seed)), x
+        noisy, clean = self.pair(x, batch_seed)
+        return ops.convert_to_numpy(noisy), ops.convert_to_numpy(clean)
 
     def on_epoch_end(self):
         self.epoch += 1

@@ -128,3 +128,44 @@ def test_resumed_epoch_reads_the_backup_keras_writes(tmp_path):
     (tmp_path / "backup").mkdir()
     (tmp_path / "backup" / "training_metadata.json").write_text(json.dumps({"epoch": 3, "batch": 0}))
     assert resumed_epoch(tmp_path / "backup") == 3
+
+
+def _symmetries(image):
+    """The 8 flips and 90° turns of a square ``(H, W, C)`` image."""
+    return [np.rot90(im, k) for im in (image, image[:, ::-1]) for k in range(4)]
+
+
+def _which_symmetry(image, clean):
+    matches = [i for i, s in enumerate(_symmetries(image)) if np.array_equal(s, clean)]
+    assert matches, "an augmented image is not a flip or 90° turn of its original"
+    return matches[0]
+
+
+def test_both_pipelines_flip_and_turn_each_image_on_its_own_and_corrupt_what_they_turned():
+    # Distinct pixel values, so that each of the 8 symmetries of an image is told apart.
+    rng = np.random.default_rng(4)
+    images = np.stack([rng.permutation(192).reshape(8, 8, 3) for _ in range(64)]).astype(np.uint8)
+    specs = [CorruptionSpec.parse("masking:0.5")]
+    tf_batches = [(n.numpy(), c.numpy()) for n, c in
+                  denoising_dataset(images, specs, 64, seed=2, shuffle=False, augment=True)]
+    for noisy, clean in [*tf_batches, DenoisingBatches(images, specs, 64, seed=2, shuffle=False,
+                                                       augment=True)[0]]:
+        originals = images / np.float32(255)
+        drawn = [_which_symmetry(im, c) for im, c in zip(originals, clean, strict=True)]
+        # Each image draws its own: within one batch, all 8 symmetries turn up.
+        assert len(set(drawn)) == 8
+        # The corruption is of the turned image (the training target): masked pixels are 0,
+        # the others are the target's own.
+        kept = noisy != 0
+        np.testing.assert_array_equal(noisy[kept], clean[kept])
+        assert 0.35 < 1 - kept.mean() < 0.65
+
+
+def test_non_square_images_are_flipped_but_never_turned():
+    from data.pipeline import augment_batch
+
+    x = np.random.default_rng(5).random((32, 4, 6, 1)).astype(np.float32)
+    out = np.asarray(augment_batch(x, np.array([1, 2])))
+    flipped = [np.array_equal(o, im[:, ::-1]) for im, o in zip(x, out, strict=True)]
+    kept = [np.array_equal(o, im) for im, o in zip(x, out, strict=True)]
+    assert all(f or k for f, k in zip(flipped, kept, strict=True)) and 8 < sum(flipped) < 24
