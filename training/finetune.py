@@ -39,7 +39,7 @@ from data.datasets import SOURCES, DatasetNotFoundError
 from data.images import atomic_write_bytes, atomic_write_json
 from models.registry import ModelNotFoundError, save_model
 from training.cli import parse_config
-from training.history import epoch_timer, read_history, resumed_epoch
+from training.history import early_stopping, epoch_timer, read_history, resumed_epoch
 from training.pretrain import PretrainConfig
 
 MODES = ("linear", "finetune", "scratch")
@@ -220,8 +220,10 @@ def _callbacks(seed_dir: Path, log_dir: Path, phase: str, patience: int) -> list
         keras.callbacks.BackupAndRestore(str(seed_dir / f"backup-{phase}")),
         keras.callbacks.ModelCheckpoint(str(seed_dir / "checkpoint.keras")),
         keras.callbacks.TerminateOnNaN(),
-        *([keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience,
-                                         restore_best_weights=True)] if patience else []),
+        # After BackupAndRestore: a resumed phase keeps its best epoch so far.
+        *([early_stopping(seed_dir / f"backup-{phase}", seed_dir / f"history-{phase}.csv",
+                          monitor="val_accuracy", mode="max", patience=patience)]
+          if patience else []),
         keras.callbacks.CSVLogger(str(seed_dir / f"history-{phase}.csv"), append=True),
         keras.callbacks.TensorBoard(str(log_dir / f"{seed_dir.name}-{phase}")),
     ]

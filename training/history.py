@@ -51,13 +51,60 @@ def resumed_epoch(backup_dir: Path) -> int:
         return 0
 
 
+def early_stopping(backup_dir: Path, history_csv: Path, **kwargs):
+    """``keras.callbacks.EarlyStopping(restore_best_weights=True, **kwargs)`` that a restart does
+    not reset.
+
+    Keras's callback starts afresh in every ``fit``: a run resumed by ``BackupAndRestore`` would
+    forget its best epoch so far, wait ``patience`` epochs anew and, at its end, restore the best
+    weights *since the restart*, which may be worse than those before it. This one keeps the best
+    weights in ``backup_dir`` (deleted with the backup when training ends) and, on a resumed run,
+    takes its best value and its epochs without improvement from the ``CSVLogger`` file of the
+    epochs before the restart. List it after ``BackupAndRestore``.
+    """
+    import keras
+
+    best_file = Path(backup_dir) / "best.weights.h5"
+
+    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            done = resumed_epoch(backup_dir)
+            if not done or not best_file.exists() or not Path(history_csv).exists():
+                return
+            values = read_history(history_csv).get(self.monitor, [])[:done]
+            if not values:
+                return
+            if self.monitor_op is None:
+                self._set_monitor_op()
+            for epoch, value in enumerate(values):
+                self.wait += 1
+                if self._is_improvement(value, self.best):
+                    self.best, self.best_epoch, self.wait = value, epoch, 0
+            latest = self.model.get_weights()  # BackupAndRestore's, restored just before
+            self.model.load_weights(best_file)
+            self.best_weights = self.model.get_weights()
+            self.model.set_weights(latest)
+
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)
+            if self.best_epoch == epoch and self.best_weights is not None:
+                best_file.parent.mkdir(parents=True, exist_ok=True)
+                partial = best_file.with_name("best-partial.weights.h5")
+                self.model.save_weights(partial)
+                partial.replace(best_file)
+
+    return ResumableEarlyStopping(restore_best_weights=True, **kwargs)
+
+
 def read_history(path: Path) -> dict[str, list[float]]:
     """A ``CSVLogger`` file as ``{column: values}``, one value per epoch.
 
     An epoch logged twice (a phase that was run again after a restart) counts once, with its
-    last values.
+    last values. Empty cells and Keras's ``NA`` (a ``val_`` column of a fit without validation
+    data) are skipped.
     """
     with Path(path).open(newline="") as f:
         rows = list({row["epoch"]: row for row in csv.DictReader(f)}.values())
-    return {key: [float(row[key]) for row in rows if row.get(key) not in (None, "")]
+    return {key: [float(row[key]) for row in rows if row.get(key) not in (None, "", "NA")]
             for key in (rows[0] if rows else {}) if key != "epoch"}

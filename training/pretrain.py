@@ -36,7 +36,7 @@ from data.images import atomic_write_json
 from models.registry import ModelNotFoundError, gpu_devices, save_model
 from training.cli import config_differences, finished_run_config, parse_config, save_config
 from training.distribute import patch_keras_for_multi_worker
-from training.history import epoch_timer, read_history, resumed_epoch
+from training.history import early_stopping, epoch_timer, read_history, resumed_epoch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -365,14 +365,18 @@ def train(config: PretrainConfig) -> dict:
             if not timer.stopped_early:
                 super().on_train_end(logs)
 
+    # A resumed run keeps its best epoch so far; several workers keep Keras's own (which forgets
+    # it on a restart) rather than all write one file.
+    stop_early = (keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True)
+                  if is_multi_worker(strategy) else
+                  early_stopping(out_dir / "backup", out_dir / "history.csv", patience=config.patience))
     callbacks = [
         # Before CSVLogger, so that history.csv keeps every epoch's time; ends at --time-limit.
         timer,
         Backup(str(out_dir / "backup")),
         keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoint.keras")),
         keras.callbacks.TerminateOnNaN(),
-        *([keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True)]
-          if config.patience else []),
+        *([stop_early] if config.patience else []),
         keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True),
     ]
     if on_tensorflow:  # Keras writes TensorBoard logs through tf.summary

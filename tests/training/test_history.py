@@ -35,3 +35,68 @@ def test_time_budget_ends_fit_before_the_next_epoch_would_overrun():
     assert 1 <= len(history.epoch) <= 3
     unlimited = model.fit(x, x[:, :1], epochs=4, verbose=0, callbacks=[slow, epoch_timer(10)])
     assert len(unlimited.epoch) == 4
+
+
+def _fit_with_scripted_scores(tmp_path, scores, weights_seen, stop_after=None):
+    """Fits a tiny model whose monitored ``score`` follows ``scores`` epoch by epoch, with the
+    callbacks of a resumable run; ``stop_after`` kills it (an exception) after that epoch."""
+    import keras
+    import numpy as np
+
+    from training.history import early_stopping
+
+    class Script(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs["score"] = scores[epoch]
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            weights_seen[epoch] = self.model.get_weights()
+            if epoch == stop_after:
+                raise KeyboardInterrupt
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((32, 3)).astype("float32"), rng.random((32, 1)).astype("float32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    stopper = early_stopping(tmp_path / "backup", tmp_path / "history.csv", monitor="score",
+                             mode="max", patience=3)
+    callbacks = [Script(), keras.callbacks.BackupAndRestore(str(tmp_path / "backup")), stopper,
+                 keras.callbacks.CSVLogger(str(tmp_path / "history.csv"), append=True), Record()]
+    try:
+        model.fit(x, y, epochs=len(scores), batch_size=8, callbacks=callbacks, verbose=0)
+    except KeyboardInterrupt:
+        return None
+    return model
+
+
+def test_early_stopping_keeps_its_best_epoch_across_a_restart(tmp_path):
+    import numpy as np
+
+    from training.history import read_history
+
+    # Best at epoch 1; killed after epoch 3 (two epochs without improvement); then a small rise
+    # at epoch 4 that is still below the best. Keras's own callback would forget epoch 1 on the
+    # restart, run to epoch 7 and end on epoch 4's weights.
+    scores = [0.1, 0.5, 0.3, 0.2, 0.25, 0.2, 0.1, 0.1, 0.1, 0.1]
+    weights = {}
+    assert _fit_with_scripted_scores(tmp_path, scores, weights, stop_after=3) is None
+    assert (tmp_path / "backup" / "best.weights.h5").exists()
+    model = _fit_with_scripted_scores(tmp_path, scores, weights)
+    # Patience 3 counted across the restart: epochs 2, 3, 4 without improvement, then it stops.
+    assert sorted(weights) == [0, 1, 2, 3, 4]
+    assert read_history(tmp_path / "history.csv")["score"] == scores[:5]
+    for got, best in zip(model.get_weights(), weights[1], strict=True):
+        np.testing.assert_array_equal(got, best)
+    assert not (tmp_path / "backup").exists()  # training ended: the backup and best weights go
+
+
+def test_early_stopping_without_a_restart_is_keras_own(tmp_path):
+    import numpy as np
+
+    scores = [0.1, 0.3, 0.6, 0.2, 0.2, 0.2, 0.2, 0.2]
+    weights = {}
+    model = _fit_with_scripted_scores(tmp_path, scores, weights)
+    assert sorted(weights) == [0, 1, 2, 3, 4, 5]
+    for got, best in zip(model.get_weights(), weights[2], strict=True):
+        np.testing.assert_array_equal(got, best)
