@@ -79,6 +79,12 @@ def total_variation(image: np.ndarray, params: dict) -> np.ndarray:
                      image.shape)
 
 
+def bm3d_white_noise_mode(height: int, width: int) -> bool:
+    """Whether :func:`bm3d_denoise` runs an image of this size in BM3D's white-noise mode (nf=0)
+    rather than its default profile: a sigma tuned in one mode is not the best in the other."""
+    return height * width >= _BM3D_LARGE_IMAGE
+
+
 def bm3d_denoise(image: np.ndarray, params: dict) -> np.ndarray:
     """BM3D (the ``bm3d`` package) for white noise of std ``sigma``; colour in opponent space.
 
@@ -95,7 +101,7 @@ def bm3d_denoise(image: np.ndarray, params: dict) -> np.ndarray:
                          f"got {image.shape[1]} x {image.shape[0]}")
     if np.ptp(image) == 0:  # nothing to denoise; bm3d's normalisation would divide by zero
         return image.copy()
-    if image.shape[0] * image.shape[1] >= _BM3D_LARGE_IMAGE:
+    if bm3d_white_noise_mode(*image.shape[:2]):
         profile.nf = 0
     else:
         profile.num_threads = 1

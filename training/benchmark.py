@@ -95,8 +95,9 @@ class BenchmarkConfig:
         "choices": tuple(ENSEMBLES), "help": f"{ENSEMBLE_HELP}; each model is scored at each size "
         "given (sizes above 1 add an '-xN' suffix to its name)"})
     seed: int = field(default=0, metadata={
-        "help": "seed of the test noise (tuning uses seed + 1) and, for a dataset, of the held-out "
-                "slice that tunes the classic denoisers (as pretraining's --seed picks it)"})
+        "help": "seed of the test noise (tuning uses the next seed; with photos, the seeds after "
+                "the test photos') and, for a dataset, of the held-out slice that tunes the classic "
+                "denoisers (as pretraining's --seed picks it)"})
     json: str | None = field(default=None, metadata={"help": "write the full report here"})
     markdown: str | None = field(default=None, metadata={"help": "write the Markdown tables here"})
     from_json: str | None = field(default=None, metadata={
@@ -281,15 +282,20 @@ def tune(contender: Contender, clean, noisy) -> dict:
     return {"params": best["params"], "seconds": round(time.perf_counter() - started, 2), "grid": tried}
 
 
-def evaluate(contender: Contender, params: dict, clean, noisy) -> dict:
-    """Scores one contender at fixed parameters; times it after one warm-up image."""
-    contender.run(noisy[:1], params)  # first call pays for graph tracing, imports, thread pools
+def evaluate(contender: Contender, params: dict, clean, noisy, first: int = 0) -> dict:
+    """Scores one contender at fixed parameters, timed after a warm-up.
+
+    A model's warm-up is a whole untimed pass: each new batch or photo shape traces its graph
+    again, which the first image alone would not cover. A classic contender's is one image
+    (imports, thread pools). ``first`` (fewer than the images) also records the PSNR of the
+    first ``first`` images, where a slow contender was scored (:func:`_margin_table`)."""
+    contender.run(noisy if contender.kind == "model" else noisy[:1], params)
     started = time.perf_counter()
     estimates = contender.run(noisy, params)
     seconds = time.perf_counter() - started
     psnrs, ssims = score(clean, estimates)
     megapixels = sum(im.shape[0] * im.shape[1] for im in clean) / 1e6
-    return {
+    result = {
         "psnr": round(float(np.mean(psnrs)), 3),
         "ssim": round(float(np.mean(ssims)), 4),
         "images": len(clean),
@@ -297,6 +303,9 @@ def evaluate(contender: Contender, params: dict, clean, noisy) -> dict:
         "seconds_per_image": seconds / len(clean),
         "seconds_per_megapixel": seconds / megapixels,
     }
+    if 0 < first < len(clean):
+        result["psnr_first"] = {"images": first, "psnr": round(float(np.mean(psnrs[:first])), 3)}
+    return result
 
 
 # ---------------------------------------------------------------- data
@@ -351,6 +360,22 @@ def photo_data(config: BenchmarkConfig) -> BenchmarkData:
     }, photos=True)
 
 
+def check_bm3d_tuning(data: BenchmarkData) -> None:
+    """Refuses a tuning crop that BM3D would run in another mode than most test photos
+    (:func:`models.classic.bm3d_white_noise_mode`): its sigma would be tuned for the wrong one."""
+    from models.classic import bm3d_white_noise_mode
+
+    tune = bm3d_white_noise_mode(*data.tune[0].shape[:2])
+    test = [bm3d_white_noise_mode(*im.shape[:2]) for im in data.test]
+    if 2 * sum(mode != tune for mode in test) > len(test):
+        side = data.tune[0].shape[0]
+        raise BenchmarkError(
+            f"the {side}x{side} tuning crop would tune BM3D in its "
+            f"{'white-noise' if tune else 'default'} mode, but most test photos run in its "
+            f"{'default' if tune else 'white-noise'} mode (the switch is at 256x256 pixels); "
+            f"pass a --tune-crop {'below' if tune else 'of at least'} 256 or leave out --contender bm3d")
+
+
 def write_skimage_photos(folder) -> list[Path]:
     """Writes scikit-image's bundled sample photos: ``test/`` to score, ``tune/`` to tune on.
 
@@ -392,20 +417,28 @@ def run_benchmark(config: BenchmarkConfig, command: str = "") -> dict:
     settings = tuple(dict.fromkeys(parse_setting(s) for s in config.setting)) or default_settings(data.photos)
     contenders, skipped = build_contenders(config)
     contenders = [c for c in contenders if any(s.name in c.corruptions for s in settings)]
+    if data.photos and any(c.name == "bm3d" for c in contenders):
+        check_bm3d_tuning(data)
     for reason in skipped.values():
         _log(reason)
     load_start = os.getloadavg()
     results = {}
+    # Photos take seeds seed, seed + 1, ... one each: the tuning photos' follow the test photos',
+    # so that no tuning photo shares its noise with a test photo.
+    tune_seed = config.seed + (len(data.test) if data.photos else 1)
+    # Where slow contenders score only the first images, the others' PSNR there is kept too.
+    slow_first = (config.slow_limit if any(c.slow for c in contenders) else 0)
     for setting in settings:
         noisy_test = corrupt_images(data.test, setting, config.seed)
-        noisy_tune = corrupt_images(data.tune, setting, config.seed + 1)
+        noisy_tune = corrupt_images(data.tune, setting, tune_seed)
         results[setting.label] = {}
         for c in contenders:
             if setting.name not in c.corruptions:
                 continue
             n, n_tune = (config.slow_limit, config.slow_tune_images) if c.slow else (0, 0)
             tuned = tune(c, _take(data.tune, n_tune), _take(noisy_tune, n_tune))
-            result = evaluate(c, tuned["params"], _take(data.test, n), _take(noisy_test, n))
+            result = evaluate(c, tuned["params"], _take(data.test, n), _take(noisy_test, n),
+                              first=0 if c.slow else slow_first)
             results[setting.label][c.name] = {**result, "params": tuned["params"], "tune": {
                 "images": len(_take(data.tune, n_tune)), "seconds": tuned["seconds"], "grid": tuned["grid"]}}
             _log(f"{setting.label:>18} {c.name:>14}: PSNR {result['psnr']:6.2f} dB  SSIM "
@@ -422,7 +455,7 @@ def run_benchmark(config: BenchmarkConfig, command: str = "") -> dict:
             "slow_limit": config.slow_limit,
             "slow_tune_images": config.slow_tune_images,
             "seed": config.seed,
-            "tune_seed": config.seed + 1,
+            "tune_seed": tune_seed,
             "score": "PSNR per image (data range 1.0) and SSIM (scikit-image), averaged over images",
         },
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
@@ -524,25 +557,46 @@ def _params_table(report: dict) -> str:
     return markdown_table(["contender", *settings], rows)
 
 
+def _psnr_on(result: dict, images: int) -> float | None:
+    """A result's PSNR over the first ``images`` test images, where the report holds it."""
+    if result["images"] == images:
+        return result["psnr"]
+    first = result.get("psnr_first") or {}
+    return first["psnr"] if first.get("images") == images else None
+
+
 def _margin_table(report: dict) -> str:
-    """Each model's PSNR minus the best classic contender's, per setting ("" without models)."""
+    """Each model's PSNR minus the best classic contender's, per setting ("" without models).
+
+    All are compared on the same images: where a slow contender scored only the first test
+    images, the best and the margins are taken there (marked †), from the PSNR the others
+    recorded on those images (``psnr_first``). A report without those figures (written before
+    they were kept) compares the whole-split means and marks the margin † as well."""
     kinds = {n: c["kind"] for n, c in report["contenders"].items()}
     models = [n for n, k in kinds.items() if k == "model"]
     if not models or "classic" not in kinds.values():
         return ""
     labels, rows = _labels(report), {}
     for s in report["settings"]:
-        classic = {n: r for n, r in report["results"][s].items() if kinds[n] == "classic"}
+        results = report["results"][s]
+        classic = {n: r for n, r in results.items() if kinds[n] == "classic"}
         if not classic:  # e.g. only inpainting, which is for masking alone
             rows.setdefault("best", ["best classic (dB)"]).append("-")
             for m in models:
                 rows.setdefault(m, [f"{labels[m]} minus best classic"]).append("-")
             continue
-        best = max(classic, key=lambda n: classic[n]["psnr"])
-        rows.setdefault("best", ["best classic (dB)"]).append(f"{classic[best]['psnr']:.2f} ({best})")
+        common = min(r["images"] for n, r in results.items() if n in classic or n in models)
+        on_common = {n: _psnr_on(results[n], common) for n in [*classic, *models]}
+        comparable = all(v is not None for v in on_common.values())
+        if not comparable:  # an older report: whole-split means, marked
+            on_common = {n: results[n]["psnr"] for n in on_common}
+        mark = "†" if any(results[n]["images"] > common for n in on_common) else ""
+        best = max(classic, key=lambda n: on_common[n])
+        rows.setdefault("best", ["best classic (dB)"]).append(
+            f"{on_common[best]:.2f} ({best}){mark if comparable else ''}")
         for m in models:
-            margin = report["results"][s][m]["psnr"] - classic[best]["psnr"]
-            rows.setdefault(m, [f"{labels[m]} minus best classic"]).append(f"{margin:+.2f}")
+            margin = on_common[m] - on_common[best]
+            rows.setdefault(m, [f"{labels[m]} minus best classic"]).append(f"{margin:+.2f}{mark}")
     return markdown_table(["", *report["settings"]], list(rows.values()))
 
 
@@ -552,8 +606,7 @@ def markdown_report(report: dict) -> str:
     unit = ("seconds per megapixel and per photo" if proto["photos"]
             else "seconds per image and images per second")
     parts = [
-        f"Test: {proto['test']}. Tuning: {proto['tune']}. Noise seeds {proto['seed']} (test) and "
-        f"{proto['tune_seed']} (tuning). {proto['score']}.", "",
+        f"Test: {proto['test']}. Tuning: {proto['tune']}. {_seed_note(proto)} {proto['score']}.", "",
         f"PSNR (dB), higher is better; the best per setting in bold. Speed: {unit}, mean over the "
         f"settings, on this machine ({report['machine']['cpus']} CPUs, load average "
         f"{report['machine']['load_average_start'][0]} at the start).", "",
@@ -563,6 +616,9 @@ def markdown_report(report: dict) -> str:
     if margins:
         parts += ["Our models against the best classic contender of each setting (PSNR, dB):", "",
                   margins, ""]
+        if "†" in margins:
+            parts += [f"† compared on the first {proto['slow_limit']} test images, those the slow "
+                      "contenders scored.", ""]
     parts += [
         "SSIM:", "", _metric_table(report, "ssim", 3, speed=False), "",
         "Parameters that won on the tuning images:", "", _params_table(report),
@@ -572,6 +628,13 @@ def markdown_report(report: dict) -> str:
     if report["skipped"]:
         parts += ["", *(f"- {reason}" for reason in report["skipped"].values())]
     return "\n".join(parts) + "\n"
+
+
+def _seed_note(proto: dict) -> str:
+    seed, tune = proto["seed"], proto["tune_seed"]
+    if proto["photos"]:
+        return f"Noise seeds {seed}, {seed + 1}, ... (a test photo each) and {tune}, ... (tuning)."
+    return f"Noise seeds {seed} (test) and {tune} (tuning)."
 
 
 def write_atomic(path: str, text: str) -> None:
@@ -640,6 +703,10 @@ def main(argv=None) -> int:
             check_output(config.json, "--json")
         if config.markdown:
             check_output(config.markdown, "--markdown")
+            for flag, report_path in (("--json", config.json), ("--from-json", config.from_json)):
+                if report_path and Path(report_path).resolve() == Path(config.markdown).resolve():
+                    raise ValueError(f"--markdown {config.markdown} is the {flag} report itself; "
+                                     "writing the tables there would replace its numbers")
         if config.from_json:
             report = read_report(config.from_json)
         else:

@@ -321,3 +321,120 @@ def test_from_json_that_is_not_a_benchmark_report_is_a_clear_error(tmp_path, cap
         assert main(["--from-json", str(path)]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- fair comparisons
+
+
+@needs_fashion_mnist
+def test_margins_compare_everyone_on_the_images_a_slow_contender_scored(tmp_path, monkeypatch):
+    import dataclasses
+
+    built = benchmark.build_contenders
+
+    def median3_is_slow(config):  # BM3D is an optional package: a real contender stands in
+        contenders, skipped = built(config)
+        return [dataclasses.replace(c, slow=True) if c.name == "median3" else c
+                for c in contenders], skipped
+
+    monkeypatch.setattr(benchmark, "build_contenders", median3_is_slow)
+    out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
+    assert main(["--model", "fashion-mnist", "--dataset", "fashion_mnist", "--limit", "40",
+                 "--slow-limit", "10", "--tune-images", "4", "--slow-tune-images", "4",
+                 "--contender", "median3", "--setting", "salt_pepper:0.3",
+                 "--json", str(out_json), "--markdown", str(out_md)]) == 0
+    results = json.loads(out_json.read_text())["results"]["salt_pepper:0.3"]
+    assert results["median3"]["images"] == 10 and "psnr_first" not in results["median3"]
+    clean = to_model(load_named("fashion_mnist").x_test[:40])
+    noisy_psnrs = psnr(clean, corrupt(clean, "salt_pepper", 0.3, 0))
+    assert results["noisy"]["images"] == 40
+    first = pytest.approx(np.mean(noisy_psnrs[:10]), abs=1e-3)
+    assert results["noisy"]["psnr_first"] == {"images": 10, "psnr": first}
+    ours = results["fashion-mnist"]
+    assert ours["images"] == 40 and ours["psnr_first"]["images"] == 10
+    # The margin is on the first 10 images for both, not 40 images against 10.
+    margin = ours["psnr_first"]["psnr"] - results["median3"]["psnr"]
+    assert abs(margin - (ours["psnr"] - results["median3"]["psnr"])) > 0.005  # the two do differ
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip()
+            for line in out_md.read_text().splitlines() if line.startswith("| ")}
+    assert rows["fashion-mnist (ours) minus best classic"] == f"{margin:+.2f}†"
+    assert rows["best classic (dB)"] == f"{results['median3']['psnr']:.2f} (median3)†"
+    assert "† compared on the first 10 test images" in out_md.read_text()
+
+
+def test_an_older_report_without_subset_figures_marks_its_mixed_margins():
+    from training.benchmark import _margin_table
+
+    report = {"contenders": {"bm3d": {"kind": "classic", "label": "BM3D", "slow": True},
+                             "tv": {"kind": "classic", "label": "TV", "slow": False},
+                             "m": {"kind": "model", "label": "m (ours)", "slow": False}},
+              "protocol": {"slow_limit": 300, "test_images": 10_000, "slow_tune_images": 16,
+                           "tune_images": 32},
+              "settings": ["gaussian:0.3"],
+              "results": {"gaussian:0.3": {"bm3d": {"psnr": 17.2, "images": 300},
+                                           "tv": {"psnr": 16.9, "images": 10_000},
+                                           "m": {"psnr": 22.6, "images": 10_000}}}}
+    rows = [line.split("|")[2].strip() for line in _margin_table(report).splitlines()[2:]]
+    assert rows == ["17.20 (bm3d)", "+5.40†"]
+
+
+def test_model_timing_excludes_tracing_of_every_shape():
+    from training.benchmark import Contender, evaluate
+
+    calls = []
+
+    def run(images, params):
+        calls.append([im.shape for im in images])
+        return list(images)
+
+    photos = [np.full((8, 12, 3), 0.5, np.float32), np.full((16, 6, 3), 0.5, np.float32)]
+    evaluate(Contender("m", "m", "model", run), {}, photos, photos)
+    # The untimed warm-up already ran every photo size the timed pass runs.
+    assert calls[0] == calls[1] == [(8, 12, 3), (16, 6, 3)]
+    calls.clear()
+    evaluate(Contender("c", "c", "classic", run), {}, photos, photos)
+    assert calls[0] == [(8, 12, 3)]  # a classic contender traces nothing: one image warms it
+
+
+def test_tuning_photos_never_share_noise_with_a_test_photo(tmp_path):
+    from skimage import data as samples
+
+    folder = tmp_path / "photos"
+    # The tuning photo is a test photo's twin: sharing a seed would give them identical noise.
+    twin = samples.coffee()[100:164, 200:264]
+    _write_photo(folder / "a_tune.png", twin)
+    _write_photo(folder / "b.png", samples.astronaut()[40:104, 200:264])
+    _write_photo(folder / "c.png", twin)
+    out_json = tmp_path / "photos.json"
+    assert main(["--images", str(folder), "--tune-image", str(folder / "a_tune.png"),
+                 "--contender", "median3", "--tune-crop", "64", "--setting", "gaussian:25/255",
+                 "--json", str(out_json)]) == 0
+    proto = json.loads(out_json.read_text())["protocol"]
+    test_seeds = range(proto["seed"], proto["seed"] + proto["test_images"])
+    assert proto["tune_seed"] not in test_seeds
+    setting = Setting("gaussian", 25 / 255, "gaussian:25/255")
+    clean = to_model(twin)
+    test_noisy = corrupt_images([clean, clean], setting, proto["seed"])
+    tune_noisy = corrupt_images([clean], setting, proto["tune_seed"])[0]
+    assert not any(np.array_equal(tune_noisy, t) for t in test_noisy)
+
+
+def test_bm3d_is_not_tuned_in_another_mode_than_it_scores_the_photos():
+    from training.benchmark import BenchmarkData, BenchmarkError, check_bm3d_tuning
+
+    big, small = np.zeros((300, 400, 3), np.float32), np.zeros((128, 128, 3), np.float32)
+    check_bm3d_tuning(BenchmarkData([big, big], [big[:256, :256]], {}, photos=True))
+    with pytest.raises(BenchmarkError, match="--tune-crop of at least 256"):
+        check_bm3d_tuning(BenchmarkData([big, big], [small], {}, photos=True))
+    check_bm3d_tuning(BenchmarkData([small], [small], {}, photos=True))
+
+
+@pytest.mark.parametrize("report_flag", ["--json", "--from-json"])
+def test_markdown_onto_the_json_report_is_refused(tmp_path, capsys, report_flag):
+    report = tmp_path / "report.json"
+    report.write_text('{"numbers": "precious"}')
+    assert main(["--model", "fashion-mnist", "--contender", "median3", report_flag, str(report),
+                 "--markdown", str(tmp_path / "." / "report.json")]) == 2
+    err = capsys.readouterr().err
+    assert f"is the {report_flag} report itself" in err and "Traceback" not in err
+    assert report.read_text() == '{"numbers": "precious"}'
