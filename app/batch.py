@@ -6,11 +6,14 @@ OUT_DIR mirrors IN_DIR's folders; each output keeps its input's format, mode and
 - nothing is ever written inside IN_DIR (an OUT_DIR inside IN_DIR, or around it, is refused) and
   no input is opened for writing;
 - each output is written atomically (a hidden ``.NAME.XXXX.partial`` file, then a rename), so a
-  killed run leaves no half-written image; leftover ``.partial`` files are removed on the next
-  run;
+  killed run leaves no half-written image; a later run removes the ``.partial`` files it finds
+  once they are an hour old (younger ones may be another run's, writing into the same OUT_DIR);
 - existing outputs are skipped unless ``--overwrite``: rerunning the same command resumes;
 - one bad file never stops the run: it is reported with its reason, and the exit status is 1
-  when anything failed (2 when the command itself is wrong).
+  when anything failed (2 when the command itself is wrong); so is a folder that cannot be
+  listed, whose files would otherwise be left out unseen;
+- a file the output format cannot hold (alpha into BMP, or into JPEG with ``--format jpeg``) is
+  refused when read, before it is denoised.
 
 Small images of the same size go through the model together; reader threads load (and
 writer threads save) files while the model works. A progress bar shows files/s and MP/s; a
@@ -32,13 +35,14 @@ import collections
 import concurrent.futures as cf
 import csv
 import dataclasses
+import fnmatch
 import io
 import json
 import os
 import sys
 import tempfile
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -62,7 +66,9 @@ from data.images import (
     ImageReadError,
     ImageWriteError,
     atomic_write_bytes,
+    check_writable,
     existing_ancestor,
+    format_for,
     load_image,
     match_channels,
     save_image,
@@ -74,6 +80,12 @@ from training.cli import parse_config
 BUFFER_SAMPLES = 100_000_000
 """Samples (pixels x channels) of decoded images the batch holds between reading and writing,
 besides the one being denoised: a folder of 24-megapixel photos keeps 2-4 in memory, not 128."""
+
+PARTIAL_MAX_AGE_S = 3600
+"""Age after which a ``.partial`` file in OUT_DIR is a killed run's and is removed. A write's
+temporary lives for the seconds its bytes take to reach the disk (the image is encoded first),
+so one an hour old belongs to no run still going, on this machine or on another writing into
+the same folder (where process ids would tell nothing)."""
 
 MANIFEST_FIELDS = (
     "input", "output", "status", "reason", "detail", "width", "height", "mode", "bit_depth",
@@ -133,11 +145,8 @@ class BatchConfig:
         if self.glob is not None and (Path(self.glob).is_absolute() or ".." in Path(self.glob).parts):
             raise ValueError(f"--glob must be a pattern inside IN_DIR (no '..', not absolute), "
                              f"got {self.glob!r}")
-        if self.glob:
-            try:  # pathlib checks the pattern itself; globbing below a file then finds nothing
-                next(Path(__file__).glob(self.glob), None)
-            except (ValueError, NotImplementedError) as err:
-                raise ValueError(f"--glob {self.glob!r} is not a valid pattern: {err}") from None
+        if self.glob is not None:
+            glob_parts(self.glob)
         if self.manifest is not None and self.manifest.suffix.lower() not in (".csv", ".json"):
             raise ValueError(f"--manifest must end in .csv or .json, got {self.manifest}")
         for name in ("tile", "max_pixels", "batch_size", "threads"):
@@ -224,30 +233,68 @@ def check_tile(config: BatchConfig, stride: int) -> None:
         raise BatchError(f"--tile {config.tile}: {err}") from err
 
 
-def list_inputs(in_dir: Path, pattern: str | None, out_dir: Path | None = None) -> list[Path]:
-    """Input files below ``in_dir``: matching ``pattern`` (pathlib's glob), or with an image
+def glob_parts(pattern: str) -> tuple[str, ...]:
+    """The path components of a ``--glob`` pattern, or ``ValueError`` saying what is wrong.
+
+    Each component is matched against one name as :func:`fnmatch.fnmatchcase` does (``*``,
+    ``?``, ``[seq]``); a whole ``**`` component matches any number of folders, as in pathlib's
+    glob, which cannot be used itself: it skips folders it cannot list without a word."""
+    parts = PurePosixPath(pattern).parts
+    if not parts:
+        raise ValueError(f"--glob {pattern!r} is not a valid pattern: it is empty")
+    if any("**" in part and part != "**" for part in parts):
+        raise ValueError(f"--glob {pattern!r} is not a valid pattern: '**' can only be a whole "
+                         "path component")
+    return parts
+
+
+def _matches(parts: tuple[str, ...], pattern: tuple[str, ...], folder: bool = False) -> bool:
+    """Whether a file's path ``parts`` match the ``pattern`` components; with ``folder``, whether
+    files below the folder of those ``parts`` may."""
+    if not pattern:
+        return not parts and not folder
+    if not parts:
+        return folder
+    if pattern[0] == "**":  # zero folders, or one more (a file's last part is no folder)
+        return _matches(parts, pattern[1:], folder) or (len(parts) > 1 or folder) and _matches(
+            parts[1:], pattern, folder)
+    return fnmatch.fnmatchcase(parts[0], pattern[0]) and _matches(parts[1:], pattern[1:], folder)
+
+
+def list_inputs(in_dir: Path, pattern: str | None,
+                out_dir: Path | None = None) -> tuple[list[Path], list[tuple[Path, OSError]]]:
+    """Input files below ``in_dir``: matching ``pattern`` (:func:`glob_parts`), or with an image
     suffix; hidden ones left out. Links that lead nowhere (or in a loop) are listed too, so the
-    run reports them. Without a pattern, links to folders are followed, each real folder once
-    (no loops) and never into ``out_dir``."""
-    if pattern:
-        found = in_dir.glob(pattern)
-    else:
-        found = (p for p in _walk(in_dir, out_dir) if p.suffix.lower() in IMAGE_SUFFIXES)
-    return sorted(p for p in found if (p.is_file() or _broken_link(p))
-                  and not any(part.startswith(".") for part in p.relative_to(in_dir).parts))
+    run reports them. Links to folders are followed, each real folder once (no loops) and never
+    into ``out_dir``; with a pattern, only folders it may reach are opened.
 
-
-def _walk(in_dir: Path, out_dir: Path | None):
+    Returns:
+        ``(files, unlisted)``: the files, sorted, and each folder that could not be listed
+        (no permission, an I/O error) with its error.
+    """
+    parts = glob_parts(pattern) if pattern else None
+    found, unlisted = [], []
     seen = set()
-    for root, dirs, files in os.walk(in_dir, followlinks=True):
+
+    def reachable(folder: Path) -> bool:
+        rel = folder.relative_to(in_dir).parts
+        return not folder.name.startswith(".") and (parts is None or _matches(rel, parts, folder=True))
+
+    for root, dirs, files in os.walk(in_dir, followlinks=True, onerror=unlisted.append):
         st = os.stat(root)
         real = Path(root).resolve()
         if (st.st_dev, st.st_ino) in seen or (out_dir is not None and real.is_relative_to(out_dir)):
             dirs[:] = []
             continue
         seen.add((st.st_dev, st.st_ino))
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # the first name of a folder wins
-        yield from (Path(root) / name for name in files)
+        dirs[:] = sorted(d for d in dirs if reachable(Path(root) / d))  # the first name of a folder wins
+        for name in files:
+            path = Path(root) / name
+            rel = path.relative_to(in_dir).parts
+            wanted = path.suffix.lower() in IMAGE_SUFFIXES if parts is None else _matches(rel, parts)
+            if wanted and not name.startswith(".") and (path.is_file() or _broken_link(path)):
+                found.append(path)
+    return sorted(found), [(Path(err.filename), err) for err in unlisted]
 
 
 def _broken_link(path: Path) -> bool:
@@ -258,7 +305,15 @@ def plan(config: BatchConfig, in_dir: Path, out_dir: Path) -> list[Item]:
     """One :class:`Item` per input, with ``row["status"]`` set for those decided already."""
     suffix = FORMATS[_format(config.format)] if config.format else None
     items, claimed = [], {}
-    for source in list_inputs(in_dir, config.glob, out_dir):
+    sources, unlisted = list_inputs(in_dir, config.glob, out_dir)
+    for folder, err in unlisted:
+        rel = folder.relative_to(in_dir).as_posix()
+        row = dict.fromkeys(MANIFEST_FIELDS, "")
+        row.update(input=f"{rel}/", model=config.model)
+        _fail(row, "cannot_list", f"{rel}/: the folder cannot be listed ({err.strerror or err}); "
+                                  "the images in it were not denoised")
+        items.append(Item(folder, f"{rel}/", out_dir / rel, row))
+    for source in sources:
         rel = source.relative_to(in_dir).as_posix()
         target = out_dir / rel if suffix is None else (out_dir / rel).with_suffix(suffix)
         row = dict.fromkeys(MANIFEST_FIELDS, "")
@@ -297,13 +352,20 @@ def _note(row: dict, text: str) -> None:
 
 
 def remove_partials(out_dir: Path) -> int:
-    """Deletes temporary files a killed run left in ``out_dir``; returns how many."""
+    """Deletes the temporary files killed runs left in ``out_dir``, those last written more than
+    :data:`PARTIAL_MAX_AGE_S` ago (younger ones may be a concurrent run's); returns how many."""
     if not out_dir.is_dir():
         return 0
-    stale = [p for p in out_dir.rglob(f".*{PARTIAL_SUFFIX}") if p.is_file()]
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return len(stale)
+    cutoff = time.time() - PARTIAL_MAX_AGE_S
+    removed = 0
+    for p in out_dir.rglob(f".*{PARTIAL_SUFFIX}"):
+        try:
+            if p.is_file() and p.stat().st_mtime < cutoff:
+                p.unlink()
+                removed += 1
+        except FileNotFoundError:  # renamed into place, or removed by another run, meanwhile
+            pass
+    return removed
 
 
 # ---------------------------------------------------------------- the run
@@ -456,6 +518,11 @@ class _Pipeline:
             return item, None, None, 0.0
         height, width = image.pixels.shape[:2]
         item.row.update(width=width, height=height, mode=image.mode, bit_depth=image.bit_depth)
+        try:
+            check_writable(image, _format(self.config.format) or format_for(item.target, image.format))
+        except ImageWriteError as err:
+            _fail(item.row, err.reason, f"{item.rel}: {err} (--format png); not denoised")
+            return item, None, None, 0.0
         if image.info.get("frames", 1) > 1:
             _note(item.row, f"first of {image.info['frames']} frames: only it is denoised and written")
             self.summary.notes.append(f"{item.rel}: {item.row['detail']}")
@@ -535,12 +602,14 @@ class _Pipeline:
             _note(item.row, f"reference is {clean.shape[1]} x {clean.shape[0]}, input "
                             f"{image.pixels.shape[1]} x {image.pixels.shape[0]}: not scored")
             return
+        scores = {}  # into the row only once input and output have both been scored
         for label, pixels in (("input", image.pixels), ("output", written)):
             estimate = to_model(pixels)
             target = match_channels(clean, estimate.shape[-1])
             for metric, score, digits in (("psnr", psnr, 3), ("ssim", ssim, 4)):
                 value = float(score(target, estimate))  # SSIM is nan below 3 px: left empty
-                item.row[f"{metric}_{label}"] = round(value, digits) if np.isfinite(value) else None
+                scores[f"{metric}_{label}"] = round(value, digits) if np.isfinite(value) else None
+        item.row.update(scores)
 
     def _finish_write(self, writing: tuple[cf.Future, int]) -> None:
         """Waits for one write (a future and the samples it holds) and counts it done."""

@@ -37,8 +37,8 @@ dtype. On the way:
   others denoise a turned image worse, and averaging would lower their quality.
 
 Several small images go through the model together with :func:`denoise_many` (same-size
-planes share model calls); :func:`denoise_image` keeps an :class:`~data.images.ImageFile`'s
-alpha channel and metadata untouched.
+planes share model calls). The caller keeps an image's alpha channel and metadata: the batch
+script and the UI put the output in place of the :class:`~data.images.ImageFile`'s pixels.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.images import ImageFile, from_model, match_channels, to_model
+from data.images import from_model, match_channels, to_model
 
 COLOUR_POLICIES = ("per_channel", "luminance")
 """How a grey model treats a colour image (see the module docstring)."""
@@ -266,17 +266,6 @@ def denoise(pixels: np.ndarray, model, *, strength: float = 1.0, tile: int | Non
                         batch_pixels=batch_pixels, progress=progress)[0]
 
 
-def denoise_image(image: ImageFile, model, **kwargs) -> ImageFile:
-    """Denoises an :class:`~data.images.ImageFile`; alpha, mode and metadata stay as they were.
-
-    Args:
-        image: as :func:`data.images.load_image` returns it.
-        model: as for :func:`denoise`.
-        **kwargs: the keyword arguments of :func:`denoise`.
-    """
-    return dataclasses.replace(image, pixels=denoise(image.pixels, model, **kwargs).output)
-
-
 def denoise_many(images: Sequence[np.ndarray], model, *, strength: float = 1.0,
                  tile: int | None = DEFAULT_TILE, overlap: int | None = None, colour: str = "per_channel",
                  batch_pixels: int = DEFAULT_BATCH_PIXELS,
@@ -328,6 +317,10 @@ class _ImageJob:
             raise ValueError(f"pixels must have at least one row and column, got shape {arr.shape}")
         if not (arr.dtype in (np.uint8, np.uint16) or np.issubdtype(arr.dtype, np.floating)):
             raise ValueError(f"pixels must be uint8, uint16 or float, got {arr.dtype}")
+        if np.issubdtype(arr.dtype, np.floating):  # to_model would clip: 0..255 floats come out white
+            low, high = float(arr.min()), float(arr.max())
+            if not 0.0 <= low <= high <= 1.0:  # NaN fails too
+                raise ValueError(f"float pixels must be in [0, 1], got values from {low:g} to {high:g}")
         self.input, self.hwc, self.strength = arr, hwc, strength
         self.height, self.width, channels = hwc.shape
         self.output = np.empty_like(hwc)

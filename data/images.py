@@ -9,8 +9,8 @@ benchmarks) calls these.
 RGBA), JPEG (baseline, progressive, CMYK, grey, EXIF-rotated), TIFF (8/16-bit, incl. CMYK), BMP, WebP, GIF
 (first frame), PGM/PPM. Pixels come out upright (EXIF orientation applied) with the alpha
 channel split off, so a denoiser only ever sees colour; ``save_image`` writes them back in the
-original mode and bit depth with the ICC profile (unless a CMYK file's becomes RGB) and EXIF
-(minus orientation), atomically.
+original mode and bit depth with the ICC profile (unless a CMYK file's becomes RGB), EXIF
+(minus orientation) and XMP (its orientation set to 1), atomically.
 Every file that cannot be used raises a subclass of :class:`ImageReadError` that says why.
 """
 
@@ -232,11 +232,13 @@ class ImageFile:
         pixels: ``(H, W, C)`` uint8 or uint16, ``C`` 1 (grey) or 3 (colour), upright, no alpha.
         alpha: ``(H, W)`` of the same dtype, or ``None``.
         format: Pillow's format name (``"PNG"``, ``"JPEG"``, ``"TIFF"``, ``"BMP"``, ``"WEBP"``,
-            ``"GIF"``, ``"PPM"``).
+            ``"GIF"``, ``"PPM"``); a JPEG that Pillow calls ``"MPO"`` (many camera photos, which
+            carry a second, preview image) is ``"JPEG"``.
         mode: the file's original Pillow mode (``"1"``, ``"L"``, ``"LA"``, ``"P"``, ``"RGB"``,
             ``"RGBA"``, ``"CMYK"``, ``"I;16"``, ...); 16-bit colour reads as ``"RGB"``/``"RGBA"``
             with uint16 pixels, and CMYK (8- or 16-bit) as RGB pixels of its depth.
         info: what ``save_image`` writes back: ``icc_profile``, ``exif`` (orientation removed),
+            ``xmp`` (its ``tiff:Orientation`` set to 1),
             ``dpi``, and encoder hints (``progressive``, ``lossless``, ``compression``), plus
             ``frames`` (only the first frame of an animation or multi-page file is used).
     """
@@ -296,7 +298,13 @@ def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageFile:
         info = _keep_info(im, data)
         pixels, alpha = _orient(pixels, orientation), _orient(alpha, orientation)
         return ImageFile(np.ascontiguousarray(pixels), None if alpha is None else np.ascontiguousarray(alpha),
-                         im.format or "PNG", mode, info)
+                         _format_of(im), mode, info)
+
+
+def _format_of(im) -> str:
+    """Pillow's format name, but ``"JPEG"`` for a JPEG with a second image appended (a camera's
+    preview or stereo pair), which Pillow calls ``"MPO"``: its first image is an ordinary JPEG."""
+    return "JPEG" if im.format == "MPO" else im.format or "PNG"
 
 
 def _read_source(source) -> tuple[str, bytes]:
@@ -444,7 +452,19 @@ def _decode_sixteen_bit_colour(name, data, im):
     if _is_la16(im):
         return arr[..., :1], arr[..., 3]
     rgb = arr[..., 2::-1] if arr.shape[-1] >= 3 else np.repeat(arr, 3, axis=-1)
-    return rgb, (arr[..., 3] if arr.shape[-1] == 4 else None)
+    alpha = arr[..., 3] if arr.shape[-1] == 4 else None
+    if alpha is not None and im.format == "TIFF" and (im.tag_v2.get(338) or (0,))[0] == 1:
+        rgb = _unpremultiply(rgb, alpha)  # OpenCV hands associated alpha's colour over as stored
+    return rgb, alpha
+
+
+def _unpremultiply(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """16-bit colour stored multiplied by its alpha (a TIFF's ExtraSamples 1, "associated") as
+    the colour itself, which is what the denoiser sees and what ``save_image`` writes (with
+    unassociated alpha), as Pillow does for 8-bit files. Fully transparent pixels stay black."""
+    a = alpha.astype(np.uint32)[..., None]  # 65535 * 65535 + 32767 still fits 32 bits
+    colour = (rgb.astype(np.uint32) * 65535 + a // 2) // np.maximum(a, 1)
+    return np.where(a > 0, np.minimum(colour, 65535), 0).astype(np.uint16)
 
 
 def _decode_sixteen_bit_cmyk(name, data) -> np.ndarray:
@@ -538,15 +558,16 @@ def _keep_info(im, data: bytes) -> dict:
     dpi = _sane_dpi(im.info.get("dpi"))
     if dpi:
         info["dpi"] = dpi
-    if im.format == "JPEG":
+    fmt = _format_of(im)
+    if fmt == "JPEG":
         from PIL import JpegImagePlugin
 
         info["progressive"] = bool(im.info.get("progressive") or im.info.get("progression"))
         if (sampling := JpegImagePlugin.get_sampling(im)) >= 0:  # 4:4:4 stays 4:4:4, 4:2:0 4:2:0
             info["subsampling"] = sampling
-    if im.format in ("JPEG", "WEBP") and isinstance(im.info.get("xmp"), bytes | str):
-        info["xmp"] = im.info["xmp"]
-    if im.format == "JPEG" and isinstance(im.info.get("comment"), bytes) and im.info["comment"]:
+    if fmt in ("JPEG", "WEBP") and isinstance(im.info.get("xmp"), bytes | str):
+        info["xmp"] = _upright_xmp(im.info["xmp"])
+    if fmt == "JPEG" and isinstance(im.info.get("comment"), bytes) and im.info["comment"]:
         info["comment"] = im.info["comment"]
     if im.format == "WEBP":
         info["lossless"] = b"VP8L" in data[:4096]
@@ -557,6 +578,18 @@ def _keep_info(im, data: bytes) -> dict:
     except Exception:  # a damaged next-frame pointer (TypeError "Missing dimensions", ...)
         info["frames"] = 1
     return info
+
+
+_XMP_ORIENTATION = r'(tiff:Orientation(?:="|>))[0-9]'
+"""XMP's orientation as Pillow finds it (``Image.getexif`` takes it where EXIF has none)."""
+
+
+def _upright_xmp(xmp: bytes | str) -> bytes | str:
+    """The XMP with ``tiff:Orientation`` set to 1. The pixels are written upright and without
+    the EXIF orientation, so Pillow and other XMP-aware readers would otherwise turn them again."""
+    if isinstance(xmp, str):
+        return re.sub(_XMP_ORIENTATION, r"\g<1>1", xmp)
+    return re.sub(_XMP_ORIENTATION.encode(), rb"\g<1>1", xmp)
 
 
 def _sane_dpi(dpi) -> tuple[float, float] | None:
@@ -674,15 +707,23 @@ def atomic_write_json(path, value, **dumps) -> None:
     atomic_write_bytes(path, (json.dumps(value, indent=2, **dumps) + "\n").encode())
 
 
+def check_writable(image: ImageFile, format: str) -> str:
+    """The normalised ``format`` if ``image`` can be written in it, else :class:`ImageWriteError`
+    saying why (alpha into JPEG, BMP or PPM). The batch asks before denoising, so that no work
+    goes into a file that could not be written."""
+    fmt = _normalise_format(format)
+    if image.alpha is not None and fmt in _NO_ALPHA:
+        raise ImageWriteError(f"{fmt} cannot store the alpha channel; choose PNG, TIFF or WEBP")
+    return fmt
+
+
 def encode_image(image: ImageFile, format: str, quality: int = 95) -> bytes:
     """The bytes of ``image`` as a ``format`` file (see :func:`save_image`)."""
-    fmt = _normalise_format(format)
+    fmt = check_writable(image, format)
     pixels, alpha = image.pixels, image.alpha
     if pixels.ndim != 3 or pixels.shape[-1] not in (1, 3) or pixels.dtype not in (np.uint8, np.uint16):
         raise ImageWriteError(
             f"pixels must be (H, W, 1 or 3) uint8/uint16, got {pixels.shape} {pixels.dtype}")
-    if alpha is not None and fmt in _NO_ALPHA:
-        raise ImageWriteError(f"{fmt} cannot store the alpha channel; choose PNG, TIFF or WEBP")
     if pixels.dtype == np.uint16 and fmt not in _SIXTEEN_BIT:
         pixels = from_model(to_model(pixels), np.uint8)  # the format holds 8 bits; round, not truncate
     if alpha is not None and alpha.dtype != pixels.dtype:

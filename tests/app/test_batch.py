@@ -5,24 +5,28 @@ overwrite, dry run, refusals, format/glob, manifests."""
 from __future__ import annotations
 
 import csv
+import dataclasses
+import errno
 import hashlib
 import io
 import json
 import os
 import re
 import shutil
+import struct
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from app import batch
 from app.batch import BatchConfig, main, run
 from app.engine import as_denoiser, denoise
 from data.images import load_image, to_model
 from models.registry import native_bfloat16
-from tests.corpus import corpus_fixture
+from tests.corpus import camera_exif, corpus_fixture
 
 MODEL = "fashion-mnist"
 
@@ -154,14 +158,19 @@ def test_format_and_glob(corpus, tmp_path):
     assert rows["png/rgb8.png"]["status"] == "done" and jpeg.exit_code == 1
 
 
-def test_leftover_partial_files_are_removed(corpus, tmp_path):
+def test_leftover_partial_files_are_removed_but_not_a_concurrent_runs(corpus, tmp_path):
     root, _ = corpus
     out = tmp_path / "out"
     (out / "png").mkdir(parents=True)
-    stale = out / "png" / ".grey8.png.abc123.partial"
+    stale = out / "png" / ".grey8.png.abc123.partial"  # a run killed two hours ago
     stale.write_bytes(b"half an image")
+    two_hours_ago = time.time() - 2 * 3600
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    writing = out / "png" / ".rgb8.png.def456.partial"  # another run writing into OUT_DIR right now
+    writing.write_bytes(b"an image on its way")
     summary = run(BatchConfig(root / "noisy", out, MODEL, glob="png/grey8.png", progress=False))
     assert summary.removed_partials == 1 and not stale.exists()
+    assert writing.read_bytes() == b"an image on its way"
     assert load_image(out / "png" / "grey8.png").pixels.shape == (55, 81, 1)
 
 
@@ -507,3 +516,109 @@ def test_ctrl_c_is_one_line_whether_the_model_is_loading_or_files_are_running(
     out = capsys.readouterr().out
     assert "denoised 1 file(s)" in out and "FAILED" not in out
     assert "interrupted: 4 file(s) not done; rerun the same command to resume" in out
+
+
+@pytest.mark.parametrize("glob", [None, "**/*.png"])
+def test_a_folder_that_cannot_be_listed_is_reported_and_fails_the_run(tmp_path, monkeypatch, capsys, glob):
+    for folder in ("in/locked", "in/open"):
+        (tmp_path / folder).mkdir(parents=True)
+    for rel in ("in/top.png", "in/locked/hidden.png", "in/open/seen.png"):
+        Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / rel)
+    # Root reads every folder whatever its permission bits, so the refusal is simulated where
+    # listing starts: the folder's scandir fails as it does for a user without read permission.
+    locked, real_scandir = str(tmp_path / "in" / "locked"), os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == locked:
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    args = [str(tmp_path / "in"), str(tmp_path / "out"), "--model", MODEL, "--no-progress",
+            "--manifest", str(tmp_path / "m.json"), *(["--glob", glob] if glob else [])]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert ("  FAILED locked/: cannot_list: locked/: the folder cannot be listed (Permission denied); "
+            "the images in it were not denoised\n") in out, out
+    rows = {row["input"]: row for row in json.loads((tmp_path / "m.json").read_text())}
+    assert set(rows) == {"locked/", "open/seen.png", "top.png"}
+    assert rows["top.png"]["status"] == rows["open/seen.png"]["status"] == "done"
+    # A pattern that cannot reach the folder never opens it: nothing is missing.
+    assert main([*args[:2], "--model", MODEL, "--no-progress", "--glob", "open/*.png"]) == 0
+
+
+def test_a_glob_lists_the_files_pathlibs_glob_finds(tmp_path):
+    for rel in ("a.png", "sub/b.png", "sub/deep/c.png", "sub/d.jpg", "sub/deep/er/e.PNG"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    for pattern in ("**/*.png", "*.png", "sub/*", "sub/**/*.png", "*/*/?.png", "sub/**", "**/deep/**/*",
+                    "*/[bd].*", "sub/deep/c.png"):
+        expected = sorted(p for p in tmp_path.glob(pattern) if p.is_file())
+        assert batch.list_inputs(tmp_path, pattern) == (expected, []), pattern
+
+
+def _rgba_bmp(path: Path, rgba: np.ndarray) -> None:
+    """A 32-bit BMP with an alpha mask in its BITMAPV4HEADER, as image editors save transparency."""
+    height, width = rgba.shape[:2]
+    body = rgba[..., [2, 1, 0, 3]].tobytes()  # BGRA rows, top-down (negative height)
+    header = struct.pack("<IiiHHIIiiII", 108, width, -height, 1, 32, 3, len(body), 2835, 2835, 0, 0)
+    header += struct.pack("<IIII", 0x00FF0000, 0x0000FF00, 0x000000FF, 0xFF000000) + b"sRGB" + bytes(48)
+    path.write_bytes(struct.pack("<2sIHHI", b"BM", 14 + len(header) + len(body), 0, 0, 14 + len(header))
+                     + header + body)
+
+
+def test_alpha_the_output_format_cannot_hold_is_refused_before_it_is_denoised(tmp_path, monkeypatch, capsys):
+    (tmp_path / "in").mkdir()
+    rgba = np.random.default_rng(6).integers(0, 256, (8, 8, 4), dtype=np.uint8)
+    _rgba_bmp(tmp_path / "in" / "alpha.bmp", rgba)
+    with Image.open(tmp_path / "in" / "alpha.bmp") as im:
+        assert im.mode == "RGBA"
+    Image.fromarray(np.full((6, 6), 100, np.uint8)).save(tmp_path / "in" / "plain.png")
+    denoised, real = [], batch.denoise_many
+
+    def recording(images, *args, **kwargs):
+        denoised.extend(im.shape for im in images)
+        return real(images, *args, **kwargs)
+
+    monkeypatch.setattr(batch, "denoise_many", recording)
+    args = [str(tmp_path / "in"), str(tmp_path / "out"), "--model", MODEL, "--no-progress"]
+    assert main(args) == 1
+    assert ("  FAILED alpha.bmp: write_failed: alpha.bmp: BMP cannot store the alpha channel; choose PNG, "
+            "TIFF or WEBP (--format png); not denoised\n") in capsys.readouterr().out
+    assert denoised == [(6, 6, 1)] and not (tmp_path / "out" / "alpha.bmp").exists()
+    assert main([*args[:1], str(tmp_path / "png"), *args[2:], "--format", "png"]) == 0
+    np.testing.assert_array_equal(load_image(tmp_path / "png" / "alpha.png").alpha, rgba[..., 3])
+
+
+def test_an_xmp_oriented_jpeg_is_written_upright_and_scored_only_whole(tmp_path, monkeypatch):
+    for folder in ("in", "ref"):
+        (tmp_path / folder).mkdir()
+    clean = np.random.default_rng(7).integers(0, 256, (24, 40), dtype=np.uint8)
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/">'
+           b'<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/>'
+           b"</rdf:RDF></x:xmpmeta>")
+    Image.fromarray(clean).save(tmp_path / "in" / "rot.jpg", exif=camera_exif(6), xmp=xmp, quality=95)
+    Image.fromarray(clean).transpose(Image.Transpose.ROTATE_270).save(tmp_path / "ref" / "rot.png")  # upright
+    config = BatchConfig(tmp_path / "in", tmp_path / "out", MODEL, reference=tmp_path / "ref",
+                         manifest=tmp_path / "m.json", progress=False, overwrite=True)
+    scores = ("psnr_input", "psnr_output", "ssim_input", "ssim_output")
+    assert run(config).exit_code == 0
+    row = json.loads((tmp_path / "m.json").read_text())[0]
+    assert row["status"] == "done" and not row["detail"] and all(row[k] > 0 for k in scores), row
+    with Image.open(tmp_path / "out" / "rot.jpg") as im:
+        assert ImageOps.exif_transpose(im).size == (24, 40)  # as upright as the reference, for any reader
+    # An output that cannot be scored leaves every score empty, the input's too.
+    real = batch.load_image
+
+    def turned_output(path, **kwargs):
+        image = real(path, **kwargs)
+        if Path(path).is_relative_to(tmp_path / "out"):
+            return dataclasses.replace(image, pixels=image.pixels.swapaxes(0, 1))
+        return image
+
+    monkeypatch.setattr(batch, "load_image", turned_output)
+    run(config)
+    row = json.loads((tmp_path / "m.json").read_text())[0]
+    assert row["status"] == "done" and "not scored" in row["detail"], row
+    assert all(row[k] == "" for k in scores), row

@@ -11,7 +11,6 @@ from app.engine import (
     Denoiser,
     as_denoiser,
     denoise,
-    denoise_image,
     denoise_many,
     tile_shape,
     tile_side,
@@ -20,7 +19,7 @@ from app.engine import (
 )
 from data.corruption import corrupt
 from data.datasets import load_named
-from data.images import ImageFile, from_model, match_channels, to_model
+from data.images import from_model, match_channels, to_model
 from data.metrics import psnr
 from tests.corpus import clean_colour, clean_mosaic
 from tests.helpers import fashion_mnist_available
@@ -230,15 +229,6 @@ def test_progress_is_reported_up_to_one(big_grey):
     assert len(seen) >= 2 and seen == sorted(seen) and seen[-1] == 1.0
 
 
-def test_denoise_image_keeps_alpha_and_metadata():
-    alpha = np.arange(55 * 81, dtype=np.uint16).reshape(55, 81)
-    image = ImageFile(from_model(to_model(clean_colour(1)), np.uint16), alpha, "PNG", "RGBA",
-                      {"icc_profile": b"profile"})
-    out = denoise_image(image, MODEL, strength=0.7)
-    assert out.alpha is alpha and out.info == image.info and out.mode == "RGBA"
-    assert out.pixels.dtype == np.uint16 and not np.array_equal(out.pixels, image.pixels)
-
-
 class Ramp(Recorder):
     """A network that sees orientation: adds a left-to-right ramp from 0 to 1 to its input."""
 
@@ -286,6 +276,10 @@ def test_self_ensemble_only_for_models_trained_on_turned_images():
 @pytest.mark.parametrize("pixels, kwargs, words", [
     (np.zeros((8, 8, 4), np.uint8), {}, "alpha split off"),
     (np.zeros((8, 8), bool), {}, "uint8, uint16 or float"),
+    # Floats are [0, 1]: a 0..255 float image would be clipped to white, not denoised.
+    (np.full((8, 8), 128.0, np.float32), {}, r"float pixels must be in \[0, 1\], got values from 128 to 128"),
+    (np.array([[0.0, -0.25], [0.5, 1.0]]), {}, r"got values from -0.25 to 1"),
+    (np.array([[0.5, np.nan]], np.float32), {}, r"got values from nan to nan"),
     (np.zeros((0, 8), np.uint8), {}, "at least one row"),
     (np.zeros((8, 8), np.uint8), {"strength": 1.5}, "strength must be in"),
     (np.zeros((8, 8), np.uint8), {"colour": "hsv"}, "colour must be one of"),

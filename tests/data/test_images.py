@@ -470,3 +470,75 @@ def test_the_dataset_reader_scales_sixteen_bit_grey_instead_of_clipping_it(tmp_p
     expected = from_model(to_model(ramp[..., None]), np.uint8)[..., 0]
     assert arr.dtype == np.uint8
     np.testing.assert_array_equal(arr if mode == "L" else arr[..., 0], expected)
+
+
+XMP_ORIENTATION = {  # tiff:Orientation 6 as an attribute and as an element, as cameras and editors write it
+    "attribute": '<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/>',
+    "element": ('<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/">'
+                "<tiff:Orientation>6</tiff:Orientation></rdf:Description>"),
+}
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP"])
+@pytest.mark.parametrize("form, with_exif", [("attribute", True), ("element", True), ("attribute", False)])
+def test_an_xmp_orientation_is_applied_once_and_not_again_by_readers_of_the_output(tmp_path, fmt, form,
+                                                                                  with_exif):
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:, :10] = 255  # a white band on the left: a turned copy is 40 high and 20 wide
+    xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           f"{XMP_ORIENTATION[form]}</rdf:RDF></x:xmpmeta>").encode()
+    extra = {"exif": camera_exif(6)} if with_exif else {}
+    suffix = ".jpg" if fmt == "JPEG" else ".webp"
+    Image.fromarray(pixels).save(tmp_path / f"in{suffix}", fmt, xmp=xmp, **extra)
+    image = load_image(tmp_path / f"in{suffix}")
+    assert image.pixels.shape == (40, 20, 3)  # turned once, as Pillow turns it (from XMP alone, too)
+    out = save_image(image, tmp_path / f"out{suffix}")
+    with Image.open(out) as im:
+        assert im.getexif().get(0x0112, 1) == 1 and b"tiff:Orientation" in im.info["xmp"]
+        assert b"rdf:RDF" in im.info["xmp"]  # the rest of the XMP is kept
+        assert ImageOps.exif_transpose(im).size == (20, 40)  # upright for every reader: not turned again
+    assert load_image(out).pixels.shape == (40, 20, 3)
+
+
+def test_sixteen_bit_premultiplied_alpha_tiff_reads_as_its_colour_and_writes_unassociated(tmp_path):
+    import tifffile
+
+    colour = np.array([200, 100, 50], np.uint16) * 257
+    alpha = np.array([[65535, 32768], [16384, 0]], np.uint16)  # opaque, half, quarter, transparent
+    stored = np.rint(colour * (alpha[..., None] / 65535)).astype(np.uint16)  # "associated": premultiplied
+    tifffile.imwrite(tmp_path / "premultiplied16.tif", np.concatenate([stored, alpha[..., None]], axis=-1),
+                     photometric="rgb", extrasamples=["assocalpha"])
+    image = load_image(tmp_path / "premultiplied16.tif")
+    assert image.pixels.dtype == np.uint16
+    np.testing.assert_array_equal(image.alpha, alpha)
+    seen = alpha > 0
+    assert np.abs(image.pixels[seen].astype(int) - colour).max() <= 2  # not darkened by the alpha
+    assert not image.pixels[~seen].any()
+    # Pillow reads the same file at 8 bits (un-premultiplying on its own) to the same colour.
+    eight = np.concatenate([np.rint(stored / 257), np.rint(alpha[..., None] / 257)], axis=-1).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "premultiplied8.tif", eight, photometric="rgb", extrasamples=["assocalpha"])
+    pillow = load_image(tmp_path / "premultiplied8.tif").pixels.astype(int)
+    assert np.abs(pillow[seen] - image.pixels[seen] / 257).max() <= 2
+    # Written back with unassociated alpha, which the colour now is.
+    with tifffile.TiffFile(save_image(image, tmp_path / "out.tif")) as tif:
+        assert tuple(tif.pages[0].extrasamples) == (2,)  # 2: unassociated alpha
+        written = tif.pages[0].asarray()
+    np.testing.assert_array_equal(written[..., :3], image.pixels)
+    np.testing.assert_array_equal(written[..., 3], alpha)
+
+
+def test_a_camera_jpeg_that_pillow_calls_mpo_is_written_back_as_the_jpeg_it_is(tmp_path):
+    from PIL import JpegImagePlugin
+
+    rgb = np.random.default_rng(5).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/">rights</x:xmpmeta>'
+    preview = Image.fromarray(rgb[::2, ::2])  # cameras append a preview (or a stereo pair) this way
+    Image.fromarray(rgb).save(tmp_path / "in.jpg", "MPO", save_all=True, append_images=[preview], quality=90,
+                              subsampling=0, comment=b"shot on film", xmp=xmp, progressive=True)
+    with Image.open(tmp_path / "in.jpg") as im:
+        assert im.format == "MPO"
+    image = load_image(tmp_path / "in.jpg")
+    assert image.format == "JPEG" and image.info["frames"] == 2
+    with Image.open(save_image(image, tmp_path / "out.jpg")) as out:
+        assert out.format == "JPEG" and JpegImagePlugin.get_sampling(out) == 0  # 4:4:4 kept
+        assert out.info["comment"] == b"shot on film" and out.info["xmp"] == xmp and out.info["progressive"]
