@@ -818,8 +818,6 @@ def _encode_sixteen_bit_colour(pixels, alpha, fmt: str, info: dict, cmyk: bool =
                        ["unassalpha"] if alpha is not None else None, info)
     import cv2
 
-    if fmt == "PPM" and arr.shape[-1] != 3:
-        raise ImageWriteError(f"PPM cannot store {arr.shape[-1]}-channel 16-bit pixels; choose PNG or TIFF")
     if arr.shape[-1] == 2:  # OpenCV writes no grey+alpha PNG
         return _png_with_metadata(_png_grey_alpha16(arr), info)
     bgr = arr[..., [2, 1, 0, 3]] if arr.shape[-1] == 4 else arr[..., ::-1]
