@@ -2,9 +2,10 @@
 against 16-bit compute. Prints a Markdown table.
 
 Each precision trains a fresh model (``training.pretrain.build_dae``: pretraining's defaults,
-loss and optimiser) on a fixed batch of corrupted images for ``--warmup`` steps, which include
-tracing, then for ``--steps`` timed steps. ``bfloat16`` is the choice on a CPU with AVX-512
-BF16 or AMX units; ``float16`` is the GPU's (without a GPU it runs, slowly, in emulation).
+loss, optimiser and XLA setting, which compiles on a GPU and always on the JAX backend) on a
+fixed batch of corrupted images for ``--warmup`` steps, which include tracing, then for
+``--steps`` timed steps. ``bfloat16`` is the choice on a CPU with AVX-512 BF16 or AMX units;
+``float16`` is the GPU's (without a GPU it runs, slowly, in emulation).
 
 Example::
 
@@ -49,19 +50,20 @@ class BenchTrainConfig:
             raise ValueError(f"unknown precision {unknown[0]!r}; expected one of {', '.join(PRECISIONS)}")
 
 
-def time_steps(config: BenchTrainConfig, precision: str) -> float:
-    """Seconds per training step at ``precision`` (a ``--mixed-precision`` value)."""
+def time_steps(config: BenchTrainConfig, precision: str) -> tuple[float, bool]:
+    """Seconds per training step at ``precision`` (a ``--mixed-precision`` value), and whether
+    XLA compiled the step."""
     import keras
 
     from data.corruption import corrupt_batch
 
-    pretrain = PretrainConfig(mixed_precision=precision, jit="off")
-    configure_devices(pretrain)
+    pretrain = PretrainConfig(mixed_precision=precision)
+    _, jit = configure_devices(pretrain)
     keras.utils.set_random_seed(0)
     clean = np.random.default_rng(0).random(
         (config.batch_size, config.size, config.size, config.channels), dtype=np.float32)
-    noisy = corrupt_batch(clean, pretrain.specs, np.array([0, 0])).numpy()
-    model = build_dae(pretrain, config.channels, steps_per_epoch=config.warmup + config.steps)
+    noisy = keras.ops.convert_to_numpy(corrupt_batch(clean, pretrain.specs, np.array([0, 0])))
+    model = build_dae(pretrain, config.channels, steps_per_epoch=config.warmup + config.steps, jit=jit)
     for _ in range(config.warmup):
         model.train_on_batch(noisy, clean)
     started = time.perf_counter()
@@ -70,20 +72,23 @@ def time_steps(config: BenchTrainConfig, precision: str) -> float:
     seconds = (time.perf_counter() - started) / config.steps
     if not np.isfinite(loss):
         raise RuntimeError(f"training diverged at precision {precision!r} (loss {loss})")
-    return seconds
+    return seconds, jit
 
 
 def main(argv=None) -> int:
     """CLI entry point: ``python -m training.bench_train --help``."""
     config = parse_config(BenchTrainConfig, __doc__.split("\n\n")[0], argv)
-    rows = [(precision, time_steps(config, precision)) for precision in config.precision]
+    import keras
+
+    rows = [(precision, *time_steps(config, precision)) for precision in config.precision]
     base = rows[0][1]
     print(f"Training speed, default conv DAE, batch {config.batch_size} of "
-          f"{config.size}x{config.size}x{config.channels}, {config.steps} steps "
+          f"{config.size}x{config.size}x{config.channels}, {config.steps} steps, Keras backend "
+          f"{keras.backend.backend()}, XLA {'on' if rows[0][2] else 'off'} "
           f"({platform.processor() or platform.machine()}):\n")
     print(f"| precision | ms/step | images/s | vs {rows[0][0]} |")
     print("|---|---|---|---|")
-    for precision, seconds in rows:
+    for precision, seconds, _ in rows:
         print(f"| {precision} | {1000 * seconds:.1f} | {config.batch_size / seconds:,.0f} "
               f"| {base / seconds:.2f}x |")
     return 0

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from data.corruption import BENCHMARK_SETTINGS
+from data.datasets import DatasetNotFoundError
 from data.images import atomic_write_json
 from models.registry import BUNDLED_DIR, bundled_models, load_model, save_model
 from training.cli import load_config
@@ -209,10 +210,12 @@ def main(argv=None) -> int:
         if (BUNDLED_DIR / f"{args.name}.keras").exists() and not args.replace:
             raise ValueError(f"{BUNDLED_DIR / args.name}.keras exists: --replace to ship this run in "
                              "its place, or choose another --name")
-        # bundle() checks the run folder first, before the scoring, which takes minutes.
+        # bundle() checks the run folder first, before the scoring, which takes minutes; it
+        # writes nothing until the scores are in, so a missing dataset or --eval-images folder
+        # (DatasetNotFoundError) leaves the bundle as it was.
         card = bundle(args.run_dir, args.name, description, args.eval_images, args.limit,
                       args.data_note, args.machine, args.backend)
-    except ValueError as err:
+    except (ValueError, DatasetNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(card["scores"], indent=2))

@@ -94,3 +94,32 @@ def test_bundling_replaces_a_shipped_model_only_when_told_and_says_what_a_folder
     card = json.loads((shipped / "tiny.json").read_text())
     assert card["description"] == "the shipped card's words" and card["scores"]["images"] == 8
     assert sorted(p.name for p in shipped.iterdir()) == ["tiny.json", "tiny.keras"]
+
+
+def test_missing_test_images_are_one_line_and_ship_nothing(tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    from models.conv_dae import ConvDAE
+    from training import bundle
+    from training.cli import save_config
+
+    shipped = tmp_path / "bundled"
+    monkeypatch.setattr(bundle, "BUNDLED_DIR", shipped)
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(PretrainConfig(dataset="folder:/data/photos", widths=(8, 16), bottleneck=16, out=str(run)),
+                run / "config.json")
+    (run / "metrics.json").write_text(json.dumps({"epochs_run": 1, "train_seconds": 1.0}))
+    model = ConvDAE(widths=(8, 16), bottleneck=16)
+    model(np.zeros((1, 28, 28, 1), np.float32))
+    model.save(run / "model.keras")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    for folder, says in ((tmp_path / "nowhere", f"image folder {tmp_path / 'nowhere'} does not exist or "
+                                                "is not a folder"),
+                         (empty, f"no usable images in {empty} (looked for ")):
+        assert bundle.main([str(run), "--name", "new", "--eval-images", str(folder)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {says}") and err.count("\n") == 1, err
+    assert not shipped.exists()
