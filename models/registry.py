@@ -123,11 +123,18 @@ def _load(path: str, _mtime: int, precision: str):
 
     if not zipfile.is_zipfile(path):
         raise unusable("it is not a .keras archive (a zip file)")
+    # Rebuilt under the float32 policy, whatever the global one: layers take the policy in force
+    # when built, and a model loaded during a mixed-precision run (pretraining scores its own
+    # model) would otherwise compute in float16 or bfloat16 while cached as float32.
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
     try:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as err:  # noqa: BLE001 - any archive Keras cannot rebuild is the same answer
         reason = str(err).split(". ")[0].strip().rstrip(".") or type(err).__name__
         raise unusable(f"Keras cannot load it ({reason})") from err
+    finally:
+        keras.config.set_dtype_policy(previous)
     if not _takes_images(model):
         raise unusable(f"it is a {type(model).__name__}, not an image model "
                        "(a DAE or classifier that takes (batch, height, width, channels) images)")

@@ -40,7 +40,7 @@ from data.images import atomic_write_bytes, atomic_write_json
 from models.registry import ModelNotFoundError, save_model
 from training.cli import parse_config
 from training.history import early_stopping, epoch_timer, read_history, resumed_epoch
-from training.pretrain import PretrainConfig
+from training.pretrain import PretrainConfig, adam
 
 MODES = ("linear", "finetune", "scratch")
 _PRETRAIN = {f.name: f for f in dataclasses.fields(PretrainConfig)}
@@ -250,7 +250,7 @@ def _fit(model, splits_train, val, config: FinetuneConfig, phase: str, epochs: i
     train_ds = (tf.data.Dataset.from_tensor_slices((x, y))
                 .shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True).repeat()
                 .batch(config.batch_size).prefetch(tf.data.AUTOTUNE))
-    model.compile(optimizer=keras.optimizers.Adam(lr), jit_compile=jit,
+    model.compile(optimizer=adam(lr), jit_compile=jit,
                   loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
     model.fit(train_ds, steps_per_epoch=steps, epochs=epochs, validation_data=val,
               callbacks=_callbacks(seed_dir, log_dir, phase, config.patience),

@@ -8,6 +8,8 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 
 def epoch_timer(time_limit: float = 0.0):
     """A Keras callback adding ``epoch_seconds`` to each epoch's logs; list it before the
@@ -64,7 +66,9 @@ def early_stopping(backup_dir: Path, history_csv: Path, **kwargs):
     """
     import keras
 
-    best_file = Path(backup_dir) / "best.weights.h5"
+    # The model's weights alone, as arrays: a Keras weights file would also carry the optimizer's
+    # variables, and loading it would rewind the step count (and the learning-rate schedule).
+    best_file = Path(backup_dir) / "best-weights.npz"
 
     class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         def on_train_begin(self, logs=None):
@@ -81,17 +85,16 @@ def early_stopping(backup_dir: Path, history_csv: Path, **kwargs):
                 self.wait += 1
                 if self._is_improvement(value, self.best):
                     self.best, self.best_epoch, self.wait = value, epoch, 0
-            latest = self.model.get_weights()  # BackupAndRestore's, restored just before
-            self.model.load_weights(best_file)
-            self.best_weights = self.model.get_weights()
-            self.model.set_weights(latest)
+            with np.load(best_file) as saved:
+                self.best_weights = [saved[f"w{i}"] for i in range(len(saved.files))]
 
         def on_epoch_end(self, epoch, logs=None):
             super().on_epoch_end(epoch, logs)
             if self.best_epoch == epoch and self.best_weights is not None:
                 best_file.parent.mkdir(parents=True, exist_ok=True)
-                partial = best_file.with_name("best-partial.weights.h5")
-                self.model.save_weights(partial)
+                partial = best_file.with_name(f".{best_file.name}.partial")
+                with partial.open("wb") as f:
+                    np.savez(f, **{f"w{i}": w for i, w in enumerate(self.best_weights)})
                 partial.replace(best_file)
 
     return ResumableEarlyStopping(restore_best_weights=True, **kwargs)

@@ -121,6 +121,12 @@ class PretrainConfig:
             raise ValueError(f"--patience must be >= 0 epochs (0 = no early stopping), got {self.patience}")
         if self.time_limit < 0:
             raise ValueError(f"--time-limit must be >= 0 minutes, got {self.time_limit}")
+        if self.eval_images < 1:  # metrics.json scores them after training: refused before it
+            raise ValueError(f"--eval-images must be >= 1, got {self.eval_images}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        if self.limit < 0:
+            raise ValueError(f"--limit must be >= 0 (0 = every training image), got {self.limit}")
         if self.variance != "fixed" and self.distribution != "gaussian":
             raise ValueError(f"--variance {self.variance} needs the gaussian decoder "
                              f"(got --distribution {self.distribution})")
@@ -160,17 +166,30 @@ def learning_rate_schedule(config, steps_per_epoch: int):
                                                   warmup_steps=warmup)
 
 
+def adam(learning_rate):
+    """Adam, wrapped in Keras's loss scaling under the ``mixed_float16`` policy.
+
+    Keras wraps the optimizer itself only for a model whose own policy is ``mixed_float16``; a
+    conv DAE's is float32 (its layers take the global policy, its output stays float32), so
+    without this its float16 gradients, of a loss averaged over every pixel, underflow to zero
+    in the deepest layers. bfloat16 has float32's range and needs no scaling."""
+    import keras
+
+    optimizer = keras.optimizers.Adam(learning_rate)
+    if keras.config.dtype_policy().name == "mixed_float16":
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
 def build_dae(config, channels: int, steps_per_epoch: int, jit: bool = False):
     """The conv DAE of ``config``, compiled as pretraining trains it: the decoder's negative
     log-likelihood, Adam with the learning rate cosine-decayed to zero over the run (after
     ``warmup_epochs`` of linear warm-up)."""
-    import keras
-
     from models.conv_dae import ConvDAE
 
     model = ConvDAE(channels=channels, name="conv_dae", **model_kwargs(config))
     schedule = learning_rate_schedule(config, steps_per_epoch)
-    model.compile(optimizer=keras.optimizers.Adam(schedule),
+    model.compile(optimizer=adam(schedule),
                   loss=model.loss_function(config.variance), jit_compile=jit)
     return model
 
@@ -325,6 +344,16 @@ def train(config: PretrainConfig) -> dict:
     steps = len(x_train) // config.batch_size
     if steps < 1:
         raise ValueError(f"{len(x_train)} training images is fewer than one batch of {config.batch_size}")
+    if len(x_val) < config.batch_size:  # validation keeps whole batches: none would be left
+        raise ValueError(f"{len(x_val)} validation images is fewer than one batch of "
+                         f"{config.batch_size}: raise --val-fraction (or --patches for a folder) "
+                         "or lower --batch-size")
+    stride = 2 ** len(config.widths)
+    if x_train.shape[1] % stride or x_train.shape[2] % stride:
+        raise ValueError(f"{x_train.shape[2]}x{x_train.shape[1]} images do not halve evenly "
+                         f"{len(config.widths)} times (--widths gives {len(config.widths)} levels): "
+                         f"their sides must be multiples of {stride}; use fewer --widths"
+                         + (" or another --patch-size" if config.dataset.startswith("folder:") else ""))
     # Checked before the run folder is made: a wrong --init-from leaves nothing behind.
     initial = initial_weights(config.init_from, config, data.channels) if config.init_from else None
     out_dir = worker_dir(Path(config.out), strategy)

@@ -69,3 +69,22 @@ def test_save_model_replaces_the_file_whole_or_not_at_all(tmp_path, monkeypatch)
     images = np.random.default_rng(0).random((1, 8, 8, 1), dtype=np.float32)
     np.testing.assert_allclose(load_model(path).predict(images, verbose=0),
                                model.predict(images, verbose=0), rtol=1e-6)
+
+
+def test_a_model_loaded_during_a_mixed_precision_run_computes_in_float32(tmp_path):
+    import shutil
+
+    import keras
+
+    from models.registry import computes_in, resolve_model_path
+
+    # A copy: the registry caches by file, and the bundled file may be cached already.
+    path = tmp_path / "fm.keras"
+    shutil.copy(resolve_model_path("fashion-mnist"), path)
+    keras.config.set_dtype_policy("mixed_bfloat16")  # what pretraining sets for its run
+    try:
+        model = load_model(path)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert computes_in(model) == "float32"
+    assert computes_in(load_model(path, precision="bfloat16")) == "bfloat16"

@@ -81,13 +81,16 @@ def test_early_stopping_keeps_its_best_epoch_across_a_restart(tmp_path):
     scores = [0.1, 0.5, 0.3, 0.2, 0.25, 0.2, 0.1, 0.1, 0.1, 0.1]
     weights = {}
     assert _fit_with_scripted_scores(tmp_path, scores, weights, stop_after=3) is None
-    assert (tmp_path / "backup" / "best.weights.h5").exists()
+    assert (tmp_path / "backup" / "best-weights.npz").exists()
     model = _fit_with_scripted_scores(tmp_path, scores, weights)
     # Patience 3 counted across the restart: epochs 2, 3, 4 without improvement, then it stops.
     assert sorted(weights) == [0, 1, 2, 3, 4]
     assert read_history(tmp_path / "history.csv")["score"] == scores[:5]
     for got, best in zip(model.get_weights(), weights[1], strict=True):
         np.testing.assert_array_equal(got, best)
+    # Reading the best weights back leaves the optimizer where the backup left it: 5 epochs of
+    # 4 steps, not rewound to the best epoch's step count (which would restart the schedule).
+    assert int(model.optimizer.iterations) == 5 * 4
     assert not (tmp_path / "backup").exists()  # training ended: the backup and best weights go
 
 

@@ -335,6 +335,10 @@ def test_init_from_another_architecture_is_refused_before_anything_is_written(tm
     (["--widths", "0"], "widths must be a non-empty list of positive ints, got (0,)"),
     (["--bottleneck", "0"], "bottleneck must be a positive int, got 0"),
     (["--channels", "2"], "--channels must be 0 (the dataset's own), 1 or 3, got 2"),
+    # Scored after training: refused before it, not after an hour's run.
+    (["--eval-images", "0"], "--eval-images must be >= 1, got 0"),
+    (["--learning-rate", "0"], "--learning-rate must be > 0, got 0.0"),
+    (["--limit", "-1"], "--limit must be >= 0 (0 = every training image), got -1"),
 ])
 def test_bad_architecture_flags_are_refused_before_the_data_loads_or_anything_is_written(
         tmp_path, flags, message, capsys):
@@ -356,3 +360,64 @@ def test_bad_architecture_flags_are_refused_before_the_data_loads_or_anything_is
     assert message in err and "Traceback" not in err
     assert not run.exists()  # so the corrected command can use the same --out
     assert PretrainConfig(skips=False, residual=False).skips is False  # the corrected flags pass
+
+
+def test_float16_training_scales_the_loss_so_the_deepest_layers_learn():
+    import keras
+
+    from data.corruption import CorruptionSpec, corrupt_batch
+    from training.pretrain import PretrainConfig, build_dae
+
+    images = np.random.default_rng(0).random((16, 28, 28, 1)).astype("float32")
+    noisy = np.asarray(corrupt_batch(images, [CorruptionSpec.parse("gaussian:0.1")], np.array([0, 1])))
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = build_dae(PretrainConfig(learning_rate=1e-3, epochs=1), 1, 4)
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        before = model.encoder.get_layer("code_conv").kernel.numpy().copy()
+        model.fit(noisy, images, batch_size=8, epochs=2, verbose=0)
+        after = model.encoder.get_layer("code_conv").kernel.numpy()
+    finally:
+        keras.config.set_dtype_policy("float32")
+    # Unscaled, float16 gradients of a loss averaged over every pixel underflow to 0 there, and
+    # Adam then moves no weight at all.
+    assert np.mean(after != before) > 0.5
+
+
+@pytest.mark.parametrize("flags,message", [
+    # 8 px patches halve 3 times at most: 4 levels would need multiples of 16.
+    (["--widths", "4", "4", "4", "4", "--bottleneck", "4"],
+     "8x8 images do not halve evenly 4 times (--widths gives 4 levels): their sides must be "
+     "multiples of 16; use fewer --widths or another --patch-size"),
+])
+def test_what_only_the_data_can_tell_is_refused_before_the_run_folder_is_written(
+        tmp_path, flags, message, capsys):
+    from PIL import Image
+
+    from training.pretrain import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+    run = tmp_path / "run"
+    assert main(["--dataset", f"folder:{photos}", "--patch-size", "8", "--patches", "64",
+                 "--batch-size", "4", *flags, "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not run.exists()  # so the corrected command can use the same --out
+
+
+@_NEEDS_FASHION_MNIST
+def test_fewer_validation_images_than_a_batch_is_refused_not_a_run_without_validation(tmp_path, capsys):
+    from training.pretrain import main
+
+    run = tmp_path / "run"
+    # 0.05 % of 60,000 is 30 validation images: tf.data's whole batches of 32 would hold none,
+    # and early stopping would never see a validation loss.
+    assert main(["--limit", "64", "--val-fraction", "0.0005", "--batch-size", "32", "--epochs", "1",
+                 "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "30 validation images is fewer than one batch of 32" in err and "Traceback" not in err
+    assert not run.exists()
