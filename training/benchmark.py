@@ -568,10 +568,11 @@ def _psnr_on(result: dict, images: int) -> float | None:
 def _margin_table(report: dict) -> str:
     """Each model's PSNR minus the best classic contender's, per setting ("" without models).
 
-    All are compared on the same images: where a slow contender scored only the first test
-    images, the best and the margins are taken there (marked †), from the PSNR the others
-    recorded on those images (``psnr_first``). A report without those figures (written before
-    they were kept) compares the whole-split means and marks the margin † as well."""
+    Where a slow contender scored only the first test images, the best is chosen on those
+    images (from the PSNR the others recorded there, ``psnr_first``), and a margin against a
+    slow best is taken on them too (marked †); against a fast best it is on the whole split. A
+    report without those figures (written before they were kept) compares whole-split means,
+    and marks a margin against a slow best † as well."""
     kinds = {n: c["kind"] for n, c in report["contenders"].items()}
     models = [n for n, k in kinds.items() if k == "model"]
     if not models or "classic" not in kinds.values():
@@ -585,17 +586,19 @@ def _margin_table(report: dict) -> str:
             for m in models:
                 rows.setdefault(m, [f"{labels[m]} minus best classic"]).append("-")
             continue
-        common = min(r["images"] for n, r in results.items() if n in classic or n in models)
-        on_common = {n: _psnr_on(results[n], common) for n in [*classic, *models]}
-        comparable = all(v is not None for v in on_common.values())
-        if not comparable:  # an older report: whole-split means, marked
-            on_common = {n: results[n]["psnr"] for n in on_common}
-        mark = "†" if any(results[n]["images"] > common for n in on_common) else ""
+        common = min(r["images"] for r in classic.values())
+        on_common = {n: _psnr_on(r, common) for n, r in classic.items()}
+        if any(v is None for v in on_common.values()):  # an older report: whole-split means
+            on_common = {n: r["psnr"] for n, r in classic.items()}
         best = max(classic, key=lambda n: on_common[n])
+        images = classic[best]["images"]
+        partial = any(results[m]["images"] > images for m in models)
         rows.setdefault("best", ["best classic (dB)"]).append(
-            f"{on_common[best]:.2f} ({best}){mark if comparable else ''}")
+            f"{classic[best]['psnr']:.2f} ({best}){'†' if partial else ''}")
         for m in models:
-            margin = on_common[m] - on_common[best]
+            mine = _psnr_on(results[m], images)
+            margin = (results[m]["psnr"] if mine is None else mine) - classic[best]["psnr"]
+            mark = "†" if results[m]["images"] > images else ""
             rows.setdefault(m, [f"{labels[m]} minus best classic"]).append(f"{margin:+.2f}{mark}")
     return markdown_table(["", *report["settings"]], list(rows.values()))
 
@@ -617,8 +620,8 @@ def markdown_report(report: dict) -> str:
         parts += ["Our models against the best classic contender of each setting (PSNR, dB):", "",
                   margins, ""]
         if "†" in margins:
-            parts += [f"† compared on the first {proto['slow_limit']} test images, those the slow "
-                      "contenders scored.", ""]
+            parts += [f"† the best is a slow contender: compared on the first {proto['slow_limit']} "
+                      "test images, those it scored.", ""]
     parts += [
         "SSIM:", "", _metric_table(report, "ssim", 3, speed=False), "",
         "Parameters that won on the tuning images:", "", _params_table(report),
