@@ -13,12 +13,14 @@ Gradio's own and work from ``gradio_client``.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import dataclasses
 import functools
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -64,7 +66,6 @@ ENSEMBLE_INFO = ("average the model's output over flipped (and rotated) copies: 
 ENSEMBLE_LOCKED = ("off: this model was not trained on flipped and rotated images, so averaging over "
                    "them would lower its quality")
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "data" / "samples"
-OUTPUT_DIR = Path(tempfile.gettempdir()) / "dae-ui-results"
 OUTPUT_MAX_AGE_S = 3600  # results are copied into Gradio's cache on return; ours can go after an hour
 
 DEFAULT_MAX_PIXELS = 25_000_000  # a 24 MP camera photo (6000 x 4000) fits; a few seconds per MP on 2 cores
@@ -72,7 +73,46 @@ COMPARE_SLOW_MAX_PIXELS = 1_000_000
 """Compare runs the slow classic denoisers (BM3D: about 18 s per megapixel here) only on images
 up to this size; on larger ones their row says why they were skipped, so one Compare cannot hold
 the server's engine slot for minutes."""
-DEFAULT_MAX_FILE_SIZE = "40mb"  # a 24 MP camera JPEG is ~10 MB; 16-bit PNGs are larger but compress well
+DEFAULT_MAX_FILE_SIZE = "160mb"
+"""Gradio's spelling (``mb`` is 2**20 bytes): 167.8 MB, so that a noisy 24 MP photo fits as a
+JPEG (~10 MB), an 8-bit PNG (~56 MB) or a 16-bit RGB PNG or TIFF (~144 MB); with 16-bit alpha
+(~192 MB) it does not."""
+
+
+@functools.cache
+def private_dir() -> Path:
+    """This server process's own temporary folder, made on first use and removed at exit.
+
+    ``tempfile.mkdtemp`` gives it a fresh name and mode 0700: no other user can write into it
+    or plant a link in it, and two servers (of one user or of several) never share it. It is
+    under the system temp dir, from which Gradio serves the files a handler returns.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="dae-ui-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def results_dir() -> Path:
+    """Where :func:`write_result` puts the result PNGs: a folder of :func:`private_dir`."""
+    folder = private_dir() / "results"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder
+
+
+def file_size(text: str) -> int:
+    """``--max-file-size``: Gradio's ``<number><unit>`` (``b``, ``kb``, ``mb``, ``gb``, ``tb``)
+    read by Gradio's own parser, as bytes; anything else is a one-line usage error."""
+    from gradio.utils import _parse_file_size
+
+    try:
+        size = _parse_file_size(str(text).strip())
+    except ValueError:
+        size = None
+    if not size or size < 1:
+        raise argparse.ArgumentTypeError(
+            f"--max-file-size must be a positive whole number and a unit (b, kb, mb, gb or tb), "
+            f"e.g. 160mb; got {text!r}")
+    return size
 
 
 def upload_path(value) -> str | None:
@@ -106,12 +146,20 @@ class Prepared:
     name: str
 
 
+def one_line(text: str) -> str:
+    """``text`` with its line breaks (and the blanks around them) turned into single spaces."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
 def user_errors(fn):
-    """Turns the errors a user can cause into ``gr.Error`` messages; logs anything else.
+    """Turns the errors a user can cause into one-line ``gr.Error`` messages; logs the rest.
 
     Gradio shows a ``gr.Error``'s message in the page; any other exception would show only
-    "Error". Unexpected exceptions are logged with their traceback on the server and reported
-    to the user without it.
+    "Error". The reader's and the registry's errors are about the upload or the model asked
+    for, and are shown as they are. A ``ValueError`` is most often a refused argument (a
+    strength or level out of range) but may be a fault of ours, so it is shown too and also
+    logged as a warning with its traceback. Anything else is logged with its traceback and
+    reported to the user without it.
     """
 
     @functools.wraps(fn)
@@ -120,8 +168,11 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except gr.Error:
             raise
-        except (ImageReadError, ModelNotFoundError, ValueError) as err:
-            raise gr.Error(str(err)) from err
+        except (ImageReadError, ModelNotFoundError) as err:
+            raise gr.Error(one_line(err)) from err
+        except ValueError as err:
+            log.warning("%s refused: %s", fn.__name__, one_line(err), exc_info=True)
+            raise gr.Error(one_line(err)) from err
         except Exception as err:  # noqa: BLE001 - the server must keep serving
             log.exception("%s failed", fn.__name__)
             raise gr.Error(f"internal error ({type(err).__name__}); the server log has the details") from err
@@ -237,10 +288,11 @@ def residual_display(residual: np.ndarray) -> np.ndarray:
 
 
 def write_result(image: ImageFile, name: str) -> Path:
-    """Saves the result as a lossless PNG at the image's bit depth in a fresh folder."""
-    _prune(OUTPUT_DIR, OUTPUT_MAX_AGE_S)
-    folder = OUTPUT_DIR / uuid.uuid4().hex
-    folder.mkdir(parents=True)
+    """Saves the result as a lossless PNG at the image's bit depth in a fresh folder of this
+    process's :func:`results_dir`, first removing its folders over an hour old."""
+    _prune(results_dir(), OUTPUT_MAX_AGE_S)
+    folder = results_dir() / uuid.uuid4().hex
+    folder.mkdir()
     path = folder / f"{name}-denoised.png"
     # Palette and bilevel files would be re-quantised on writing; keep every denoised value instead.
     mode = {"1": "L", "P": "RGB", "PA": "RGBA"}.get(image.mode, image.mode)
@@ -249,13 +301,18 @@ def write_result(image: ImageFile, name: str) -> Path:
 
 
 def _prune(folder: Path, max_age_s: float) -> None:
-    """Removes result folders older than ``max_age_s`` (Gradio keeps its own copy)."""
+    """Removes the entries of ``folder`` older than ``max_age_s`` (Gradio keeps its own copy of
+    each result). A link is removed itself, never followed."""
     if not folder.is_dir():
         return
     cutoff = time.time() - max_age_s
     for child in folder.iterdir():
         try:
-            if child.stat().st_mtime < cutoff:
+            if child.lstat().st_mtime >= cutoff:
+                continue
+            if child.is_symlink() or not child.is_dir():
+                child.unlink()
+            else:
                 shutil.rmtree(child, ignore_errors=True)
         except FileNotFoundError:  # another request pruned it first
             pass
@@ -341,7 +398,7 @@ class DenoiserApp:
         report = {**quality(prepared.clean, prepared.image.pixels, result.output),
                   "width": width, "height": height, "mode": prepared.image.mode,
                   "bit_depth": 8 * result.output.dtype.itemsize, "seconds": round(result.seconds, 3),
-                  "precision": denoiser.precision}
+                  "precision": denoiser.precision, "ensemble": denoiser.ensemble}
         if (frames := prepared.image.info.get("frames", 1)) > 1:
             report["note"] = f"first of {frames} frames: only it is denoised and in the PNG"
             gr.Warning(f"This file has {frames} frames (an animation or pages): only the first is "
@@ -490,13 +547,15 @@ def build_app(app: DenoiserApp, concurrency: int = 1, queue_size: int = 32) -> g
             if sample_examples(app.models):
                 gr.Examples(sample_examples(app.models), [image, reference, corruption, level, model],
                             label="Samples", elem_id="denoise-samples")
-            run.click(user_errors(app.denoise), [image, model, strength, corruption, level, seed, reference,
-                                                 ensemble],
-                      [slider, residual, scores, download], api_name="denoise", **engine_event)
+            denoising = run.click(user_errors(app.denoise), [image, model, strength, corruption, level, seed,
+                                                             reference, ensemble],
+                                  [slider, residual, scores, download], api_name="denoise", **engine_event)
             # A new input clears the old result, so a refused run cannot leave it on show (or to
-            # download) beside the new image.
+            # download) beside the new image, and cancels this page's denoising of the old one:
+            # a waiting run leaves the queue; a running one is dropped (Gradio frees its slot at
+            # once, though its thread computes on to the end) and its result never shows.
             image.change(lambda: (None, None, None, None), None, [slider, residual, scores, download],
-                         api_visibility="private", queue=False)
+                         api_visibility="private", queue=False, cancels=[denoising])
         with gr.Tab("Compare"):
             gr.Markdown("The same input through our model and the classic denoisers, with scores and times.")
             with gr.Row():
@@ -516,8 +575,10 @@ def build_app(app: DenoiserApp, concurrency: int = 1, queue_size: int = 32) -> g
                             [c_image, c_reference, c_corruption, c_level, c_model],
                             label="Samples", elem_id="compare-samples")
             c_inputs = [c_image, c_model, c_corruption, c_level, c_seed, c_reference]
-            c_run.click(user_errors(app.compare), c_inputs, [gallery, table], api_name="compare",
-                        **engine_event)
+            comparing = c_run.click(user_errors(app.compare), c_inputs, [gallery, table], api_name="compare",
+                                    **engine_event)
+            c_image.change(lambda: (None, None), None, [gallery, table], api_visibility="private",
+                           queue=False, cancels=[comparing])
         with gr.Tab("Score field"):
             build_score_tab(concurrency)
     return demo.queue(max_size=queue_size)
@@ -560,7 +621,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="requests denoised at once (the model already uses every core)")
     parser.add_argument("--queue-size", type=int, default=32, help="requests that may wait before refusal")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest image, in pixels")
-    parser.add_argument("--max-file-size", default=DEFAULT_MAX_FILE_SIZE, help="largest upload, e.g. 40mb")
+    parser.add_argument("--max-file-size", type=file_size, default=DEFAULT_MAX_FILE_SIZE,
+                        help=f"largest upload: a number and b, kb, mb (2**20 bytes), gb or tb "
+                             f"(default {DEFAULT_MAX_FILE_SIZE})")
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto", help=AUTO_PRECISION_HELP)
     args = parser.parse_args(argv)
     for name in ("concurrency", "queue_size", "max_pixels"):
@@ -651,14 +714,27 @@ def main(argv=None) -> None:
     denoiser = app.denoiser(first)
     engine.denoise(np.zeros((32, 32, 1), np.uint8), denoiser)
     log.info("%s computes in %s", models[first], denoiser.precision)
+    # Gradio's cache (uploads, and its copies of what the handlers return) defaults to one
+    # folder per host, /tmp/gradio, which the first user to start a server owns; unless one is
+    # set, each server keeps it in its own private folder, as it keeps its results.
+    if not os.environ.get("GRADIO_TEMP_DIR"):
+        os.environ["GRADIO_TEMP_DIR"] = str(private_dir() / "gradio")
     demo = build_app(app, args.concurrency, args.queue_size)
     from app.score_tab import CACHE_DIR  # imported by build_app already
 
+    # A plain SIGTERM (systemd, the tests' terminate) would skip the exit handlers that remove
+    # the private folder; as an exit, it runs them.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     # Gradio serves files only from the cwd and the temp dir unless told: the Score field tab's
-    # pictures live in the repository's runs/score-ui/, whatever folder the server starts in.
+    # pictures live in the repository's runs/score-ui/, whatever folder the server starts in
+    # (the results folder is in the temp dir already; named here so that it stays allowed).
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=args.auth,
                 max_file_size=args.max_file_size, footer_links=["api", "settings"],
-                allowed_paths=[str(CACHE_DIR)])
+                allowed_paths=[str(CACHE_DIR), str(results_dir())])
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

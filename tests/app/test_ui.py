@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import signal
+import stat
 import tempfile
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -150,6 +154,7 @@ def test_self_ensemble_on_the_photo_model_and_refused_for_the_grey_one(app):
             str(SAMPLES / "photo_clean.png"))
     plain = app.denoise(*args, progress=no_progress)[2]
     eight = app.denoise(*args, 8, progress=no_progress)[2]
+    assert (plain["ensemble"], eight["ensemble"]) == (1, 8)  # the report says which ran
     assert eight["denoised_psnr"] > plain["denoised_psnr"] + 0.05, (eight, plain)
     with pytest.raises(gr.Error, match="not trained on flipped and rotated images"):
         ui.user_errors(app.denoise)(str(SAMPLES / "clothes_gaussian.png"), MODEL, 1.0, "none", 0.0, 0,
@@ -250,11 +255,19 @@ def test_engine_events_share_the_servers_concurrency_and_small_events_skip_the_q
     # Gradio gives a shared concurrency_id the smallest limit among its events, and a full queue
     # refuses every queued event: the model card, the ensemble control and the clearing of an old
     # result must not wait behind denoising, nor be refused.
-    fns = list(ui.build_app(app, concurrency=3).fns.values())
-    engine = {f.api_name: f.concurrency_limit for f in fns if f.concurrency_id == "engine"}
+    demo = ui.build_app(app, concurrency=3)
+    fns = demo.fns
+    engine = {f.api_name: f.concurrency_limit for f in fns.values() if f.concurrency_id == "engine"}
     assert engine == {"denoise": 3, "compare": 3, "score_field": 3}
-    small = [f for f in fns if f.name in ("model_info", "ensemble_control", "<lambda>")]
-    assert len(small) == 4 and not any(f.queue for f in small)  # 2 model cards, ensemble, clearing
+    small = [f for f in fns.values() if f.name in ("model_info", "ensemble_control", "<lambda>")]
+    assert len(small) == 5 and not any(f.queue for f in small)  # 2 model cards, ensemble, 2 clearings
+    # A new upload in a tab cancels that tab's run (tests/e2e/test_ui_browser.py watches it happen).
+    cancels = {}
+    for f in fns.values():
+        if f.is_cancel_function:
+            ((block, trigger),) = f.targets
+            cancels[(demo.blocks[block].elem_id, trigger)] = {fns[i].api_name for i in f.cancels}
+    assert cancels == {("denoise-image", "change"): {"denoise"}, ("compare-image", "change"): {"compare"}}
 
 
 def test_server_limits_below_one_are_refused(capsys):
@@ -272,15 +285,21 @@ def test_unknown_model_and_corruption_are_refused(app, tmp_path):
         ui.prepare(image, None, "blur", 0.1, 0)
 
 
-def test_user_errors_reports_messages_and_hides_tracebacks():
+def test_user_errors_reports_messages_and_hides_tracebacks(caplog):
     def bad_value():
-        raise ValueError("level must be in [0, 1], got 3")
+        raise ValueError("level must be in [0, 1],\n  got 3")
 
     def crash():
         raise RuntimeError("secret internals")
 
-    with pytest.raises(gr.Error, match=r"level must be in \[0, 1\], got 3"):
-        ui.user_errors(bad_value)()
+    with caplog.at_level(logging.WARNING, logger="app.ui"):
+        with pytest.raises(gr.Error) as err:
+            ui.user_errors(bad_value)()
+    assert err.value.message == "level must be in [0, 1], got 3"  # one line
+    # A ValueError may be a fault of ours rather than a refused argument: the server log has it.
+    (record,) = [r for r in caplog.records if r.name == "app.ui"]
+    assert record.levelno == logging.WARNING and "bad_value refused: level must be" in record.getMessage()
+    assert record.exc_info and record.exc_info[0] is ValueError
     with pytest.raises(gr.Error) as err:
         ui.user_errors(crash)()
     assert "internal error (RuntimeError)" in err.value.message and "secret" not in err.value.message
@@ -296,6 +315,37 @@ def test_quality_and_previews():
     np.testing.assert_array_equal(residual, [[0, 128, 255]])
 
 
+def test_results_go_to_a_private_folder_of_this_process_and_only_it_is_pruned(tmp_path):
+    image = load_image(SAMPLES / "clothes_clean.png")
+    path = ui.write_result(image, "clothes")
+    folder = ui.results_dir()
+    assert path.parent.parent == folder and folder.parent == ui.private_dir()
+    private = ui.private_dir().stat()
+    # mkdtemp's: a fresh name under the temp dir (Gradio serves files from there), this user's
+    # own and closed to others, so nobody else can plant a folder or a link in it.
+    assert ui.private_dir().name.startswith("dae-ui-") and str(ui.private_dir()) != "/tmp/dae-ui-results"
+    assert ui.private_dir().parent == Path(tempfile.gettempdir())
+    assert private.st_uid == os.getuid() and stat.S_IMODE(private.st_mode) == 0o700
+    assert stat.S_IMODE(folder.stat().st_mode) & 0o077 == 0
+    # Pruning: an hour-old result folder goes; a link, however old, is removed, never followed.
+    old = folder / "old-result"
+    old.mkdir()
+    (old / "x-denoised.png").write_bytes(b"png")
+    keep = tmp_path / "someone-elses"
+    keep.mkdir()
+    (keep / "precious.txt").write_text("keep me")
+    link = folder / "link"
+    link.symlink_to(keep, target_is_directory=True)
+    hour_ago = time.time() - ui.OUTPUT_MAX_AGE_S - 60
+    for entry in (old, link):
+        os.utime(entry, (hour_ago, hour_ago), follow_symlinks=False)
+    os.utime(keep, (hour_ago, hour_ago))
+    newer = ui.write_result(image, "clothes")
+    assert not old.exists() and not link.is_symlink()
+    assert (keep / "precious.txt").read_text() == "keep me"
+    assert path.is_file() and newer.is_file()  # this hour's results stay
+
+
 def test_palette_upload_is_written_as_rgb(tmp_path):
     palette = Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).convert("P")
     palette.save(tmp_path / "p.png")
@@ -303,6 +353,20 @@ def test_palette_upload_is_written_as_rgb(tmp_path):
     path = ui.write_result(image, "p")
     with Image.open(path) as im:
         assert im.mode == "RGB" and im.size == (8, 8)
+
+
+def test_default_upload_limit_takes_a_noisy_24_megapixel_photo(capsys):
+    # A noisy 6000 x 4000 RGB photo: ~56 MB as an 8-bit PNG, 144 MB of pixels as 16-bit PNG or
+    # TIFF (noise does not compress), plus headers.
+    limit = ui.parse_args([]).max_file_size
+    assert limit >= 6000 * 4000 * 3 * 2 + 2**20
+    assert ui.parse_args(["--max-file-size", "2mb"]).max_file_size == 2 * 2**20
+    for bad in ("lots", "40 megs", "0mb", "-5mb", "mb", "1.5gb"):
+        with pytest.raises(SystemExit):
+            ui.parse_args([f"--max-file-size={bad}"])
+        err = capsys.readouterr().err
+        assert f"--max-file-size must be a positive whole number and a unit (b, kb, mb, gb or tb), e.g. " \
+               f"160mb; got {bad!r}" in err and "Traceback" not in err
 
 
 def test_cli_arguments():
@@ -342,7 +406,7 @@ def test_api_arguments_that_are_not_numbers_are_clear_errors(app, tmp_path):
 def test_the_server_serves_the_score_tabs_pictures_whatever_folder_it_starts_in(app, tmp_path, monkeypatch):
     # Gradio serves returned files from its cwd, its temp dir and launch(allowed_paths=...) only;
     # the Score field tab returns pictures under the repository's runs/score-ui/.
-    from gradio.utils import is_allowed_file
+    from gradio.utils import get_upload_folder, is_allowed_file
 
     from app import score_tab
 
@@ -350,7 +414,17 @@ def test_the_server_serves_the_score_tabs_pictures_whatever_folder_it_starts_in(
     monkeypatch.setattr(ui, "DenoiserApp", lambda *args, **kwargs: app)
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kwargs: launched.update(kwargs))
     monkeypatch.chdir(tmp_path)
-    ui.main([])
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)  # main sets it; undone after the test
+    sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        ui.main([])
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
     picture = score_tab.CACHE_DIR / "spiral-sigma0.1-0123abcd" / "quiver.png"
     served_from = [*launched.get("allowed_paths", []), os.getcwd(), tempfile.gettempdir()]
     assert is_allowed_file(picture, [], served_from, [])[0], served_from
+    # The results, and Gradio's cache, are this server's own (not /tmp/gradio, the first user's).
+    result = ui.write_result(load_image(SAMPLES / "clothes_clean.png"), "clothes")
+    assert is_allowed_file(result, [], served_from, [])[0], served_from
+    assert Path(get_upload_folder()) == ui.private_dir() / "gradio"
+    assert launched["max_file_size"] == ui.file_size(ui.DEFAULT_MAX_FILE_SIZE)

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 PHOTO = Path("/usr/share/backgrounds/mate/nature/Garden.jpg")
 FILES, SIDE = 24, 128
+SLICE_S = 0.02  # how long the first run goes on between two looks at its outputs
 
 
 def make_photos(folder: Path) -> list[str]:
@@ -62,13 +63,25 @@ def test_sigkill_mid_run_then_rerun_completes_without_redoing(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
     first = subprocess.Popen(command(in_dir, out_dir, tmp_path / "first.json"), cwd=ROOT, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
-    while len(outputs(out_dir) if out_dir.exists() else {}) < 3:
-        assert first.poll() is None, first.stderr.read().decode()[-2000:]
-        assert time.monotonic() < deadline, "the batch run wrote no output in time"
-        time.sleep(0.05)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+    try:
+        # The run goes on only in short slices (SIGCONT, then SIGSTOP) and is looked at while
+        # stopped: it is known to be alive and midway when killed, however fast the machine.
+        deadline = time.monotonic() + 240
+        while len(outputs(out_dir) if out_dir.exists() else {}) < 3:
+            assert time.monotonic() < deadline, "the batch run wrote no output in time"
+            first.send_signal(signal.SIGCONT)
+            time.sleep(SLICE_S)
+            first.send_signal(signal.SIGSTOP)
+            _, status = os.waitpid(first.pid, os.WUNTRACED)  # returns once it is stopped (or gone)
+            if not os.WIFSTOPPED(status):
+                tail = first.stderr.read().decode()[-2000:]
+                pytest.fail(f"the batch run ended before it was killed (wait status {status}):\n{tail}")
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    finally:
+        if first.returncode is None:
+            first.kill()
+            first.wait()
     assert first.returncode == -signal.SIGKILL
 
     survived = outputs(out_dir)

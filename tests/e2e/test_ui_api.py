@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -98,6 +99,7 @@ def test_self_ensemble_is_a_named_parameter_of_the_endpoint(client):
              handle_file(str(SAMPLES / "photo_clean.png")))
     plain = client.predict(*photo, api_name="/denoise")[2]  # left out: off
     eight = client.predict(*photo, ensemble=8, api_name="/denoise")[2]
+    assert (plain["ensemble"], eight["ensemble"]) == (1, 8)
     assert eight["denoised_psnr"] > plain["denoised_psnr"] + 0.05
     with pytest.raises(AppError, match="not trained on flipped and rotated images"):
         client.predict(*denoise_args(SAMPLES / "clothes_gaussian.png"), ensemble=8, api_name="/denoise")
@@ -123,12 +125,14 @@ def test_large_image_keeps_full_resolution_and_reports_progress(client, tmp_path
     job = client.submit(handle_file(str(tmp_path / "meadow.png")), MODEL, 1.0, "gaussian", 0.2, 0, None,
                         api_name="/denoise")
     fractions = set()
+    deadline = time.monotonic() + 600
     while not job.done():
+        assert time.monotonic() < deadline, f"no answer in 600 s: {job.status()}"
         for unit in job.status().progress_data or []:
             if unit.desc == "Denoising tiles" and unit.progress is not None:
                 fractions.add(unit.progress)
         time.sleep(0.05)
-    _, _, report, png = job.result()
+    _, _, report, png = job.result(timeout=60)
     assert any(0.0 < f < 1.0 for f in fractions), f"no progress between 0 and 1 reported: {fractions}"
     assert read(png)[2] == (1280, 1024) and (report["width"], report["height"]) == (1280, 1024)
     assert report["denoised_psnr"] > report["noisy_psnr"] + 2.0
@@ -157,7 +161,8 @@ def test_bad_files_get_clear_errors_and_the_server_keeps_serving(client, tmp_pat
         with pytest.raises(AppError) as err:
             denoise(client, tmp_path / name)
         assert message in str(err.value), (name, str(err.value))
-        assert str(tmp_path) not in str(err.value) and "/tmp/gradio" not in str(err.value)
+        # no path on the server (its uploads are under the temp dir, as the test's files are)
+        assert tempfile.gettempdir() not in str(err.value), str(err.value)
     with pytest.raises(AppError, match="the reference is 176 x 176 but the image is 140 x 56"):
         denoise(client, SAMPLES / "clothes_gaussian.png", SAMPLES / "photo_clean.png")
     with pytest.raises(AppError, match=r"strength must be in \[0, 1\], got 2"):
