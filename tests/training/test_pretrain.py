@@ -342,15 +342,9 @@ def test_init_from_another_architecture_is_refused_before_anything_is_written(tm
 ])
 def test_bad_architecture_flags_are_refused_before_the_data_loads_or_anything_is_written(
         tmp_path, flags, message, capsys):
-    from PIL import Image
-
     from training.pretrain import PretrainConfig, main
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+    photos = _random_photos(tmp_path / "photos", 4)
     run = tmp_path / "run"
     with pytest.raises(SystemExit) as exited:
         main(["--dataset", f"folder:{photos}", "--patch-size", "8", "--patches", "64", *flags,
@@ -384,24 +378,26 @@ def test_float16_training_scales_the_loss_so_the_deepest_layers_learn():
     assert np.mean(after != before) > 0.5
 
 
-@pytest.mark.parametrize("flags,message", [
-    # 8 px patches halve 3 times at most: 4 levels would need multiples of 16.
-    (["--widths", "4", "4", "4", "4", "--bottleneck", "4"],
-     "8x8 images do not halve evenly 4 times (--widths gives 4 levels): their sides must be "
-     "multiples of 16; use fewer --widths or another --patch-size"),
-])
-def test_what_only_the_data_can_tell_is_refused_before_the_run_folder_is_written(
-        tmp_path, flags, message, capsys):
+def _random_photos(folder, count: int):
+    """``count`` 24 x 24 colour PNGs of random pixels in ``folder``, a ``folder:`` dataset."""
     from PIL import Image
 
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def test_sides_that_do_not_halve_evenly_are_refused_before_the_run_folder_is_written(tmp_path, capsys):
     from training.pretrain import main
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(10):
-        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+    photos = _random_photos(tmp_path / "photos", 10)
     run = tmp_path / "run"
+    # 8 px patches halve 3 times at most: 4 levels would need multiples of 16.
+    flags = ["--widths", "4", "4", "4", "4", "--bottleneck", "4"]
+    message = ("8x8 images do not halve evenly 4 times (--widths gives 4 levels): their sides must be "
+               "multiples of 16; use fewer --widths or another --patch-size")
     assert main(["--dataset", f"folder:{photos}", "--patch-size", "8", "--patches", "64",
                  "--batch-size", "4", *flags, "--out", str(run)]) == 2
     err = capsys.readouterr().err
