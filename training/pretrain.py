@@ -123,8 +123,8 @@ class PretrainConfig:
             raise ValueError(f"--time-limit must be >= 0 minutes, got {self.time_limit}")
         if self.eval_images < 1:  # metrics.json scores them after training: refused before it
             raise ValueError(f"--eval-images must be >= 1, got {self.eval_images}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        if not self.learning_rate >= 0:  # 0 freezes the weights (the tests use it); < 0 ascends
+            raise ValueError(f"--learning-rate must be >= 0, got {self.learning_rate}")
         if self.limit < 0:
             raise ValueError(f"--limit must be >= 0 (0 = every training image), got {self.limit}")
         if self.variance != "fixed" and self.distribution != "gaussian":

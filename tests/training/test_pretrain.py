@@ -337,7 +337,7 @@ def test_init_from_another_architecture_is_refused_before_anything_is_written(tm
     (["--channels", "2"], "--channels must be 0 (the dataset's own), 1 or 3, got 2"),
     # Scored after training: refused before it, not after an hour's run.
     (["--eval-images", "0"], "--eval-images must be >= 1, got 0"),
-    (["--learning-rate", "0"], "--learning-rate must be > 0, got 0.0"),
+    (["--learning-rate", "-0.001"], "--learning-rate must be >= 0, got -0.001"),
     (["--limit", "-1"], "--limit must be >= 0 (0 = every training image), got -1"),
 ])
 def test_bad_architecture_flags_are_refused_before_the_data_loads_or_anything_is_written(
