@@ -92,6 +92,7 @@ def private_dir() -> Path:
     return folder
 
 
+@functools.cache
 def results_dir() -> Path:
     """Where :func:`write_result` puts the result PNGs: a folder of :func:`private_dir`."""
     folder = private_dir() / "results"
@@ -290,8 +291,9 @@ def residual_display(residual: np.ndarray) -> np.ndarray:
 def write_result(image: ImageFile, name: str) -> Path:
     """Saves the result as a lossless PNG at the image's bit depth in a fresh folder of this
     process's :func:`results_dir`, first removing its folders over an hour old."""
-    _prune(results_dir(), OUTPUT_MAX_AGE_S)
-    folder = results_dir() / uuid.uuid4().hex
+    results = results_dir()
+    _prune(results, OUTPUT_MAX_AGE_S)
+    folder = results / uuid.uuid4().hex
     folder.mkdir()
     path = folder / f"{name}-denoised.png"
     # Palette and bilevel files would be re-quantised on writing; keep every denoised value instead.

@@ -282,14 +282,17 @@ def tune(contender: Contender, clean, noisy) -> dict:
     return {"params": best["params"], "seconds": round(time.perf_counter() - started, 2), "grid": tried}
 
 
-def evaluate(contender: Contender, params: dict, clean, noisy, first: int = 0) -> dict:
+def evaluate(contender: Contender, params: dict, clean, noisy, first: int = 0,
+             warm_up: bool = True) -> dict:
     """Scores one contender at fixed parameters, timed after a warm-up.
 
     A model's warm-up is a whole untimed pass: each new batch or photo shape traces its graph
     again, which the first image alone would not cover. A classic contender's is one image
-    (imports, thread pools). ``first`` (fewer than the images) also records the PSNR of the
-    first ``first`` images, where a slow contender was scored (:func:`_margin_table`)."""
-    contender.run(noisy if contender.kind == "model" else noisy[:1], params)
+    (imports, thread pools). ``warm_up=False`` skips it, for callers that keep the scores and
+    not the time. ``first`` (fewer than the images) also records the PSNR of the first
+    ``first`` images, where a slow contender was scored (:func:`_margin_table`)."""
+    if warm_up:
+        contender.run(noisy if contender.kind == "model" else noisy[:1], params)
     started = time.perf_counter()
     estimates = contender.run(noisy, params)
     seconds = time.perf_counter() - started

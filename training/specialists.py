@@ -117,10 +117,11 @@ def score(config: SpecialistsConfig, base: PretrainConfig) -> dict:
         saved = finished(run)
         row = {"run": run.out, "command": pretrain_command(saved or run), "trained": saved is not None}
         noisy = corrupt_images(data.test, setting, config.seed)
-        row["blind"] = evaluate(blind, {}, data.test, noisy)
+        # Scores only (the report gives no seconds): no untimed warm-up pass over the test split.
+        row["blind"] = evaluate(blind, {}, data.test, noisy, warm_up=False)
         if saved is not None:
             metrics = json.loads((Path(run.out) / "metrics.json").read_text())
-            row["specialist"] = evaluate(model_contender(run.out), {}, data.test, noisy)
+            row["specialist"] = evaluate(model_contender(run.out), {}, data.test, noisy, warm_up=False)
             row["epochs_run"], row["train_seconds"] = metrics["epochs_run"], metrics["train_seconds"]
             row["gap_db"] = round(row["blind"]["psnr"] - row["specialist"]["psnr"], 3)
         settings[setting.label] = row
