@@ -63,7 +63,7 @@ def epoch_seed(seed: int, first_epoch: int) -> int:
 def denoising_dataset(images: np.ndarray, specs: list[CorruptionSpec], batch_size: int, seed: int,
                       shuffle: bool = True, augment: bool = False, drop_remainder: bool = True,
                       fresh_noise: bool = True, first_epoch: int = 0):
-    """``(x̃, x)`` batches from uint8 images ``(N, H, W, C)``: cache, shuffle, batch, corrupt.
+    """``(x̃, x)`` batches from uint8 images ``(N, H, W, C)``: shuffle, batch, corrupt.
 
     Corruption seeds come from ``tf.data.Dataset.random``, which re-draws on every pass over
     the data: each epoch sees new noise, yet a run is reproducible from ``seed``.
@@ -73,7 +73,7 @@ def denoising_dataset(images: np.ndarray, specs: list[CorruptionSpec], batch_siz
         specs: corruptions; one is drawn per image.
         batch_size: global batch size.
         seed: seeds shuffling, corruption and augmentation.
-        shuffle: reshuffle every epoch.
+        shuffle: a new order of all the images every epoch.
         augment: random flips and 90° rotations (for photo patches).
         drop_remainder: keep every batch full (needed by some distribution strategies).
         fresh_noise: new noise on every pass; ``False`` repeats the same noise (validation).
@@ -83,15 +83,21 @@ def denoising_dataset(images: np.ndarray, specs: list[CorruptionSpec], batch_siz
 
     seed = epoch_seed(seed, first_epoch)
 
-    ds = tf.data.Dataset.from_tensor_slices(images).cache()
+    # A full shuffle of every epoch: the indices are shuffled (8 bytes an image) and each batch
+    # gathered from the images held once in memory. (A shuffle buffer of the images themselves,
+    # smaller than the split to save memory, lets no image from the end of a large split open
+    # an epoch.)
+    pixels = tf.convert_to_tensor(images)
+    ds = tf.data.Dataset.range(len(images))
     if shuffle:
-        ds = ds.shuffle(min(len(images), 20_000), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=fresh_noise).batch(2)
     ds = tf.data.Dataset.zip(ds, seeds)
 
-    def make_pair(batch, batch_seed):
-        return training_pair(tf.cast(batch, tf.float32) / 255.0, specs, batch_seed, augment)
+    def make_pair(rows, batch_seed):
+        batch = tf.cast(tf.gather(pixels, rows), tf.float32) / 255.0
+        return training_pair(batch, specs, batch_seed, augment)
 
     ds = ds.map(make_pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     options = tf.data.Options()

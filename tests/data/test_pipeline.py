@@ -169,3 +169,31 @@ def test_non_square_images_are_flipped_but_never_turned():
     flipped = [np.array_equal(o, im[:, ::-1]) for im, o in zip(x, out, strict=True)]
     kept = [np.array_equal(o, im) for im, o in zip(x, out, strict=True)]
     assert all(f or k for f, k in zip(flipped, kept, strict=True)) and 8 < sum(flipped) < 24
+
+
+def _indexed_images(n):
+    """uint8 images ``(n, 1, 2, 1)`` whose two pixels spell their own index in base 256."""
+    index = np.arange(n)
+    return np.stack([index % 256, index // 256], axis=1).astype(np.uint8).reshape(n, 1, 2, 1)
+
+
+def _indices(clean):
+    pixels = np.rint(clean.reshape(len(clean), 2) * 255).astype(np.int64)
+    return pixels[:, 0] + 256 * pixels[:, 1]
+
+
+def test_both_pipelines_shuffle_the_whole_split_every_epoch():
+    n, batch = 30_000, 500
+    images, specs = _indexed_images(n), [CorruptionSpec.parse("gaussian:0.1")]
+    ds = denoising_dataset(images, specs, batch, seed=5)
+    seqs = DenoisingBatches(images, specs, batch, seed=5)
+    for epoch in range(2):
+        tf_order = np.concatenate([_indices(clean.numpy()) for _, clean in ds])
+        seq_order = np.concatenate([_indices(seqs[i][1]) for i in range(len(seqs))])
+        seqs.on_epoch_end()
+        for order in (tf_order, seq_order):
+            assert sorted(order) == list(range(n))  # each image once (n is a whole number of batches)
+            # Images from the end of the split open an epoch as often as any: a shuffle buffer
+            # of 20,000 images let none of the last 10,000 into the first batch.
+            first = order[:batch]
+            assert 0.25 < np.mean(first >= 20_000 + batch) < 0.42
