@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 
 import keras
+import numpy as np
 from keras import layers
 
 POOLINGS = ("avg", "max", "flatten")
@@ -169,7 +170,17 @@ class EncoderClassifier(keras.Model):
         """
         pooled = keras.Model(self.inputs, self.get_layer(f"{self.pooling}_pool").output)
         features = pooled.predict(images, batch_size=batch_size, verbose=0)
-        self.get_layer("feature_norm").adapt(features)
+        norm = self.get_layer("feature_norm")
+        norm.adapt(features)
+        # A feature that does not vary over ``images`` (a ReLU unit that never fires) is
+        # centred, not scaled: divided by its zero spread, the first flicker of it that
+        # fine-tuning or a new image brings would reach the softmax multiplied by 10⁷.
+        # (scikit-learn's StandardScaler does the same, so the probe and the downstream
+        # classifiers standardise alike.)
+        variance = np.asarray(norm.adapt_variance)
+        flat = variance <= 1e-12 * max(float(variance.max()), 1e-30)
+        norm.adapt_variance.assign(np.where(flat, 1.0, variance).astype(variance.dtype))
+        norm.finalize_state()
 
     def set_weights(self, weights):
         super().set_weights(weights)

@@ -101,6 +101,31 @@ def test_adapt_standardises_the_pooled_features():
     np.testing.assert_allclose(normed[:, live].std(axis=0), 1.0, atol=1e-2)
 
 
+def test_features_that_never_vary_are_centred_not_blown_up():
+    clf = EncoderClassifier(tiny_dae(), 4)
+    kernel, bias = clf.encoder.get_layer("code_conv").get_weights()
+    kernel[..., :2], bias[:2] = 0.0, -1.0  # two code units whose ReLU never fires
+    clf.encoder.get_layer("code_conv").set_weights([kernel, bias])
+    x = images(64, seed=3)
+    pooled = keras.Model(clf.inputs, clf.get_layer("avg_pool").output).predict(x, verbose=0)
+    dead = pooled.std(axis=0) == 0
+    assert dead.tolist() == [True, True, False, False, False, False]
+    clf.adapt(x)
+    norm = clf.get_layer("feature_norm")
+    np.testing.assert_allclose(np.asarray(norm.variance).ravel()[dead], 1.0)
+    np.testing.assert_allclose(np.asarray(norm.variance).ravel()[~dead], pooled.var(axis=0)[~dead],
+                               rtol=1e-3)
+    # A unit that wakes up a little (as fine-tuning may make it) moves its feature a little.
+    flicker = pooled[:2] + np.where(dead, 1e-3, 0.0).astype(np.float32)
+    moved = np.asarray(norm(flicker)) - np.asarray(norm(pooled[:2]))
+    np.testing.assert_allclose(moved[:, dead], 1e-3, rtol=1e-2)
+    # It survives saving: the scale is part of the weights.
+    again = EncoderClassifier.from_config(clf.get_config())
+    again.set_weights(clf.get_weights())
+    np.testing.assert_allclose(np.asarray(again.get_layer("feature_norm").variance),
+                               np.asarray(norm.variance))
+
+
 @pytest.mark.parametrize("kwargs,error,message", [
     ({"pooling": "mean"}, ValueError, "pooling must be one of"),
     ({"pooling": "flatten"}, ValueError, "pooling='flatten' needs a fixed image_size"),
