@@ -3,12 +3,14 @@
 Each named dataset is looked for, in order, in: an explicit ``data_dir``; the folder named by
 its environment variable (``DAE_MNIST_DIR``, ``DAE_FASHION_MNIST_DIR``, ``DAE_CIFAR10_DIR``,
 ``DAE_CIFAR100_DIR``); the usual local places (Keras' cache ``~/.keras/datasets``; for
-Fashion-MNIST Debian's ``/usr/share/datasets/fashion-mnist``); then a Keras download. A folder
-holding the original files works as-is: the four IDX files of MNIST/Fashion-MNIST (gzipped or
-not), CIFAR's ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz`` or the folders they
-extract to, or Keras' ``.npz``. When nothing is found, :class:`DatasetNotFoundError` says
-where it looked and what to put where; when a file is damaged, :func:`load_named` says the same
-and names the file at fault.
+Fashion-MNIST Debian's ``/usr/share/datasets/fashion-mnist``; Keras' fallback
+``/tmp/.keras/datasets`` when it exists); then a Keras download. A folder holding the original
+files works as-is: the four IDX files of MNIST/Fashion-MNIST (gzipped or not), CIFAR's
+``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz`` or the folders they extract to (Keras
+3's cache layout included), or Keras' ``mnist.npz``. When nothing is found,
+:class:`DatasetNotFoundError` says where it looked, which folder lacks which files, what to put
+where and where to download it; when a file is damaged, :func:`load_named` says the same and
+names the file at fault.
 
 All loaders return :class:`Dataset`: uint8 images ``(N, H, W, C)`` and int labels.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gzip
 import os
 import pickle
@@ -32,6 +35,7 @@ import numpy as np
 from data.images import ImageReadError, read_image
 
 KERAS_CACHE = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
+KERAS_TMP_CACHE = Path("/tmp/.keras/datasets")  # where Keras downloads when ~/.keras is read-only
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".pgm", ".ppm", ".pnm"}
 
 
@@ -88,7 +92,9 @@ class _Source:
     env: str
     places: tuple[Path, ...]
     expected: str
+    download: str
     debian: str = ""
+    fallbacks: tuple[Path, ...] = ()  # searched, and listed, only when they exist
 
 
 _IDX_FILES = {
@@ -98,26 +104,51 @@ _IDX_FILES = {
     "y_test": "t10k-labels-idx1-ubyte",
 }
 _IDX_EXPECTED = ", ".join(f"{n}[.gz]" for n in _IDX_FILES.values())
+_KERAS_MIRROR = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"  # keras.datasets' URLs
 
 SOURCES = {
-    "mnist": _Source("DAE_MNIST_DIR", (KERAS_CACHE, KERAS_CACHE / "mnist"),
-                     _IDX_EXPECTED + " (or Keras' mnist.npz)"),
+    "mnist": _Source(
+        "DAE_MNIST_DIR", (KERAS_CACHE, KERAS_CACHE / "mnist"), _IDX_EXPECTED + " (or Keras' mnist.npz)",
+        f"{_KERAS_MIRROR}mnist.npz (Keras' copy; the IDX files' home is http://yann.lecun.com/exdb/mnist/)",
+        fallbacks=(KERAS_TMP_CACHE,),
+    ),
     "fashion_mnist": _Source(
         "DAE_FASHION_MNIST_DIR",
         (KERAS_CACHE / "fashion-mnist", Path("/usr/share/datasets/fashion-mnist")),
         _IDX_EXPECTED,
+        f"{_KERAS_MIRROR}train-images-idx3-ubyte.gz and the other three alike (Keras' copies of "
+        "Zalando's files, https://github.com/zalandoresearch/fashion-mnist)",
         debian="dataset-fashion-mnist (apt-get install dataset-fashion-mnist)",
+        fallbacks=(KERAS_TMP_CACHE / "fashion-mnist",),
     ),
     "cifar10": _Source(
         "DAE_CIFAR10_DIR",
         (KERAS_CACHE,),
         "cifar-10-python.tar.gz, or the cifar-10-batches-py folder it extracts to",
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        fallbacks=(KERAS_TMP_CACHE,),
     ),
     "cifar100": _Source(
         "DAE_CIFAR100_DIR",
         (KERAS_CACHE,),
         "cifar-100-python.tar.gz, or the cifar-100-python folder it extracts to",
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        fallbacks=(KERAS_TMP_CACHE,),
     ),
+}
+
+TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
+
+_FIRST_TRAIN_LABELS = {
+    "mnist": (5, 0, 4, 1, 9, 2, 1, 3, 1, 4),
+    "fashion_mnist": (9, 0, 0, 3, 0, 2, 7, 2, 5, 5),
+}
+"""How the official training labels begin. MNIST's and Fashion-MNIST's files share names and
+shapes, so this is what tells one from the other."""
+
+_CIFAR100_LABELS = {  # label_mode: (labels key, meta's names key, number of classes), as in Keras
+    "fine": (b"fine_labels", b"fine_label_names", 100),
+    "coarse": (b"coarse_labels", b"coarse_label_names", 20),
 }
 
 CLASS_NAMES = {
@@ -137,11 +168,12 @@ CLASS_NAMES = {
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Reads an IDX file (gzipped or not) as used by MNIST and Fashion-MNIST."""
+    """Reads an IDX file as used by MNIST and Fashion-MNIST, gzipped or not whatever its name."""
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with _reading(path), opener(path, "rb") as fh:
-        raw = fh.read()
+    with _reading(path):
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":  # gzip's magic number
+            raw = gzip.decompress(raw)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DatasetDamagedError(path, f"{path} is not an unsigned-byte IDX file (bad magic number)")
     ndim = raw[3]
@@ -169,20 +201,23 @@ def write_idx(path: Path, array: np.ndarray) -> None:
         fh.write(header + array.tobytes())
 
 
-def _find_idx(folder: Path) -> dict[str, Path] | None:
+def _idx_names(stem: str) -> tuple[str, ...]:
+    """The names one IDX file goes by: plain, gzipped, and with a dot before ``idx``."""
+    return stem, f"{stem}.gz", stem.replace("-idx", ".idx")
+
+
+def _find_idx(folder: Path) -> dict[str, Path]:
+    """The IDX files in ``folder`` by key of :data:`_IDX_FILES`: all four, some, or none."""
     found = {}
     for key, stem in _IDX_FILES.items():
-        for candidate in (folder / stem, folder / f"{stem}.gz", folder / stem.replace("-idx", ".idx")):
+        for candidate in (folder / n for n in _idx_names(stem)):
             if candidate.is_file():
                 found[key] = candidate
                 break
-    return found if len(found) == len(_IDX_FILES) else None
+    return found
 
 
-def _load_idx_folder(folder: Path) -> dict[str, np.ndarray] | None:
-    files = _find_idx(folder)
-    if files is None:
-        return None
+def _load_idx_files(files: dict[str, Path]) -> dict[str, np.ndarray]:
     arrays = {key: read_idx(path) for key, path in files.items()}
     for key, path in files.items():  # a label file under an image file's name, or the reverse
         want = 3 if key.startswith("x") else 1
@@ -221,8 +256,24 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR file, which may come from anywhere: the files are dicts of byte strings,
+    lists and numpy arrays, so only the globals that rebuild an array are let through (numpy < 2
+    and the Python 2 originals name ``numpy.core``, numpy >= 2 ``numpy._core``); any other, such
+    as a ``__reduce__`` that runs ``os.system``, is refused (Keras refuses the same)."""
+
+    ALLOWED = frozenset({("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+                         ("numpy._core.multiarray", "_reconstruct")})
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(
+                f"it would load {module}.{name}; CIFAR files hold only numpy arrays, lists and bytes")
+        return super().find_class(module, name)
+
+
 def _unpickle(fh) -> dict:
-    return pickle.load(fh, encoding="bytes")
+    return _CifarUnpickler(fh, encoding="bytes").load()
 
 
 def _cifar_batch(batch: dict, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -234,76 +285,133 @@ def _cifar_batch(batch: dict, label_key: bytes) -> tuple[np.ndarray, np.ndarray]
     return np.ascontiguousarray(x, dtype=np.uint8), y
 
 
-def _cifar_members(kind: str) -> tuple[str, list[str], str, bytes]:
+def _cifar_members(kind: str, label_mode: str = "fine") -> tuple[str, list[str], str, bytes]:
     if kind == "cifar10":
         return "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", b"labels"
-    return "cifar-100-python", ["train"], "test", b"fine_labels"
+    return "cifar-100-python", ["train"], "test", _CIFAR100_LABELS[label_mode][0]
 
 
-def _load_cifar(folder: Path, kind: str) -> dict[str, np.ndarray] | None:
-    top, train_names, test_name, label_key = _cifar_members(kind)
-    archive_names = {"cifar10": ("cifar-10-python.tar.gz", "cifar-10-batches-py.tar.gz"),
-                     "cifar100": ("cifar-100-python.tar.gz",)}[kind]
-    for extracted in (folder / top, folder):
-        if all((extracted / n).is_file() for n in [*train_names, test_name]):
-            def read(name, base=extracted):
+def _cifar_archives(kind: str) -> tuple[str, ...]:
+    """The names a CIFAR archive goes by: Toronto's, an older one, and Keras 3's cache name
+    (``keras.utils.get_file(fname="<top>-target", extract=True)`` keeps it as ``..._archive``)."""
+    top = _cifar_members(kind)[0]
+    return {"cifar10": ("cifar-10-python.tar.gz", "cifar-10-batches-py.tar.gz"),
+            "cifar100": ("cifar-100-python.tar.gz",)}[kind] + (f"{top}-target_archive",)
+
+
+def _load_cifar(folder: Path, kind: str, label_mode: str, incomplete: list) -> dict[str, np.ndarray] | None:
+    """CIFAR from an extracted copy in ``folder`` (in Keras 3's ``<top>-target`` cache folder, or
+    ``folder`` itself), else from its archive there; extracted copies lacking files go to
+    ``incomplete``."""
+    top, train_names, test_name, _ = _cifar_members(kind)
+    wanted = [*train_names, test_name]
+    for base in (folder / top, folder / f"{top}-target" / top, folder):
+        if not base.is_dir():
+            continue
+        missing = [n for n in wanted if not (base / n).is_file()]
+        if not missing:
+            def read(name, convert, base=base):
                 with _reading(base / name), open(base / name, "rb") as fh:
-                    return _cifar_batch(_unpickle(fh), label_key)
-
-            def meta(base=extracted):
-                if not (base / "meta").is_file():
-                    return None
-                with _reading(base / "meta"), open(base / "meta", "rb") as fh:
-                    return _unpickle(fh)
-            return _cifar_dict(read, train_names, test_name, meta if kind == "cifar100" else None)
-    for archive_name in archive_names:
-        archive = folder / archive_name
+                    return convert(_unpickle(fh))
+            return _cifar_dict(read, (base / "meta").is_file(), kind, label_mode)
+        if base != folder or len(missing) < len(wanted):
+            incomplete.append((base, missing))
+    for archive in (folder / n for n in _cifar_archives(kind)):
         if archive.is_file():
             with _reading(archive), tarfile.open(archive, "r:gz") as tar:
-                def read(name, tar=tar, archive=archive):
+                def read(name, convert, tar=tar, archive=archive):
                     with _reading(archive, member=f"{top}/{name}"):
-                        return _cifar_batch(_unpickle(tar.extractfile(f"{top}/{name}")), label_key)
-
-                def meta(tar=tar, archive=archive):
-                    if f"{top}/meta" not in tar.getnames():
-                        return None
-                    with _reading(archive, member=f"{top}/meta"):
-                        return _unpickle(tar.extractfile(f"{top}/meta"))
-                return _cifar_dict(read, train_names, test_name, meta if kind == "cifar100" else None)
+                        return convert(_unpickle(tar.extractfile(f"{top}/{name}")))
+                return _cifar_dict(read, f"{top}/meta" in tar.getnames(), kind, label_mode)
     return None
 
 
-def _cifar_dict(read, train_names, test_name, meta=None) -> dict:
-    """The arrays of a CIFAR copy; with ``meta`` (CIFAR-100's ``meta`` member, unpickled, or
-    None when the copy lacks it) also ``class_names``, its 100 fine label names."""
-    train = [read(n) for n in train_names]
-    x_test, y_test = read(test_name)
+def _cifar_dict(read, has_meta: bool, kind: str, label_mode: str) -> dict:
+    """The arrays of a CIFAR copy whose members ``read(name, convert)`` unpickles and converts;
+    for CIFAR-100 also ``class_names``, from its ``meta`` member (numbers when it has none)."""
+    _, train_names, test_name, label_key = _cifar_members(kind, label_mode)
+    batch = functools.partial(_cifar_batch, label_key=label_key)
+    train = [read(n, batch) for n in train_names]
+    x_test, y_test = read(test_name, batch)
     arrays = {"x_train": np.concatenate([x for x, _ in train]),
               "y_train": np.concatenate([y for _, y in train]), "x_test": x_test, "y_test": y_test}
-    names = (meta() or {}).get(b"fine_label_names") if meta else None
-    if names:
-        arrays["class_names"] = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+    if kind == "cifar100":
+        _, names_key, count = _CIFAR100_LABELS[label_mode]
+        names = read("meta", lambda meta: dict(meta).get(names_key)) if has_meta else None
+        arrays["class_names"] = (tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names) if names
+                                 else tuple(str(i) for i in range(count)))
     return arrays
 
 
-def _load_from(folder: Path, name: str) -> dict[str, np.ndarray] | None:
+def _load_from(folder: Path, name: str, label_mode: str, incomplete: list) -> dict[str, np.ndarray] | None:
+    """Dataset ``name`` from ``folder``, or None; a copy there lacking files is appended to
+    ``incomplete`` as ``(folder, [missing file, ...])``."""
     if not folder.is_dir():
         return None
     if name in ("cifar10", "cifar100"):
-        return _load_cifar(folder, name)
-    arrays = _load_idx_folder(folder)
-    if arrays is None and name == "mnist" and (folder / "mnist.npz").is_file():
-        arrays = _load_npz(folder / "mnist.npz")
-    return arrays
+        return _load_cifar(folder, name, label_mode, incomplete)
+    files = _find_idx(folder)
+    if len(files) == len(_IDX_FILES):
+        return _load_idx_files(files)
+    if name == "mnist" and (folder / "mnist.npz").is_file():
+        return _load_npz(folder / "mnist.npz")
+    if files:
+        incomplete.append((folder, [f"{stem}[.gz]" for key, stem in _IDX_FILES.items() if key not in files]))
+    return None
 
 
-def _keras_download(name: str) -> dict[str, np.ndarray] | None:
+def _file_names(name: str) -> set[str]:
+    """The names of the files that hold (part of) dataset ``name``."""
+    if name in ("cifar10", "cifar100"):
+        _, train_names, test_name, _ = _cifar_members(name)
+        return {*_cifar_archives(name), *train_names, test_name}
+    names = {n for stem in _IDX_FILES.values() for n in _idx_names(stem)}
+    if name == "mnist":
+        names.add("mnist.npz")
+    return names
+
+
+def _folder_of(place: Path, name: str) -> Path:
+    """``place``, or the folder holding it when it is one of the dataset's own files."""
+    if not place.is_file():
+        return place
+    if place.name in _file_names(name):
+        return place.parent
+    raise DatasetNotFoundError(f"{place} is a file; pass the folder that holds {SOURCES[name].expected}")
+
+
+def _places(name: str, data_dir) -> list[Path]:
+    """Where to look for dataset ``name``, in order: ``data_dir`` alone when given."""
+    source = SOURCES[name]
+    if data_dir is not None:
+        return [_folder_of(Path(data_dir), name)]
+    places = [_folder_of(Path(os.environ[source.env]), name)] if os.environ.get(source.env) else []
+    places += [*source.places, *(p for p in source.fallbacks if p.is_dir())]
+    return list(dict.fromkeys(places))
+
+
+def _check_identity(name: str, arrays: dict[str, np.ndarray], place: Path) -> None:
+    """Refuses MNIST's files loaded as Fashion-MNIST and the reverse: they share names and shapes,
+    but each official training set's labels begin their own way."""
+    if name not in _FIRST_TRAIN_LABELS:
+        return
+    first = tuple(int(v) for v in arrays["y_train"][:10])
+    for other, begins in _FIRST_TRAIN_LABELS.items():
+        if other != name and first == begins:
+            raise DatasetNotFoundError(
+                f"dataset {name!r} cannot be loaded: {place} holds {TITLES[other]}, not {TITLES[name]} "
+                f"(its training labels begin {', '.join(map(str, begins[:5]))}, as {TITLES[other]}'s do). "
+                f"Load it as {other!r}, or get {TITLES[name]} from {SOURCES[name].download}")
+
+
+def _keras_download(name: str, label_mode: str) -> dict[str, np.ndarray] | None:
     import keras
 
     loader = {"mnist": keras.datasets.mnist, "fashion_mnist": keras.datasets.fashion_mnist,
               "cifar10": keras.datasets.cifar10, "cifar100": keras.datasets.cifar100}[name]
     try:
-        (x_train, y_train), (x_test, y_test) = loader.load_data()
+        (x_train, y_train), (x_test, y_test) = (
+            loader.load_data(label_mode=label_mode) if name == "cifar100" else loader.load_data())
     except Exception:  # noqa: BLE001 - any network or cache failure means "not available"
         return None
     arrays = {"x_train": x_train, "y_train": y_train.reshape(-1),
@@ -314,28 +422,34 @@ def _keras_download(name: str) -> dict[str, np.ndarray] | None:
     return arrays
 
 
-def load_named(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> Dataset:
+def load_named(name: str, data_dir: str | os.PathLike | None = None, download: bool = True,
+               label_mode: str = "fine") -> Dataset:
     """Loads ``mnist``, ``fashion_mnist``, ``cifar10`` or ``cifar100`` from local files.
 
     Args:
         name: the dataset.
-        data_dir: a folder with the dataset's original files; when given, only it is used.
+        data_dir: a folder with the dataset's original files (or one of those files); when
+            given, only it is used.
         download: whether to try a Keras download when no local copy is found.
+        label_mode: CIFAR-100's labels, as in Keras: ``"fine"`` (100 classes) or ``"coarse"``
+            (their 20 superclasses).
 
     Raises:
-        DatasetNotFoundError: with the places looked in and what to put where.
+        DatasetNotFoundError: with the places looked in, the folders holding only part of the
+            dataset and what they lack, what to put where and where to download it; also for
+            MNIST's files loaded as Fashion-MNIST, or the reverse.
     """
     if name not in SOURCES:
         raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(SOURCES)} or folder:PATH")
+    if label_mode not in _CIFAR100_LABELS or (label_mode != "fine" and name != "cifar100"):
+        raise ValueError(f"label_mode must be 'fine' (or 'coarse' for cifar100), "
+                         f"got {label_mode!r} for {name!r}")
     source = SOURCES[name]
-    if data_dir is not None:
-        places = [Path(data_dir)]
-    else:
-        places = [Path(os.environ[source.env])] if os.environ.get(source.env) else []
-        places += list(source.places)
+    places = _places(name, data_dir)
+    incomplete: list[tuple[Path, list[str]]] = []
     for i, place in enumerate(places):
         try:
-            arrays = _load_from(place, name)
+            arrays = _load_from(place, name, label_mode, incomplete)
         except DatasetDamagedError as err:
             raise DatasetDamagedError(
                 err.path,
@@ -343,17 +457,21 @@ def load_named(name: str, data_dir: str | os.PathLike | None = None, download: b
                 + _where_to_put(source, places[: i + 1], download=False, replace=err.path.name),
             ) from err
         if arrays is not None:
-            return _dataset(name, arrays)
+            _check_identity(name, arrays, place)
+            return _dataset(name, arrays, label_mode)
     if data_dir is None and download:
-        arrays = _keras_download(name)
+        arrays = _keras_download(name, label_mode)
         if arrays is not None:
-            return _dataset(name, arrays)
-    raise DatasetNotFoundError(
-        f"dataset {name!r} not found. " + _where_to_put(source, places, data_dir is None and download))
+            return _dataset(name, arrays, label_mode)
+    found = (f"dataset {name!r} is incomplete: "
+             + "; ".join(f"{folder} lacks {', '.join(missing)}" for folder, missing in incomplete) + ".\n"
+             if incomplete else f"dataset {name!r} not found. ")
+    raise DatasetNotFoundError(found + _where_to_put(source, places, data_dir is None and download))
 
 
 def _where_to_put(source: _Source, places: list[Path], download: bool, replace: str = "") -> str:
-    """The places looked in and what to put where: the body of every load_named error."""
+    """The places looked in, what to put where and where to download it: the body of every
+    load_named error."""
     looked = "\n".join(f"  - {p}{'' if p.is_dir() else ' (no such folder)'}" for p in places)
     hint = f"\nOn Debian/Ubuntu the package {source.debian} installs them." if source.debian else ""
     put = f"Replace {replace} with a fresh copy, or put" if replace else "Put"
@@ -361,15 +479,15 @@ def _where_to_put(source: _Source, places: list[Path], download: bool, replace: 
         f"Looked in:\n{looked}\n"
         + ("  - a Keras download (failed: offline?)\n" if download else "")
         + f"{put} {source.expected} in one of these folders, pass --data-dir DIR, "
-        f"or set {source.env}=DIR.{hint}"
+        f"or set {source.env}=DIR.\nDownload: {source.download}{hint}"
     )
 
 
-def _dataset(name: str, arrays: dict[str, np.ndarray]) -> Dataset:
-    class_names = arrays.get("class_names") or CLASS_NAMES.get(name, tuple(str(i) for i in range(100)))
+def _dataset(name: str, arrays: dict[str, np.ndarray], label_mode: str = "fine") -> Dataset:
+    numbers = tuple(str(i) for i in range(_CIFAR100_LABELS[label_mode][2]))
+    class_names = arrays.get("class_names") or CLASS_NAMES.get(name, numbers)
     return Dataset(name, arrays["x_train"], arrays["y_train"].astype(np.int64),
                    arrays["x_test"], arrays["y_test"].astype(np.int64), class_names)
-
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """All image files below ``folder`` (recursively, by suffix), sorted for reproducibility."""

@@ -1,5 +1,9 @@
+import importlib
+import inspect
 import io
+import os
 import pickle
+import shutil
 import tarfile
 
 import numpy as np
@@ -32,7 +36,30 @@ def make_idx_folder(folder, n_train=30, n_test=10, gz=True):
     return arrays
 
 
+class Py2Pickler(pickle._Pickler):
+    """Pickles as Python 2 wrote CIFAR's files: protocol 2, every string a byte string."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_byte_string(self, obj):
+        data = obj.encode("latin1") if isinstance(obj, str) else obj
+        short = len(data) < 256
+        self.write((pickle.SHORT_BINSTRING + bytes([len(data)]) if short
+                    else pickle.BINSTRING + len(data).to_bytes(4, "little")) + data)
+        self.memoize(obj)
+
+    dispatch[bytes] = dispatch[str] = save_byte_string
+
+
+def py2_pickle(obj) -> bytes:
+    """``obj`` as the original CIFAR files pickle it, arrays rebuilt by numpy.core's _reconstruct."""
+    buf = io.BytesIO()
+    Py2Pickler(buf, protocol=2).dump(obj)
+    return buf.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+
+
 def make_cifar_archive(folder, kind, n=6):
+    """Toronto's archive in its real format; returns ``{member: (data, labels, coarse labels)}``."""
     top, train_names, test_name, label_key = datasets._cifar_members(kind)
     expected = {}
     buf = io.BytesIO()
@@ -40,18 +67,24 @@ def make_cifar_archive(folder, kind, n=6):
         for name in [*train_names, test_name]:
             data = RNG.integers(0, 256, (n, 3072), dtype=np.uint8)
             labels = RNG.integers(0, 100 if kind == "cifar100" else 10, n).tolist()
-            expected[name] = (data, labels)
-            blob = pickle.dumps({b"data": data, label_key: labels, b"batch_label": b"x"})
+            coarse = RNG.integers(0, 20, n).tolist() if kind == "cifar100" else None
+            expected[name] = (data, labels, coarse)
+            batch = {b"batch_label": b"training batch", b"data": data, label_key: labels,
+                     b"filenames": [f"img_{i}.png".encode() for i in range(n)]}
+            if coarse:
+                batch[b"coarse_labels"] = coarse
+            blob = py2_pickle(batch)
             info = tarfile.TarInfo(f"{top}/{name}")
             info.size = len(blob)
             tar.addfile(info, io.BytesIO(blob))
         if kind == "cifar100":  # the archive's class names, as the real one holds them
-            blob = pickle.dumps({b"fine_label_names": [f"class{i}".encode() for i in range(100)],
-                                 b"coarse_label_names": [b"group"] * 20})
+            blob = py2_pickle({b"fine_label_names": [f"class{i}".encode() for i in range(100)],
+                               b"coarse_label_names": [f"group{i}".encode() for i in range(20)]})
             info = tarfile.TarInfo(f"{top}/meta")
             info.size = len(blob)
             tar.addfile(info, io.BytesIO(blob))
     archive = "cifar-10-python.tar.gz" if kind == "cifar10" else "cifar-100-python.tar.gz"
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / archive).write_bytes(buf.getvalue())
     return expected
 
@@ -79,7 +112,7 @@ def test_cifar_archive_and_extracted_folder(tmp_path, kind):
     ds = load_named(kind, tmp_path)
     top, train_names, test_name, _ = datasets._cifar_members(kind)
     assert ds.x_train.shape == (6 * len(train_names), 32, 32, 3)
-    data, labels = expected[test_name]
+    data, labels, _ = expected[test_name]
     # CIFAR rows are channel-planar (1024 R, 1024 G, 1024 B): pixel (0, 0) is data[0], [1024], [2048].
     np.testing.assert_array_equal(ds.x_test[0, 0, 0], data[0, [0, 1024, 2048]])
     assert list(ds.y_test) == labels
@@ -102,7 +135,7 @@ def test_env_var_is_used(tmp_path, monkeypatch):
 def test_missing_dataset_names_places_and_what_to_put(tmp_path, monkeypatch):
     source = datasets.SOURCES["fashion_mnist"]
     monkeypatch.setitem(datasets.SOURCES, "fashion_mnist",
-                        datasets.dataclasses.replace(source, places=(tmp_path / "nowhere",)))
+                        datasets.dataclasses.replace(source, places=(tmp_path / "nowhere",), fallbacks=()))
     monkeypatch.delenv("DAE_FASHION_MNIST_DIR", raising=False)
     with pytest.raises(DatasetNotFoundError) as err:
         load_named("fashion_mnist", download=False)
@@ -284,6 +317,150 @@ def test_fashion_mnist_is_not_told_to_use_mnist_npz(tmp_path):
     assert "train-images-idx3-ubyte[.gz]" in str(err.value) and "mnist.npz" not in str(err.value)
     with pytest.raises(DatasetNotFoundError, match=r"mnist\.npz"):
         load_named("mnist", tmp_path, download=False)
+
+
+def test_a_half_complete_folder_names_the_folder_and_the_files_it_lacks(tmp_path):
+    make_idx_folder(tmp_path / "idx")
+    (tmp_path / "idx" / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_named("mnist", tmp_path / "idx", download=False)
+    assert str(err.value).startswith(
+        f"dataset 'mnist' is incomplete: {tmp_path / 'idx'} lacks t10k-labels-idx1-ubyte[.gz].\nLooked in:")
+    make_cifar_archive(tmp_path / "c", "cifar10")
+    with tarfile.open(tmp_path / "c" / "cifar-10-python.tar.gz") as tar:
+        tar.extractall(tmp_path / "x", filter="data")
+    extracted = tmp_path / "x" / "cifar-10-batches-py"
+    (extracted / "data_batch_5").unlink()
+    for folder in (tmp_path / "x", extracted):  # the folder above the extracted one, or that one
+        with pytest.raises(DatasetNotFoundError, match=f"is incomplete: {extracted} lacks data_batch_5\\.\n"):
+            load_named("cifar10", folder)
+    # Beside the archive, the half-extracted copy is no obstacle.
+    shutil.copy(tmp_path / "c" / "cifar-10-python.tar.gz", tmp_path / "x")
+    assert len(load_named("cifar10", tmp_path / "x").x_train) == 30
+
+
+@pytest.mark.parametrize("kind", ["cifar10", "cifar100"])
+def test_keras_3_cifar_cache_is_found(tmp_path, monkeypatch, kind):
+    import keras
+
+    expected = make_cifar_archive(tmp_path / "dl", kind)
+    archive = next((tmp_path / "dl").glob("*.tar.gz"))
+    top, _, test_name, _ = datasets._cifar_members(kind)
+    # What keras.datasets.cifar10/cifar100.load_data() leave in Keras' cache (which must exist
+    # and be writable, or Keras writes to /tmp/.keras instead).
+    (tmp_path / "keras").mkdir()
+    keras.utils.get_file(fname=f"{top}-target", origin=archive.as_uri(), extract=True,
+                         cache_dir=tmp_path / "keras")
+    cache = tmp_path / "keras" / "datasets"
+    assert (cache / f"{top}-target" / top / test_name).is_file()
+    assert (cache / f"{top}-target_archive").is_file()
+    # Searched without --data-dir, as Keras' /tmp fallback is (only when it exists).
+    monkeypatch.setitem(datasets.SOURCES, kind, datasets.dataclasses.replace(
+        datasets.SOURCES[kind], places=(tmp_path / "nowhere",), fallbacks=(cache, tmp_path / "absent")))
+    monkeypatch.delenv(datasets.SOURCES[kind].env, raising=False)
+    assert list(load_named(kind, download=False).y_test) == expected[test_name][1]
+    shutil.rmtree(cache / f"{top}-target")  # the archive alone, under Keras' name
+    assert list(load_named(kind, cache).y_test) == expected[test_name][1]
+    shutil.rmtree(cache)
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_named(kind, download=False)
+    assert "absent" not in str(err.value) and str(cache) not in str(err.value)
+
+
+@pytest.mark.parametrize(("name", "url"), [
+    ("mnist", "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"),
+    ("fashion_mnist", "https://storage.googleapis.com/tensorflow/tf-keras-datasets/train-images-idx3-ubyte.gz"),
+    ("cifar10", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
+    ("cifar100", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"),
+])
+def test_missing_dataset_says_where_to_download_it(tmp_path, name, url):
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_named(name, tmp_path, download=False)
+    assert f"\nDownload: {url}" in str(err.value)
+    keras_source = inspect.getsource(importlib.import_module(f"keras.src.datasets.{name}"))
+    base, file = url.rsplit("/", 1)
+    assert base in keras_source and file in keras_source  # where keras.datasets downloads it from
+
+
+def test_gzip_is_told_by_its_magic_number_not_its_name(tmp_path):
+    arrays = make_idx_folder(tmp_path / "a", gz=True)
+    for path in (tmp_path / "a").iterdir():
+        path.rename(path.with_suffix(""))  # gzipped, named as plain IDX files
+    labels = arrays["train-labels-idx1-ubyte"]
+    np.testing.assert_array_equal(load_named("mnist", tmp_path / "a").y_train, labels)
+    arrays = make_idx_folder(tmp_path / "b", gz=False)
+    for path in (tmp_path / "b").iterdir():
+        path.rename(path.with_name(path.name + ".gz"))  # plain, named as gzipped
+    labels = arrays["train-labels-idx1-ubyte"]
+    np.testing.assert_array_equal(load_named("mnist", tmp_path / "b").y_train, labels)
+
+
+def test_data_dir_may_name_one_of_the_dataset_files(tmp_path, monkeypatch):
+    labels = make_cifar_archive(tmp_path, "cifar10")["test_batch"][1]
+    assert list(load_named("cifar10", tmp_path / "cifar-10-python.tar.gz").y_test) == labels
+    monkeypatch.setenv("DAE_CIFAR10_DIR", str(tmp_path / "cifar-10-python.tar.gz"))
+    assert list(load_named("cifar10", download=False).y_test) == labels
+    arrays = make_idx_folder(tmp_path / "idx")
+    ds = load_named("fashion_mnist", tmp_path / "idx" / "t10k-images-idx3-ubyte.gz")
+    np.testing.assert_array_equal(ds.y_train, arrays["train-labels-idx1-ubyte"])
+    (tmp_path / "notes.txt").write_text("not a dataset")
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_named("mnist", tmp_path / "notes.txt")
+    assert str(err.value) == (f"{tmp_path / 'notes.txt'} is a file; pass the folder that holds "
+                              f"{datasets.SOURCES['mnist'].expected}")
+
+
+def test_mnist_and_fashion_mnist_are_told_apart(tmp_path):
+    starts = {"mnist": [5, 0, 4, 1, 9, 2, 1, 3, 1, 4], "fashion_mnist": [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]}
+    for name, other in (("mnist", "fashion_mnist"), ("fashion_mnist", "mnist")):
+        folder = tmp_path / name
+        arrays = make_idx_folder(folder)
+        labels = starts[name] + list(arrays["train-labels-idx1-ubyte"][10:])
+        write_idx(folder / "train-labels-idx1-ubyte.gz", labels)
+        assert list(load_named(name, folder).y_train[:10]) == starts[name]
+        title, other_title = datasets.TITLES[name], datasets.TITLES[other]
+        with pytest.raises(DatasetNotFoundError) as err:
+            load_named(other, folder)
+        assert str(err.value).startswith(
+            f"dataset {other!r} cannot be loaded: {folder} holds {title}, not {other_title} (its training "
+            f"labels begin {', '.join(map(str, starts[name][:5]))}, as {title}'s do). Load it as {name!r}, "
+            f"or get {other_title} from https://")
+    debian = datasets.Path("/usr/share/datasets/fashion-mnist")
+    if debian.is_dir():  # the real files
+        with pytest.raises(DatasetNotFoundError, match="holds Fashion-MNIST, not MNIST"):
+            load_named("mnist", debian)
+
+
+def test_cifar100_coarse_labels(tmp_path):
+    expected = make_cifar_archive(tmp_path, "cifar100")
+    with tarfile.open(tmp_path / "cifar-100-python.tar.gz") as tar:
+        tar.extractall(tmp_path / "x", filter="data")
+    for folder in (tmp_path, tmp_path / "x"):
+        coarse = load_named("cifar100", folder, label_mode="coarse")
+        assert list(coarse.y_test) == expected["test"][2] and list(coarse.y_train) == expected["train"][2]
+        assert coarse.class_names == tuple(f"group{i}" for i in range(20))
+        assert list(load_named("cifar100", folder).y_test) == expected["test"][1]
+    with pytest.raises(ValueError, match="label_mode must be 'fine' .* got 'coarse' for 'cifar10'"):
+        load_named("cifar10", tmp_path, label_mode="coarse")
+
+
+def test_cifar_files_cannot_run_code(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Gadget:
+        def __reduce__(self):
+            return os.mkdir, (str(marker),)
+
+    make_cifar_archive(tmp_path, "cifar10")  # the real files load: they need only numpy's globals
+    with tarfile.open(tmp_path / "cifar-10-python.tar.gz") as tar:
+        tar.extractall(tmp_path / "x", filter="data")
+    bad = tmp_path / "x" / "cifar-10-batches-py" / "data_batch_2"
+    bad.write_bytes(pickle.dumps({b"data": np.zeros((6, 3072), np.uint8), b"labels": [0] * 6,
+                                  b"batch_label": Gadget()}))
+    with pytest.raises(DatasetDamagedError, match=r"data_batch_2 is damaged: it would load \w+\.mkdir; "
+                                                  "CIFAR files hold only numpy arrays") as err:
+        load_named("cifar10", tmp_path / "x")
+    assert err.value.path == bad and not marker.exists()
 
 
 def test_folder_split_keeps_the_copies_of_a_photo_together(tmp_path, capsys):
