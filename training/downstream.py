@@ -1,16 +1,18 @@
 """Downstream classifiers on exported features: scikit-learn logistic regression and k-NN.
 
     python -m training.export features --model fashion-mnist --dataset fashion_mnist \\
-        --split train --out features/train.parquet
+        --split train --out runs/features/fmnist-train.parquet
     python -m training.export features --model fashion-mnist --dataset fashion_mnist \\
-        --split test --out features/test.parquet
-    python -m training.downstream --train features/train.parquet --test features/test.parquet \\
-        --labels-per-class 100 --compare runs/finetune-grid/finetune-k100
+        --split test --out runs/features/fmnist-test.parquet
+    python -m training.downstream --train runs/features/fmnist-train.parquet \\
+        --test runs/features/fmnist-test.parquet --labels-per-class 100 \\
+        --compare runs/finetune-grid/finetune-k100
 
 Both classifiers see standardised features (``StandardScaler``). ``--labels-per-class`` draws
 the same kind of class-balanced labelled subset as ``training.finetune``; ``--compare`` prints
 the test accuracy of fine-tuning runs beside them. The two files must be different splits
-exported with the same model, pooling and image size (their metadata says so).
+exported with the same model file (the same content: its sha256), pooling and image size
+(their metadata says so).
 """
 
 from __future__ import annotations
@@ -70,8 +72,10 @@ def check_pair(train, test, train_path: str, test_path: str) -> None:
     """Refuses training and test features that cannot be scored against each other.
 
     They must be different files from different splits (``source``), exported with the same
-    model, pooling, image size and classes, and have the same feature size. A field that one
-    file lacks (a file not written by ``training.export``) is not compared.
+    model, pooling, image size and classes, and have the same feature size. The model is the
+    same when its file's content is (``model_sha256``: a copy elsewhere is the same model, a
+    file changed between the two exports is not). A field that one file lacks (a file not
+    written by ``training.export``, or by a version that did not record it) is not compared.
 
     Raises:
         ValueError: naming the files and the field in which they clash.
@@ -87,6 +91,16 @@ def check_pair(train, test, train_path: str, test_path: str) -> None:
             for key in PAIRED_META if key in train.meta and key in test.meta}
     if "model_file" in train.meta and "model_file" in test.meta:  # the same model named two ways
         both["model"] = (train.meta["model_file"], test.meta["model_file"])
+    digests = train.meta.get("model_sha256"), test.meta.get("model_sha256")
+    if None not in digests:  # the files' content decides: a copy elsewhere is the same model
+        both.pop("model", None)
+        if digests[0] != digests[1]:
+            files = train.meta.get("model_file"), test.meta.get("model_file")
+            which = (f"versions of {files[0]} (the file changed between the two exports)"
+                     if files[0] == files[1] else f"models: {files[0]!r} and {files[1]!r}")
+            raise ValueError(f"--train {train_path} and --test {test_path} come from different "
+                             f"{which}, sha256 {digests[0][:12]} and {digests[1][:12]} (export both "
+                             "from the same model file)")
     for key, (a, b) in both.items():
         if a != b:
             raise ValueError(f"--train {train_path} and --test {test_path} come from different "
@@ -177,6 +191,10 @@ def main(argv=None) -> int:
         acc = metrics["test_accuracy"]
         label = f"fine-tuned: {metrics['mode']}, K={metrics['labels_per_class']}"
         print(f"{label:<34} {100 * acc['mean']:6.2f} ± {100 * acc['std']:.2f} %")
+    if any(metrics for _, metrics in compared):
+        print(f"note: the classifiers fit one labelled subset (seed {config.seed}) of the whole "
+              "training file; a fine-tuning run gives mean ± std over its seeds' subsets of the "
+              "training split less its validation share")
     return 0
 
 

@@ -1,7 +1,7 @@
 """Export what a DAE learned: feature tables for downstream classifiers, and the encoder itself.
 
     python -m training.export features --model fashion-mnist --dataset fashion_mnist \\
-        --split test --out features/fmnist-test.parquet
+        --split test --out runs/features/fmnist-test.parquet
     python -m training.export features --model fashion-mnist --images photos/ --out photos.npz
     python -m training.export encoder --model fashion-mnist --format savedmodel --out exports/enc
 
@@ -13,14 +13,15 @@ read in batches with a progress bar and written in chunks (Parquet: ``pyarrow.Pa
 ``.npz``: a disk-backed array), so a folder of any size passes without being held in memory.
 Folder images are converted to the model's channels, centre-cropped to a square and resized to
 the model's training size (``--image-size`` to override); unreadable files are skipped and
-listed. The output appears only when complete, and an existing file is kept unless
+listed. The metadata records the model's file and its sha256, by which ``training.downstream``
+tells models apart. The output appears only when complete, and an existing file is kept unless
 ``--overwrite``.
 
 **Encoder** exports the same image -> features model as ``.keras``, as a TensorFlow SavedModel
 (``model.export``, ready for TF Serving; endpoint ``serve``), as ONNX (``tf2onnx``) or as
-TFLite/LiteRT, with a ``PATH.json`` beside it stating the input convention, the pooling and
-the feature size. :func:`load_exported` reloads any of them; the tests check each gives the
-original's features.
+TFLite/LiteRT, with a ``PATH.json`` beside it stating the input convention, the pooling, the
+feature size and the image size the model was trained at (features of other sizes differ).
+:func:`load_exported` reloads any of them; the tests check each gives the original's features.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
 import sys
+import zipfile
 from dataclasses import field
 from pathlib import Path
 
@@ -124,6 +127,40 @@ def training_image_size(name_or_path) -> int | None:
     if dataset.startswith("folder:") and config.get("patch_size"):
         return int(config["patch_size"])
     return None
+
+
+def trained_on(name_or_path) -> dict:
+    """The data a model was trained on, as its exported encoder's card states it: the dataset,
+    the image side (None if unknown) and, for a folder of images, the patch side."""
+    from models.registry import model_card
+
+    config = model_card(name_or_path).get("config", {})
+    size = training_image_size(name_or_path)
+    dataset = config.get("dataset")
+    info = {"dataset": dataset, "image_size": size}
+    if size is None:
+        info["note"] = "unknown (the model has no card or run config stating it)"
+    elif str(dataset).startswith("folder:"):
+        info.update(patch_size=size, note=(
+            f"trained on {size}x{size} patches cut from the folder's images; features of other "
+            f"sizes differ, and training.export features --images resizes whole images to "
+            f"{size}x{size}"))
+    else:
+        info["note"] = (f"any size runs, but features of images of another size differ from those "
+                        f"at {size}x{size}: resize to it (training.export features --images does)")
+    return info
+
+
+def model_sha256(name_or_path) -> str:
+    """The sha256 of a model's ``.keras`` file: what tells two versions of a model at one path
+    (or one name) apart, and the same model at two paths alike."""
+    from models.registry import resolve_model_path
+
+    digest = hashlib.sha256()
+    with open(resolve_model_path(name_or_path), "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def features_model(name_or_path, pooling: str = "avg", image_size: int = 0):
@@ -221,11 +258,23 @@ def read_features(path) -> FeatureTable:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no feature file {path}")
-    if path.suffix == ".npz":
-        with np.load(path) as npz:
-            return FeatureTable(npz["ids"], npz["labels"], npz["features"], json.loads(str(npz["meta"])))
-    if path.suffix != ".parquet":
+    if path.suffix not in (".parquet", ".npz"):
         raise ValueError(f"feature files are .parquet or .npz, got {path}")
+    if path.suffix == ".npz" and not zipfile.is_zipfile(path):  # np.load would try it as a pickle
+        raise ValueError(f"{path} is not a feature file: not a .npz (zip) archive")
+    try:
+        return _read_npz(path) if path.suffix == ".npz" else _read_parquet(path)
+    except (ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:  # pyarrow's are ValueErrors
+        raise ValueError(f"{path} is not a feature file written by training.export features "
+                         f"({err})") from err
+
+
+def _read_npz(path: Path) -> FeatureTable:
+    with np.load(path) as npz:
+        return FeatureTable(npz["ids"], npz["labels"], npz["features"], json.loads(str(npz["meta"])))
+
+
+def _read_parquet(path: Path) -> FeatureTable:
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
@@ -382,7 +431,7 @@ def export_features(config: FeaturesConfig, progress: bool = True) -> FeaturesSu
         total, class_names, batches = _folder_batches(config, channels, size, skipped)
     dim = int(extractor.outputs[0].shape[-1] or 0)
     meta = {"model": str(config.model), "model_file": str(resolve_model_path(config.model).resolve()),
-            "pooling": config.pooling, "source":
+            "model_sha256": model_sha256(config.model), "pooling": config.pooling, "source":
             f"{config.dataset}:{config.split}" if config.dataset else str(config.images),
             "image_size": size or "the dataset's own", "channels": channels, "class_names": list(class_names),
             "input": "float32 in [0, 1] (data.images.to_model)"}
@@ -405,6 +454,8 @@ def export_features(config: FeaturesConfig, progress: bool = True) -> FeaturesSu
         meta.update(rows=rows, skipped=len(skipped))
         writer.close(partial, meta)
         os.replace(partial, out)
+    except OSError as err:
+        raise _cannot_write(out, err) from err
     finally:  # also on Ctrl-C: no open file, no scratch array, no partial output left behind
         if writer is not None:
             writer.abort()
@@ -424,14 +475,25 @@ def _write_card(out: Path, extractor, config: EncoderConfig) -> Path:
     card = out.with_name(out.name + ".json")
     channels = int(extractor.inputs[0].shape[-1])
     size = config.image_size or None
-    atomic_write_json(card, {
-        "source_model": str(config.model), "format": config.format, "pooling": config.pooling,
+    description = {
+        "source_model": str(config.model), "source_sha256": model_sha256(config.model),
+        "format": config.format, "pooling": config.pooling, "trained_on": trained_on(config.model),
         "input": {"shape": [None, size, size, channels], "dtype": "float32", "range": [0.0, 1.0],
                   "layout": "NHWC", "convert_with": "data.images.to_model"},
         "output": {"shape": [None, int(extractor.outputs[0].shape[-1])], "dtype": "float32"},
         "savedmodel_endpoint": "serve" if config.format == "savedmodel" else None,
-    })
+    }
+    try:
+        atomic_write_json(card, description)
+    except OSError as err:
+        raise _cannot_write(card, err) from err
     return card
+
+
+def _cannot_write(path: Path, err: OSError) -> ValueError:
+    """An ``OSError`` met while writing ``path`` (a full disk, a folder made read-only) as the
+    error the CLI prints: ``cannot write PATH: reason``."""
+    return ValueError(f"cannot write {path}: {err.strerror or err}")
 
 
 def export_encoder(config: EncoderConfig) -> Path:
@@ -450,8 +512,8 @@ def export_encoder(config: EncoderConfig) -> Path:
     side = config.image_size or 32
     extractor(np.zeros((1, side, side, extractor.inputs[0].shape[-1]), np.float32))  # ONNX needs a call
     partial = _partial(out)
-    _remove(partial)
     try:
+        _remove(partial)
         if config.format == "keras":
             extractor.save(partial)
         else:
@@ -459,9 +521,15 @@ def export_encoder(config: EncoderConfig) -> Path:
             extractor.export(str(partial), format=fmt, verbose=False)
         _remove(out)
         os.replace(partial, out)
+    except OSError as err:
+        raise _cannot_write(out, err) from err
     finally:
         _remove(partial)
-    _write_card(out, extractor, config)
+    try:
+        _write_card(out, extractor, config)
+    except BaseException:
+        _remove(out)  # no export is left without its card
+        raise
     return out
 
 
@@ -553,8 +621,10 @@ def main(argv=None) -> int:
             summary = export_features(config)
         else:
             out = export_encoder(config)
-    except (DatasetNotFoundError, ModelNotFoundError, FileExistsError, ValueError, ImportError) as err:
-        print(f"error: {err}", file=sys.stderr)  # ImportError: an exporter's package is missing
+    # ImportError: an exporter's package is missing; OSError: one that no step above named
+    # (writing the output becomes "cannot write OUT: reason" where it happens).
+    except (DatasetNotFoundError, ModelNotFoundError, ValueError, ImportError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     if command == "encoder":
         print(f"wrote {config.format} encoder to {out} (described in {out}.json)")

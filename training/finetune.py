@@ -10,14 +10,16 @@ class-balanced labelled subset of the training split with each seed (``all`` use
 label); ``--seeds N`` repeats the run with seeds ``seed .. seed+N-1`` (subset and
 initialisation) and reports the mean ± std.
 
-A run writes its folder: ``config.json``; ``metrics.json`` (test accuracy mean ± std over
-seeds, per seed, and under every corruption of ``data.corruption.BENCHMARK_SETTINGS``);
-``model.keras``, ``confusion.png`` (the seed with the best *validation* accuracy);
-``history.csv`` (every seed and phase); TensorBoard ``logs/``; and ``seeds/seed-N/`` with each
-seed's model and metrics. The validation split is held out of the training split
-(``data.datasets.split_validation``); the test split is only touched for the final scores.
-A killed run restarted with the same command skips finished seeds, keeps a finished head
-phase, and resumes the current phase from its last epoch (``keras.callbacks.BackupAndRestore``).
+A run writes its folder: ``config.json``; ``pretrained.json`` (the ``--model`` file and its
+sha256); ``metrics.json`` (test accuracy mean ± std over seeds, per seed, and under every
+corruption of ``data.corruption.BENCHMARK_SETTINGS``); ``model.keras``, ``confusion.png`` (the
+seed with the best *validation* accuracy); ``history.csv`` (every seed and phase); TensorBoard
+``logs/``; and ``seeds/seed-N/`` with each seed's model and metrics. The validation split is
+held out of the training split (``data.datasets.split_validation``); the test split is only
+touched for the final scores. A killed run restarted with the same command skips finished
+seeds, keeps every finished phase (the head's, or a last phase killed while being scored),
+and resumes the current phase from its last epoch (``keras.callbacks.BackupAndRestore``); it is
+refused if the ``--model`` file has changed since the run began.
 """
 
 from __future__ import annotations
@@ -245,8 +247,11 @@ def _fit(model, splits_train, val, config: FinetuneConfig, phase: str, epochs: i
 
     x, y = splits_train
     steps = steps_per_epoch(len(x), config)
+    resumed = resumed_epoch(seed_dir / f"backup-{phase}")
+    if not resumed:  # a fresh start: no rows of an earlier try at this phase, which CSVLogger appends to
+        (seed_dir / f"history-{phase}.csv").unlink(missing_ok=True)
     # A resumed phase goes on with new shuffles, not those of its first epochs again.
-    shuffle_seed = epoch_seed(seed, resumed_epoch(seed_dir / f"backup-{phase}"))
+    shuffle_seed = epoch_seed(seed, resumed)
     train_ds = (tf.data.Dataset.from_tensor_slices((x, y))
                 .shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True).repeat()
                 .batch(config.batch_size).prefetch(tf.data.AUTOTUNE))
@@ -271,6 +276,15 @@ def build_classifier(config: FinetuneConfig, num_classes: int, image_size):
                              image_size=image_size, name="encoder_classifier"), channels
 
 
+def phases(config: FinetuneConfig) -> list[tuple[str, int, float]]:
+    """``(name, most epochs, learning rate)`` of each training phase of ``config.mode``, in order."""
+    if config.mode == "finetune":
+        return [("head", config.head_epochs, config.head_learning_rate),
+                ("all", config.epochs, config.finetune_learning_rate)]
+    lr = config.head_learning_rate if config.mode == "linear" else config.learning_rate
+    return [(config.mode, config.epochs, lr)]
+
+
 def train_seed(config: FinetuneConfig, splits: Splits, seed: int, run_dir: Path, jit: bool) -> dict:
     """Trains and scores one seed; writes ``seeds/seed-N/`` (model, histories, metrics)."""
     import keras
@@ -290,25 +304,21 @@ def train_seed(config: FinetuneConfig, splits: Splits, seed: int, run_dir: Path,
     model.adapt(splits.x_train[: config.stats_images])  # unlabelled: the DAE saw them too
     histories = {}  # phase -> every epoch of it, also those before a restart
     common = dict(seed=seed, seed_dir=seed_dir, log_dir=run_dir / "logs", jit=jit)
-    if config.mode == "finetune":
-        # Keras drops a phase's backup when the phase ends, so a run killed while fine-tuning
-        # everything would train the head again: the head phase's result is kept instead.
-        head = seed_dir / "head.keras"
-        if head.is_file():
-            model = keras.saving.load_model(head, compile=False)
-            histories["head"] = read_history(seed_dir / "history-head.csv")
-        else:
-            histories["head"] = _fit(model, train, val, config, "head", config.head_epochs,
-                                     config.head_learning_rate, **common)
-            save_model(model, head)
-        model = model.with_frozen_encoder(False)
-        histories["all"] = _fit(model, train, val, config, "all", config.epochs,
-                                config.finetune_learning_rate, **common)
-    else:
-        lr = config.head_learning_rate if config.mode == "linear" else config.learning_rate
-        histories[config.mode] = _fit(model, train, val, config, config.mode, config.epochs, lr,
-                                      **common)
-    save_model(model, seed_dir / "model.keras")
+    plan = phases(config)
+    for phase, epochs, lr in plan:
+        # Keras drops a phase's backup when the phase ends, so a run killed after that (while
+        # fine-tuning everything, saving, scoring) would train the phase again: its model is
+        # saved whole as it ends (save_model renames a finished file into place, so the file
+        # marks the phase done) and a restart takes it up. The last phase's is the seed's model.
+        done = seed_dir / ("model.keras" if phase == plan[-1][0] else f"{phase}.keras")
+        if done.is_file():
+            model = keras.saving.load_model(done, compile=False)
+            histories[phase] = read_history(seed_dir / f"history-{phase}.csv")
+            continue
+        if phase == "all":
+            model = model.with_frozen_encoder(False)
+        histories[phase] = _fit(model, train, val, config, phase, epochs, lr, **common)
+        save_model(model, done)
     (seed_dir / "checkpoint.keras").unlink(missing_ok=True)
     y_pred = predict_labels(model, splits.x_test)
     np.save(seed_dir / "test_predictions.npy", y_pred)
@@ -324,7 +334,8 @@ def train_seed(config: FinetuneConfig, splits: Splits, seed: int, run_dir: Path,
         metrics["robustness"] = robustness(model, splits.x_test, splits.y_test, seed=config.seed)
     # Last, whole or not at all: it marks the seed done for a restarted run.
     atomic_write_json(seed_dir / "metrics.json", metrics)
-    (seed_dir / "head.keras").unlink(missing_ok=True)
+    for phase, _, _ in plan[:-1]:
+        (seed_dir / f"{phase}.keras").unlink(missing_ok=True)
     return metrics
 
 
@@ -398,12 +409,36 @@ def summarize(config: FinetuneConfig, splits: Splits, run_dir: Path, per_seed: l
     return metrics
 
 
+def pretrained_record(config: FinetuneConfig) -> dict:
+    """The ``--model`` file of ``config`` and its sha256, as the run folder's ``pretrained.json``
+    records it.
+
+    Raises:
+        ValueError: ``config.out`` holds a run (finished or not) that started from another
+            version of the model: a file of other content under the same name or path. A run
+            without ``pretrained.json`` (from before it was written) is not refused.
+    """
+    from models.registry import resolve_model_path
+    from training.export import model_sha256
+
+    path = resolve_model_path(config.model)  # a wrong --model fails before the data are read
+    record = {"model": config.model, "file": str(path.resolve()), "sha256": model_sha256(path)}
+    saved_path = Path(config.out) / "pretrained.json"
+    if saved_path.is_file():
+        saved = json.loads(saved_path.read_text()).get("sha256")
+        if saved not in (None, record["sha256"]):
+            raise ValueError(f"{config.out} holds a run from another version of --model "
+                             f"{config.model} (sha256 {saved[:12]}, now {record['sha256'][:12]}: "
+                             "the model file changed since); use a new --out to start a run from "
+                             "this one")
+    return record
+
+
 def run(config: FinetuneConfig) -> dict:
     """Runs every seed of a fine-tuning config and writes the run folder. Returns its metrics."""
-    from models.registry import resolve_model_path
     from training.pretrain import configure_devices, prepare_run_dir
 
-    resolve_model_path(config.model)  # a wrong --model fails before the data are read
+    pretrained = pretrained_record(config)
     devices = types.SimpleNamespace(distribute="none", cpu_devices=0,
                                     mixed_precision=config.mixed_precision, jit=config.jit)
     _, jit = configure_devices(devices)
@@ -411,6 +446,10 @@ def run(config: FinetuneConfig) -> dict:
     run_dir = Path(config.out)
     fresh = not run_dir.exists()
     prepare_run_dir(config, run_dir)
+    # Recorded before any seed trains: a run that older code began has no record, and gets none,
+    # since what it started from is not known.
+    if not (run_dir / "seeds").exists():
+        atomic_write_json(run_dir / "pretrained.json", pretrained)
     seeds = list(range(config.seed, config.seed + config.seeds))
     try:
         per_seed = [train_seed(config, splits, seed, run_dir, jit) for seed in seeds]

@@ -7,7 +7,8 @@ go to every run; see ``python -m training.finetune --help``), one run folder per
 (``OUT/MODE-kK``), then writes ``OUT/results.md`` (test accuracy mean ± std, and the robustness
 of every cell under each corruption), ``OUT/results.json`` and ``OUT/robustness.png``. A cell
 whose folder already holds ``metrics.json`` for the same config is not run again, so a killed
-grid restarted with the same command carries on; ``--report-only`` just rewrites the report.
+grid restarted with the same command carries on (refused if the ``--model`` file has changed
+since a cell began: see ``pretrained.json``); ``--report-only`` just rewrites the report.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from pathlib import Path
 
 from data.datasets import DatasetNotFoundError
 from models.registry import ModelNotFoundError
-from training.cli import finished_run_config, parse_split_config
-from training.finetune import MODES, FinetuneConfig, parse_labels_per_class
+from training.cli import build_parser, finished_run_config, parse_split_config
+from training.finetune import MODES, FinetuneConfig, parse_labels_per_class, pretrained_record
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,18 +49,40 @@ GRID_FIELDS = {"mode": "--mode", "labels_per_class": "--labels", "out": "--out"}
 """FinetuneConfig fields the grid sets per cell, and the grid's own flag (before ``--``) for each."""
 
 
+def check_cell_options(base: FinetuneConfig, given=()) -> None:
+    """Refuses a field the grid sets per cell (``GRID_FIELDS``) that ``base`` sets: to a value
+    other than its default, or at all on the command line (``given``: the fields named after
+    ``--``, see :func:`options_given`), since the grid would silently override it.
+
+    Raises:
+        ValueError: naming the option after ``--`` and the grid's own flag to use instead.
+    """
+    defaults = FinetuneConfig()
+    for name, flag in GRID_FIELDS.items():
+        if name in given or getattr(base, name) != getattr(defaults, name):
+            option = "--" + name.replace("_", "-")
+            raise ValueError(f"{option} {getattr(base, name)} after -- is set by the grid for each "
+                             f"cell; give the grid's own {flag} before -- instead")
+
+
+def options_given(cls, argv, names) -> set[str]:
+    """The fields among ``names`` that the command line ``argv`` of ``cls`` sets, whatever the
+    value: argparse itself reads ``argv`` (so ``--opt=value`` and the abbreviations it accepts
+    count), with defaults that no value can equal."""
+    parser = build_parser(cls, "")
+    unset = object()
+    parser.set_defaults(**dict.fromkeys(names, unset))
+    args = vars(parser.parse_args(argv))
+    return {name for name in names if args[name] is not unset}
+
+
 def cell_configs(grid: GridConfig, base: FinetuneConfig) -> list[FinetuneConfig]:
     """One fine-tuning config per (labels per class, mode), each with its own run folder.
 
     Raises:
         ValueError: ``base`` sets a field the grid sets per cell (see ``GRID_FIELDS``).
     """
-    defaults = FinetuneConfig()
-    for name, flag in GRID_FIELDS.items():
-        if getattr(base, name) != getattr(defaults, name):
-            option = "--" + name.replace("_", "-")
-            raise ValueError(f"{option} {getattr(base, name)} after -- is set by the grid for each "
-                             f"cell; give the grid's own {flag} before -- instead")
+    check_cell_options(base)
     return [dataclasses.replace(base, labels_per_class=k, mode=mode, out=str(Path(grid.out) / f"{mode}-k{k}"))
             for k in grid.labels for mode in grid.modes]
 
@@ -147,6 +170,8 @@ def run_grid(grid: GridConfig, base: FinetuneConfig) -> dict:
 
     results = {}
     for config in cell_configs(grid, base):
+        if not grid.report_only:  # a cell finished from another version of the model is refused
+            pretrained_record(config)
         metrics = _finished(config)
         if metrics is None and not grid.report_only:
             print(f"== {config.mode}, {config.labels_per_class} labels per class -> {config.out}", flush=True)
@@ -166,8 +191,11 @@ def run_grid(grid: GridConfig, base: FinetuneConfig) -> dict:
 
 def main(argv=None) -> int:
     """CLI entry point: ``python -m training.finetune_grid --help``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     grid, base = parse_split_config(GridConfig, FinetuneConfig, __doc__.split("\n\n")[0], argv)
+    after = argv[argv.index("--") + 1:] if "--" in argv else []
     try:
+        check_cell_options(base, options_given(FinetuneConfig, after, GRID_FIELDS))
         run_grid(grid, base)
     except (DatasetNotFoundError, ModelNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

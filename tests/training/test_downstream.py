@@ -1,5 +1,6 @@
 """Downstream classifiers on real exported feature files."""
 
+import hashlib
 import json
 import shutil
 
@@ -8,7 +9,7 @@ import pytest
 
 from tests.training.representation_fixtures import save_tiny_dae, write_quadrant_dataset
 from training.downstream import DownstreamConfig, evaluate, main
-from training.export import FeaturesConfig, export_features
+from training.export import FeaturesConfig, export_features, read_features
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,9 @@ def test_labelled_subset_and_report(feature_files, capsys, tmp_path):
     out = capsys.readouterr().out
     assert "40 labelled training rows (10 per class)" in out  # 4 classes present
     assert "k-NN (k=3)" in out and "fine-tuned: finetune, K=10" in out and "81.23 ± 1.00 %" in out
+    # The two kinds of number are not alike, and the report says so.
+    assert ("note: the classifiers fit one labelled subset (seed 0) of the whole training file; a "
+            "fine-tuning run gives mean ± std over its seeds' subsets") in out
 
 
 def test_knn_reports_the_k_it_used(feature_files, capsys):
@@ -102,3 +106,45 @@ def test_features_without_labels_are_refused(tmp_path, capsys):
              features=np.zeros((2, 3), np.float32), meta=np.asarray("{}"))
     assert main(["--train", str(path), "--test", str(path)]) == 2
     assert "2 rows without labels" in capsys.readouterr().err
+
+
+def test_models_are_told_apart_by_content_not_by_path(tmp_path, capsys):
+    data_dir = str(write_quadrant_dataset(tmp_path / "data", n_train=80, n_test=40))
+    model, copy = tmp_path / "dae.keras", tmp_path / "copy" / "dae.keras"
+    save_tiny_dae(model)
+    copy.parent.mkdir()
+    shutil.copyfile(model, copy)
+
+    def export(source, split, name):
+        out = str(tmp_path / name)
+        export_features(FeaturesConfig(model=str(source), dataset="fashion_mnist", data_dir=data_dir,
+                                       split=split, out=out), progress=False)
+        return out
+
+    train = export(model, "train", "train.npz")
+    assert read_features(train).meta["model_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    # The same file at another path is the same model.
+    assert main(["--train", train, "--test", export(copy, "test", "copy-test.npz")]) == 0
+    capsys.readouterr()
+    # The model at the same path, retrained in place (same shapes, other weights), is not.
+    save_tiny_dae(model, seed=1)
+    assert main(["--train", train, "--test", export(model, "test", "test.npz")]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"error: --train {train} and --test {tmp_path / 'test.npz'} come from different versions of "
+        f"{model.resolve()} (the file changed between the two exports), sha256 ")
+
+
+@pytest.mark.parametrize("name,content", [
+    ("junk.npz", b"not an archive"),  # np.load would take it for a pickle
+    ("empty-zip.npz", None),  # a zip archive without the arrays
+    ("junk.parquet", b"not parquet"),
+])
+def test_a_file_that_is_not_a_feature_file_is_named_so(feature_files, tmp_path, capsys, name, content):
+    path = tmp_path / name
+    if content is None:
+        np.savez(path, other=np.zeros(3))
+    else:
+        path.write_bytes(content)
+    assert main(["--train", feature_files["train"], "--test", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path} is not a feature file") and len(err.strip().splitlines()) == 1

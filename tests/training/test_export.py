@@ -1,5 +1,7 @@
 """Feature tables and encoder exports: real files written, read back and compared."""
 
+import errno
+import hashlib
 import json
 import os
 import subprocess
@@ -278,3 +280,48 @@ def test_flattened_dataset_features_take_the_dataset_size_and_a_missing_exporter
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert "error: " in done.stderr and "tf2onnx" in done.stderr
     assert not (tmp_path / "e.onnx").exists()
+
+
+@pytest.mark.parametrize("config,trained_on", [
+    ({"dataset": "fashion_mnist"}, {"dataset": "fashion_mnist", "image_size": 28}),
+    ({"dataset": "folder:/photos", "patch_size": 48},
+     {"dataset": "folder:/photos", "image_size": 48, "patch_size": 48}),
+])
+def test_the_encoder_card_states_the_size_the_model_was_trained_at(tmp_path, dae, config, trained_on):
+    run = tmp_path / "run"  # a pretraining run folder: its config says what it was trained on
+    run.mkdir()
+    (run / "model.keras").write_bytes(Path(dae).read_bytes())
+    (run / "config.json").write_text(json.dumps(config))
+    out = export_encoder(EncoderConfig(model=str(run), format="keras", out=str(tmp_path / "enc.keras")))
+    card = json.loads((tmp_path / "enc.keras.json").read_text())
+    assert card["source_sha256"] == hashlib.sha256(Path(dae).read_bytes()).hexdigest()
+    note = card["trained_on"].pop("note")
+    assert card["trained_on"] == trained_on and out.is_file()
+    if "patch_size" in trained_on:
+        assert note == ("trained on 48x48 patches cut from the folder's images; features of other "
+                        "sizes differ, and training.export features --images resizes whole images "
+                        "to 48x48")
+    else:
+        assert "features of images of another size differ from those at 28x28" in note
+
+
+@pytest.mark.parametrize("command,out_name,target", [
+    ("features", "f.npz", "training.export.NpzFeatureWriter.close"),
+    ("features", "f.parquet", "training.export.ParquetFeatureWriter.write"),
+    ("encoder", "enc.keras", "training.export.atomic_write_json"),  # the card, written last
+])
+def test_a_full_disk_is_reported_without_a_traceback(tmp_path, dae, mixed_folder, monkeypatch, capsys,
+                                                    command, out_name, target):
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(target, no_space)
+    root, _, _ = mixed_folder
+    out = tmp_path / "out" / out_name
+    args = (["--images", str(root), "--image-size", "8"] if command == "features"
+            else ["--format", "keras"])
+    assert main([command, "--model", dae, *args, "--out", str(out)]) == 2
+    written = out if command == "features" else out.with_name(out.name + ".json")
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: cannot write {written}: No space left on device")
+    assert list((tmp_path / "out").iterdir()) == []  # no partial file, no export without its card

@@ -1,6 +1,8 @@
 """Fine-tuning: label sampling, frozen encoders, run folders, the grid, and a real short run."""
 
+import hashlib
 import json
+import shutil
 
 import keras
 import numpy as np
@@ -25,6 +27,10 @@ from training.history import read_history
 
 TINY = dict(dataset="fashion_mnist", seeds=1, epochs=2, head_epochs=1, min_steps_per_epoch=5,
             batch_size=16, stats_images=200)
+
+
+class Killed(Exception):
+    """Stands for the process being killed at some point of a run."""
 
 
 @pytest.fixture(scope="module")
@@ -141,9 +147,6 @@ def test_a_seed_killed_while_fine_tuning_everything_keeps_its_head_phase(tmp_pat
     splits = load_splits(config)
     real_fit, phases = finetune._fit, []
 
-    class Killed(Exception):
-        pass
-
     def fit(model, *args, **kwargs):
         phases.append(args[3])
         if phases == ["head", "all"]:  # the first run dies as its second phase starts
@@ -161,6 +164,76 @@ def test_a_seed_killed_while_fine_tuning_everything_keeps_its_head_phase(tmp_pat
     assert (seed_dir / "history-head.csv").read_text() == head_log
     assert metrics["epochs_run"] == {"head": 1, "all": 2}
     assert (seed_dir / "metrics.json").is_file() and not (seed_dir / "head.keras").exists()
+
+
+def test_a_run_begun_from_another_version_of_the_model_is_refused(tmp_path, tiny, monkeypatch, capsys):
+    import training.finetune as finetune
+
+    model = tmp_path / "dae.keras"  # a bundled model retrained in place is the same case
+    shutil.copyfile(tiny["model"], model)
+    args = ["--model", str(model), "--data-dir", tiny["data_dir"], "--seeds", "1",
+            "--out", str(tmp_path / "run")]
+    started = []
+
+    def killed_while_training(config, splits, seed, run_dir, jit):
+        started.append(seed)
+        raise Killed
+
+    monkeypatch.setattr(finetune, "train_seed", killed_while_training)
+    with pytest.raises(Killed):
+        main(args)
+    record = json.loads((tmp_path / "run" / "pretrained.json").read_text())
+    assert record["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    with pytest.raises(Killed):  # the same file: the run goes on
+        main(args)
+    save_tiny_dae(model, seed=1)  # same name and shapes, other weights
+    assert main(args) == 2
+    assert (f"error: {tmp_path / 'run'} holds a run from another version of --model {model} (sha256 "
+            f"{record['sha256'][:12]}, now ") in capsys.readouterr().err
+    assert started == [0, 0]
+    # A run begun before the record existed is not refused (what it started from is unknown).
+    (tmp_path / "run" / "pretrained.json").unlink()
+    (tmp_path / "run" / "seeds").mkdir()
+    with pytest.raises(Killed):
+        main(args)
+    assert started == [0, 0, 0] and not (tmp_path / "run" / "pretrained.json").exists()
+
+
+@pytest.mark.slow
+def test_a_seed_killed_after_its_last_phase_is_scored_without_training_it_again(tmp_path, tiny,
+                                                                                monkeypatch):
+    import training.finetune as finetune
+
+    config = FinetuneConfig(model=tiny["model"], data_dir=tiny["data_dir"], mode="linear",
+                            labels_per_class="10", robustness=False, out=str(tmp_path), **{
+                                k: v for k, v in TINY.items() if k != "dataset"})
+    splits = load_splits(config)
+    real = {name: getattr(finetune, name) for name in ("_fit", "save_model", "predict_labels")}
+    fits, kill_in = [], {"save_model", "predict_labels"}
+
+    def once_killed(name):
+        def call(*args, **kwargs):
+            if name == "_fit":
+                fits.append(args[4])  # (model, train, val, config, phase, ...)
+            elif name in kill_in:
+                kill_in.discard(name)
+                raise Killed
+            return real[name](*args, **kwargs)
+        return call
+
+    for name in real:
+        monkeypatch.setattr(finetune, name, once_killed(name))
+    log = tmp_path / "seeds" / "seed-0" / "history-linear.csv"
+    # Killed after fit, before the phase's model was saved: Keras had dropped the backup, so the
+    # phase trains again, and its log starts afresh rather than appending to the first try's.
+    with pytest.raises(Killed):
+        train_seed(config, splits, seed=0, run_dir=tmp_path, jit=False)
+    with pytest.raises(Killed):  # then killed while scoring the saved model
+        train_seed(config, splits, seed=0, run_dir=tmp_path, jit=False)
+    assert fits == ["linear", "linear"] and len(log.read_text().splitlines()) == 1 + 2  # header, epochs
+    metrics = train_seed(config, splits, seed=0, run_dir=tmp_path, jit=False)
+    assert fits == ["linear", "linear"]  # scored from the saved model, not trained a third time
+    assert metrics["epochs_run"] == {"linear": 2} and len(log.read_text().splitlines()) == 1 + 2
 
 
 @pytest.mark.slow
