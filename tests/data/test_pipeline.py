@@ -187,7 +187,7 @@ def test_both_pipelines_shuffle_the_whole_split_every_epoch():
     images, specs = _indexed_images(n), [CorruptionSpec.parse("gaussian:0.1")]
     ds = denoising_dataset(images, specs, batch, seed=5)
     seqs = DenoisingBatches(images, specs, batch, seed=5)
-    for epoch in range(2):
+    for _ in range(2):
         tf_order = np.concatenate([_indices(clean.numpy()) for _, clean in ds])
         seq_order = np.concatenate([_indices(seqs[i][1]) for i in range(len(seqs))])
         seqs.on_epoch_end()
