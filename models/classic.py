@@ -57,7 +57,8 @@ def nl_means(image: np.ndarray, params: dict) -> np.ndarray:
     7 and 21, but 3x3 patches do better on 28x28 images, so the grid tries both).
 
     Colour images go through ``fastNlMeansDenoisingColored`` (which filters in CIELAB, ``h``
-    for lightness and colour alike); grey ones through ``fastNlMeansDenoising``.
+    for lightness and colour alike); grey ones through ``fastNlMeansDenoising``. Both take
+    8-bit pixels, so a 16-bit or float image is filtered, and returned, at 8-bit precision.
     """
     import cv2
 
@@ -134,7 +135,8 @@ def inpaint(image: np.ndarray, params: dict) -> np.ndarray:
         out = cv2.inpaint(np.ascontiguousarray(image[..., 0] * 255.0), mask, radius, method) / 255.0
     else:
         out = cv2.inpaint(from_model(image, np.uint8), mask, radius, method)
-    return _as_float(out, image.shape)
+    # Only the holes take the inpainted (for colour, 8-bit) values: the rest stays as it was.
+    return np.where(mask[..., None].astype(bool), _as_float(out, image.shape), image)
 
 
 @dataclasses.dataclass(frozen=True)

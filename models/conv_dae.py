@@ -10,7 +10,7 @@ as in DnCNN). Both are fully convolutional: any image whose sides are multiples 
 The decoder's output distribution sets the loss, the negative log-likelihood
 ``-log p_decoder(x | h)``: ``"gaussian"`` (linear output; squared error with a fixed variance,
 or the mean log squared error per image with each image's variance fitted) or ``"bernoulli"``
-(binary cross-entropy, sigmoid output).
+(binary cross-entropy, sigmoid output: :class:`BoundedSigmoid`).
 """
 
 from __future__ import annotations
@@ -52,6 +52,33 @@ class PerImageVarianceGaussianNLL(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "floor": self.floor}
+
+
+@keras.saving.register_keras_serializable(package="dae")
+class BoundedSigmoid(layers.Layer):
+    """The Bernoulli decoder's output: ``sigmoid(b·tanh(z / b))`` of its logits ``z``, a sigmoid
+    whose logit is softly held within ``±b``, so the probability stays within
+    ``[sigmoid(-b), sigmoid(b)]`` (``b = 15``: 3e-7 from 0 and 1, finer than any 16-bit pixel step).
+
+    Binary cross-entropy on probabilities clips them to ``[1e-7, 1 - 1e-7]``, and the clip
+    passes no gradient: a pixel the plain sigmoid had saturated the wrong way (a logit of -20
+    for a white pixel) never learned. TensorFlow hides this by reading the logits back off its
+    sigmoid; JAX cannot. Held inside the clip, every pixel's gradient is
+    ``(p - x)·sech²(z / b)``: that of the logits, which fades only where ``|z|`` passes ``b``.
+    """
+
+    def __init__(self, bound=15.0, **kwargs):
+        super().__init__(**kwargs)
+        self.bound = float(bound)
+
+    def call(self, logits):
+        return keras.ops.sigmoid(self.bound * keras.ops.tanh(logits / self.bound))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "bound": self.bound}
 
 
 def negative_log_likelihood(distribution: str, variance: str = "fixed") -> keras.losses.Loss:
@@ -117,7 +144,8 @@ def build_decoder(channels, widths, bottleneck, skips, residual, distribution, n
         x = _conv_block(x, width, f"up{level}")
     # The output layer stays float32 under mixed precision: the loss needs the precision.
     if distribution == "bernoulli":
-        out = layers.Conv2D(channels, 1, activation="sigmoid", dtype="float32", name="reconstruction")(x)
+        logits = layers.Conv2D(channels, 1, dtype="float32", name="reconstruction_logits")(x)
+        out = BoundedSigmoid(dtype="float32", name="reconstruction")(logits)
     elif residual and skips:
         delta = layers.Conv2D(channels, 3, padding="same", dtype="float32", name="correction")(x)
         image32 = layers.Activation("linear", dtype="float32", name="image_float32")(image)
