@@ -24,9 +24,9 @@ from data.metrics import psnr
 from tests.corpus import clean_colour, clean_mosaic
 from tests.helpers import fashion_mnist_available
 
-MODEL = "fashion-mnist"
-pytestmark = pytest.mark.skipif(not fashion_mnist_available(),
-                                reason="Fashion-MNIST files missing (make setup)")
+MODEL = "fashion-mnist"  # the bundled model: its tests need no dataset
+needs_fashion_mnist = pytest.mark.skipif(not fashion_mnist_available(),
+                                         reason="Fashion-MNIST files missing (make setup)")
 
 
 class Recorder:
@@ -47,11 +47,13 @@ def recorder_denoiser(channels=1, stride=4, value_range=(0.0, 1.0), gain=1.0):
 
 @pytest.fixture(scope="module")
 def fashion():
+    if not fashion_mnist_available():
+        pytest.skip("Fashion-MNIST files missing (make setup)")
     return load_named("fashion_mnist", download=False).x_test
 
 
 @pytest.fixture(scope="module")
-def big_grey():
+def big_grey(fashion):
     """A 150 x 230 mosaic of Fashion-MNIST test images with Gaussian noise, as float."""
     clean = np.concatenate([np.concatenate([clean_mosaic(3 * r + c) for c in range(3)], axis=1)
                             for r in range(3)], axis=0)[:150, :230]
@@ -73,8 +75,8 @@ def test_psnr_gain_on_real_fashion_mnist(fashion):
 
 def test_tiled_equals_untiled(big_grey):
     whole = denoise(big_grey, MODEL, tile=None)
-    tiled = denoise(big_grey, MODEL, tile=96, overlap=64)  # the default overlap for stride 4
-    assert whole.tiles == 1 and tiled.tiles > 10
+    tiled = denoise(big_grey, MODEL, tile=128)  # the smallest tile at the default 64-px overlap
+    assert whole.tiles == 1 and tiled.tiles >= 4
     np.testing.assert_allclose(tiled.output, whole.output, atol=1e-3)
     assert np.abs(tiled.output - whole.output).mean() < 1e-5
 
@@ -133,7 +135,8 @@ def test_tiles_are_as_few_as_the_side_allows_and_of_one_size():
 
 
 def test_bfloat16_computes_in_bfloat16_and_scores_as_float32(fashion):
-    clean = to_model(fashion[:300])
+    # 64 images: measured 0.0006 dB apart (0.0008 on 300) and at most 0.011 per pixel (0.019)
+    clean = to_model(fashion[:64])
     noisy = corrupt(clean, "gaussian", 0.2, seed=4)
     fast = as_denoiser(MODEL, precision="bfloat16")
     assert fast is as_denoiser(MODEL, precision="bfloat16")  # loaded once
@@ -167,6 +170,7 @@ def test_output_keeps_shape_and_dtype(big_grey):
         assert result.residual.shape == pixels.shape and result.residual.dtype == np.float32
 
 
+@needs_fashion_mnist
 def test_grey_model_on_colour_per_channel_and_luminance():
     colour = from_model(corrupt(to_model(clean_colour(0)), "gaussian", 0.2, seed=2), np.uint8)
     per_channel = denoise(colour, MODEL, colour="per_channel").output
@@ -182,6 +186,7 @@ def test_grey_model_on_colour_per_channel_and_luminance():
     assert np.abs(match_channels(y, 1) - expected_luma)[unclipped].mean() < 2 / 255
 
 
+@needs_fashion_mnist
 def test_colour_model_on_grey_image(tmp_path):
     from models.conv_dae import ConvDAE
 
@@ -225,7 +230,7 @@ def test_strength_blends_and_residual_is_what_was_removed(big_grey):
 
 def test_progress_is_reported_up_to_one(big_grey):
     seen = []
-    denoise(big_grey, MODEL, tile=64, progress=seen.append)
+    denoise(big_grey, MODEL, tile=128, progress=seen.append)
     assert len(seen) >= 2 and seen == sorted(seen) and seen[-1] == 1.0
 
 

@@ -37,6 +37,11 @@ def test_salt_pepper_fraction_and_ratio(p):
     assert abs(hit.mean() - p) < 0.02
     assert abs((noisy == 1.0).mean() - p / 2) < 0.02
     assert set(np.unique(noisy[hit])) <= {0.0, 1.0}
+    colour = corrupt(COLOUR, "salt_pepper", p, seed=3)
+    hit = np.any(colour != COLOUR, axis=-1)
+    assert abs(hit.mean() - p) < 0.02
+    assert set(np.unique(colour[hit])) <= {0.0, 1.0}
+    assert np.all(colour[hit] == colour[hit][:, :1])  # a hit colour pixel turns wholly black or white
 
 
 def test_salt_ratio_is_settable():

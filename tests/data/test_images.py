@@ -29,12 +29,7 @@ from data.images import (
     save_image,
     to_model,
 )
-from tests.corpus import camera_exif, corpus_fixture, png_header_only, srgb_profile
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return corpus_fixture(tmp_path_factory, "corpus")
+from tests.corpus import camera_exif, png_header_only, srgb_profile
 
 
 def good(corpus):

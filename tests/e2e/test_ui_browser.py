@@ -147,18 +147,20 @@ def test_compare_tab_from_a_sample(page):
 def test_the_photo_sample_brings_the_photo_model(page, tmp_path):
     from playwright.sync_api import expect
 
+    from app.engine import as_denoiser, denoise
+
     page.get_by_role("tab", name="Denoise").click()
-    eight = page.locator("#denoise-ensemble").get_by_label("×8: flipped and rotated")
-    expect(eight).to_be_disabled()  # the grey model was not trained on turned images
+    two = page.locator("#denoise-ensemble").get_by_label("×2: flipped")
+    expect(two).to_be_disabled()  # the grey model was not trained on turned images
     page.locator("#denoise-samples").get_by_role("row").nth(4).click()  # the noisy photo
     expect(page.locator("#denoise-model input")).to_have_value("photo")
-    expect(eight).to_be_enabled()
+    expect(two).to_be_enabled()
     clean, noisy = pixels(SAMPLES / "photo_clean.png"), pixels(SAMPLES / "photo_gaussian.png")
     scores = page.locator("#denoise-scores")
-    gains = {}
-    for ensemble in (1, 8):  # off (the photo model's default), then the 8-fold self-ensemble
-        if ensemble == 8:
-            eight.check()
+    results = {}
+    for ensemble in (1, 2):  # off (the photo model's default), then the 2-fold self-ensemble
+        if ensemble == 2:
+            two.check()
         page.locator("#denoise-run").click()
         # Until this run's result replaces it, an earlier one (another image's, or the photo
         # without the ensemble) stays on the page: wait for the report of this one.
@@ -170,15 +172,19 @@ def test_the_photo_sample_brings_the_photo_model(page, tmp_path):
         assert report["ensemble"] == ensemble and report["width"] == 176, report
         saved = download_result(page, tmp_path / f"x{ensemble}")
         assert saved.name == "photo_gaussian-denoised.png"
-        result = pixels(saved)
+        results[ensemble] = result = pixels(saved)
         assert result.shape == clean.shape and result.shape[-1] == 3
         # The page reports the score of what was downloaded, so it is this run's file.
         assert report["denoised_psnr"] == pytest.approx(float(psnr(clean, result)), abs=1e-3)
-        gains[ensemble] = float(psnr(clean, result) - psnr(clean, noisy))
-    # Measured: the photo model gains 11.06 dB alone, 11.19 with x8 (float32; bfloat16 11.04 and
-    # 11.17); the grey fashion-mnist model, channel by channel, 7.4.
-    assert gains[1] > 10.5, f"the photo model gains only {gains[1]:.2f} dB on the photo sample"
-    assert gains[8] > gains[1] + 0.05, f"x8 gains {gains[8]:.3f} dB, no more than alone ({gains[1]:.3f} dB)"
+    # Measured: the photo model gains 11.06 dB alone (float32; bfloat16 11.04); the grey
+    # fashion-mnist model, channel by channel, 7.4. That the ensemble gains more is measured in
+    # tests/app/test_engine.py; here: choosing it on the page gives the engine's x2 result.
+    gain = float(psnr(clean, results[1]) - psnr(clean, noisy))
+    assert gain > 10.5, f"the photo model gains only {gain:.2f} dB on the photo sample"
+    with Image.open(SAMPLES / "photo_gaussian.png") as im:
+        expected = denoise(np.asarray(im), as_denoiser("photo", precision="auto", ensemble=2)).output
+    np.testing.assert_array_equal(results[2], to_model(expected))
+    assert not np.array_equal(results[1], results[2])
 
 
 def test_a_new_upload_cancels_the_run_of_the_old_one(page, ui_server, tmp_path):
