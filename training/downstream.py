@@ -11,8 +11,9 @@
 Both classifiers see standardised features (``StandardScaler``). ``--labels-per-class`` draws
 the same kind of class-balanced labelled subset as ``training.finetune``; ``--compare`` prints
 the test accuracy of fine-tuning runs beside them. The two files must be different splits
-exported with the same model file (the same content: its sha256), pooling and image size
-(their metadata says so).
+exported with the same model file (the same content: its sha256), pooling, image size and
+class names (their metadata says so). Both need labels: a dataset split's, or those of an
+image folder of class folders exported with ``--labels inferred``; the report names the classes.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def _labelled(path: str, role: str):
     table = read_features(path)
     if (table.labels < 0).any():
         raise ValueError(f"{path} has {(table.labels < 0).sum()} rows without labels; "
-                         f"{role} features need labels (export a dataset split)")
+                         f"{role} features need labels (export a dataset split, or an --images "
+                         "folder of class folders with --labels inferred)")
     return table
 
 
@@ -103,9 +105,10 @@ def check_pair(train, test, train_path: str, test_path: str) -> None:
                              "from the same model file)")
     for key, (a, b) in both.items():
         if a != b:
+            fix = ("give both --images folders the same class folders" if key == "class_names"
+                   else "export both with the same --model, --pooling and --image-size")
             raise ValueError(f"--train {train_path} and --test {test_path} come from different "
-                             f"{PAIRED_META[key]}: {a!r} and {b!r} (export both with the same "
-                             "--model, --pooling and --image-size)")
+                             f"{PAIRED_META[key]}: {a!r} and {b!r} ({fix})")
     if train.features.shape[1] != test.features.shape[1]:
         raise ValueError(f"feature sizes differ: train {train.features.shape[1]}, "
                          f"test {test.features.shape[1]} (export both with the same model and pooling)")
@@ -143,7 +146,8 @@ def evaluate(config: DownstreamConfig) -> dict:
 
     Returns:
         ``{"logistic_regression": acc, "knn": acc, "train_rows": n, "test_rows": m,
-        "neighbors": k actually used (at most the training rows), ...}``.
+        "neighbors": k actually used (at most the training rows), "class_names": the
+        training file's (empty when it names none), ...}``.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
@@ -160,13 +164,20 @@ def evaluate(config: DownstreamConfig) -> dict:
         "knn": KNeighborsClassifier(n_neighbors=neighbors),
     }
     results = {"train_rows": int(len(y)), "test_rows": int(len(test.labels)), "neighbors": neighbors,
-               "pooling": train.meta.get("pooling"), "model": train.meta.get("model")}
+               "pooling": train.meta.get("pooling"), "model": train.meta.get("model"),
+               "class_names": train.class_names}
     for name, classifier in classifiers.items():
         started = time.time()
         pipeline = make_pipeline(StandardScaler(), classifier).fit(x, y)
         results[name] = float(np.mean(pipeline.predict(test.features) == test.labels))
         results[f"{name}_seconds"] = round(time.time() - started, 2)
     return results
+
+
+def _numbered(names, shown: int = 12) -> str:
+    """``0 cat, 1 dog, ...``: the label of each class name, the first ``shown`` of them."""
+    listed = ", ".join(f"{label} {name}" for label, name in enumerate(names[:shown]))
+    return listed if len(names) <= shown else f"{listed}, ... ({len(names)} in all)"
 
 
 def main(argv=None) -> int:
@@ -180,6 +191,8 @@ def main(argv=None) -> int:
         return 2
     print(f"features of {results['model']} ({results['pooling']} pooling): {results['train_rows']} "
           f"labelled training rows ({config.labels_per_class} per class), {results['test_rows']} test rows")
+    if results["class_names"]:
+        print(f"classes: {_numbered(results['class_names'])}")
     print(f"{'classifier':<34} test accuracy")
     print(f"{'logistic regression':<34} {100 * results['logistic_regression']:6.2f} %")
     knn = f"k-NN (k={results['neighbors']})"

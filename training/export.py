@@ -3,12 +3,17 @@
     python -m training.export features --model fashion-mnist --dataset fashion_mnist \\
         --split test --out runs/features/fmnist-test.parquet
     python -m training.export features --model fashion-mnist --images photos/ --out photos.npz
+    python -m training.export features --model fashion-mnist --images photos/ --labels inferred \\
+        --layout wide --out photos.parquet
     python -m training.export encoder --model fashion-mnist --format savedmodel --out exports/enc
 
 **Features** run the encoder's code output through a stated pooling (``avg``: global average
 over the code map, the default; ``max``; ``flatten``: the whole map) and write one row per
 image: ``id`` (``SPLIT/INDEX`` for a dataset, the path relative to the folder for images),
-``label`` (null in Parquet / -1 in ``.npz`` when unknown) and ``features`` (float32). Images are
+``label`` (null in Parquet / -1 in ``.npz`` when unknown) and ``features`` (float32; with
+``--layout wide``, Parquet columns ``f0..fD-1`` instead). ``--labels inferred`` labels a folder's
+images by class folder, as Keras' ``image_dataset_from_directory`` does (``DIR/CLASS/.../x.png``;
+the class names, sorted, are labels 0..K-1 and go to the metadata's ``class_names``). Images are
 read in batches with a progress bar and written in chunks (Parquet: ``pyarrow.ParquetWriter``;
 ``.npz``: a disk-backed array), so a folder of any size passes without being held in memory.
 Folder images are converted to the model's channels, centre-cropped to a square and resized to
@@ -49,6 +54,8 @@ from training.cli import parse_config
 FORMATS = {"keras": ".keras", "savedmodel": "", "onnx": ".onnx", "tflite": ".tflite"}
 """Encoder export formats and the suffix each output path needs (a SavedModel is a folder)."""
 DATASET_SIZES = {"mnist": 28, "fashion_mnist": 28, "cifar10": 32, "cifar100": 32}
+LAYOUTS = ("list", "wide")
+"""Parquet feature layouts: one fixed-size list column ``features``, or columns ``f0..fD-1``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +70,14 @@ class FeaturesConfig:
     split: str = field(default="test", metadata={"choices": ("train", "test"), "help": "dataset split"})
     images: str | None = field(default=None, metadata={
         "help": "a folder of images, searched recursively (instead of --dataset)"})
+    labels: str | None = field(default=None, metadata={
+        "choices": ("inferred",), "help": "with --images: 'inferred' labels each image by its class "
+        "folder, DIR/CLASS/.../x.png (class names sorted -> 0..K-1, as Keras' "
+        "image_dataset_from_directory); left out, the images are unlabelled"})
     out: str = field(default="", metadata={"help": "output file, .parquet or .npz"})
+    layout: str = field(default="list", metadata={
+        "choices": LAYOUTS, "help": "Parquet features as one fixed-size list column 'features', or "
+        "wide: one float32 column per feature, f0..fD-1 (pandas and SQL read them as they are)"})
     pooling: str = field(default="avg", metadata={
         "choices": POOLINGS, "help": "code map -> vector: global average, global max or flattened"})
     image_size: int = field(default=0, metadata={
@@ -78,6 +92,16 @@ class FeaturesConfig:
                              f"dataset={self.dataset!r}, images={self.images!r}")
         if Path(self.out).suffix not in (".parquet", ".npz"):
             raise ValueError(f"--out must end in .parquet or .npz, got {self.out!r}")
+        if self.labels not in (None, "inferred"):
+            raise ValueError(f"--labels must be 'inferred' or left out, got {self.labels!r}")
+        if self.labels is not None and self.images is None:
+            raise ValueError(f"--labels {self.labels} takes labels from the class folders of --images; "
+                             f"--dataset {self.dataset} has its own labels")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"--layout must be one of {list(LAYOUTS)}, got {self.layout!r}")
+        if self.layout == "wide" and Path(self.out).suffix != ".parquet":
+            raise ValueError(f"--layout wide writes Parquet columns f0..fD-1; it needs --out "
+                             f"NAME.parquet, got {self.out!r}")
         if self.batch_size < 1 or self.image_size < 0 or self.limit < 0:
             raise ValueError("--batch-size must be >= 1, --image-size and --limit >= 0; got "
                              f"{self.batch_size}, {self.image_size}, {self.limit}")
@@ -180,25 +204,36 @@ def _partial(path: Path) -> Path:
     return path.with_name(f".{path.stem}.partial{path.suffix}")
 
 
-class ParquetFeatureWriter:
-    """Appends feature chunks to a Parquet file: ``id`` string, ``label`` int64, ``features``."""
+def wide_columns(dim: int) -> list[str]:
+    """The feature columns of ``--layout wide``: ``f0 .. f{dim-1}``."""
+    return [f"f{i}" for i in range(dim)]
 
-    def __init__(self, path: Path, dim: int, metadata: dict):
+
+class ParquetFeatureWriter:
+    """Appends feature chunks to a Parquet file: ``id`` string, ``label`` int64, then the features
+    as one fixed-size list column ``features`` (layout ``list``) or float32 columns ``f0..fD-1``
+    (layout ``wide``)."""
+
+    def __init__(self, path: Path, dim: int, metadata: dict, layout: str = "list"):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        self.dim = dim
-        self.schema = pa.schema(
-            [("id", pa.string()), ("label", pa.int64()), ("features", pa.list_(pa.float32(), dim))])
+        self.dim, self.wide = dim, layout == "wide"
+        features = ([(name, pa.float32()) for name in wide_columns(dim)] if self.wide
+                    else [("features", pa.list_(pa.float32(), dim))])
+        self.schema = pa.schema([("id", pa.string()), ("label", pa.int64()), *features])
         self.writer = pq.ParquetWriter(path, self.schema)
 
     def write(self, ids, labels, features: np.ndarray) -> None:
         import pyarrow as pa
 
-        flat = pa.array(np.ascontiguousarray(features, np.float32).reshape(-1))
+        features = np.ascontiguousarray(features, np.float32)
         columns = [pa.array(ids, pa.string()),
-                   pa.array(labels if labels is not None else [None] * len(ids), pa.int64()),
-                   pa.FixedSizeListArray.from_arrays(flat, self.dim)]
+                   pa.array(labels if labels is not None else [None] * len(ids), pa.int64())]
+        if self.wide:
+            columns += [pa.array(features[:, i]) for i in range(self.dim)]
+        else:
+            columns.append(pa.FixedSizeListArray.from_arrays(pa.array(features.reshape(-1)), self.dim))
         self.writer.write_batch(pa.record_batch(columns, schema=self.schema))
 
     def close(self, path: Path, metadata: dict) -> None:
@@ -252,9 +287,18 @@ class FeatureTable:
     features: np.ndarray
     meta: dict
 
+    @property
+    def class_names(self) -> list[str]:
+        """The name of each label (``class_names[label]``); empty when the export named none."""
+        return list(self.meta.get("class_names", []))
+
 
 def read_features(path) -> FeatureTable:
-    """Reads a ``.parquet`` or ``.npz`` written by ``training.export features``."""
+    """Reads a ``.parquet`` (either layout) or ``.npz`` written by ``training.export features``.
+
+    ``read_features(path).features`` is the ``(N, D)`` float32 array scikit-learn takes, and
+    ``.labels`` the int64 labels (-1 where unknown).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no feature file {path}")
@@ -279,11 +323,20 @@ def _read_parquet(path: Path) -> FeatureTable:
 
     table = pq.read_table(path)
     meta = json.loads((pq.read_metadata(path).metadata or {}).get(b"dae", b"{}"))
-    features = table.column("features").combine_chunks()
-    dim = features.type.list_size
-    values = features.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
     labels = table.column("label").fill_null(-1).to_numpy()
-    return FeatureTable(np.asarray(table.column("id").to_pylist()), labels.astype(np.int64), values, meta)
+    return FeatureTable(np.asarray(table.column("id").to_pylist()), labels.astype(np.int64),
+                        _parquet_features(table), meta)
+
+
+def _parquet_features(table) -> np.ndarray:
+    """The ``features`` list column, or the wide layout's ``f0..fD-1`` columns, as ``(N, D)``."""
+    if "features" in table.column_names:
+        features = table.column("features").combine_chunks()
+        return features.values.to_numpy(zero_copy_only=False).reshape(-1, features.type.list_size)
+    names = [name for name in table.column_names if name not in ("id", "label")]
+    if not names or names != wide_columns(len(names)):
+        raise ValueError(f"no 'features' column, nor feature columns f0..fN-1; columns: {names[:5]}")
+    return np.stack([table.column(name).to_numpy() for name in names], axis=1).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------- image sources
@@ -323,14 +376,48 @@ def load_for_model(path: Path, channels: int, size: int) -> np.ndarray:
     return np.clip(keras.ops.convert_to_numpy(resized), 0.0, 1.0)
 
 
-def _folder_batches(config: FeaturesConfig, channels: int, size: int, skipped: list[str]):
-    """``(total, (), batches)`` over an image folder; unreadable files go to ``skipped``."""
+def inferred_labels(root: Path, paths: list[Path]) -> tuple[np.ndarray, list[str]]:
+    """Labels from class folders, as Keras' ``image_dataset_from_directory(labels="inferred")``
+    gives them: an image's class is its first folder below ``root``, and the class names, sorted,
+    are numbered 0..K-1.
+
+    Returns:
+        The int64 label of each path, and the class names.
+
+    Raises:
+        ValueError: images lie directly in ``root``, outside any class folder.
+    """
+    parts = [path.relative_to(root).parts for path in paths]
+    loose = [path for path, part in zip(paths, parts, strict=True) if len(part) == 1]
+    if loose:
+        raise ValueError(f"--labels inferred takes each image's class from its folder, "
+                         f"{root}/CLASS/..., but {len(loose)} image(s) lie directly in {root}, "
+                         f"outside any class folder (the first: {loose[0]}); move them into class "
+                         "folders, or leave out --labels")
+    class_names = sorted({part[0] for part in parts})
+    index = {name: label for label, name in enumerate(class_names)}
+    return np.asarray([index[part[0]] for part in parts], np.int64), class_names
+
+
+def _folder_listing(config: FeaturesConfig) -> tuple[list[Path], np.ndarray | None, list[str]]:
+    """The images of an ``--images`` folder (the first ``--limit``), their labels (None unless
+    ``--labels inferred``) and the class names."""
     from data.datasets import list_images
 
     root = Path(config.images)
     paths = list_images(root)
+    labels, class_names = inferred_labels(root, paths) if config.labels == "inferred" else (None, [])
     if config.limit:
         paths = paths[: config.limit]
+        labels = None if labels is None else labels[: config.limit]
+    return paths, labels, class_names
+
+
+def _folder_batches(config: FeaturesConfig, paths: list[Path], labels: np.ndarray | None,
+                    channels: int, size: int, skipped: list[str]):
+    """Batches of ids, labels (or None) and images of ``paths``; unreadable files go to
+    ``skipped``."""
+    root = Path(config.images)
 
     def read(path):
         try:
@@ -343,16 +430,18 @@ def _folder_batches(config: FeaturesConfig, channels: int, size: int, skipped: l
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
             for start in range(0, len(paths), config.batch_size):
                 chunk = paths[start: start + config.batch_size]
-                ids, images = [], []
-                for path, result in zip(chunk, pool.map(read, chunk), strict=True):
+                ids, images, kept = [], [], []
+                for i, (path, result) in enumerate(zip(chunk, pool.map(read, chunk), strict=True)):
                     if isinstance(result, str):
                         skipped.append(result)
                     else:
                         ids.append(path.relative_to(root).as_posix())
                         images.append(result)
-                yield ids, None, (np.stack(images) if images else None), len(chunk)
+                        kept.append(start + i)
+                yield (ids, None if labels is None else labels[kept],
+                       np.stack(images) if images else None, len(chunk))
 
-    return len(paths), (), batches()
+    return batches()
 
 
 # ---------------------------------------------------------------------------- commands
@@ -419,16 +508,19 @@ def export_features(config: FeaturesConfig, progress: bool = True) -> FeaturesSu
         total, class_names, batches, side = _dataset_batches(config)
         if config.pooling == "flatten" and not size:
             size = side  # flatten needs a fixed size: the dataset's own
-    if config.images is not None and not size:
-        size = training_image_size(config.model)
-        if size is None:
-            raise ValueError(f"cannot tell what image size {config.model!r} was trained on; "
-                             "pass --image-size")
+    else:
+        paths, labels, class_names = _folder_listing(config)  # loose images: refused before the model loads
+        total = len(paths)
+        if not size:
+            size = training_image_size(config.model)
+            if size is None:
+                raise ValueError(f"cannot tell what image size {config.model!r} was trained on; "
+                                 "pass --image-size")
     extractor = features_model(config.model, config.pooling, size)
     channels = int(extractor.inputs[0].shape[-1])
     skipped: list[str] = []
     if config.dataset is None:
-        total, class_names, batches = _folder_batches(config, channels, size, skipped)
+        batches = _folder_batches(config, paths, labels, channels, size, skipped)
     dim = int(extractor.outputs[0].shape[-1] or 0)
     meta = {"model": str(config.model), "model_file": str(resolve_model_path(config.model).resolve()),
             "model_sha256": model_sha256(config.model), "pooling": config.pooling, "source":
@@ -444,7 +536,8 @@ def export_features(config: FeaturesConfig, progress: bool = True) -> FeaturesSu
                     features = _features(extractor, images, channels, meta["source"])
                     if writer is None:
                         dim = features.shape[-1]
-                        writer = (ParquetFeatureWriter(partial, dim, meta) if out.suffix == ".parquet"
+                        writer = (ParquetFeatureWriter(partial, dim, meta, config.layout)
+                                  if out.suffix == ".parquet"
                                   else NpzFeatureWriter(partial, dim, meta, total))
                     writer.write(ids, None if labels is None else np.asarray(labels, np.int64), features)
                     rows += len(ids)

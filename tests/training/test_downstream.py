@@ -54,6 +54,13 @@ def test_labelled_subset_and_report(feature_files, capsys, tmp_path):
             "fine-tuning run gives mean ± std over its seeds' subsets") in out
 
 
+def test_the_report_numbers_the_classes_by_their_names(feature_files, capsys):
+    assert main(["--train", feature_files["train"], "--test", feature_files["test"],
+                 "--labels-per-class", "1"]) == 0
+    assert ("classes: 0 T-shirt/top, 1 Trouser, 2 Pullover, 3 Dress, 4 Coat, 5 Sandal, 6 Shirt, "
+            "7 Sneaker, 8 Bag, 9 Ankle boot\n") in capsys.readouterr().out
+
+
 def test_knn_reports_the_k_it_used(feature_files, capsys):
     assert main(["--train", feature_files["train"], "--test", feature_files["test"],
                  "--labels-per-class", "1", "--neighbors", "5"]) == 0
@@ -105,7 +112,8 @@ def test_features_without_labels_are_refused(tmp_path, capsys):
     np.savez(path, ids=np.asarray(["a", "b"]), labels=np.asarray([-1, -1]),
              features=np.zeros((2, 3), np.float32), meta=np.asarray("{}"))
     assert main(["--train", str(path), "--test", str(path)]) == 2
-    assert "2 rows without labels" in capsys.readouterr().err
+    assert ("2 rows without labels; training features need labels (export a dataset split, or an "
+            "--images folder of class folders with --labels inferred)") in capsys.readouterr().err
 
 
 def test_models_are_told_apart_by_content_not_by_path(tmp_path, capsys):

@@ -15,6 +15,7 @@ from PIL import Image
 
 from data.datasets import load_named
 from tests.training.representation_fixtures import save_tiny_dae, write_quadrant_dataset
+from training import downstream
 from training.export import (
     EncoderConfig,
     FeaturesConfig,
@@ -56,6 +57,21 @@ def mixed_folder(tmp_path):
     readable = ["alpha.png", "c.webp", "colour.png", "deep16.png", "grey.jpg", "nested/a.bmp",
                 "nested/deeper/b.tif"]
     return root, readable, ["empty.jpg", "nested/cut.jpg", "notes.png"]
+
+
+def write_class_folders(root: Path, per_class: int, seed: int = 0) -> dict[str, int]:
+    """Tiny grey PNGs in the class folders ``dark`` and ``bright`` (``dark`` written first, so
+    the labels follow the sorted names, not the order on disk), the first of each class a
+    folder deeper. Returns ``{id: label}``: bright 0, dark 1."""
+    rng = np.random.default_rng(seed)
+    expected = {}
+    for name, low, label in (("dark", 0, 1), ("bright", 170, 0)):
+        for i in range(per_class):
+            rel = f"{name}/more/{i}.png" if i == 0 else f"{name}/{i}.png"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(low, low + 80, (8, 8), dtype=np.uint8)).save(root / rel)
+            expected[rel] = label
+    return expected
 
 
 EXPORT_NAMES = {"keras": "enc.keras", "savedmodel": "enc_savedmodel", "onnx": "enc.onnx",
@@ -140,6 +156,79 @@ def test_folder_export_has_a_row_per_readable_image_and_reports_the_rest(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["images", out.name])  # no scratch
 
 
+@pytest.mark.parametrize("out_name,layout", [("f.npz", "list"), ("f.parquet", "list"), ("f.parquet", "wide")])
+def test_labels_inferred_labels_images_by_their_class_folder(tmp_path, dae, out_name, layout):
+    root = tmp_path / "photos"
+    expected = write_class_folders(root, per_class=3)
+    out = tmp_path / out_name
+    assert main(["features", "--model", dae, "--images", str(root), "--image-size", "8",
+                 "--labels", "inferred", "--layout", layout, "--out", str(out)]) == 0
+    table = read_features(out)
+    assert dict(zip(table.ids, table.labels.tolist(), strict=True)) == expected
+    assert table.class_names == table.meta["class_names"] == ["bright", "dark"]
+    assert table.features.shape == (6, 8) and table.features.dtype == np.float32
+
+
+def test_labelled_folder_features_train_the_downstream_classifiers(tmp_path, dae, capsys):
+    files = {}
+    for split, per_class, out_name, layout in (("train", 4, "train.parquet", "wide"),
+                                               ("test", 3, "test.npz", "list"),
+                                               ("test_one_class", 2, "one.npz", "list")):
+        root = tmp_path / split
+        write_class_folders(root, per_class, seed=len(files))
+        if split == "test_one_class":
+            shutil.rmtree(root / "dark")
+        files[split] = str(tmp_path / out_name)
+        assert main(["features", "--model", dae, "--images", str(root), "--image-size", "8",
+                     "--labels", "inferred", "--layout", layout, "--out", files[split]]) == 0
+    capsys.readouterr()
+    assert downstream.main(["--train", files["train"], "--test", files["test"],
+                            "--labels-per-class", "2", "--neighbors", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "4 labelled training rows (2 per class), 6 test rows" in out
+    assert "classes: 0 bright, 1 dark" in out
+    assert out.splitlines()[-2:] == [f"{'logistic regression':<34} 100.00 %",  # brightness is
+                                     f"{'k-NN (k=1)':<34} 100.00 %"]       # all it takes
+    assert downstream.main(["--train", files["train"], "--test", files["test_one_class"]]) == 2
+    assert ("come from different class names: ['bright', 'dark'] and ['bright'] (give both --images "
+            "folders the same class folders)") in capsys.readouterr().err
+
+
+def test_labels_inferred_refuses_images_outside_class_folders_up_front(tmp_path, dae, monkeypatch, capsys):
+    import training.export
+
+    root = tmp_path / "photos"
+    write_class_folders(root, per_class=1)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "loose.png")
+    monkeypatch.setattr(training.export, "features_model", lambda *args: pytest.fail("model loaded"))
+    out = tmp_path / "f.npz"
+    assert main(["features", "--model", dae, "--images", str(root), "--image-size", "8",
+                 "--labels", "inferred", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: --labels inferred takes each image's class from its folder, {root}/CLASS/..., but "
+        f"1 image(s) lie directly in {root}, outside any class folder (the first: {root / 'loose.png'}); "
+        "move them into class folders, or leave out --labels")
+    assert not out.exists()
+
+
+def test_wide_layout_has_a_column_per_feature_and_reads_back_the_same(tmp_path, dae, mixed_folder):
+    pd = pytest.importorskip("pandas")
+    root, readable, _ = mixed_folder
+    tables = {}
+    for layout in ("list", "wide"):
+        out = tmp_path / f"{layout}.parquet"
+        export_features(FeaturesConfig(model=dae, images=str(root), image_size=8, batch_size=3,
+                                       layout=layout, out=str(out)), progress=False)
+        tables[layout] = read_features(out)
+    wide, listed = pd.read_parquet(tmp_path / "wide.parquet"), pd.read_parquet(tmp_path / "list.parquet")
+    assert list(wide.columns) == ["id", "label", *[f"f{i}" for i in range(8)]]
+    assert list(tables["wide"].ids) == readable and (tables["wide"].labels == -1).all()
+    np.testing.assert_array_equal(tables["wide"].features, tables["list"].features)
+    # The pandas one-liners of docs/representations.md, for either layout.
+    np.testing.assert_array_equal(np.stack(listed["features"]), tables["list"].features)
+    np.testing.assert_array_equal(wide.filter(regex=r"^f\d+$").to_numpy(), tables["list"].features)
+
+
 def test_loading_for_the_model_converts_depth_channels_and_size(mixed_folder):
     root, _, _ = mixed_folder
     deep = load_for_model(root / "deep16.png", 3, 8)
@@ -209,6 +298,11 @@ def test_a_folder_without_readable_images_writes_nothing(tmp_path, dae, capsys):
     (["--dataset", "fashion_mnist", "--image-size", "32", "--out", "f.npz"],
      "--image-size resizes --images folders only; a --dataset keeps its own size, "
      "got --image-size 32 with --dataset fashion_mnist"),
+    (["--dataset", "fashion_mnist", "--labels", "inferred", "--out", "f.npz"],
+     "--labels inferred takes labels from the class folders of --images; "
+     "--dataset fashion_mnist has its own labels"),
+    (["--images", "x", "--layout", "wide", "--out", "f.npz"],
+     "--layout wide writes Parquet columns f0..fD-1; it needs --out NAME.parquet, got 'f.npz'"),
 ])
 def test_bad_feature_options_are_explained(args, message, capsys):
     with pytest.raises(SystemExit):
