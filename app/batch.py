@@ -8,7 +8,10 @@ OUT_DIR mirrors IN_DIR's folders; each output keeps its input's format, mode and
 - each output is written atomically (a hidden ``.NAME.XXXX.partial`` file, then a rename), so a
   killed run leaves no half-written image; a later run removes the ``.partial`` files it finds
   once they are an hour old (younger ones may be another run's, writing into the same OUT_DIR);
-- existing outputs are skipped unless ``--overwrite``: rerunning the same command resumes;
+- existing outputs are skipped unless ``--overwrite``: rerunning the same command resumes. OUT_DIR's
+  ``.dae-batch.json`` records the settings that made its outputs (:func:`batch_settings`): a rerun
+  with other settings is refused (``--overwrite`` redoes every file with them), and an output
+  older than its input is redone;
 - one bad file never stops the run: it is reported with its reason, and the exit status is 1
   when anything failed (2 when the command itself is wrong); so is a folder that cannot be
   listed, whose files would otherwise be left out unseen;
@@ -18,9 +21,9 @@ OUT_DIR mirrors IN_DIR's folders; each output keeps its input's format, mode and
 Small images of the same size go through the model together; reader threads load (and
 writer threads save) files while the model works. A progress bar shows files/s and MP/s; a
 summary follows, and ``--manifest FILE.csv|FILE.json`` records one row per file (status,
-reason, size, seconds, model, and PSNR/SSIM of input and output against ``--reference DIR``,
-whose files are matched by relative path, any image suffix; a reference that cannot be read
-leaves its file denoised and unscored, the row saying why). ``--ensemble 2|8`` averages a
+reason, size, seconds, the model and settings, and PSNR/SSIM of input and output against
+``--reference DIR``, whose files are matched by relative path, any image suffix; a reference
+that cannot be read leaves its file denoised and unscored, the row saying why). ``--ensemble 2|8`` averages a
 photo model's output over flipped (and rotated) copies (:mod:`app.engine`).
 
 Bad settings (a ``--glob`` pattern, a ``--tile`` the model cannot use, a manifest or OUT_DIR that
@@ -42,6 +45,7 @@ import os
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -66,6 +70,7 @@ from data.images import (
     ImageReadError,
     ImageWriteError,
     atomic_write_bytes,
+    atomic_write_json,
     check_writable,
     existing_ancestor,
     format_for,
@@ -90,9 +95,19 @@ the same folder (where process ids would tell nothing)."""
 MANIFEST_FIELDS = (
     "input", "output", "status", "reason", "detail", "width", "height", "mode", "bit_depth",
     "bytes_in", "bytes_out", "seconds", "model", "psnr_input", "psnr_output", "ssim_input", "ssim_output",
+    "model_sha256", "strength", "colour", "ensemble", "precision", "tile",
 )
 """Manifest columns: ``status`` is ``done``, ``skipped`` or ``failed``; ``reason`` a short code
-(``output_exists``, ``truncated``, ``not_an_image``, ...), ``detail`` the full message."""
+(``output_exists``, ``input_changed``, ``truncated``, ``not_an_image``, ...), ``detail`` the full
+message; the settings that made the output follow (``precision`` as computed, ``auto`` resolved)."""
+
+SETTINGS_FILE = ".dae-batch.json"
+"""In OUT_DIR: the settings its outputs were made with (:func:`batch_settings`), so that a rerun
+with other settings cannot leave a folder of outputs made two ways without a word."""
+
+COMPARED_SETTINGS = ("model_sha256", "strength", "colour", "ensemble", "precision", "format", "tile")
+"""The settings that change an output; the model counts by its file's sha256, whichever name or
+path led to it. The model name and path and the app version are recorded, not compared."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +123,8 @@ class BatchConfig:
     reference: Path | None = dataclasses.field(default=None, metadata={
         "help": "folder of clean originals, matched by relative path: adds PSNR/SSIM to the manifest"})
     overwrite: bool = dataclasses.field(default=False, metadata={
-        "help": "redo files whose output exists (default: skip them, so a rerun resumes)"})
+        "help": "redo files whose output exists, whatever settings made them (default: skip those "
+                "not older than their input, so a rerun resumes; refuse settings other than OUT_DIR's)"})
     manifest: Path | None = dataclasses.field(default=None, metadata={
         "help": "write one row per file to this .csv or .json file"})
     format: str | None = dataclasses.field(default=None, metadata={
@@ -301,23 +317,31 @@ def _broken_link(path: Path) -> bool:
     return path.is_symlink() and not path.exists()
 
 
-def plan(config: BatchConfig, in_dir: Path, out_dir: Path) -> list[Item]:
-    """One :class:`Item` per input, with ``row["status"]`` set for those decided already."""
+def plan(config: BatchConfig, in_dir: Path, out_dir: Path, settings: dict | None = None,
+         by_mtime: bool = False) -> list[Item]:
+    """One :class:`Item` per input, with ``row["status"]`` set for those decided already.
+
+    Args:
+        settings: this run's :func:`batch_settings`, copied into each row's columns.
+        by_mtime: skip an existing output only if it is at least as new as its input (OUT_DIR
+            records its settings); else skip every existing output (an older OUT_DIR's way).
+    """
     suffix = FORMATS[_format(config.format)] if config.format else None
     items, claimed = [], {}
+    columns = {k: v for k, v in (settings or {}).items() if k in MANIFEST_FIELDS} | {"model": config.model}
     sources, unlisted = list_inputs(in_dir, config.glob, out_dir)
     for folder, err in unlisted:
         rel = folder.relative_to(in_dir).as_posix()
-        row = dict.fromkeys(MANIFEST_FIELDS, "")
-        row.update(input=f"{rel}/", model=config.model)
+        row = dict.fromkeys(MANIFEST_FIELDS, "") | columns
+        row.update(input=f"{rel}/")
         _fail(row, "cannot_list", f"{rel}/: the folder cannot be listed ({err.strerror or err}); "
                                   "the images in it were not denoised")
         items.append(Item(folder, f"{rel}/", out_dir / rel, row))
     for source in sources:
         rel = source.relative_to(in_dir).as_posix()
         target = out_dir / rel if suffix is None else (out_dir / rel).with_suffix(suffix)
-        row = dict.fromkeys(MANIFEST_FIELDS, "")
-        row.update(input=rel, output=target.relative_to(out_dir).as_posix(), model=config.model)
+        row = dict.fromkeys(MANIFEST_FIELDS, "") | columns
+        row.update(input=rel, output=target.relative_to(out_dir).as_posix())
         if _broken_link(source):
             _fail(row, "broken_link", f"{rel}: a link to a file that does not exist (or a link loop)")
         elif target.parent.resolve().is_relative_to(in_dir):  # a symlinked folder pointing back in
@@ -325,11 +349,22 @@ def plan(config: BatchConfig, in_dir: Path, out_dir: Path) -> list[Item]:
         elif target in claimed:
             _fail(row, "output_clash", f"{rel}: writes the same output as {claimed[target]}; not written")
         elif target.exists() and not config.overwrite:
-            row.update(status="skipped", reason="output_exists",
-                       detail="output exists; --overwrite redoes it")
+            if by_mtime and _older_than(target, source):
+                row.update(reason="input_changed", detail="input changed since its output was written")
+            else:
+                row.update(status="skipped", reason="output_exists",
+                           detail="output exists; --overwrite redoes it")
         claimed.setdefault(target, rel)
         items.append(Item(source, rel, target, row))
     return items
+
+
+def _older_than(target: Path, source: Path) -> bool:
+    """Whether ``target`` was last written before ``source`` (also when either cannot be read)."""
+    try:
+        return target.stat().st_mtime_ns < source.stat().st_mtime_ns
+    except OSError:
+        return True
 
 
 def _format(name: str | None) -> str | None:
@@ -368,6 +403,101 @@ def remove_partials(out_dir: Path) -> int:
     return removed
 
 
+# ---------------------------------------------------------------- settings
+
+
+def batch_settings(config: BatchConfig, precision: str | None = None) -> dict:
+    """The settings that make this run's outputs, as OUT_DIR's :data:`SETTINGS_FILE` records them.
+
+    Args:
+        precision: what the loaded model computes in. ``None`` (a dry run, which loads no
+            model): ``--precision`` if given, else left out, as ``auto`` depends on the machine.
+
+    Raises:
+        BatchError: no model under ``--model``, or its file cannot be read.
+    """
+    from models.registry import ModelNotFoundError, model_sha256, resolve_model_path
+
+    try:
+        path = resolve_model_path(config.model).resolve()
+        digest = model_sha256(path)
+    except (ModelNotFoundError, OSError) as err:
+        raise BatchError(f"--model {config.model}: {err}") from err
+    settings = {"app_version": app_version(), "model": config.model, "model_path": str(path),
+                "model_sha256": digest, "strength": config.strength, "colour": config.colour,
+                "ensemble": config.ensemble, "precision": precision, "format": _format(config.format),
+                "tile": config.tile}
+    if precision is None and config.precision == "auto":
+        del settings["precision"]
+    elif precision is None:
+        settings["precision"] = config.precision
+    return settings
+
+
+def app_version() -> str:
+    """The project's version, from its ``pyproject.toml`` ("" where there is none)."""
+    try:
+        with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as fh:
+            return str(tomllib.load(fh)["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return ""
+
+
+def read_settings(config: BatchConfig, out_dir: Path) -> dict | None:
+    """OUT_DIR's recorded settings; ``None`` where it has none (new, or made by older code).
+
+    Raises:
+        BatchError: the file is there but unreadable, and ``--overwrite`` was not given.
+    """
+    path = out_dir / SETTINGS_FILE
+    if not path.exists() and not path.is_symlink():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(record, dict):
+            raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    except (OSError, ValueError) as err:
+        if config.overwrite:
+            return None
+        raise BatchError(f"OUT_DIR {config.out_dir}: {SETTINGS_FILE} cannot be read ({err}); pass "
+                         "--overwrite to redo every file, or choose another OUT_DIR") from err
+    return record
+
+
+def check_settings(config: BatchConfig, record: dict | None, settings: dict) -> None:
+    """Refuses (without ``--overwrite``) an OUT_DIR whose outputs were made with other settings,
+    naming each that differs (old -> new); settings left out of ``settings`` are not compared."""
+    if record is None or config.overwrite:
+        return
+    changed = [key for key in COMPARED_SETTINGS if key in settings and record.get(key) != settings[key]]
+    if changed:
+        shown = ", ".join(_change(key, record, settings) for key in changed)
+        raise BatchError(f"OUT_DIR {config.out_dir} holds outputs made with other settings ({shown}): pass "
+                         "--overwrite to redo every file with the new settings, or choose another OUT_DIR")
+    if record.get("unfinished"):
+        raise BatchError(f"OUT_DIR {config.out_dir}: a run with --overwrite did not redo every file "
+                         "(interrupted, or limited by --glob), so some outputs may be from earlier "
+                         "settings: pass --overwrite to redo them, or choose another OUT_DIR")
+
+
+def _change(key: str, old: dict, new: dict) -> str:
+    """One setting that differs, ``"strength 1.0 -> 0.5"``; the model by name and sha256."""
+    if key == "model_sha256":
+        return (f"model {old.get('model')} (sha256 {str(old.get(key))[:12]}) -> "
+                f"{new['model']} (sha256 {new[key][:12]})")
+
+    def shown(value) -> str:
+        return "(each input's own)" if key == "format" and value is None else str(value)
+
+    return f"{key} {shown(old.get(key))} -> {shown(new[key])}"
+
+
+def write_settings(out_dir: Path, settings: dict, unfinished: bool) -> None:
+    """Writes OUT_DIR's :data:`SETTINGS_FILE` (atomically). ``unfinished``: a run with
+    ``--overwrite`` has not yet redone every file, so outputs of earlier settings may remain."""
+    atomic_write_json(out_dir / SETTINGS_FILE, settings | {"unfinished": unfinished})
+
+
 # ---------------------------------------------------------------- the run
 
 
@@ -379,8 +509,9 @@ def run(config: BatchConfig, out=None) -> Summary:
     """
     out = out or sys.stdout
     in_dir, out_dir = check_folders(config)
-    items = plan(config, in_dir, out_dir)
-    todo = [it for it in items if not it.row["status"]]
+    record = read_settings(config, out_dir)
+    settings = batch_settings(config)
+    check_settings(config, record, settings)  # before the model loads (auto precision: after)
     if config.dry_run:
         from models.registry import ModelNotFoundError, model_card
 
@@ -393,6 +524,7 @@ def run(config: BatchConfig, out=None) -> Summary:
         except ValueError as err:
             raise BatchError(f"--ensemble {config.ensemble}: {err}") from err
         check_tile(config, int(card.get("stride") or 1))
+        items = _plan(config, in_dir, out_dir, record, settings, out)
         for it in items:
             action = it.row["status"] or "denoise"
             note = f" ({it.row['detail']})" if it.row["detail"] else ""
@@ -407,6 +539,11 @@ def run(config: BatchConfig, out=None) -> Summary:
     except ValueError as err:
         raise BatchError(f"--ensemble {config.ensemble}: {err}") from err
     check_tile(config, denoiser.stride)
+    settings = batch_settings(config, denoiser.precision)
+    check_settings(config, record, settings)
+    items = _plan(config, in_dir, out_dir, record, settings, out)
+    todo = [it for it in items if not it.row["status"]]
+    unfinished = config.overwrite and _other_outputs(record, settings, items)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -424,6 +561,12 @@ def run(config: BatchConfig, out=None) -> Summary:
         except OSError as err:
             raise BatchError(f"--manifest {config.manifest} cannot be written: "
                              f"{err.strerror or err}") from err
+    try:
+        if record != settings | {"unfinished": unfinished}:  # a plain resume rewrites nothing
+            write_settings(out_dir, settings, unfinished)
+    except OSError as err:
+        raise BatchError(f"OUT_DIR {config.out_dir}: {SETTINGS_FILE} cannot be written: "
+                         f"{err.strerror or err}") from err
     start = time.perf_counter()
     try:
         _Pipeline(config, denoiser, summary).process(todo)
@@ -439,7 +582,33 @@ def run(config: BatchConfig, out=None) -> Summary:
                 write_manifest(config.manifest, summary.rows)
             except OSError as err:  # a full disk at the end costs the manifest, not the report
                 summary.manifest_error = f"{config.manifest}: {err.strerror or err}"
+    if unfinished and not summary.interrupted and config.glob is None:
+        try:
+            write_settings(out_dir, settings, unfinished=False)
+        except OSError as err:  # a later rerun without --overwrite is refused: said here
+            summary.notes.append(f"{SETTINGS_FILE}: cannot be updated ({err.strerror or err}); "
+                                 "a rerun needs --overwrite")
     return summary
+
+
+def _other_outputs(record: dict | None, settings: dict, items: list[Item]) -> bool:
+    """Whether OUT_DIR may hold outputs made with settings other than ``settings`` (or unknown
+    ones): they remain there until a run with ``--overwrite`` has redone every file."""
+    if record is None:
+        return any(it.target.exists() for it in items)
+    changed = any(record.get(key) != settings[key] for key in COMPARED_SETTINGS)
+    return changed or bool(record.get("unfinished"))
+
+
+def _plan(config: BatchConfig, in_dir: Path, out_dir: Path, record: dict | None, settings: dict,
+          out) -> list[Item]:
+    """:func:`plan`, with a note on ``out`` where OUT_DIR has outputs but no recorded settings."""
+    items = plan(config, in_dir, out_dir, settings, by_mtime=record is not None)
+    if record is None and any(it.row["reason"] == "output_exists" for it in items):
+        print(printable(f"note: OUT_DIR {config.out_dir} has outputs but no {SETTINGS_FILE} (older "
+                        "code made them): they are kept whatever settings made them; --overwrite "
+                        "redoes them"), file=out)
+    return items
 
 
 class _Pipeline:

@@ -7,6 +7,7 @@ card (how it was trained, what it scores, and its input convention).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from functools import lru_cache
@@ -41,6 +42,16 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
     raise ModelNotFoundError(
         f"no model {text!r}: expected a bundled name ({', '.join(bundled) or 'none shipped'}), "
         "a run folder holding model.keras, or a .keras file")
+
+
+def model_sha256(name_or_path: str | Path) -> str:
+    """The sha256 of a model's ``.keras`` file: what tells two versions of a model at one path
+    (or under one name) apart, and the same model at two paths alike."""
+    digest = hashlib.sha256()
+    with open(resolve_model_path(name_or_path), "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def model_card(name_or_path: str | Path) -> dict:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -48,7 +47,7 @@ import numpy as np
 from data.datasets import SOURCES, DatasetNotFoundError
 from data.images import ImageReadError, atomic_write_json, existing_ancestor
 from models.encoder_classifier import POOLINGS
-from models.registry import ModelNotFoundError
+from models.registry import ModelNotFoundError, model_sha256
 from training.cli import parse_config
 
 FORMATS = {"keras": ".keras", "savedmodel": "", "onnx": ".onnx", "tflite": ".tflite"}
@@ -173,18 +172,6 @@ def trained_on(name_or_path) -> dict:
         info["note"] = (f"any size runs, but features of images of another size differ from those "
                         f"at {size}x{size}: resize to it (training.export features --images does)")
     return info
-
-
-def model_sha256(name_or_path) -> str:
-    """The sha256 of a model's ``.keras`` file: what tells two versions of a model at one path
-    (or one name) apart, and the same model at two paths alike."""
-    from models.registry import resolve_model_path
-
-    digest = hashlib.sha256()
-    with open(resolve_model_path(name_or_path), "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def features_model(name_or_path, pooling: str = "avg", image_size: int = 0):

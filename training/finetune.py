@@ -418,8 +418,7 @@ def pretrained_record(config: FinetuneConfig) -> dict:
             version of the model: a file of other content under the same name or path. A run
             without ``pretrained.json`` (from before it was written) is not refused.
     """
-    from models.registry import resolve_model_path
-    from training.export import model_sha256
+    from models.registry import model_sha256, resolve_model_path
 
     path = resolve_model_path(config.model)  # a wrong --model fails before the data are read
     record = {"model": config.model, "file": str(path.resolve()), "sha256": model_sha256(path)}

@@ -15,6 +15,7 @@ import re
 import shutil
 import struct
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -141,8 +142,8 @@ def test_format_and_glob(corpus, tmp_path):
     summary = run(BatchConfig(root / "noisy", tmp_path / "out", MODEL, format="png", glob="jpeg/*.jpg",
                               progress=False))
     written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*"))
-    assert written == ["jpeg", "jpeg/baseline.png", "jpeg/cmyk.png", "jpeg/grey.png", "jpeg/progressive.png",
-                       "jpeg/rotated.png"]
+    assert written == [".dae-batch.json", "jpeg", "jpeg/baseline.png", "jpeg/cmyk.png", "jpeg/grey.png",
+                       "jpeg/progressive.png", "jpeg/rotated.png"]
     assert summary.count("done") == 5 and summary.exit_code == 0
     assert load_image(tmp_path / "out" / "jpeg/cmyk.png").mode == "RGB"  # PNG has no CMYK
     # Alpha cannot go into JPEG: that file fails with the reason, the others go through.
@@ -616,3 +617,108 @@ def test_an_xmp_oriented_jpeg_is_written_upright_and_scored_only_whole(tmp_path,
     row = json.loads((tmp_path / "m.json").read_text())[0]
     assert row["status"] == "done" and "not scored" in row["detail"], row
     assert all(row[k] == "" for k in scores), row
+
+
+# ------------------------------------------------------- OUT_DIR's recorded settings
+
+
+def _two_images(tmp_path: Path) -> tuple[Path, Path]:
+    """``(in_dir, out_dir)`` with two small grey images in ``in_dir``, denoised into ``out_dir``
+    with the default settings."""
+    (tmp_path / "in").mkdir()
+    rng = np.random.default_rng(8)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(tmp_path / "in" / name)
+    assert run(BatchConfig(tmp_path / "in", tmp_path / "out", MODEL, progress=False)).count("done") == 2
+    return tmp_path / "in", tmp_path / "out"
+
+
+SETTINGS = ".dae-batch.json"
+"""Where OUT_DIR records the settings its outputs were made with."""
+
+
+def _settings(out_dir: Path) -> dict:
+    return json.loads((out_dir / SETTINGS).read_text())
+
+
+def test_a_run_records_its_settings_and_the_manifest_too(tmp_path):
+    from models.registry import bundled_models
+
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / "in" / "a.png")
+    summary = run(BatchConfig(tmp_path / "in", tmp_path / "out", MODEL, strength=0.75, format="png",
+                              manifest=tmp_path / "m.json", progress=False))
+    model = bundled_models()[MODEL]
+    sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    pyproject = tomllib.loads((Path(batch.__file__).parents[1] / "pyproject.toml").read_text())
+    assert _settings(tmp_path / "out") == {
+        "app_version": pyproject["project"]["version"], "model": MODEL, "model_path": str(model.resolve()),
+        "model_sha256": sha, "strength": 0.75, "colour": "per_channel", "ensemble": 1,
+        "precision": summary.precision, "format": "PNG", "tile": batch.DEFAULT_TILE, "unfinished": False}
+    row = json.loads((tmp_path / "m.json").read_text())[0]
+    assert (row["status"], row["model_sha256"], row["strength"], row["ensemble"], row["precision"]) == (
+        "done", sha, 0.75, 1, summary.precision)
+
+
+def test_a_rerun_with_other_settings_is_refused_and_writes_nothing(tmp_path, capsys):
+    in_dir, out_dir = _two_images(tmp_path)
+    before = snapshot(out_dir)
+    args = [str(in_dir), str(out_dir), "--model", MODEL, "--no-progress", "--strength", "0.5"]
+    for extra in ([], ["--dry-run"], ["--manifest", str(tmp_path / "m.csv")]):
+        assert main([*args, *extra]) == 2
+        captured = capsys.readouterr()
+        assert (f"error: OUT_DIR {out_dir} holds outputs made with other settings (strength 1.0 -> 0.5): "
+                "pass --overwrite to redo every file with the new settings, or choose another OUT_DIR\n"
+                == captured.err), captured.err
+        assert not captured.out
+    assert snapshot(out_dir) == before and not (tmp_path / "m.csv").exists()
+
+
+def test_overwrite_redoes_every_file_with_new_settings_and_records_them(tmp_path, capsys):
+    in_dir, out_dir = _two_images(tmp_path)
+    before = snapshot(out_dir)
+    # Limited by --glob, an --overwrite with new settings leaves b.png's old output: a rerun
+    # without --overwrite is refused until every file has been redone.
+    glob = run(BatchConfig(in_dir, out_dir, MODEL, strength=0.5, overwrite=True, glob="a.png",
+                           progress=False))
+    assert glob.count("done") == 1 and _settings(out_dir)["unfinished"] is True
+    assert main([str(in_dir), str(out_dir), "--model", MODEL, "--no-progress", "--strength", "0.5"]) == 2
+    assert "a run with --overwrite did not redo every file" in capsys.readouterr().err
+    redo = run(BatchConfig(in_dir, out_dir, MODEL, strength=0.5, overwrite=True, progress=False))
+    assert redo.count("done") == 2
+    after = snapshot(out_dir)
+    assert all(after[name][0] != before[name][0] for name in ("a.png", "b.png"))  # other pixels
+    assert _settings(out_dir)["strength"] == 0.5 and _settings(out_dir)["unfinished"] is False
+    again = run(BatchConfig(in_dir, out_dir, MODEL, strength=0.5, progress=False))
+    assert again.count("skipped") == 2 and snapshot(out_dir) == after
+
+
+def test_an_input_changed_since_its_output_is_redone_the_others_skipped(tmp_path, capsys):
+    in_dir, out_dir = _two_images(tmp_path)
+    earlier = (in_dir / "a.png").stat().st_mtime_ns - 10**9  # a.png edited after its output was written
+    os.utime(out_dir / "a.png", ns=(earlier, earlier))
+    assert main([str(in_dir), str(out_dir), "--model", MODEL, "--dry-run"]) == 0
+    assert "denoise  a.png -> " in capsys.readouterr().out
+    summary = run(BatchConfig(in_dir, out_dir, MODEL, manifest=tmp_path / "m.json", progress=False))
+    rows = {row["input"]: row for row in json.loads((tmp_path / "m.json").read_text())}
+    assert (rows["a.png"]["status"], rows["a.png"]["reason"]) == ("done", "input_changed")
+    assert rows["a.png"]["detail"] == "input changed since its output was written"
+    assert (rows["b.png"]["status"], rows["b.png"]["reason"]) == ("skipped", "output_exists")
+    assert summary.count("done") == 1 and (out_dir / "a.png").stat().st_mtime_ns > earlier
+    assert run(BatchConfig(in_dir, out_dir, MODEL, progress=False)).count("skipped") == 2  # up to date
+
+
+def test_an_out_dir_made_by_older_code_still_resumes(tmp_path, capsys):
+    in_dir, out_dir = _two_images(tmp_path)
+    (out_dir / SETTINGS).unlink(missing_ok=True)  # as older code left it: outputs, no settings
+    before = snapshot(out_dir)
+    later = (out_dir / "a.png").stat().st_mtime_ns + 10**9
+    os.utime(in_dir / "a.png", ns=(later, later))
+    capsys.readouterr()
+    assert main([str(in_dir), str(out_dir), "--model", MODEL, "--no-progress", "--strength", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"note: OUT_DIR {out_dir} has outputs but no .dae-batch.json (older code made "
+                          "them): they are kept whatever settings made them; --overwrite redoes them\n"), out
+    assert "denoised 0 file(s)" in out and "skipped 2" in out
+    assert {k: v for k, v in snapshot(out_dir).items() if k != SETTINGS} == before
+    assert _settings(out_dir)["strength"] == 0.5  # recorded from now on
