@@ -96,7 +96,8 @@ def test_sigkill_mid_run_then_rerun_completes_without_redoing(tmp_path):
     rows = {r["input"]: r for r in json.loads((tmp_path / "second.json").read_text())}
     final = outputs(out_dir)
     assert sorted(final) == sorted(names)  # complete
-    assert not [p for p in out_dir.rglob("*") if p.is_file() and p.name.startswith(".")]  # no partials
+    hidden = [p.name for p in out_dir.rglob("*") if p.is_file() and p.name.startswith(".")]
+    assert hidden == [".dae-batch.json"]  # the settings record, and no partials
     for rel in names:
         if rel in survived:  # nothing processed twice: same file, untouched, reported skipped
             assert final[rel] == survived[rel]
