@@ -24,7 +24,11 @@ summary follows, and ``--manifest FILE.csv|FILE.json`` records one row per file 
 reason, size, seconds, the model and settings, and PSNR/SSIM of input and output against
 ``--reference DIR``, whose files are matched by relative path, any image suffix; a reference
 that cannot be read leaves its file denoised and unscored, the row saying why). ``--ensemble 2|8`` averages a
-photo model's output over flipped (and rotated) copies (:mod:`app.engine`).
+photo model's output over flipped (and rotated) copies (:mod:`app.engine`). ``--bit-depth 12``
+(9 to 16) says a 16-bit file's samples are 12-bit data (0..4095, as scientific cameras store
+them): they are denoised at full brightness and written back as 0..4095, a file holding larger
+values fails with its reason, and 16-bit references are read on the same scale; 8-bit files are
+denoised as usual.
 
 Bad settings (a ``--glob`` pattern, a ``--tile`` the model cannot use, a manifest or OUT_DIR that
 cannot be written) are refused with a one-line message before anything is denoised. File names
@@ -64,9 +68,12 @@ from app.engine import (
 )
 from data.datasets import IMAGE_SUFFIXES
 from data.images import (
+    BIT_DEPTHS,
     DEFAULT_MAX_PIXELS,
     FORMATS,
     PARTIAL_SUFFIX,
+    SIXTEEN_BIT_FORMATS,
+    BitDepthError,
     ImageReadError,
     ImageWriteError,
     atomic_write_bytes,
@@ -74,9 +81,11 @@ from data.images import (
     check_writable,
     existing_ancestor,
     format_for,
+    from_full_scale,
     load_image,
     match_channels,
     save_image,
+    to_full_scale,
     to_model,
 )
 from models.registry import AUTO_PRECISION_HELP, PRECISION_CHOICES, check_precision
@@ -99,13 +108,16 @@ MANIFEST_FIELDS = (
 )
 """Manifest columns: ``status`` is ``done``, ``skipped`` or ``failed``; ``reason`` a short code
 (``output_exists``, ``input_changed``, ``truncated``, ``not_an_image``, ...), ``detail`` the full
-message; the settings that made the output follow (``precision`` as computed, ``auto`` resolved)."""
+message; ``bit_depth`` the bits per sample the file was denoised as (its own 8 or 16, or
+``--bit-depth`` for a 16-bit file); the settings that made the output follow (``precision`` as
+computed, ``auto`` resolved)."""
 
 SETTINGS_FILE = ".dae-batch.json"
 """In OUT_DIR: the settings its outputs were made with (:func:`batch_settings`), so that a rerun
 with other settings cannot leave a folder of outputs made two ways without a word."""
 
-COMPARED_SETTINGS = ("model_sha256", "strength", "colour", "ensemble", "precision", "format", "tile")
+COMPARED_SETTINGS = ("model_sha256", "strength", "colour", "ensemble", "precision", "format", "tile",
+                     "bit_depth")
 """The settings that change an output; the model counts by its file's sha256, whichever name or
 path led to it. The model name and path and the app version are recorded, not compared."""
 
@@ -130,6 +142,11 @@ class BatchConfig:
     format: str | None = dataclasses.field(default=None, metadata={
         "choices": tuple(f.lower() for f in FORMATS) + ("jpg", "tif"),
         "help": "write every output in this format (default: each input's own)"})
+    bit_depth: int | None = dataclasses.field(default=None, metadata={
+        "help": f"bits a 16-bit input's samples use ({BIT_DEPTHS.start}-{BIT_DEPTHS.stop - 1}: a "
+                "12-bit camera's 0..4095): denoised at full brightness, written back on that "
+                "scale; a file holding larger values fails. 8-bit inputs are denoised as usual "
+                "(default: each file's own depth)"})
     glob: str | None = dataclasses.field(default=None, metadata={
         "help": "only inputs matching this pattern relative to IN_DIR, e.g. '**/*.png' "
                 "(default: every file with an image suffix)"})
@@ -158,6 +175,9 @@ class BatchConfig:
         if not 0.0 <= self.strength <= 1.0:
             raise ValueError(f"--strength must be in [0, 1], got {self.strength}")
         check_precision(self.precision)
+        if self.bit_depth is not None and self.bit_depth not in BIT_DEPTHS:
+            raise ValueError(f"--bit-depth must be {BIT_DEPTHS.start} to {BIT_DEPTHS.stop - 1} (the bits "
+                             f"a 16-bit file's samples use), got {self.bit_depth}")
         if self.glob is not None and (Path(self.glob).is_absolute() or ".." in Path(self.glob).parts):
             raise ValueError(f"--glob must be a pattern inside IN_DIR (no '..', not absolute), "
                              f"got {self.glob!r}")
@@ -328,7 +348,8 @@ def plan(config: BatchConfig, in_dir: Path, out_dir: Path, settings: dict | None
     """
     suffix = FORMATS[_format(config.format)] if config.format else None
     items, claimed = [], {}
-    columns = {k: v for k, v in (settings or {}).items() if k in MANIFEST_FIELDS} | {"model": config.model}
+    columns = {k: v for k, v in (settings or {}).items()  # bit_depth: each file's, once read
+               if k in MANIFEST_FIELDS and k != "bit_depth"} | {"model": config.model}
     sources, unlisted = list_inputs(in_dir, config.glob, out_dir)
     for folder, err in unlisted:
         rel = folder.relative_to(in_dir).as_posix()
@@ -426,7 +447,7 @@ def batch_settings(config: BatchConfig, precision: str | None = None) -> dict:
     settings = {"app_version": app_version(), "model": config.model, "model_path": str(path),
                 "model_sha256": digest, "strength": config.strength, "colour": config.colour,
                 "ensemble": config.ensemble, "precision": precision, "format": _format(config.format),
-                "tile": config.tile}
+                "tile": config.tile, "bit_depth": config.bit_depth}
     if precision is None and config.precision == "auto":
         del settings["precision"]
     elif precision is None:
@@ -487,7 +508,7 @@ def _change(key: str, old: dict, new: dict) -> str:
                 f"{new['model']} (sha256 {new[key][:12]})")
 
     def shown(value) -> str:
-        return "(each input's own)" if key == "format" and value is None else str(value)
+        return "(each input's own)" if key in ("format", "bit_depth") and value is None else str(value)
 
     return f"{key} {shown(old.get(key))} -> {shown(new[key])}"
 
@@ -688,10 +709,18 @@ class _Pipeline:
         height, width = image.pixels.shape[:2]
         item.row.update(width=width, height=height, mode=image.mode, bit_depth=image.bit_depth)
         try:
-            check_writable(image, _format(self.config.format) or format_for(item.target, image.format))
+            check_writable(image, self._output_format(item, image))
         except ImageWriteError as err:
             _fail(item.row, err.reason, f"{item.rel}: {err} (--format png); not denoised")
             return item, None, None, 0.0
+        try:
+            image = dataclasses.replace(image, pixels=self._full_scale(image.pixels))
+        except BitDepthError as err:
+            _fail(item.row, err.reason, f"{item.rel}: {err} (--bit-depth {self.config.bit_depth}); "
+                                        "not denoised")
+            return item, None, None, 0.0
+        if self.config.bit_depth and image.bit_depth == 16:
+            item.row["bit_depth"] = self.config.bit_depth
         if image.info.get("frames", 1) > 1:
             _note(item.row, f"first of {image.info['frames']} frames: only it is denoised and written")
             self.summary.notes.append(f"{item.rel}: {item.row['detail']}")
@@ -706,10 +735,31 @@ class _Pipeline:
         for path in candidates:
             if path.is_file():
                 try:
-                    return load_image(path, max_pixels=self.config.max_pixels)
+                    reference = load_image(path, max_pixels=self.config.max_pixels)
+                    return dataclasses.replace(reference, pixels=self._full_scale(reference.pixels))
+                except BitDepthError as err:
+                    return f"reference unusable: {path}: {err} (--bit-depth {self.config.bit_depth})"
                 except Exception as err:  # noqa: BLE001 - a bad reference costs its scores, never the file
                     return f"reference unusable: {_reading_error(err, path)}"
         return f"no reference for {item.rel} in {self.config.reference}"
+
+    def _output_format(self, item: Item, image) -> str:
+        return _format(self.config.format) or format_for(item.target, image.format)
+
+    def _full_scale(self, pixels: np.ndarray) -> np.ndarray:
+        """16-bit ``pixels`` of ``--bit-depth`` bits brought to the full 16-bit range the model
+        expects (:func:`data.images.to_full_scale`: values above that depth raise
+        :class:`BitDepthError`); 8-bit ones, or any without ``--bit-depth``, as they are."""
+        bits = self.config.bit_depth
+        return to_full_scale(pixels, bits) if bits and pixels.dtype == np.uint16 else pixels
+
+    def _file_scale(self, item: Item, image, pixels: np.ndarray) -> np.ndarray:
+        """Denoised full-range ``pixels`` back on the input's ``--bit-depth`` scale, where the
+        output holds 16 bits; an 8-bit output (``--format jpeg``) takes the full range."""
+        bits = self.config.bit_depth
+        if bits and pixels.dtype == np.uint16 and self._output_format(item, image) in SIXTEEN_BIT_FORMATS:
+            return from_full_scale(pixels, bits)
+        return pixels
 
     def _denoise(self, group) -> None:
         start = time.perf_counter()
@@ -727,7 +777,7 @@ class _Pipeline:
             return
         share = (time.perf_counter() - start) / len(group)
         for (item, image, reference, seconds), result in zip(group, results, strict=True):
-            denoised = dataclasses.replace(image, pixels=result.output)
+            denoised = dataclasses.replace(image, pixels=self._file_scale(item, image, result.output))
             samples = _samples(image)
             while self.writing and (len(self.writing) >= 2 * self.config.batch_size
                                     or self.pending + samples > BUFFER_SAMPLES):
@@ -765,7 +815,7 @@ class _Pipeline:
         if isinstance(reference, str):
             _note(item.row, reference)
             return
-        written = load_image(item.target).pixels
+        written = self._full_scale(load_image(item.target).pixels)  # all three on one scale
         clean = to_model(reference.pixels)
         if clean.shape[:2] != image.pixels.shape[:2]:
             _note(item.row, f"reference is {clean.shape[1]} x {clean.shape[0]}, input "

@@ -3,7 +3,8 @@
 ``to_model`` owns dtype, range and bit depth on the way in (integers of any depth to float32
 in ``[0, 1]``, or the range a model's card asks for, always ``(H, W, C)``); ``from_model`` owns
 the way back (clip, round, the requested integer depth). Everything else (datasets, engine, UI,
-benchmarks) calls these.
+benchmarks) calls these. Data of fewer bits in a 16-bit file (a 12-bit camera's 0 .. 4095) are
+first brought to the full 16-bit range by ``to_full_scale``, and back by ``from_full_scale``.
 
 ``load_image`` / ``save_image`` read and write real files: PNG (8/16-bit, palette, grey+alpha,
 RGBA), JPEG (baseline, progressive, CMYK, grey, EXIF-rotated), TIFF (8/16-bit, incl. CMYK), BMP, WebP, GIF
@@ -100,6 +101,60 @@ def from_model(image: np.ndarray, dtype=np.uint8, value_range=(0.0, 1.0)) -> np.
     return np.rint(arr * np.iinfo(dtype).max).astype(dtype)
 
 
+BIT_DEPTHS = range(9, 17)
+"""Bits a 16-bit file's samples may really use (:func:`to_full_scale`): scientific cameras and
+microscopes store 10-, 12- or 14-bit data as 0 .. 2**N - 1 in 16-bit PNG and TIFF files."""
+
+
+def to_full_scale(pixels: np.ndarray, bits: int) -> np.ndarray:
+    """Scales ``bits``-bit samples held in uint16 (0 .. 2**bits - 1) to the full 16-bit range.
+
+    ``to_model`` divides uint16 by 65535, so 12-bit data (0 .. 4095) would reach a model at
+    0 .. 0.06, far darker than anything it was trained on. Integer arithmetic, rounded to the
+    nearest (never a tie: 2**bits - 1 is odd), so :func:`from_full_scale` undoes it exactly.
+
+    Args:
+        pixels: uint16 array of any shape.
+        bits: the bits the samples use, in :data:`BIT_DEPTHS`.
+
+    Returns:
+        uint16 array, ``2**bits - 1`` mapped to 65535.
+
+    Raises:
+        BitDepthError: a sample is above ``2**bits - 1`` (the data are not ``bits``-bit; clipping
+            them would change the image without a word).
+    """
+    top = _bit_depth_max(pixels, bits)
+    found = int(pixels.max(initial=0))
+    if found > top:
+        raise BitDepthError(f"holds values up to {found}, above the {bits}-bit maximum {top}")
+    wide = pixels.astype(np.uint64)  # 65535 x 65535 overflows 32 bits
+    return ((wide * 65535 + top // 2) // top).astype(np.uint16)
+
+
+def from_full_scale(pixels: np.ndarray, bits: int) -> np.ndarray:
+    """The inverse of :func:`to_full_scale`: full-range uint16 back to ``0 .. 2**bits - 1``,
+    rounded to the nearest.
+
+    Args:
+        pixels: uint16 array of any shape.
+        bits: the bits to keep, in :data:`BIT_DEPTHS`.
+
+    Returns:
+        uint16 array, 65535 mapped to ``2**bits - 1``.
+    """
+    top = _bit_depth_max(pixels, bits)
+    return ((pixels.astype(np.uint64) * top + 32767) // 65535).astype(np.uint16)
+
+
+def _bit_depth_max(pixels: np.ndarray, bits: int) -> int:
+    if bits not in BIT_DEPTHS:
+        raise ValueError(f"bit depth must be {BIT_DEPTHS.start} to {BIT_DEPTHS.stop - 1}, got {bits}")
+    if pixels.dtype != np.uint16:
+        raise ValueError(f"{bits}-bit samples are held in uint16, got {pixels.dtype}")
+    return 2**bits - 1
+
+
 def _check_range(value_range) -> tuple[float, float]:
     low, high = (float(v) for v in value_range)
     if not high > low:
@@ -182,6 +237,13 @@ class UnsupportedImageError(ImageReadError):
     """A real image in a mode we do not denoise (32-bit float, multi-sample scientific data)."""
 
     reason = "unsupported"
+
+
+class BitDepthError(ValueError):
+    """Samples above the bit depth they were said to have (a 16-bit file given as 12-bit data
+    holding values above 4095): :func:`to_full_scale` refuses rather than clips them."""
+
+    reason = "above_bit_depth"
 
 
 class ImageWriteError(OSError):
@@ -618,7 +680,8 @@ _SUFFIX_FORMATS = {
     ".bmp": "BMP", ".webp": "WEBP", ".gif": "GIF", ".ppm": "PPM", ".pgm": "PPM", ".pbm": "PPM", ".pnm": "PPM",
 }
 _NO_ALPHA = {"JPEG", "PPM", "BMP"}
-_SIXTEEN_BIT = {"PNG", "TIFF", "PPM"}
+SIXTEEN_BIT_FORMATS = frozenset({"PNG", "TIFF", "PPM"})
+"""Formats that hold 16-bit samples; ``save_image`` writes 16-bit pixels to the others as 8-bit."""
 
 
 def format_for(path, default: str | None = None) -> str:
@@ -724,7 +787,7 @@ def encode_image(image: ImageFile, format: str, quality: int = 95) -> bytes:
     if pixels.ndim != 3 or pixels.shape[-1] not in (1, 3) or pixels.dtype not in (np.uint8, np.uint16):
         raise ImageWriteError(
             f"pixels must be (H, W, 1 or 3) uint8/uint16, got {pixels.shape} {pixels.dtype}")
-    if pixels.dtype == np.uint16 and fmt not in _SIXTEEN_BIT:
+    if pixels.dtype == np.uint16 and fmt not in SIXTEEN_BIT_FORMATS:
         pixels = from_model(to_model(pixels), np.uint8)  # the format holds 8 bits; round, not truncate
     if alpha is not None and alpha.dtype != pixels.dtype:
         alpha = from_model(to_model(alpha), pixels.dtype)[..., 0]

@@ -27,7 +27,7 @@ from app.batch import BatchConfig, main, run
 from app.engine import as_denoiser, denoise
 from data.images import load_image, to_model
 from models.registry import native_bfloat16
-from tests.corpus import camera_exif
+from tests.corpus import camera_exif, clean_mosaic
 
 MODEL = "fashion-mnist"
 
@@ -654,7 +654,8 @@ def test_a_run_records_its_settings_and_the_manifest_too(tmp_path):
     assert _settings(tmp_path / "out") == {
         "app_version": pyproject["project"]["version"], "model": MODEL, "model_path": str(model.resolve()),
         "model_sha256": sha, "strength": 0.75, "colour": "per_channel", "ensemble": 1,
-        "precision": summary.precision, "format": "PNG", "tile": batch.DEFAULT_TILE, "unfinished": False}
+        "precision": summary.precision, "format": "PNG", "tile": batch.DEFAULT_TILE, "bit_depth": None,
+        "unfinished": False}
     row = json.loads((tmp_path / "m.json").read_text())[0]
     assert (row["status"], row["model_sha256"], row["strength"], row["ensemble"], row["precision"]) == (
         "done", sha, 0.75, 1, summary.precision)
@@ -672,6 +673,25 @@ def test_a_rerun_with_other_settings_is_refused_and_writes_nothing(tmp_path, cap
                 == captured.err), captured.err
         assert not captured.out
     assert snapshot(out_dir) == before and not (tmp_path / "m.csv").exists()
+
+
+def test_a_rerun_with_another_bit_depth_is_refused(tmp_path, capsys):
+    in_dir, out_dir = _two_images(tmp_path)
+    before = snapshot(out_dir)
+    args = [str(in_dir), str(out_dir), "--model", MODEL, "--no-progress"]
+    for extra in (["--bit-depth", "12"], ["--bit-depth", "12", "--dry-run"]):
+        assert main([*args, *extra]) == 2
+        assert (f"error: OUT_DIR {out_dir} holds outputs made with other settings (bit_depth (each input's "
+                "own) -> 12): pass --overwrite" in capsys.readouterr().err)
+    assert snapshot(out_dir) == before
+    assert run(BatchConfig(in_dir, out_dir, MODEL, bit_depth=12, overwrite=True, progress=False)).count(
+        "done") == 2
+    assert _settings(out_dir)["bit_depth"] == 12
+    after = snapshot(out_dir)
+    for extra, change in ((["--bit-depth", "14"], "12 -> 14"), ([], "12 -> (each input's own)")):
+        assert main([*args, *extra]) == 2
+        assert f"(bit_depth {change})" in capsys.readouterr().err
+    assert snapshot(out_dir) == after
 
 
 def test_overwrite_redoes_every_file_with_new_settings_and_records_them(tmp_path, capsys):
@@ -722,3 +742,85 @@ def test_an_out_dir_made_by_older_code_still_resumes(tmp_path, capsys):
     assert "denoised 0 file(s)" in out and "skipped 2" in out
     assert {k: v for k, v in snapshot(out_dir).items() if k != SETTINGS} == before
     assert _settings(out_dir)["strength"] == 0.5  # recorded from now on
+
+
+# ------------------------------------------------------- --bit-depth: N-bit data in 16-bit files
+
+
+def _psnr_12_bit(estimate: np.ndarray, clean: np.ndarray) -> float:
+    """PSNR on the 12-bit scale (data range 4095)."""
+    error = estimate.astype(np.float64).reshape(clean.shape) - clean
+    return float(10 * np.log10(4095.0**2 / np.mean(error**2)))
+
+
+def test_twelve_bit_data_in_sixteen_bit_files_are_denoised_with_bit_depth_12(tmp_path):
+    # A 12-bit camera's image (0..4095 in a 16-bit PNG): without --bit-depth it reaches the
+    # model at 1/16 of its brightness, with noise 16 times weaker than the model knows.
+    for folder in ("in", "ref"):
+        (tmp_path / folder).mkdir()
+    clean = np.rint(np.concatenate([clean_mosaic(0), clean_mosaic(1)]) * (4095 / 255)).astype(np.uint16)
+    noise = np.random.default_rng(12).normal(0, 0.1 * 4095, clean.shape)
+    noisy = np.clip(np.rint(clean + noise), 0, 4095).astype(np.uint16)
+    Image.fromarray(noisy).save(tmp_path / "in" / "camera.png")
+    Image.fromarray(clean).save(tmp_path / "ref" / "camera.png")
+    Image.fromarray(clean_mosaic(2)).save(tmp_path / "in" / "eight.png")  # 8-bit: as usual
+    outputs, rows = {}, {}
+    for bits in (None, 12):
+        out = tmp_path / f"out{bits}"
+        summary = run(BatchConfig(tmp_path / "in", out, MODEL, bit_depth=bits, reference=tmp_path / "ref",
+                                  manifest=tmp_path / f"m{bits}.json", progress=False))
+        assert summary.count("done") == 2, summary.rows
+        outputs[bits] = {name: load_image(out / name).pixels for name in ("camera.png", "eight.png")}
+        rows[bits] = {row["input"]: row for row in json.loads((tmp_path / f"m{bits}.json").read_text())}
+    written = outputs[12]["camera.png"]
+    assert written.dtype == np.uint16 and written.max() <= 4095
+    # Measured: noisy 21.7 dB; without --bit-depth 19.0 dB (worse than the input), with it 26.7 dB.
+    noisy_psnr, plain, twelve = (_psnr_12_bit(x, clean)
+                                 for x in (noisy, outputs[None]["camera.png"], written))
+    assert twelve > noisy_psnr + 3.0 and twelve > plain + 4.0, (noisy_psnr, plain, twelve)
+    # The manifest scores the reference on the same 12-bit scale.
+    row = rows[12]["camera.png"]
+    assert row["bit_depth"] == 12 and rows[None]["camera.png"]["bit_depth"] == 16
+    assert abs(row["psnr_input"] - noisy_psnr) < 0.01 and abs(row["psnr_output"] - twelve) < 0.01, row
+    np.testing.assert_array_equal(outputs[12]["eight.png"], outputs[None]["eight.png"])
+    assert rows[12]["eight.png"]["bit_depth"] == 8
+
+
+def test_values_above_the_bit_depth_fail_that_file_and_the_others_are_done(tmp_path, capsys):
+    for folder in ("in", "ref"):
+        (tmp_path / folder).mkdir()
+    ramp = np.arange(64, dtype=np.uint16).reshape(8, 8) * 64  # 0..4032: 12-bit
+    Image.fromarray(ramp).save(tmp_path / "in" / "fits.png")
+    Image.fromarray(ramp + 968).save(tmp_path / "in" / "over.png")  # up to 5000
+    Image.fromarray(ramp + 968).save(tmp_path / "ref" / "fits.png")  # costs the scores only
+    Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / "in" / "eight.png")
+    args = [str(tmp_path / "in"), str(tmp_path / "out"), "--model", MODEL, "--no-progress",
+            "--bit-depth", "12", "--reference", str(tmp_path / "ref"), "--manifest", str(tmp_path / "m.json")]
+    assert main(args) == 1
+    assert ("  FAILED over.png: above_bit_depth: over.png: holds values up to 5000, above the 12-bit maximum "
+            "4095 (--bit-depth 12); not denoised\n") in capsys.readouterr().out
+    rows = {row["input"]: row for row in json.loads((tmp_path / "m.json").read_text())}
+    assert (rows["over.png"]["status"], rows["over.png"]["reason"]) == ("failed", "above_bit_depth")
+    assert not (tmp_path / "out" / "over.png").exists()
+    assert rows["fits.png"]["status"] == rows["eight.png"]["status"] == "done"
+    assert rows["fits.png"]["detail"] == (f"reference unusable: {tmp_path / 'ref' / 'fits.png'}: holds "
+                                          "values up to 5000, above the 12-bit maximum 4095 (--bit-depth 12)")
+    assert rows["fits.png"]["psnr_output"] == ""
+    assert load_image(tmp_path / "out" / "fits.png").pixels.max() <= 4095
+    with pytest.raises(SystemExit):
+        main([*args[:-2], "--bit-depth", "8"])
+    err = capsys.readouterr().err
+    assert "--bit-depth must be 9 to 16 (the bits a 16-bit file's samples use), got 8" in err, err
+
+
+def test_with_strength_0_bit_depth_data_come_back_unchanged_or_at_full_range_in_8_bits(tmp_path):
+    (tmp_path / "in").mkdir()
+    ramp = np.linspace(0, 1023, 16 * 16).round().astype(np.uint16).reshape(16, 16)  # 10-bit
+    Image.fromarray(ramp).save(tmp_path / "in" / "ramp.png")
+    for fmt in (None, "bmp"):  # BMP holds 8 bits: the full range, not 0..1023 / 257
+        out = tmp_path / f"out-{fmt}"
+        assert run(BatchConfig(tmp_path / "in", out, MODEL, strength=0.0, bit_depth=10, format=fmt,
+                               progress=False)).count("done") == 1
+        written = load_image(next(out.glob("ramp.*"))).pixels[..., 0]
+        expected = ramp if fmt is None else np.rint(ramp * (255 / 1023)).astype(np.uint8)
+        np.testing.assert_array_equal(written, expected)

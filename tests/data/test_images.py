@@ -14,6 +14,8 @@ from PIL import Image, ImageOps
 
 from data import images
 from data.images import (
+    BIT_DEPTHS,
+    BitDepthError,
     EmptyImageError,
     ImageDimensionsError,
     ImageFile,
@@ -23,10 +25,12 @@ from data.images import (
     NotAnImageError,
     TruncatedImageError,
     UnsupportedImageError,
+    from_full_scale,
     from_model,
     load_image,
     read_image,
     save_image,
+    to_full_scale,
     to_model,
 )
 from tests.corpus import camera_exif, png_header_only, srgb_profile
@@ -43,6 +47,31 @@ def test_to_model_and_from_model_map_the_card_range():
     np.testing.assert_array_equal(from_model(x, np.uint8, value_range=(-1.0, 1.0))[..., 0], pixels)
     with pytest.raises(ValueError, match="high > low"):
         to_model(pixels, value_range=(1.0, 1.0))
+
+
+@pytest.mark.parametrize("bits", list(BIT_DEPTHS))
+def test_full_scale_maps_n_bit_data_to_sixteen_bits_and_back_exactly(bits):
+    top = 2**bits - 1
+    values = np.arange(top + 1, dtype=np.uint16)
+    full = to_full_scale(values, bits)
+    np.testing.assert_array_equal(full, np.rint(values * (65535 / top)))  # nearest, never a tie
+    assert (full[0], full[-1]) == (0, 65535) and np.all(np.diff(full.astype(np.int64)) > 0)
+    np.testing.assert_array_equal(from_full_scale(full, bits), values)
+    every = np.arange(65536, dtype=np.uint16)  # any denoised value comes back to the nearest level
+    np.testing.assert_array_equal(from_full_scale(every, bits), np.rint(every * (top / 65535)))
+
+
+def test_full_scale_refuses_values_above_the_bit_depth_and_bad_depths():
+    over = np.array([[0, 4095], [4096, 5000]], dtype=np.uint16)
+    with pytest.raises(BitDepthError,
+                       match=r"^holds values up to 5000, above the 12-bit maximum 4095$") as err:
+        to_full_scale(over, 12)
+    assert err.value.reason == "above_bit_depth"
+    for bits in (8, 17):
+        with pytest.raises(ValueError, match=f"bit depth must be 9 to 16, got {bits}"):
+            to_full_scale(over, bits)
+    with pytest.raises(ValueError, match="12-bit samples are held in uint16, got uint8"):
+        from_full_scale(np.zeros(3, np.uint8), 12)
 
 
 def test_every_corpus_format_loads_with_its_mode_depth_and_alpha(corpus):
