@@ -193,13 +193,41 @@ def test_native_bfloat16_reads_the_gpus_then_the_cpu_flags(tmp_path, monkeypatch
         registry.native_bfloat16.cache_clear()
 
 
-def test_gpu_compute_capabilities_parse_or_count_as_none():
+def test_gpu_compute_capabilities_parse_or_count_as_none(monkeypatch):
+    import tensorflow as tf
+
     from models.registry import _capability, gpu_devices
 
     assert _capability("8.6") == (8, 6) and _capability("12.0") == (12, 0)
     assert _capability("gfx90a") == _capability("") == _capability(None) == (0, 0)
-    for name, (major, minor) in gpu_devices():  # none on a CPU-only machine
-        assert name and isinstance(major, int) and isinstance(minor, int)
+    # What TensorFlow reports of a CUDA GPU and of a ROCm one (a gfx name, no capability), here
+    # on any machine.
+    cuda, rocm = (tf.config.PhysicalDevice(f"/physical_device:GPU:{i}", "GPU") for i in (0, 1))
+    details = {cuda: {"device_name": "NVIDIA H100 80GB HBM3", "compute_capability": (9, 0)},
+               rocm: {"device_name": "AMD Instinct MI210"}}
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [cuda, rocm])
+    monkeypatch.setattr(tf.config.experimental, "get_device_details", details.__getitem__)
+    assert gpu_devices() == [("NVIDIA H100 80GB HBM3", (9, 0)), ("AMD Instinct MI210", (0, 0))]
+
+
+def _tensorflow_gpus():
+    import tensorflow as tf
+
+    return tf.config.list_physical_devices("GPU")
+
+
+@pytest.mark.skipif(not _tensorflow_gpus(), reason="no GPU")
+def test_a_real_gpu_reports_its_name_and_capability():
+    import tensorflow as tf
+
+    from models.registry import gpu_devices
+
+    found = gpu_devices()
+    assert len(found) == len(_tensorflow_gpus()), found
+    for name, (major, minor) in found:
+        assert name and not name.startswith("/physical_device"), found  # the model, not TF's id
+        if tf.test.is_built_with_cuda():  # a ROCm build reports a gfx name: (0, 0)
+            assert major >= 3 and minor >= 0, found  # no CUDA GPU TensorFlow runs on is older
 
 
 def _trained_like(model, seed=0):

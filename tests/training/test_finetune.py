@@ -113,28 +113,47 @@ def _encoder_weights(path):
     return [np.asarray(w) for w in code_encoder(load_model(path)).get_weights()]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("mode", ["linear", "finetune", "scratch"])
-def test_modes_freeze_or_train_the_encoder(tmp_path, tiny, mode):
-    config = FinetuneConfig(model=tiny["model"], data_dir=tiny["data_dir"], mode=mode,
-                            labels_per_class="10", robustness=False, out=str(tmp_path), **{
-                                k: v for k, v in TINY.items() if k != "dataset"})
-    splits = load_splits(config)
-    metrics = train_seed(config, splits, seed=0, run_dir=tmp_path, jit=False)
-    assert metrics["labelled_images"] == 40  # 4 classes present x 10
-    trained = keras.saving.load_model(tmp_path / "seeds" / "seed-0" / "model.keras", safe_mode=True)
-    pretrained = _encoder_weights(tiny["model"])
-    after = [np.asarray(w) for w in trained.encoder.get_weights()]
-    same = [np.array_equal(a, b) for a, b in zip(after, pretrained, strict=True)]
-    if mode == "linear":
-        assert all(same)  # frozen: bit-identical after training
-    else:
-        assert not any(same)  # fine-tuned (or random) kernels and biases all moved
-    # The head learned something in every mode, and the DAE file is untouched.
-    head = trained.get_layer("predictions").get_weights()[0]
-    assert np.abs(head).sum() > 0
-    assert all(np.array_equal(a, b) for a, b in
-               zip(_encoder_weights(tiny["model"]), pretrained, strict=True))
+def _weights(model):
+    return {"encoder": [np.array(w) for w in model.encoder.get_weights()],
+            "head": [np.array(w) for w in model.get_layer("predictions").get_weights()]}
+
+
+def _record_fits(monkeypatch) -> list:
+    """Wraps ``training.finetune._fit``: each phase trained becomes ``(seed, phase, weights
+    before, weights after)``, the weights being the encoder's and the head's."""
+    import training.finetune as finetune
+
+    real_fit, fits = finetune._fit, []
+
+    def fit(model, *args, **kwargs):
+        before = _weights(model)
+        history = real_fit(model, *args, **kwargs)
+        fits.append((kwargs["seed"], args[3], before, _weights(model)))
+        return history
+
+    monkeypatch.setattr(finetune, "_fit", fit)
+    return fits
+
+
+def _unchanged(before, after) -> list[bool]:
+    """Per weight array: bit-identical."""
+    return [np.array_equal(a, b) for a, b in zip(before, after, strict=True)]
+
+
+def _check_modes_freeze_or_train_the_encoder(fits, mode, pretrained, seed_model):
+    """The encoder frozen (linear, finetune's head phase) or trained (scratch, finetune's second
+    phase) as ``mode`` asks; the head trained in every phase; ``seed_model``'s encoder the
+    pretrained DAE's, bit for bit, when frozen throughout, else none of its weights."""
+    for _, phase, before, after in fits:
+        if phase in ("linear", "head"):
+            assert all(_unchanged(before["encoder"], after["encoder"])), phase  # bit-identical
+            assert all(_unchanged(before["encoder"], pretrained)), phase
+        else:  # fine-tuned (or random) kernels and biases all moved
+            assert not any(_unchanged(before["encoder"], after["encoder"])), phase
+        assert not any(_unchanged(before["head"], after["head"])), phase  # the head learned
+    saved = keras.saving.load_model(seed_model, safe_mode=True).encoder.get_weights()
+    same = _unchanged([np.asarray(w) for w in saved], pretrained)
+    assert all(same) if mode == "linear" else not any(same), mode
 
 
 @pytest.mark.slow
@@ -237,12 +256,21 @@ def test_a_seed_killed_after_its_last_phase_is_scored_without_training_it_again(
 
 
 @pytest.mark.slow
-def test_run_folder_layout_and_resume(tmp_path, tiny):
+def test_run_folder_layout_and_resume(tmp_path, tiny, monkeypatch):
     config = FinetuneConfig(model=tiny["model"], data_dir=tiny["data_dir"], mode="finetune",
                             labels_per_class="20", out=str(tmp_path / "run"),
                             **{**TINY, "seeds": 2})
+    pretrained = _encoder_weights(tiny["model"])
+    fits = _record_fits(monkeypatch)
     metrics = run(config)
     run_dir = tmp_path / "run"
+    # Each seed trains the head on the frozen encoder, then everything.
+    assert [fit[:2] for fit in fits] == [(0, "head"), (0, "all"), (1, "head"), (1, "all")]
+    for seed in (0, 1):
+        _check_modes_freeze_or_train_the_encoder([f for f in fits if f[0] == seed], "finetune", pretrained,
+                                                 run_dir / "seeds" / f"seed-{seed}" / "model.keras")
+    assert metrics["labelled_images"] == 80  # 4 classes present x 20
+    assert all(_unchanged(_encoder_weights(tiny["model"]), pretrained))  # the DAE file is untouched
     for name in ("config.json", "model.keras", "metrics.json", "history.csv", "confusion.png"):
         assert (run_dir / name).is_file(), name
     assert (run_dir / "logs").is_dir()
@@ -274,17 +302,27 @@ def test_run_folder_layout_and_resume(tmp_path, tiny):
     stamp = (run_dir / "seeds" / "seed-0" / "model.keras").stat().st_mtime_ns
     assert run(config)["test_accuracy"] == metrics["test_accuracy"]
     assert (run_dir / "seeds" / "seed-0" / "model.keras").stat().st_mtime_ns == stamp
+    assert len(fits) == 4
     # Another config in the same folder is refused rather than mixed in.
     with pytest.raises(ValueError, match="holds a run with a different config"):
         run(FinetuneConfig(**{**config.__dict__, "mode": "linear"}))
 
 
 @pytest.mark.slow
-def test_grid_writes_table_and_plot_and_skips_finished_cells(tmp_path, tiny):
+def test_grid_writes_table_and_plot_and_skips_finished_cells(tmp_path, tiny, monkeypatch):
     base = FinetuneConfig(model=tiny["model"], data_dir=tiny["data_dir"], **TINY)
     grid = GridConfig(labels=("5",), modes=("scratch", "linear"), out=str(tmp_path / "grid"))
+    pretrained = _encoder_weights(tiny["model"])
+    fits = _record_fits(monkeypatch)
     results = run_grid(grid, base)
     assert set(results) == {("5", "scratch"), ("5", "linear")}
+    assert [phase for _, phase, _, _ in fits] == ["scratch", "linear"]
+    for mode in ("scratch", "linear"):
+        assert results[("5", mode)]["labelled_images"] == 20  # 4 classes present x 5
+        _check_modes_freeze_or_train_the_encoder(
+            [f for f in fits if f[1] == mode], mode, pretrained,
+            tmp_path / "grid" / f"{mode}-k5" / "seeds" / "seed-0" / "model.keras")
+    assert all(_unchanged(_encoder_weights(tiny["model"]), pretrained))  # the DAE file is untouched
     report = (tmp_path / "grid" / "results.md").read_text()
     row = next(line for line in report.splitlines() if line.startswith("| 5 |"))
     scratch, linear = (results[("5", m)]["test_accuracy"] for m in ("scratch", "linear"))
@@ -294,6 +332,7 @@ def test_grid_writes_table_and_plot_and_skips_finished_cells(tmp_path, tiny):
     assert (tmp_path / "grid" / "robustness.png").stat().st_size > 10_000
     stamp = (tmp_path / "grid" / "linear-k5" / "metrics.json").stat().st_mtime_ns
     assert run_grid(grid, base) == results
+    assert len(fits) == 2  # finished cells are not trained again
     assert (tmp_path / "grid" / "linear-k5" / "metrics.json").stat().st_mtime_ns == stamp
 
 

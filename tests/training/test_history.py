@@ -18,23 +18,49 @@ def test_read_history_skips_empty_cells(tmp_path):
     assert read_history(path) == {"loss": [0.9, 0.8], "val_loss": [0.7]}
 
 
-def test_time_budget_ends_fit_before_the_next_epoch_would_overrun():
-    import time
+def _fit_with_scripted_epoch_times(monkeypatch, durations, timer, epochs=None):
+    """Fits a tiny model with ``timer`` under a fake clock on which epoch ``i`` lasts
+    ``durations[i]`` seconds. Returns the epochs run."""
+    import types
 
     import keras
     import numpy as np
 
-    from training.history import epoch_timer
+    import training.history
 
+    clock = [1000.0]
+    monkeypatch.setattr(training.history, "time", types.SimpleNamespace(time=lambda: clock[0]))
+    # Listed before the timer: the epoch's time has passed when the timer reads the clock.
+    elapse = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: clock.__setitem__(0, clock[0] + durations[epoch]))
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")
-    slow = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: time.sleep(0.3))
     x = np.zeros((8, 2), np.float32)
-    # 1 s of budget, epochs of at least 0.3 s: at most 3 run, since a 4th would end past 1.2 s.
-    history = model.fit(x, x[:, :1], epochs=50, verbose=0, callbacks=[slow, epoch_timer(1 / 60)])
-    assert 1 <= len(history.epoch) <= 3
-    unlimited = model.fit(x, x[:, :1], epochs=4, verbose=0, callbacks=[slow, epoch_timer(10)])
-    assert len(unlimited.epoch) == 4
+    history = model.fit(x, x[:, :1], epochs=epochs or len(durations), verbose=0,
+                        callbacks=[elapse, timer])
+    return history.epoch, history.history["epoch_seconds"]
+
+
+def test_time_budget_ends_fit_before_the_next_epoch_would_overrun(monkeypatch, capsys):
+    from training.history import epoch_timer
+
+    # A 60 s budget. The first epoch (which also compiles) takes 25 s, the others 5 s: the next
+    # epoch is judged by the longest since the first, so the run goes on while elapsed + 5 s fits.
+    timer = epoch_timer(1)
+    epochs, seconds = _fit_with_scripted_epoch_times(monkeypatch, [25.0] + [5.0] * 19, timer)
+    # After 8 epochs 60 s are spent and a 9th would end at 65 s. (Were the first epoch's 25 s
+    # taken for the next one's, it would stop after 4.)
+    assert epochs == list(range(8)) and seconds == [25.0] + [5.0] * 7
+    assert timer.stopped_early
+    assert "time limit: stopping after epoch 8, 1.0 of 1 min" in capsys.readouterr().out
+    # Alone, the first epoch is the measure: 40 s + 40 s more would overrun the minute.
+    epochs, _ = _fit_with_scripted_epoch_times(monkeypatch, [40.0] * 5, epoch_timer(1))
+    assert epochs == [0]
+    # Without a limit, or when the budget runs out in the last epoch anyway, every epoch runs and
+    # the run is not taken for one stopped at its limit (which keeps its backup to go on).
+    for timer in (epoch_timer(0), epoch_timer(1)):
+        epochs, _ = _fit_with_scripted_epoch_times(monkeypatch, [25.0, 5.0, 40.0], timer)
+        assert epochs == [0, 1, 2] and not timer.stopped_early
 
 
 def _fit_with_scripted_scores(tmp_path, scores, weights_seen, stop_after=None):

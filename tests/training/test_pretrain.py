@@ -1,5 +1,6 @@
-"""Real pretraining runs on real Fashion-MNIST subsets, in subprocesses where TF must start fresh,
-and the CLI's answer to a missing dataset."""
+"""Real pretraining runs on real Fashion-MNIST subsets, and the CLI's refusals: in this process
+(``main``, whose return value is the exit status), except where the test is about the process
+itself (killed, on another backend, its devices or cluster set before TensorFlow starts)."""
 
 import csv
 import json
@@ -29,7 +30,34 @@ def real_run(test):
     return pytest.mark.slow(_NEEDS_FASHION_MNIST(test))
 
 
+@pytest.fixture(autouse=True)
+def _restores_global_state():
+    """A run in this process sets Keras's dtype policy and seeds every random generator: put
+    back what the tests after it would otherwise inherit."""
+    import random
+
+    import keras
+
+    policy, numpy_state, python_state = keras.config.dtype_policy(), np.random.get_state(), random.getstate()
+    yield
+    keras.config.set_dtype_policy(policy)
+    np.random.set_state(numpy_state)
+    random.setstate(python_state)
+
+
+def run_main(args) -> int:
+    """``python -m training.pretrain ARGS``'s exit status, run in this process (argparse's
+    refusals exit 2 by ``SystemExit``, the run's own by ``main``'s return value)."""
+    from training.pretrain import main
+
+    try:
+        return main(args)
+    except SystemExit as exited:
+        return exited.code
+
+
 def pretrain(args, env=None, **kwargs):
+    """``python -m training.pretrain ARGS`` in a fresh process, stdout and stderr together."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "training.pretrain", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
@@ -49,26 +77,10 @@ def epochs_logged(run):
 
 
 @real_run
-def test_short_real_run_learns_to_denoise(tmp_path):
-    run = tmp_path / "run"
-    out = finish(pretrain(["--limit", "6000", "--epochs", "3", *SMALL, "--out", str(run)]))
-    assert "denoised" in out
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["val_loss"][-1] < metrics["val_loss"][0]
-    gains = {k: v["denoised_psnr"] - v["noisy_psnr"] for k, v in metrics["psnr"].items()}
-    assert len(gains) == 8 and min(gains.values()) > 0.3, gains
-    assert np.mean(list(gains.values())) > 3.0, gains
-    for name in ("config.json", "model.keras", "samples.png", "history.csv"):
-        assert (run / name).is_file(), name
-    assert any((run / "logs").rglob("events.out.tfevents.*"))
-    assert not (run / "backup").exists()  # removed once training completed
-
-
-@real_run
 def test_per_image_variance_trains_on_the_mean_log_error_and_denoises(tmp_path):
     run = tmp_path / "run"
-    finish(pretrain(["--limit", "3000", "--epochs", "2", "--variance", "per_image", *SMALL,
-                     "--out", str(run)]))
+    assert run_main(["--limit", "3000", "--epochs", "2", "--variance", "per_image", *SMALL,
+                     "--out", str(run)]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     # ½ log of a per-image squared error well under 1: negative, and falling.
     assert metrics["val_loss"][-1] < metrics["val_loss"][0] < 0
@@ -77,19 +89,20 @@ def test_per_image_variance_trains_on_the_mean_log_error_and_denoises(tmp_path):
     assert json.loads((run / "config.json").read_text())["variance"] == "per_image"
 
 
-def test_per_image_variance_with_a_bernoulli_decoder_is_refused(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "training.pretrain", "--variance", "per_image",
-                           "--distribution", "bernoulli", "--out", str(tmp_path / "run")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "--variance per_image needs the gaussian decoder (got --distribution bernoulli)" in done.stderr
+def test_per_image_variance_with_a_bernoulli_decoder_is_refused(tmp_path, capsys):
+    assert run_main(["--variance", "per_image", "--distribution", "bernoulli",
+                     "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "--variance per_image needs the gaussian decoder (got --distribution bernoulli)" in err
     assert not (tmp_path / "run").exists()
 
 
-@real_run
-def test_killed_run_resumes_where_it_stopped(tmp_path):
+@real_run  # in a subprocess, to be killed
+def test_killed_run_resumes_where_it_stopped_and_learns_to_denoise(tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["--limit", "2000", "--epochs", "4", *SMALL, "--out", str(run)]
+    # 140 steps an epoch: over the 4 epochs, enough to learn to denoise every setting.
+    args = ["--limit", "4500", "--epochs", "4", *SMALL, "--out", str(run)]
     proc = pretrain(args, start_new_session=True)
     deadline = time.time() + 240
     while len(epochs_logged(run)) < 2 and time.time() < deadline and proc.poll() is None:
@@ -105,7 +118,8 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
 
     # (Keras saves the backup before CSVLogger writes the epoch: a kill between leaves it one ahead.)
     assert resumed_epoch(run / "backup") in (len(done), len(done) + 1)
-    finish(pretrain(args))
+    assert run_main(args) == 0  # the same command again (in this process: the folder is the state)
+    assert "denoised" in capsys.readouterr().out
     # The restarted run logged only the remaining epochs: every epoch once, in order.
     assert epochs_logged(run) == [0, 1, 2, 3]
     # metrics.json covers the whole run, not only the epochs after the restart.
@@ -113,60 +127,73 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     assert metrics["epochs_run"] == 4 and len(metrics["val_loss"]) == 4
     seconds = [float(row["epoch_seconds"]) for row in csv.DictReader((run / "history.csv").open())]
     assert min(seconds) > 0 and metrics["train_seconds"] == pytest.approx(sum(seconds), abs=0.1)
+    # And it learned to denoise, over the kill: every setting gains, most a lot.
+    assert metrics["val_loss"][-1] < metrics["val_loss"][0]
+    gains = {k: v["denoised_psnr"] - v["noisy_psnr"] for k, v in metrics["psnr"].items()}
+    assert len(gains) == 8 and min(gains.values()) > 0.3, gains
+    assert np.mean(list(gains.values())) > 3.0, gains
+    for name in ("config.json", "model.keras", "samples.png", "history.csv"):
+        assert (run / name).is_file(), name
+    assert any((run / "logs").rglob("events.out.tfevents.*"))
+    assert not (run / "backup").exists()  # removed once training completed
 
 
 @real_run
-def test_a_run_stopped_at_its_time_limit_goes_on_and_a_finished_one_is_refused(tmp_path):
+def test_a_run_stopped_at_its_time_limit_goes_on_and_a_finished_one_is_refused(tmp_path, capsys):
     run = tmp_path / "run"
     args = ["--limit", "256", "--epochs", "3", *SMALL, "--out", str(run)]
-    out = finish(pretrain([*args, "--time-limit", "0.001"]))  # 0.06 s: stops after the first epoch
-    assert "time limit: stopping after epoch 1" in out and epochs_logged(run) == [0]
+    assert run_main([*args, "--time-limit", "0.001"]) == 0  # 0.06 s: stops after the first epoch
+    assert "time limit: stopping after epoch 1" in capsys.readouterr().out and epochs_logged(run) == [0]
     assert (run / "metrics.json").is_file() and (run / "backup").is_dir()
-    finish(pretrain([*args, "--time-limit", "60"]))
+    assert run_main([*args, "--time-limit", "60"]) == 0
     assert epochs_logged(run) == [0, 1, 2] and not (run / "backup").exists()
     assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 3
     model = (run / "model.keras").stat().st_mtime_ns
-    again = pretrain([*args, "--time-limit", "60"])
-    out = again.communicate(timeout=120)[0]
-    assert again.returncode == 2 and "Traceback" not in out
-    assert f"{run} holds this run, finished (metrics.json); to train it further, --init-from {run}" in out
+    capsys.readouterr()
+    assert run_main([*args, "--time-limit", "60"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"{run} holds this run, finished (metrics.json); to train it further, --init-from {run}" in err
     assert (run / "model.keras").stat().st_mtime_ns == model and epochs_logged(run) == [0, 1, 2]
 
 
-@_NEEDS_FASHION_MNIST
-def test_patience_0_runs_every_epoch_where_early_stopping_would_end_the_run(tmp_path):
+@real_run
+def test_patience_0_runs_every_epoch_where_early_stopping_would_end_the_run(tmp_path, capsys):
     # A learning rate of 0 leaves the weights, and so the validation loss, as they are: no
     # epoch improves on the first.
     args = ["--limit", "256", "--epochs", "3", "--learning-rate", "0", *SMALL]
-    finish(pretrain([*args, "--patience", "1", "--out", str(tmp_path / "stops")]))
+    assert run_main([*args, "--patience", "1", "--out", str(tmp_path / "stops")]) == 0
     assert epochs_logged(tmp_path / "stops") == [0, 1]
-    finish(pretrain([*args, "--patience", "0", "--out", str(tmp_path / "all")]))
+    assert run_main([*args, "--patience", "0", "--out", str(tmp_path / "all")]) == 0
     assert epochs_logged(tmp_path / "all") == [0, 1, 2]
-    refused = pretrain([*args, "--patience", "-1", "--out", str(tmp_path / "refused")])
-    out = refused.communicate(timeout=120)[0]
-    assert refused.returncode == 2 and "--patience must be >= 0 epochs" in out, out[-2000:]
+    capsys.readouterr()
+    assert run_main([*args, "--patience", "-1", "--out", str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err
+    assert "--patience must be >= 0 epochs" in err, err[-2000:]
     assert not (tmp_path / "refused").exists()
 
 
 @_NEEDS_FASHION_MNIST
-def test_out_that_is_a_file_or_too_few_images_for_a_batch_is_refused_leaving_no_folder(tmp_path):
+def test_out_that_is_a_file_or_too_few_images_for_a_batch_is_refused_leaving_no_folder(tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("mine")
     for out, batch, says in ((afile, "32", f"--out {afile} is a file, not a folder"),
                              (tmp_path / "run", "128", "64 training images is fewer than one batch of 128")):
-        proc = pretrain(["--limit", "64", "--batch-size", batch, "--epochs", "1", "--out", str(out)])
-        text = proc.communicate(timeout=120)[0]
-        assert proc.returncode == 2 and says in text and "Traceback" not in text, text[-2000:]
+        assert run_main(["--limit", "64", "--batch-size", batch, "--epochs", "1", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err, err[-2000:]
     assert afile.read_text() == "mine" and not (tmp_path / "run").exists()
 
 
-@real_run
-def test_different_config_in_same_folder_is_refused(tmp_path):
+@_NEEDS_FASHION_MNIST
+def test_different_config_in_same_folder_is_refused(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"dataset": "mnist"}))
-    out = pretrain(["--epochs", "1", "--out", str(run)]).communicate(timeout=120)[0]
-    assert "holds a run with a different config" in out and "Traceback" not in out
+    assert run_main(["--epochs", "1", "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run with a different config" in err and "Traceback" not in err
+    assert json.loads((run / "config.json").read_text()) == {"dataset": "mnist"}  # left as it was
 
 
 def test_a_resumed_run_may_get_a_new_time_limit_but_not_a_new_model(tmp_path):
@@ -219,19 +246,17 @@ def test_two_workers_on_localhost_end_with_identical_weights(tmp_path):
     assert (run / "metrics.json").is_file() and not (run / "workers" / "worker1" / "metrics.json").exists()
 
 
-def test_missing_dataset_exits_2_with_one_message_and_no_traceback(tmp_path):
+def test_missing_dataset_exits_2_with_one_message_and_no_traceback(tmp_path, monkeypatch, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, "-m", "training.pretrain", "--dataset", "mnist",
-                           "--data-dir", str(empty), "--out", str(tmp_path / "run")],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2, done.stderr[-3000:]
-    assert "Traceback" not in done.stderr
-    assert "error: dataset 'mnist' not found. Looked in:" in done.stderr
-    assert f"  - {empty}\n" in done.stderr
-    assert "Put train-images-idx3-ubyte[.gz]" in done.stderr and "(or Keras' mnist.npz)" in done.stderr
-    assert "pass --data-dir DIR, or set DAE_MNIST_DIR=DIR" in done.stderr
+    monkeypatch.chdir(tmp_path)
+    assert run_main(["--dataset", "mnist", "--data-dir", str(empty), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "error: dataset 'mnist' not found. Looked in:" in err
+    assert f"  - {empty}\n" in err
+    assert "Put train-images-idx3-ubyte[.gz]" in err and "(or Keras' mnist.npz)" in err
+    assert "pass --data-dir DIR, or set DAE_MNIST_DIR=DIR" in err
     assert not (tmp_path / "run").exists()  # nothing half-made
 
 
@@ -269,6 +294,7 @@ def test_jax_backend_trains_without_tensorflow_and_the_model_serves_on_tensorflo
     assert np.mean(psnr(clean, np.clip(restored, 0, 1))) > np.mean(psnr(clean, noisy)) + 3.0
 
 
+@pytest.mark.slow  # a subprocess: its backend is chosen as it starts
 def test_jax_backend_refuses_tf_distribute_with_a_message(tmp_path):
     out = pretrain(["--distribute", "mirrored", "--out", str(tmp_path / "run")],
                    env=_without_tensorflow(tmp_path)).communicate(timeout=120)[0]
@@ -281,8 +307,8 @@ def test_init_from_a_bundled_model_starts_from_its_weights(tmp_path):
     common = ["--limit", "256", "--epochs", "1", "--batch-size", "32", "--eval-images", "64",
               "--learning-rate", "1e-5"]
     tuned, scratch = tmp_path / "tuned", tmp_path / "scratch"
-    finish(pretrain([*common, "--init-from", "fashion-mnist", "--out", str(tuned)]))
-    finish(pretrain([*common, "--out", str(scratch)]))
+    assert run_main([*common, "--init-from", "fashion-mnist", "--out", str(tuned)]) == 0
+    assert run_main([*common, "--out", str(scratch)]) == 0
     # Eight tiny steps cannot teach a network to denoise; the bundled model's weights can.
     psnr = {run.name: json.loads((run / "metrics.json").read_text())["psnr"]["gaussian:0.1"]["denoised_psnr"]
             for run in (tuned, scratch)}
@@ -293,9 +319,9 @@ def test_init_from_a_bundled_model_starts_from_its_weights(tmp_path):
 @real_run
 def test_init_from_a_narrower_model_widens_it_and_warms_up(tmp_path):
     run = tmp_path / "wide"
-    finish(pretrain(["--limit", "256", "--epochs", "2", "--warmup-epochs", "1", "--batch-size", "32",
+    assert run_main(["--limit", "256", "--epochs", "2", "--warmup-epochs", "1", "--batch-size", "32",
                      "--eval-images", "64", "--learning-rate", "1e-4", "--widths", "40", "64",
-                     "--bottleneck", "160", "--init-from", "fashion-mnist", "--out", str(run)]))
+                     "--bottleneck", "160", "--init-from", "fashion-mnist", "--out", str(run)]) == 0
     from models.registry import load_model
 
     wide = load_model(run)
@@ -319,41 +345,46 @@ def test_warmup_ramps_the_learning_rate_up_then_decays_it():
         PretrainConfig(epochs=2, warmup_epochs=2)
 
 
-def test_init_from_another_architecture_is_refused_before_anything_is_written(tmp_path):
+@_NEEDS_FASHION_MNIST  # the dataset loads before the model named is read
+def test_init_from_another_architecture_is_refused_before_anything_is_written(tmp_path, capsys):
     run = tmp_path / "run"
-    out = pretrain(["--limit", "256", "--widths", "8", "16", "--init-from", "fashion-mnist",
-                    "--out", str(run)]).communicate(timeout=120)[0]
-    assert "error: --init-from fashion-mnist: its architecture differs" in out
-    assert "widths [32, 64] vs [8, 16]" in out and "Traceback" not in out
+    assert run_main(["--limit", "256", "--widths", "8", "16", "--init-from", "fashion-mnist",
+                     "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "error: --init-from fashion-mnist: its architecture differs" in err
+    assert "widths [32, 64] vs [8, 16]" in err and "Traceback" not in err
     assert not run.exists()
-    out = pretrain(["--init-from", "no-such-model", "--out", str(run)]).communicate(timeout=120)[0]
-    assert "error: no model 'no-such-model'" in out and not run.exists()
+    assert run_main(["--init-from", "no-such-model", "--out", str(run)]) == 2
+    assert "error: no model 'no-such-model'" in capsys.readouterr().err and not run.exists()
 
 
-@pytest.mark.parametrize("flags,message", [
-    (["--no-skips"], "residual=True needs skips=True and a gaussian decoder (got skips=False"),
-    (["--widths", "0"], "widths must be a non-empty list of positive ints, got (0,)"),
-    (["--bottleneck", "0"], "bottleneck must be a positive int, got 0"),
-    (["--channels", "2"], "--channels must be 0 (the dataset's own), 1 or 3, got 2"),
+@pytest.mark.parametrize("flags,message,corrected", [
+    (["--no-skips"], "residual=True needs skips=True and a gaussian decoder (got skips=False",
+     ["--no-skips", "--no-residual"]),
+    (["--widths", "0"], "widths must be a non-empty list of positive ints, got (0,)", ["--widths", "1"]),
+    (["--bottleneck", "0"], "bottleneck must be a positive int, got 0", ["--bottleneck", "1"]),
+    (["--channels", "2"], "--channels must be 0 (the dataset's own), 1 or 3, got 2", ["--channels", "1"]),
     # Scored after training: refused before it, not after an hour's run.
-    (["--eval-images", "0"], "--eval-images must be >= 1, got 0"),
-    (["--learning-rate", "-0.001"], "--learning-rate must be >= 0, got -0.001"),
-    (["--limit", "-1"], "--limit must be >= 0 (0 = every training image), got -1"),
+    (["--eval-images", "0"], "--eval-images must be >= 1, got 0", ["--eval-images", "1"]),
+    (["--learning-rate", "-0.001"], "--learning-rate must be >= 0, got -0.001", ["--learning-rate", "0"]),
+    (["--limit", "-1"], "--limit must be >= 0 (0 = every training image), got -1", ["--limit", "0"]),
 ])
 def test_bad_architecture_flags_are_refused_before_the_data_loads_or_anything_is_written(
-        tmp_path, flags, message, capsys):
+        tmp_path, flags, message, corrected, capsys):
+    from training.cli import parse_config
     from training.pretrain import PretrainConfig, main
 
     photos = _random_photos(tmp_path / "photos", 4)
     run = tmp_path / "run"
+    common = ["--dataset", f"folder:{photos}", "--patch-size", "8", "--patches", "64", "--out", str(run)]
     with pytest.raises(SystemExit) as exited:
-        main(["--dataset", f"folder:{photos}", "--patch-size", "8", "--patches", "64", *flags,
-              "--out", str(run)])
+        main([*common, *flags])
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not run.exists()  # so the corrected command can use the same --out
-    assert PretrainConfig(skips=False, residual=False).skips is False  # the corrected flags pass
+    # The message's correction, at the edge of what is allowed, is accepted.
+    assert parse_config(PretrainConfig, "", [*common, *corrected]).out == str(run)
 
 
 def test_float16_training_scales_the_loss_so_the_deepest_layers_learn():
