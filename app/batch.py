@@ -116,10 +116,10 @@ SETTINGS_FILE = ".dae-batch.json"
 """In OUT_DIR: the settings its outputs were made with (:func:`batch_settings`), so that a rerun
 with other settings cannot leave a folder of outputs made two ways without a word."""
 
-COMPARED_SETTINGS = ("model_sha256", "strength", "colour", "ensemble", "precision", "format", "tile",
-                     "bit_depth")
+COMPARED_SETTINGS = ("model_sha256", "strength", "colour", "ensemble", "precision", "format", "bit_depth")
 """The settings that change an output; the model counts by its file's sha256, whichever name or
-path led to it. The model name and path and the app version are recorded, not compared."""
+path led to it. The model name and path, ``--tile`` (tiled output equals untiled within 1e-3, so
+a resume may change it, to fit memory) and the app version are recorded, not compared."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -824,3 +824,16 @@ def test_with_strength_0_bit_depth_data_come_back_unchanged_or_at_full_range_in_
         written = load_image(next(out.glob("ramp.*"))).pixels[..., 0]
         expected = ramp if fmt is None else np.rint(ramp * (255 / 1023)).astype(np.uint8)
         np.testing.assert_array_equal(written, expected)
+
+
+def test_a_resume_may_change_the_tile_alone(corpus, tmp_path, capsys):
+    root, _ = corpus
+    args = [str(root / "noisy"), str(tmp_path / "out"), "--model", MODEL, "--glob", "png/grey8.png",
+            "--no-progress"]
+    assert main([*args, "--tile", "256"]) == 0
+    capsys.readouterr()
+    # Another --tile resumes (the output is skipped, not refused); another --strength is refused.
+    assert main([*args, "--tile", "128"]) == 0
+    assert "strength" not in capsys.readouterr().err
+    assert main([*args, "--tile", "128", "--strength", "0.5"]) == 2
+    assert "strength 1.0 -> 0.5" in capsys.readouterr().err
