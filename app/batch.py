@@ -427,12 +427,14 @@ def remove_partials(out_dir: Path) -> int:
 # ---------------------------------------------------------------- settings
 
 
-def batch_settings(config: BatchConfig, precision: str | None = None) -> dict:
+def batch_settings(config: BatchConfig, precision: str | None = None, known: dict | None = None) -> dict:
     """The settings that make this run's outputs, as OUT_DIR's :data:`SETTINGS_FILE` records them.
 
     Args:
         precision: what the loaded model computes in. ``None`` (a dry run, which loads no
             model): ``--precision`` if given, else left out, as ``auto`` depends on the machine.
+        known: this run's settings made before the model loaded, whose model path and sha256
+            are taken rather than read again.
 
     Raises:
         BatchError: no model under ``--model``, or its file cannot be read.
@@ -440,8 +442,11 @@ def batch_settings(config: BatchConfig, precision: str | None = None) -> dict:
     from models.registry import ModelNotFoundError, model_sha256, resolve_model_path
 
     try:
-        path = resolve_model_path(config.model).resolve()
-        digest = model_sha256(path)
+        if known:
+            path, digest = Path(known["model_path"]), known["model_sha256"]
+        else:
+            path = resolve_model_path(config.model).resolve()
+            digest = model_sha256(path)
     except (ModelNotFoundError, OSError) as err:
         raise BatchError(f"--model {config.model}: {err}") from err
     settings = {"app_version": app_version(), "model": config.model, "model_path": str(path),
@@ -544,7 +549,8 @@ def run(config: BatchConfig, out=None) -> Summary:
             check_ensemble(config.ensemble, max_ensemble(card), config.model)
         except ValueError as err:
             raise BatchError(f"--ensemble {config.ensemble}: {err}") from err
-        check_tile(config, int(card.get("stride") or 1))
+        # A bundled model's card names its stride; a run folder's gives its widths (stride 2**depth).
+        check_tile(config, int(card.get("stride") or 2 ** len(card.get("config", {}).get("widths", ()))))
         items = _plan(config, in_dir, out_dir, record, settings, out)
         for it in items:
             action = it.row["status"] or "denoise"
@@ -560,11 +566,13 @@ def run(config: BatchConfig, out=None) -> Summary:
     except ValueError as err:
         raise BatchError(f"--ensemble {config.ensemble}: {err}") from err
     check_tile(config, denoiser.stride)
-    settings = batch_settings(config, denoiser.precision)
+    settings = batch_settings(config, denoiser.precision, known=settings)
     check_settings(config, record, settings)
     items = _plan(config, in_dir, out_dir, record, settings, out)
     todo = [it for it in items if not it.row["status"]]
     unfinished = config.overwrite and _other_outputs(record, settings, items)
+    # Outputs older code made with settings unknown: no record claims them until --overwrite.
+    legacy = record is None and not config.overwrite and any(it.target.exists() for it in items)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -583,7 +591,7 @@ def run(config: BatchConfig, out=None) -> Summary:
             raise BatchError(f"--manifest {config.manifest} cannot be written: "
                              f"{err.strerror or err}") from err
     try:
-        if record != settings | {"unfinished": unfinished}:  # a plain resume rewrites nothing
+        if not legacy and record != settings | {"unfinished": unfinished}:  # a resume rewrites nothing
             write_settings(out_dir, settings, unfinished)
     except OSError as err:
         raise BatchError(f"OUT_DIR {config.out_dir}: {SETTINGS_FILE} cannot be written: "
@@ -603,7 +611,8 @@ def run(config: BatchConfig, out=None) -> Summary:
                 write_manifest(config.manifest, summary.rows)
             except OSError as err:  # a full disk at the end costs the manifest, not the report
                 summary.manifest_error = f"{config.manifest}: {err.strerror or err}"
-    if unfinished and not summary.interrupted and config.glob is None:
+    # Finished only when every file was redone: a failed one keeps its output of earlier settings.
+    if unfinished and not summary.interrupted and config.glob is None and not summary.count("failed"):
         try:
             write_settings(out_dir, settings, unfinished=False)
         except OSError as err:  # a later rerun without --overwrite is refused: said here
@@ -627,8 +636,8 @@ def _plan(config: BatchConfig, in_dir: Path, out_dir: Path, record: dict | None,
     items = plan(config, in_dir, out_dir, settings, by_mtime=record is not None)
     if record is None and any(it.row["reason"] == "output_exists" for it in items):
         print(printable(f"note: OUT_DIR {config.out_dir} has outputs but no {SETTINGS_FILE} (older "
-                        "code made them): they are kept whatever settings made them; --overwrite "
-                        "redoes them"), file=out)
+                        "code made them): they are kept whatever settings made them, and no "
+                        "settings are recorded until --overwrite redoes them"), file=out)
     return items
 
 

@@ -178,6 +178,10 @@ def as_denoiser(model, card: dict | None = None, precision: str | None = None,
     """
     if isinstance(model, Denoiser):
         den = model
+        if precision is not None:
+            from models.registry import check_precision
+
+            check_precision(precision)
         if precision not in (None, "auto", den.precision):
             raise ValueError(f"model {den.name} was loaded to compute in {den.precision}, not "
                              f"{precision}: load it again with that precision")

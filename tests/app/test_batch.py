@@ -361,10 +361,10 @@ def test_an_out_dir_or_manifest_that_cannot_be_written_is_refused_before_any_fil
     captured = capsys.readouterr()
     assert says in captured.err and captured.err.count("\n") == 1, captured.err
     assert "denoised" not in captured.out
-    out = tmp_path / "out"
-    if "/proc" in says:
-        assert not out.exists() or not any(out.iterdir())
-    else:
+    out = tmp_path / out_dir
+    if manifest and manifest.startswith("/proc"):  # refused once OUT_DIR was made: it stays empty
+        assert out.is_dir() and not any(out.iterdir())
+    elif not Path(out_dir).is_absolute():  # (/proc/self: nothing can be written there)
         assert not out.exists()
     assert afile.read_text() == "not a folder" and not any((tmp_path / "m.csv").iterdir())
 
@@ -738,10 +738,14 @@ def test_an_out_dir_made_by_older_code_still_resumes(tmp_path, capsys):
     assert main([str(in_dir), str(out_dir), "--model", MODEL, "--no-progress", "--strength", "0.5"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"note: OUT_DIR {out_dir} has outputs but no .dae-batch.json (older code made "
-                          "them): they are kept whatever settings made them; --overwrite redoes them\n"), out
+                          "them): they are kept whatever settings made them, and no settings are "
+                          "recorded until --overwrite redoes them\n"), out
     assert "denoised 0 file(s)" in out and "skipped 2" in out
-    assert {k: v for k, v in snapshot(out_dir).items() if k != SETTINGS} == before
-    assert _settings(out_dir)["strength"] == 0.5  # recorded from now on
+    assert snapshot(out_dir) == before  # no record claims outputs of unknown settings
+    assert main([str(in_dir), str(out_dir), "--model", MODEL, "--no-progress"]) == 0  # resumes again
+    assert main([str(in_dir), str(out_dir), "--model", MODEL, "--no-progress", "--overwrite",
+                 "--strength", "0.5"]) == 0
+    assert _settings(out_dir)["strength"] == 0.5 and not _settings(out_dir)["unfinished"]
 
 
 # ------------------------------------------------------- --bit-depth: N-bit data in 16-bit files
@@ -837,3 +841,39 @@ def test_a_resume_may_change_the_tile_alone(corpus, tmp_path, capsys):
     assert "strength" not in capsys.readouterr().err
     assert main([*args, "--tile", "128", "--strength", "0.5"]) == 2
     assert "strength 1.0 -> 0.5" in capsys.readouterr().err
+
+
+def test_an_overwrite_with_failed_files_leaves_the_folder_unfinished(tmp_path, capsys):
+    # Outputs made without --bit-depth; an --overwrite with --bit-depth 12 redoes the file that
+    # is 12-bit data and fails the one that is not, whose old output stays: the record must not
+    # claim every output is 12-bit work.
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.full((8, 8), 4000, np.uint16)).save(tmp_path / "in" / "twelve.png")
+    Image.fromarray(np.full((8, 8), 60000, np.uint16)).save(tmp_path / "in" / "sixteen.png")
+    in_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    assert run(BatchConfig(in_dir, out_dir, MODEL, progress=False)).count("done") == 2
+    summary = run(BatchConfig(in_dir, out_dir, MODEL, progress=False, overwrite=True, bit_depth=12))
+    assert (summary.count("done"), summary.count("failed")) == (1, 1)
+    assert _settings(out_dir)["bit_depth"] == 12 and _settings(out_dir)["unfinished"]
+    capsys.readouterr()
+    assert main([str(in_dir), str(out_dir), "--model", MODEL, "--no-progress", "--bit-depth", "12"]) == 2
+    assert "a run with --overwrite did not redo every file" in capsys.readouterr().err
+
+
+def test_a_dry_run_checks_the_tile_against_a_run_folders_stride(tmp_path, capsys):
+    import keras
+
+    from models.conv_dae import ConvDAE
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    ConvDAE(channels=1, widths=(4, 8), bottleneck=4).save(run_dir / "model.keras")  # stride 4
+    (run_dir / "config.json").write_text(json.dumps({"widths": [4, 8], "dataset": "mnist"}))
+    keras.backend.clear_session()
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "in" / "a.png")
+    argv = [str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(run_dir), "--no-progress",
+            "--tile", "64"]
+    for extra in (["--dry-run"], []):  # refused alike, with or without loading the model
+        assert main([*argv, *extra]) == 2
+        assert "--tile 64: tile must be at least 128 px" in capsys.readouterr().err

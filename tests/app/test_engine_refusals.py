@@ -59,3 +59,11 @@ def test_a_loaded_model_keeps_its_precision_or_refuses_another():
     out_fast, out_slow = denoise(pixels, fast).output, denoise(pixels, slow).output
     differ = np.abs(out_fast.astype(int) - out_slow.astype(int))
     assert differ.any() and differ.max() <= 3  # a few 8-bit steps at most
+
+
+def test_an_unknown_precision_is_named_as_such_for_a_loaded_model_too():
+    den = as_denoiser("fashion-mnist")
+    for model in ("fashion-mnist", den):
+        with pytest.raises(ValueError, match="float16") as err:
+            as_denoiser(model, precision="float16")
+        assert "load it again" not in str(err.value)

@@ -30,21 +30,6 @@ def real_run(test):
     return pytest.mark.slow(_NEEDS_FASHION_MNIST(test))
 
 
-@pytest.fixture(autouse=True)
-def _restores_global_state():
-    """A run in this process sets Keras's dtype policy and seeds every random generator: put
-    back what the tests after it would otherwise inherit."""
-    import random
-
-    import keras
-
-    policy, numpy_state, python_state = keras.config.dtype_policy(), np.random.get_state(), random.getstate()
-    yield
-    keras.config.set_dtype_policy(policy)
-    np.random.set_state(numpy_state)
-    random.setstate(python_state)
-
-
 def run_main(args) -> int:
     """``python -m training.pretrain ARGS``'s exit status, run in this process (argparse's
     refusals exit 2 by ``SystemExit``, the run's own by ``main``'s return value)."""
