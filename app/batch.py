@@ -427,14 +427,10 @@ def remove_partials(out_dir: Path) -> int:
 # ---------------------------------------------------------------- settings
 
 
-def batch_settings(config: BatchConfig, precision: str | None = None, known: dict | None = None) -> dict:
-    """The settings that make this run's outputs, as OUT_DIR's :data:`SETTINGS_FILE` records them.
-
-    Args:
-        precision: what the loaded model computes in. ``None`` (a dry run, which loads no
-            model): ``--precision`` if given, else left out, as ``auto`` depends on the machine.
-        known: this run's settings made before the model loaded, whose model path and sha256
-            are taken rather than read again.
+def batch_settings(config: BatchConfig) -> dict:
+    """The settings that make this run's outputs, as OUT_DIR's :data:`SETTINGS_FILE` records them,
+    known before the model loads: ``precision`` is ``--precision``, left out for ``auto`` (which
+    depends on the machine) until the loaded model says what it computes in.
 
     Raises:
         BatchError: no model under ``--model``, or its file cannot be read.
@@ -442,21 +438,16 @@ def batch_settings(config: BatchConfig, precision: str | None = None, known: dic
     from models.registry import ModelNotFoundError, model_sha256, resolve_model_path
 
     try:
-        if known:
-            path, digest = Path(known["model_path"]), known["model_sha256"]
-        else:
-            path = resolve_model_path(config.model).resolve()
-            digest = model_sha256(path)
+        path = resolve_model_path(config.model).resolve()
+        digest = model_sha256(path)
     except (ModelNotFoundError, OSError) as err:
         raise BatchError(f"--model {config.model}: {err}") from err
     settings = {"app_version": app_version(), "model": config.model, "model_path": str(path),
                 "model_sha256": digest, "strength": config.strength, "colour": config.colour,
-                "ensemble": config.ensemble, "precision": precision, "format": _format(config.format),
+                "ensemble": config.ensemble, "precision": config.precision, "format": _format(config.format),
                 "tile": config.tile, "bit_depth": config.bit_depth}
-    if precision is None and config.precision == "auto":
+    if config.precision == "auto":
         del settings["precision"]
-    elif precision is None:
-        settings["precision"] = config.precision
     return settings
 
 
@@ -566,13 +557,12 @@ def run(config: BatchConfig, out=None) -> Summary:
     except ValueError as err:
         raise BatchError(f"--ensemble {config.ensemble}: {err}") from err
     check_tile(config, denoiser.stride)
-    settings = batch_settings(config, denoiser.precision, known=settings)
+    settings = settings | {"precision": denoiser.precision}
     check_settings(config, record, settings)
     items = _plan(config, in_dir, out_dir, record, settings, out)
     todo = [it for it in items if not it.row["status"]]
     unfinished = config.overwrite and _other_outputs(record, settings, items)
-    # Outputs older code made with settings unknown: no record claims them until --overwrite.
-    legacy = record is None and not config.overwrite and any(it.target.exists() for it in items)
+    legacy = _legacy(record, items)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -630,11 +620,17 @@ def _other_outputs(record: dict | None, settings: dict, items: list[Item]) -> bo
     return changed or bool(record.get("unfinished"))
 
 
+def _legacy(record: dict | None, items: list[Item]) -> bool:
+    """Whether OUT_DIR holds outputs that older code made, with settings it did not record: they
+    are kept, and no record claims them, until ``--overwrite`` redoes them."""
+    return record is None and any(it.row["reason"] == "output_exists" for it in items)
+
+
 def _plan(config: BatchConfig, in_dir: Path, out_dir: Path, record: dict | None, settings: dict,
           out) -> list[Item]:
     """:func:`plan`, with a note on ``out`` where OUT_DIR has outputs but no recorded settings."""
     items = plan(config, in_dir, out_dir, settings, by_mtime=record is not None)
-    if record is None and any(it.row["reason"] == "output_exists" for it in items):
+    if _legacy(record, items):
         print(printable(f"note: OUT_DIR {config.out_dir} has outputs but no {SETTINGS_FILE} (older "
                         "code made them): they are kept whatever settings made them, and no "
                         "settings are recorded until --overwrite redoes them"), file=out)
