@@ -328,7 +328,7 @@ def _load_cifar(folder: Path, kind: str, label_mode: str, incomplete: list) -> d
 
 def _cifar_dict(read, has_meta: bool, kind: str, label_mode: str) -> dict:
     """The arrays of a CIFAR copy whose members ``read(name, convert)`` unpickles and converts;
-    for CIFAR-100 also ``class_names``, from its ``meta`` member (numbers when it has none)."""
+    for CIFAR-100 also ``class_names``, from its ``meta`` member when it has one."""
     _, train_names, test_name, label_key = _cifar_members(kind, label_mode)
     batch = functools.partial(_cifar_batch, label_key=label_key)
     train = [read(n, batch) for n in train_names]
@@ -336,10 +336,10 @@ def _cifar_dict(read, has_meta: bool, kind: str, label_mode: str) -> dict:
     arrays = {"x_train": np.concatenate([x for x, _ in train]),
               "y_train": np.concatenate([y for _, y in train]), "x_test": x_test, "y_test": y_test}
     if kind == "cifar100":
-        _, names_key, count = _CIFAR100_LABELS[label_mode]
+        names_key = _CIFAR100_LABELS[label_mode][1]
         names = read("meta", lambda meta: dict(meta).get(names_key)) if has_meta else None
-        arrays["class_names"] = (tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names) if names
-                                 else tuple(str(i) for i in range(count)))
+        if names:  # else :func:`_dataset` numbers the classes
+            arrays["class_names"] = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
     return arrays
 
 

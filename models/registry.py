@@ -46,9 +46,17 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
 
 def model_sha256(name_or_path: str | Path) -> str:
     """The sha256 of a model's ``.keras`` file: what tells two versions of a model at one path
-    (or under one name) apart, and the same model at two paths alike."""
+    (or under one name) apart, and the same model at two paths alike. Read once per version of
+    the file (cached by path, modification time and size, as :func:`load_model` caches)."""
+    path = resolve_model_path(name_or_path).resolve()
+    stat = path.stat()
+    return _sha256(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=32)
+def _sha256(path: str, _mtime_ns: int, _size: int) -> str:
     digest = hashlib.sha256()
-    with open(resolve_model_path(name_or_path), "rb") as fh:
+    with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

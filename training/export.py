@@ -142,8 +142,11 @@ def training_image_size(name_or_path) -> int | None:
     """The image side a model was trained on, from its card or run config (None if unknown)."""
     from models.registry import model_card
 
-    card = model_card(name_or_path)
-    config = card.get("config", {})
+    return _image_size(model_card(name_or_path).get("config", {}))
+
+
+def _image_size(config: dict) -> int | None:
+    """The image side a card's training ``config`` names (its dataset's, or its patch side)."""
     dataset = str(config.get("dataset", ""))
     if dataset in DATASET_SIZES:
         return DATASET_SIZES[dataset]
@@ -158,7 +161,7 @@ def trained_on(name_or_path) -> dict:
     from models.registry import model_card
 
     config = model_card(name_or_path).get("config", {})
-    size = training_image_size(name_or_path)
+    size = _image_size(config)
     dataset = config.get("dataset")
     info = {"dataset": dataset, "image_size": size}
     if size is None:
