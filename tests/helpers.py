@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+import pytest
 
 
 def run_model_serialization_test(model, inputs, tmp_path, atol=1e-6):
@@ -35,8 +38,9 @@ def run_model_serialization_test(model, inputs, tmp_path, atol=1e-6):
     return reloaded
 
 
+@functools.cache
 def fashion_mnist_available() -> bool:
-    """Whether Fashion-MNIST's original files are on this machine (no download tried)."""
+    """Whether Fashion-MNIST's original files are on this machine (no download tried; read once)."""
     from data.datasets import DatasetNotFoundError, load_named
 
     try:
@@ -44,3 +48,8 @@ def fashion_mnist_available() -> bool:
     except DatasetNotFoundError:
         return False
     return True
+
+
+needs_fashion_mnist = pytest.mark.skipif(not fashion_mnist_available(),
+                                         reason="Fashion-MNIST files missing (make setup)")
+"""Skips a test that needs Fashion-MNIST's files where they are missing."""

@@ -142,7 +142,7 @@ def test_format_and_glob(corpus, tmp_path):
     summary = run(BatchConfig(root / "noisy", tmp_path / "out", MODEL, format="png", glob="jpeg/*.jpg",
                               progress=False))
     written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*"))
-    assert written == [".dae-batch.json", "jpeg", "jpeg/baseline.png", "jpeg/cmyk.png", "jpeg/grey.png",
+    assert written == [batch.SETTINGS_FILE, "jpeg", "jpeg/baseline.png", "jpeg/cmyk.png", "jpeg/grey.png",
                        "jpeg/progressive.png", "jpeg/rotated.png"]
     assert summary.count("done") == 5 and summary.exit_code == 0
     assert load_image(tmp_path / "out" / "jpeg/cmyk.png").mode == "RGB"  # PNG has no CMYK
@@ -633,12 +633,8 @@ def _two_images(tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path / "in", tmp_path / "out"
 
 
-SETTINGS = ".dae-batch.json"
-"""Where OUT_DIR records the settings its outputs were made with."""
-
-
 def _settings(out_dir: Path) -> dict:
-    return json.loads((out_dir / SETTINGS).read_text())
+    return json.loads((out_dir / batch.SETTINGS_FILE).read_text())
 
 
 def test_a_run_records_its_settings_and_the_manifest_too(tmp_path):
@@ -730,7 +726,7 @@ def test_an_input_changed_since_its_output_is_redone_the_others_skipped(tmp_path
 
 def test_an_out_dir_made_by_older_code_still_resumes(tmp_path, capsys):
     in_dir, out_dir = _two_images(tmp_path)
-    (out_dir / SETTINGS).unlink(missing_ok=True)  # as older code left it: outputs, no settings
+    (out_dir / batch.SETTINGS_FILE).unlink(missing_ok=True)  # as older code left it: outputs, no settings
     before = snapshot(out_dir)
     later = (out_dir / "a.png").stat().st_mtime_ns + 10**9
     os.utime(in_dir / "a.png", ns=(later, later))
@@ -861,15 +857,12 @@ def test_an_overwrite_with_failed_files_leaves_the_folder_unfinished(tmp_path, c
 
 
 def test_a_dry_run_checks_the_tile_against_a_run_folders_stride(tmp_path, capsys):
-    import keras
-
-    from models.conv_dae import ConvDAE
+    from tests.training.representation_fixtures import save_tiny_dae
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    ConvDAE(channels=1, widths=(4, 8), bottleneck=4).save(run_dir / "model.keras")  # stride 4
+    save_tiny_dae(run_dir / "model.keras")  # stride 4
     (run_dir / "config.json").write_text(json.dumps({"widths": [4, 8], "dataset": "mnist"}))
-    keras.backend.clear_session()
     (tmp_path / "in").mkdir()
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "in" / "a.png")
     argv = [str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(run_dir), "--no-progress",

@@ -22,11 +22,9 @@ from data.datasets import load_named
 from data.images import from_model, match_channels, to_model
 from data.metrics import psnr
 from tests.corpus import clean_colour, clean_mosaic
-from tests.helpers import fashion_mnist_available
+from tests.helpers import fashion_mnist_available, needs_fashion_mnist
 
 MODEL = "fashion-mnist"  # the bundled model: its tests need no dataset
-needs_fashion_mnist = pytest.mark.skipif(not fashion_mnist_available(),
-                                         reason="Fashion-MNIST files missing (make setup)")
 
 
 class Recorder:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.batch import remove_partials
+from app.batch import SETTINGS_FILE, remove_partials
 from data.images import PARTIAL_SUFFIX, from_model, load_image, to_model
 from tests.corpus import add_noise
 
@@ -100,15 +100,15 @@ def test_sigkill_mid_run_then_rerun_completes_without_redoing(tmp_path):
     # Hidden files: the settings record, and at most the temporary of the write the kill cut
     # short, which the rerun leaves (younger than an hour, it may be a concurrent run's) and a
     # later run removes once it is an hour old.
-    partials = [p for p in out_dir.rglob(".*") if p.is_file() and p.name != ".dae-batch.json"]
-    assert (out_dir / ".dae-batch.json").is_file()
+    partials = [p for p in out_dir.rglob(".*") if p.is_file() and p.name != SETTINGS_FILE]
+    assert (out_dir / SETTINGS_FILE).is_file()
     assert all(p.name.endswith(PARTIAL_SUFFIX) for p in partials), partials
     assert len(partials) <= FILES - len(survived)  # only of files the kill cut short
     hour_ago = time.time() - 3700
     for p in partials:
         os.utime(p, (hour_ago, hour_ago))
     assert remove_partials(out_dir) == len(partials)
-    assert not [p for p in out_dir.rglob(".*") if p.is_file() and p.name != ".dae-batch.json"]
+    assert not [p for p in out_dir.rglob(".*") if p.is_file() and p.name != SETTINGS_FILE]
     for rel in names:
         if rel in survived:  # nothing processed twice: same file, untouched, reported skipped
             assert final[rel] == survived[rel]

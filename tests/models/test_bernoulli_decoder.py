@@ -6,7 +6,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# On the given backend: a Bernoulli ConvDAE whose output pixels are all saturated the wrong
+# On JAX: a Bernoulli ConvDAE whose output pixels are all saturated the wrong
 # way (logit -20 where the target is white); the gradient of its loss on the output layer's
 # bias, and the probabilities it outputs, saved and loaded.
 SCRIPT = r"""
@@ -23,21 +23,14 @@ kernel, bias = out.get_weights()
 out.set_weights([np.zeros_like(kernel), np.full_like(bias, -20.0)])
 x = np.ones((2, 8, 8, 1), np.float32)
 loss_fn = model.loss_function()
-backend = keras.backend.backend()
-if backend == "jax":
-    import jax
-    def loss_of(b):
-        values = [v.value for v in model.trainable_variables]
-        index = [i for i, v in enumerate(model.trainable_variables) if v.path == out.bias.path][0]
-        values[index] = b
-        y, _ = model.stateless_call(values, [v.value for v in model.non_trainable_variables], x)
-        return loss_fn(x, y)
-    grad = np.asarray(jax.grad(loss_of)(out.bias.value))
-else:
-    import tensorflow as tf
-    with tf.GradientTape() as tape:
-        loss = loss_fn(x, model(x))
-    grad = tape.gradient(loss, out.bias).numpy()  # for a check by hand on TensorFlow
+import jax
+def loss_of(b):
+    values = [v.value for v in model.trainable_variables]
+    index = [i for i, v in enumerate(model.trainable_variables) if v.path == out.bias.path][0]
+    values[index] = b
+    y, _ = model.stateless_call(values, [v.value for v in model.non_trainable_variables], x)
+    return loss_fn(x, y)
+grad = np.asarray(jax.grad(loss_of)(out.bias.value))
 probs = np.asarray(model(x))
 model.save(sys.argv[1])
 again = keras.saving.load_model(sys.argv[1])
@@ -46,22 +39,17 @@ print(json.dumps({"grad": float(grad[0]), "min": float(probs.min()), "max": floa
 """
 
 
-def run_on(backend, tmp_path):
-    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / f"{backend}.keras")],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def test_a_pixel_saturated_the_wrong_way_still_learns_on_jax(tmp_path):
     # (TensorFlow reads the logits back off its sigmoid; the Bernoulli tests of
     # test_conv_dae.py and test_specialists.py train on it.)
-    for backend in ("jax",):
-        result = run_on(backend, tmp_path)
-        # The loss pulls the white pixels' logits up: about (p - 1)·sech²(20/15) = -0.24 per
-        # pixel, averaged. With a plain sigmoid, JAX's gradient here was exactly 0.
-        assert result["grad"] < -0.1, (backend, result)
-        # Probabilities stay inside Keras' [1e-7, 1 - 1e-7] clip, and survive saving.
-        assert 1e-7 < result["min"] <= result["max"] < 1e-5, (backend, result)
-        assert result["reloaded"] == 0.0, (backend, result)
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "jax.keras")],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    # The loss pulls the white pixels' logits up: about (p - 1)·sech²(20/15) = -0.24 per
+    # pixel, averaged. With a plain sigmoid, JAX's gradient here was exactly 0.
+    assert result["grad"] < -0.1, result
+    # Probabilities stay inside Keras' [1e-7, 1 - 1e-7] clip, and survive saving.
+    assert 1e-7 < result["min"] <= result["max"] < 1e-5, result
+    assert result["reloaded"] == 0.0, result

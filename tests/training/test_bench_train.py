@@ -15,15 +15,6 @@ ROOT = Path(__file__).resolve().parents[2]
 ROW = r"^\| ({}) \| ([\d.]+) \| ([\d,]+) \| ([\d.]+)x \|$"
 
 
-@pytest.fixture
-def restores_dtype_policy():
-    import keras
-
-    policy = keras.config.dtype_policy()
-    yield
-    keras.config.set_dtype_policy(policy)
-
-
 def _within_print_rounding(images_per_s: str, ms: str, batch: int) -> bool:
     """Whether ``images_per_s`` (printed to the unit) is ``batch`` images per step of ``ms``
     milliseconds (printed to 0.1 ms): the two columns come from one time."""
@@ -31,7 +22,7 @@ def _within_print_rounding(images_per_s: str, ms: str, batch: int) -> bool:
     return low - 0.5 <= int(images_per_s.replace(",", "")) <= high + 0.5
 
 
-def test_bench_train_prints_a_row_per_precision(monkeypatch, capsys, restores_dtype_policy):
+def test_bench_train_prints_a_row_per_precision(monkeypatch, capsys):
     import training.bench_train as bench
     from models.registry import computes_in
 

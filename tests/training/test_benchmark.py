@@ -9,7 +9,7 @@ from data.datasets import load_named
 from data.images import to_model
 from data.metrics import psnr
 from models.classic import CLASSIC_DENOISERS
-from tests.helpers import fashion_mnist_available
+from tests.helpers import needs_fashion_mnist
 from training import benchmark
 from training.benchmark import (
     Setting,
@@ -22,10 +22,6 @@ from training.benchmark import (
     score,
     tune,
 )
-
-needs_fashion_mnist = pytest.mark.skipif(not fashion_mnist_available(),
-                                         reason="Fashion-MNIST files missing (make setup)")
-
 
 # ---------------------------------------------------------------- protocol
 

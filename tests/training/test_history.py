@@ -18,9 +18,9 @@ def test_read_history_skips_empty_cells(tmp_path):
     assert read_history(path) == {"loss": [0.9, 0.8], "val_loss": [0.7]}
 
 
-def _fit_with_scripted_epoch_times(monkeypatch, durations, timer, epochs=None):
-    """Fits a tiny model with ``timer`` under a fake clock on which epoch ``i`` lasts
-    ``durations[i]`` seconds. Returns the epochs run."""
+def _fit_with_scripted_epoch_times(monkeypatch, durations, timer):
+    """Fits a tiny model for ``len(durations)`` epochs with ``timer`` under a fake clock on which
+    epoch ``i`` lasts ``durations[i]`` seconds. Returns the epochs run and their seconds."""
     import types
 
     import keras
@@ -36,7 +36,7 @@ def _fit_with_scripted_epoch_times(monkeypatch, durations, timer, epochs=None):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")
     x = np.zeros((8, 2), np.float32)
-    history = model.fit(x, x[:, :1], epochs=epochs or len(durations), verbose=0,
+    history = model.fit(x, x[:, :1], epochs=len(durations), verbose=0,
                         callbacks=[elapse, timer])
     return history.epoch, history.history["epoch_seconds"]
 

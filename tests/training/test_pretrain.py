@@ -15,19 +15,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import fashion_mnist_available
+from tests.helpers import needs_fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--widths", "8", "16", "--bottleneck", "16", "--batch-size", "32", "--eval-images", "64"]
 
 
-_NEEDS_FASHION_MNIST = pytest.mark.skipif(not fashion_mnist_available(),
-                                          reason="Fashion-MNIST files missing (make setup)")
 
 
 def real_run(test):
     """Marks a test that trains on Fashion-MNIST for real: slow, and skipped without the files."""
-    return pytest.mark.slow(_NEEDS_FASHION_MNIST(test))
+    return pytest.mark.slow(needs_fashion_mnist(test))
 
 
 def run_main(args) -> int:
@@ -158,7 +156,7 @@ def test_patience_0_runs_every_epoch_where_early_stopping_would_end_the_run(tmp_
     assert not (tmp_path / "refused").exists()
 
 
-@_NEEDS_FASHION_MNIST
+@needs_fashion_mnist
 def test_out_that_is_a_file_or_too_few_images_for_a_batch_is_refused_leaving_no_folder(tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("mine")
@@ -170,7 +168,7 @@ def test_out_that_is_a_file_or_too_few_images_for_a_batch_is_refused_leaving_no_
     assert afile.read_text() == "mine" and not (tmp_path / "run").exists()
 
 
-@_NEEDS_FASHION_MNIST
+@needs_fashion_mnist
 def test_different_config_in_same_folder_is_refused(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
@@ -330,7 +328,7 @@ def test_warmup_ramps_the_learning_rate_up_then_decays_it():
         PretrainConfig(epochs=2, warmup_epochs=2)
 
 
-@_NEEDS_FASHION_MNIST  # the dataset loads before the model named is read
+@needs_fashion_mnist  # the dataset loads before the model named is read
 def test_init_from_another_architecture_is_refused_before_anything_is_written(tmp_path, capsys):
     run = tmp_path / "run"
     assert run_main(["--limit", "256", "--widths", "8", "16", "--init-from", "fashion-mnist",
@@ -421,7 +419,7 @@ def test_sides_that_do_not_halve_evenly_are_refused_before_the_run_folder_is_wri
     assert not run.exists()  # so the corrected command can use the same --out
 
 
-@_NEEDS_FASHION_MNIST
+@needs_fashion_mnist
 def test_fewer_validation_images_than_a_batch_is_refused_not_a_run_without_validation(tmp_path, capsys):
     from training.pretrain import main
 
