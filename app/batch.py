@@ -102,13 +102,15 @@ so one an hour old belongs to no run still going, on this machine or on another 
 the same folder (where process ids would tell nothing)."""
 
 MANIFEST_FIELDS = (
-    "input", "output", "status", "reason", "detail", "width", "height", "mode", "bit_depth",
+    "input", "output", "status", "reason", "detail", "width", "height", "pages", "mode", "bit_depth",
     "bytes_in", "bytes_out", "seconds", "model", "psnr_input", "psnr_output", "ssim_input", "ssim_output",
     "model_sha256", "strength", "colour", "ensemble", "precision", "tile",
 )
 """Manifest columns: ``status`` is ``done``, ``skipped`` or ``failed``; ``reason`` a short code
 (``output_exists``, ``input_changed``, ``truncated``, ``not_an_image``, ...), ``detail`` the full
-message; ``bit_depth`` the bits per sample the file was denoised as (its own 8 or 16, or
+message; ``width``/``height`` the first page's; ``pages`` how many pages were denoised and
+written (a multi-page TIFF's all, into a TIFF; 1 otherwise); ``bit_depth`` the bits per sample
+the file was denoised as (its own 8 or 16, or
 ``--bit-depth`` for a 16-bit file); the settings that made the output follow (``precision`` as
 computed, ``auto`` resolved)."""
 
@@ -202,6 +204,8 @@ class Item:
     rel: str
     target: Path
     row: dict
+    pixels: int = 0
+    """Pixels denoised, every page's (the summary's megapixels)."""
 
 
 @dataclasses.dataclass
@@ -687,7 +691,7 @@ class _Pipeline:
                 self._done(item)
                 continue
             self.largest = max(self.largest, _samples(image))
-            big = max(image.pixels.shape[:2]) > self.config.tile
+            big = max(max(page.pixels.shape[:2]) for page in _pages(image)) > self.config.tile
             if group and (big or not self._fits(group, image)):
                 self._denoise(group)
                 group = []
@@ -699,35 +703,40 @@ class _Pipeline:
             self._denoise(group)
 
     def _fits(self, group, image) -> bool:
-        pixels = sum(g[1].pixels.size for g in group) + image.pixels.size
+        pixels = sum(_samples(g[1], alpha=False) for g in group) + _samples(image, alpha=False)
         return len(group) < self.config.batch_size and pixels <= DEFAULT_BATCH_PIXELS
 
     def _read(self, item: Item):
         start = time.perf_counter()
         try:
             item.row["bytes_in"] = item.source.stat().st_size
-            image = load_image(item.source, max_pixels=self.config.max_pixels)
+            # A multi-page TIFF keeps every page only in a TIFF: read them only for one.
+            stack = (_format(self.config.format) or format_for(item.target, "PNG")) == "TIFF"
+            image = load_image(item.source, max_pixels=self.config.max_pixels, pages=stack)
         except Exception as err:  # noqa: BLE001 - one bad file never stops the run
             reason = err.reason if isinstance(err, ImageReadError) else "unreadable"
             _fail(item.row, reason, _reading_error(err, item.rel))
             return item, None, None, 0.0
         height, width = image.pixels.shape[:2]
-        item.row.update(width=width, height=height, mode=image.mode, bit_depth=image.bit_depth)
+        item.row.update(width=width, height=height, pages=1 + len(image.pages), mode=image.mode,
+                        bit_depth=image.bit_depth)
+        item.pixels = sum(page.pixels.shape[0] * page.pixels.shape[1] for page in _pages(image))
         try:
             check_writable(image, self._output_format(item, image))
         except ImageWriteError as err:
             _fail(item.row, err.reason, f"{item.rel}: {err} (--format png); not denoised")
             return item, None, None, 0.0
         try:
-            image = dataclasses.replace(image, pixels=self._full_scale(image.pixels))
+            image = self._full_scale_pages(image)
         except BitDepthError as err:
             _fail(item.row, err.reason, f"{item.rel}: {err} (--bit-depth {self.config.bit_depth}); "
                                         "not denoised")
             return item, None, None, 0.0
         if self.config.bit_depth and image.bit_depth == 16:
             item.row["bit_depth"] = self.config.bit_depth
-        if image.info.get("frames", 1) > 1:
-            _note(item.row, f"first of {image.info['frames']} frames: only it is denoised and written")
+        if image.info.get("frames", 1) > 1 and not image.pages:
+            keep = " (a TIFF output keeps every page)" if image.format == "TIFF" else ""
+            _note(item.row, f"first of {image.info['frames']} frames: only it is denoised and written{keep}")
             self.summary.notes.append(f"{item.rel}: {item.row['detail']}")
         reference = self._reference(item) if self.config.reference is not None else None
         return item, image, reference, time.perf_counter() - start
@@ -740,8 +749,8 @@ class _Pipeline:
         for path in candidates:
             if path.is_file():
                 try:
-                    reference = load_image(path, max_pixels=self.config.max_pixels)
-                    return dataclasses.replace(reference, pixels=self._full_scale(reference.pixels))
+                    found = load_image(path, max_pixels=self.config.max_pixels, pages=True)
+                    return self._full_scale_pages(found)
                 except BitDepthError as err:
                     return f"reference unusable: {path}: {err} (--bit-depth {self.config.bit_depth})"
                 except Exception as err:  # noqa: BLE001 - a bad reference costs its scores, never the file
@@ -758,6 +767,11 @@ class _Pipeline:
         bits = self.config.bit_depth
         return to_full_scale(pixels, bits) if bits and pixels.dtype == np.uint16 else pixels
 
+    def _full_scale_pages(self, image):
+        """``image`` with :meth:`_full_scale` applied to every page."""
+        return dataclasses.replace(image, pixels=self._full_scale(image.pixels), pages=tuple(
+            dataclasses.replace(page, pixels=self._full_scale(page.pixels)) for page in image.pages))
+
     def _file_scale(self, item: Item, image, pixels: np.ndarray) -> np.ndarray:
         """Denoised full-range ``pixels`` back on the input's ``--bit-depth`` scale, where the
         output holds 16 bits; an 8-bit output (``--format jpeg``) takes the full range."""
@@ -769,8 +783,9 @@ class _Pipeline:
     def _denoise(self, group) -> None:
         start = time.perf_counter()
         try:
-            results = denoise_many([g[1].pixels for g in group], self.denoiser, strength=self.config.strength,
-                                   tile=self.config.tile, colour=self.config.colour)
+            results = iter(denoise_many([page.pixels for g in group for page in _pages(g[1])], self.denoiser,
+                                        strength=self.config.strength, tile=self.config.tile,
+                                        colour=self.config.colour))
         except Exception as err:  # noqa: BLE001 - e.g. out of memory on one huge image
             if len(group) > 1:  # retry one by one so one image cannot sink its group
                 for g in group:
@@ -781,8 +796,11 @@ class _Pipeline:
             self._done(item)
             return
         share = (time.perf_counter() - start) / len(group)
-        for (item, image, reference, seconds), result in zip(group, results, strict=True):
-            denoised = dataclasses.replace(image, pixels=self._file_scale(item, image, result.output))
+        for item, image, reference, seconds in group:
+            first, *rest = (self._file_scale(item, image, next(results).output) for _ in _pages(image))
+            pages = zip(image.pages, rest, strict=True)
+            denoised = dataclasses.replace(image, pixels=first, pages=tuple(
+                dataclasses.replace(page, pixels=pixels) for page, pixels in pages))
             samples = _samples(image)
             while self.writing and (len(self.writing) >= 2 * self.config.batch_size
                                     or self.pending + samples > BUFFER_SAMPLES):
@@ -814,24 +832,38 @@ class _Pipeline:
         return item
 
     def _score(self, item: Item, image, reference) -> None:
-        """PSNR/SSIM of the input and of the written output (read back) against the reference."""
+        """PSNR/SSIM of the input and of the written output (read back) against the reference;
+        for a multi-page TIFF, the mean over its pages (the reference must have as many)."""
         from data.metrics import psnr, ssim
 
         if isinstance(reference, str):
             _note(item.row, reference)
             return
-        written = self._full_scale(load_image(item.target).pixels)  # all three on one scale
-        clean = to_model(reference.pixels)
-        if clean.shape[:2] != image.pixels.shape[:2]:
-            _note(item.row, f"reference is {clean.shape[1]} x {clean.shape[0]}, input "
-                            f"{image.pixels.shape[1]} x {image.pixels.shape[0]}: not scored")
+        # All three on one scale; the output read back as it was written (every page or one).
+        written = self._full_scale_pages(load_image(item.target, max_pixels=self.config.max_pixels,
+                                                    pages=bool(image.pages)))
+        inputs, cleans = _pages(image), _pages(reference)
+        if len(inputs) == 1:  # one page denoised: the reference's first is its clean version
+            cleans = cleans[:1]
+        if len(cleans) != len(inputs):
+            _note(item.row, f"reference has {len(cleans)} page(s), input {len(inputs)}: not scored")
             return
+        for number, (page, clean) in enumerate(zip(inputs, cleans, strict=True), 1):
+            (height, width), (ref_height, ref_width) = page.pixels.shape[:2], clean.pixels.shape[:2]
+            if (height, width) != (ref_height, ref_width):
+                where = f" (page {number})" if len(inputs) > 1 else ""
+                _note(item.row, f"reference{where} is {ref_width} x {ref_height}, input "
+                                f"{width} x {height}: not scored")
+                return
         scores = {}  # into the row only once input and output have both been scored
-        for label, pixels in (("input", image.pixels), ("output", written)):
-            estimate = to_model(pixels)
-            target = match_channels(clean, estimate.shape[-1])
+        for label, pages in (("input", inputs), ("output", _pages(written))):
             for metric, score, digits in (("psnr", psnr, 3), ("ssim", ssim, 4)):
-                value = float(score(target, estimate))  # SSIM is nan below 3 px: left empty
+                values = []
+                for page, clean in zip(pages, cleans, strict=True):
+                    estimate = to_model(page.pixels)
+                    target = match_channels(to_model(clean.pixels), estimate.shape[-1])
+                    values.append(float(score(target, estimate)))
+                value = float(np.mean(values))  # SSIM is nan below 3 px: left empty
                 scores[f"{metric}_{label}"] = round(value, digits) if np.isfinite(value) else None
         item.row.update(scores)
 
@@ -844,7 +876,7 @@ class _Pipeline:
     def _done(self, item: Item) -> None:
         self.bar.update(1)
         if item.row["status"] == "done":
-            self.summary.megapixels += item.row["width"] * item.row["height"] / 1e6
+            self.summary.megapixels += item.pixels / 1e6
             elapsed = max(time.perf_counter() - self.started, 1e-9)
             self.bar.set_postfix_str(f"{self.summary.megapixels / elapsed:.2f} MP/s", refresh=False)
         if self.config.manifest is not None and time.monotonic() - self.last_manifest > 5.0:
@@ -855,9 +887,16 @@ class _Pipeline:
                 pass
 
 
-def _samples(image) -> int:
-    """Samples an image holds in memory: its pixels times its channels (alpha included)."""
-    return image.pixels.size + (0 if image.alpha is None else image.alpha.size)
+def _pages(image) -> tuple:
+    """``image`` and its further pages (a multi-page TIFF's), in order."""
+    return (image, *image.pages)
+
+
+def _samples(image, alpha: bool = True) -> int:
+    """Samples an image holds in memory, every page's: its pixels times its channels (and its
+    alpha, unless not ``alpha``)."""
+    return sum(page.pixels.size + (0 if page.alpha is None or not alpha else page.alpha.size)
+               for page in _pages(image))
 
 
 def _glob_escape(text: str) -> str:

@@ -403,8 +403,10 @@ class DenoiserApp:
                   "precision": denoiser.precision, "ensemble": denoiser.ensemble}
         if (frames := prepared.image.info.get("frames", 1)) > 1:
             report["note"] = f"first of {frames} frames: only it is denoised and in the PNG"
+            every = (" The batch script (python -m app.batch) denoises every page of a TIFF into a TIFF."
+                     if prepared.image.format == "TIFF" else "")
             gr.Warning(f"This file has {frames} frames (an animation or pages): only the first is "
-                       "denoised and in the PNG.")
+                       f"denoised and in the PNG.{every}")
         preview = (for_display(prepared.image.pixels), for_display(result.output))
         return preview, residual_display(result.residual), report, str(path)
 

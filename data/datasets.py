@@ -36,7 +36,8 @@ from data.images import ImageReadError, read_image
 
 KERAS_CACHE = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
 KERAS_TMP_CACHE = Path("/tmp/.keras/datasets")  # where Keras downloads when ~/.keras is read-only
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".pgm", ".ppm", ".pnm"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".avif", ".gif", ".pgm", ".ppm",
+                  ".pnm"}
 
 
 class DatasetNotFoundError(FileNotFoundError):

@@ -7,9 +7,10 @@ benchmarks) calls these. Data of fewer bits in a 16-bit file (a 12-bit camera's 
 first brought to the full 16-bit range by ``to_full_scale``, and back by ``from_full_scale``.
 
 ``load_image`` / ``save_image`` read and write real files: PNG (8/16-bit, palette, grey+alpha,
-RGBA), JPEG (baseline, progressive, CMYK, grey, EXIF-rotated), TIFF (8/16-bit, incl. CMYK), BMP, WebP, GIF
-(first frame), PGM/PPM. Pixels come out upright (EXIF orientation applied) with the alpha
-channel split off, so a denoiser only ever sees colour; ``save_image`` writes them back in the
+RGBA), JPEG (baseline, progressive, CMYK, grey, EXIF-rotated), TIFF (8/16-bit, incl. CMYK; every
+page with ``pages=True``), BMP, WebP, AVIF (8-bit), GIF (first frame), PGM/PPM. Pixels come out
+upright (EXIF orientation applied) with the alpha channel split off, so a denoiser only ever
+sees colour; ``save_image`` writes them back in the
 original mode and bit depth with the ICC profile (unless a CMYK file's becomes RGB), EXIF
 (minus orientation) and XMP (its orientation set to 1), atomically.
 Every file that cannot be used raises a subclass of :class:`ImageReadError` that says why.
@@ -294,15 +295,18 @@ class ImageFile:
         pixels: ``(H, W, C)`` uint8 or uint16, ``C`` 1 (grey) or 3 (colour), upright, no alpha.
         alpha: ``(H, W)`` of the same dtype, or ``None``.
         format: Pillow's format name (``"PNG"``, ``"JPEG"``, ``"TIFF"``, ``"BMP"``, ``"WEBP"``,
-            ``"GIF"``, ``"PPM"``); a JPEG that Pillow calls ``"MPO"`` (many camera photos, which
+            ``"AVIF"``, ``"GIF"``, ``"PPM"``); a JPEG that Pillow calls ``"MPO"`` (many camera photos, which
             carry a second, preview image) is ``"JPEG"``.
         mode: the file's original Pillow mode (``"1"``, ``"L"``, ``"LA"``, ``"P"``, ``"RGB"``,
             ``"RGBA"``, ``"CMYK"``, ``"I;16"``, ...); 16-bit colour reads as ``"RGB"``/``"RGBA"``
             with uint16 pixels, and CMYK (8- or 16-bit) as RGB pixels of its depth.
         info: what ``save_image`` writes back: ``icc_profile``, ``exif`` (orientation removed),
             ``xmp`` (its ``tiff:Orientation`` set to 1),
-            ``dpi``, and encoder hints (``progressive``, ``lossless``, ``compression``), plus
-            ``frames`` (only the first frame of an animation or multi-page file is used).
+            ``dpi``, and encoder hints (``progressive``, ``lossless``, ``compression``), plus, on
+            the first page only, ``frames`` (pages or frames in the file).
+        pages: a multi-page TIFF's further pages, each an ``ImageFile`` of its own size, mode and
+            metadata, when read with ``load_image(..., pages=True)``; else ``()`` (only the
+            first page or frame is used).
     """
 
     pixels: np.ndarray
@@ -310,6 +314,7 @@ class ImageFile:
     format: str
     mode: str
     info: dict = dataclasses.field(default_factory=dict)
+    pages: tuple[ImageFile, ...] = ()
 
     @property
     def size(self) -> tuple[int, int]:
@@ -322,13 +327,17 @@ class ImageFile:
         return 8 * self.pixels.dtype.itemsize
 
 
-def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageFile:
+def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS, pages: bool = False) -> ImageFile:
     """Reads an image file (path or bytes) for denoising.
 
     Args:
         source: a path, or the file's bytes.
         max_pixels: refuse images with more pixels than this (checked from the header, before
-            any decoding).
+            any decoding; for ``pages``, the pages' pixels together).
+        pages: also read every further page of a multi-page TIFF (a microscope's z-stack or time
+            series, a scanner's document) into :attr:`ImageFile.pages`, which
+            :func:`save_image` writes back as one multi-page TIFF. Without it, or for another
+            format's frames (an animated GIF or WebP), only the first page or frame is read.
 
     Returns:
         An :class:`ImageFile`.
@@ -338,29 +347,54 @@ def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageFile:
             wrong: :class:`ImageNotFoundError`, :class:`EmptyImageError`,
             :class:`NotAnImageError`, :class:`TruncatedImageError`,
             :class:`ImageTooLargeError`, :class:`ImageDimensionsError`,
-            :class:`UnsupportedImageError`.
+            :class:`UnsupportedImageError`; for a further page, the message names it
+            (``scan.tif, page 3 of 12: ...``).
     """
     name, data = _read_source(source)
     with _open_pil(name, data, max_pixels) as im:
-        mode = "LA" if _is_la16(im) else im.mode  # before getexif(), which loads and drops the tiles
-        sixteen = _is_sixteen_bit_colour(im)
-        cmyk16 = _is_sixteen_bit_cmyk(im)
-        with _decoding(name):
-            if sixteen:
-                pixels, alpha = _decode_sixteen_bit_colour(name, data, im)
-            elif cmyk16:
-                pixels, alpha = _decode_sixteen_bit_cmyk(name, data), None
-            else:
-                pixels, alpha = _pil_pixels(name, im)
-        # OpenCV's TIFF decoder applies the Orientation tag itself, whatever the flags (even
-        # IMREAD_UNCHANGED or IMREAD_IGNORE_ORIENTATION), as Pillow's does on load (which then
-        # drops the tag); tifffile leaves it to us (Pillow never loaded those pixels, so the tag
-        # is still there), as IMREAD_UNCHANGED does for PNG and the rest.
-        orientation = 1 if sixteen and im.format == "TIFF" else _orientation(im)
-        info = _keep_info(im, data)
-        pixels, alpha = _orient(pixels, orientation), _orient(alpha, orientation)
-        return ImageFile(np.ascontiguousarray(pixels), None if alpha is None else np.ascontiguousarray(alpha),
-                         _format_of(im), mode, info)
+        first = _decode_frame(name, data, im, 0)
+        if not pages or im.format != "TIFF" or first.info["frames"] < 2:
+            return first
+        count, total, rest = first.info["frames"], first.pixels.shape[0] * first.pixels.shape[1], []
+        for index in range(1, count):
+            page_name = f"{name}, page {index + 1} of {count}"
+            with _decoding(page_name):
+                im.seek(index)
+            _check_dimensions(page_name, im.size, max_pixels)
+            total += im.size[0] * im.size[1]
+            if total > max_pixels:
+                raise ImageTooLargeError(
+                    f"{name}: its first {index + 1} of {count} pages hold {total / 1e6:,.1f} MP together, "
+                    f"more than the {max_pixels / 1e6:g} MP limit (raise the limit, or split the stack)")
+            rest.append(_decode_frame(page_name, data, im, index))
+        return dataclasses.replace(first, pages=tuple(rest))
+
+
+def _decode_frame(name: str, data: bytes, im, index: int) -> ImageFile:
+    """The frame of ``im`` it is on (``index``, counted from 0) as an :class:`ImageFile`."""
+    mode = "LA" if _is_la16(im) else im.mode  # before getexif(), which loads and drops the tiles
+    sixteen = _is_sixteen_bit_colour(im)
+    cmyk16 = _is_sixteen_bit_cmyk(im)
+    with _decoding(name):
+        if sixteen and index:  # OpenCV decodes a TIFF's first page only
+            pixels, alpha = _decode_sixteen_bit_tiff_page(name, data, im, index)
+        elif sixteen:
+            pixels, alpha = _decode_sixteen_bit_colour(name, data, im)
+        elif cmyk16:
+            pixels, alpha = _decode_sixteen_bit_cmyk(name, data, index), None
+        else:
+            pixels, alpha = _pil_pixels(name, im)
+    # OpenCV's TIFF decoder applies the Orientation tag itself, whatever the flags (even
+    # IMREAD_UNCHANGED or IMREAD_IGNORE_ORIENTATION), as Pillow's does on load (which then
+    # drops the tag); tifffile leaves it to us (Pillow never loaded those pixels, so the tag
+    # is still there), as IMREAD_UNCHANGED does for PNG and the rest.
+    orientation = 1 if sixteen and im.format == "TIFF" and not index else _orientation(im)
+    info = _keep_info(im, data)
+    if index:
+        info.pop("frames", None)
+    pixels, alpha = _orient(pixels, orientation), _orient(alpha, orientation)
+    return ImageFile(np.ascontiguousarray(pixels), None if alpha is None else np.ascontiguousarray(alpha),
+                     _format_of(im), mode, info)
 
 
 def _format_of(im) -> str:
@@ -432,7 +466,7 @@ def _open_pil(name: str, data: bytes, max_pixels: int):
                 "grey with alpha, for example); expected 8- or 16-bit grey or colour") from err
         raise NotAnImageError(
             f"{name}: not an image ({len(data)} bytes starting {data[:8]!r}); expected PNG, JPEG, "
-            "TIFF, BMP, WebP, GIF, PGM or PPM") from err
+            "TIFF, BMP, WebP, AVIF, GIF, PGM or PPM") from err
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as err:
         raise NotAnImageError(f"{name}: the header is damaged ({err})") from err
     _check_dimensions(name, im.size, max_pixels)
@@ -529,12 +563,27 @@ def _unpremultiply(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return np.where(a > 0, np.minimum(colour, 65535), 0).astype(np.uint16)
 
 
-def _decode_sixteen_bit_cmyk(name, data) -> np.ndarray:
-    """16-bit CMYK as 16-bit RGB, by Pillow's own CMYK -> RGB formula (R = (1 - C)(1 - K), ...),
-    so that 8- and 16-bit CMYK files read alike."""
+def _decode_sixteen_bit_tiff_page(name, data, im, index: int):
+    """``(pixels, alpha)`` of page ``index`` of a TIFF holding 16-bit colour (RGB or RGBA), as
+    :func:`_decode_sixteen_bit_colour` gives the first page's; its orientation is not applied."""
     import tifffile
 
-    arr = tifffile.imread(io.BytesIO(data), key=0)
+    arr = tifffile.imread(io.BytesIO(data), key=index)
+    stored = im.size[::-1] if _orientation(im) < 5 else im.size  # Pillow gives the size once turned
+    if arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[-1] not in (3, 4) or arr.shape[:2] != stored:
+        raise TruncatedImageError(f"{name}: the 16-bit pixel data cannot be decoded")
+    rgb, alpha = arr[..., :3], (arr[..., 3] if arr.shape[-1] == 4 else None)
+    if alpha is not None and (im.tag_v2.get(338) or (0,))[0] == 1:
+        rgb = _unpremultiply(rgb, alpha)
+    return rgb, alpha
+
+
+def _decode_sixteen_bit_cmyk(name, data, index: int = 0) -> np.ndarray:
+    """16-bit CMYK (page ``index`` of the TIFF) as 16-bit RGB, by Pillow's own CMYK -> RGB
+    formula (R = (1 - C)(1 - K), ...), so that 8- and 16-bit CMYK files read alike."""
+    import tifffile
+
+    arr = tifffile.imread(io.BytesIO(data), key=index)
     if arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[-1] != 4:
         raise UnsupportedImageError(
             f"{name}: a 16-bit CMYK TIFF with samples of shape {arr.shape[1:]} {arr.dtype}; expected "
@@ -627,7 +676,7 @@ def _keep_info(im, data: bytes) -> dict:
         info["progressive"] = bool(im.info.get("progressive") or im.info.get("progression"))
         if (sampling := JpegImagePlugin.get_sampling(im)) >= 0:  # 4:4:4 stays 4:4:4, 4:2:0 4:2:0
             info["subsampling"] = sampling
-    if fmt in ("JPEG", "WEBP") and isinstance(im.info.get("xmp"), bytes | str):
+    if fmt in _XMP_FORMATS and isinstance(im.info.get("xmp"), bytes | str):
         info["xmp"] = _upright_xmp(im.info["xmp"])
     if fmt == "JPEG" and isinstance(im.info.get("comment"), bytes) and im.info["comment"]:
         info["comment"] = im.info["comment"]
@@ -641,6 +690,9 @@ def _keep_info(im, data: bytes) -> dict:
         info["frames"] = 1
     return info
 
+
+_XMP_FORMATS = ("JPEG", "WEBP", "AVIF")
+"""Formats whose XMP packet is read and written back (PNG's and TIFF's are not)."""
 
 _XMP_ORIENTATION = r'(tiff:Orientation(?:="|>))[0-9]'
 """XMP's orientation as Pillow finds it (``Image.getexif`` takes it where EXIF has none)."""
@@ -671,13 +723,14 @@ _TIFF_COMPRESSIONS = {"raw", "tiff_lzw", "tiff_adobe_deflate", "tiff_deflate", "
 
 FORMATS = {
     "PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "BMP": ".bmp", "WEBP": ".webp", "GIF": ".gif",
-    "PPM": ".ppm",
+    "PPM": ".ppm", "AVIF": ".avif",
 }
 """Formats ``save_image`` writes, with the suffix for each."""
 
 _SUFFIX_FORMATS = {
     ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
     ".bmp": "BMP", ".webp": "WEBP", ".gif": "GIF", ".ppm": "PPM", ".pgm": "PPM", ".pbm": "PPM", ".pnm": "PPM",
+    ".avif": "AVIF",
 }
 _NO_ALPHA = {"JPEG", "PPM", "BMP"}
 SIXTEEN_BIT_FORMATS = frozenset({"PNG", "TIFF", "PPM"})
@@ -781,8 +834,22 @@ def check_writable(image: ImageFile, format: str) -> str:
 
 
 def encode_image(image: ImageFile, format: str, quality: int = 95) -> bytes:
-    """The bytes of ``image`` as a ``format`` file (see :func:`save_image`)."""
+    """The bytes of ``image`` as a ``format`` file (see :func:`save_image`); with
+    :attr:`ImageFile.pages`, a TIFF holds them all, in order, and any other format the first."""
     fmt = check_writable(image, format)
+    if image.pages and fmt == "TIFF":
+        return _encode_tiff_pages([image, *image.pages], quality)
+    pixels, alpha = _planes(image, fmt)
+    if pixels.dtype == np.uint16 and (pixels.shape[-1] == 3 or alpha is not None):
+        return _encode_sixteen_bit_colour(pixels, alpha, fmt, image.info, _is_cmyk(image, fmt, alpha))
+    im = _pil_image(pixels, alpha, image.mode, fmt)
+    buf = io.BytesIO()
+    im.save(buf, fmt, **_save_options(image.info, fmt, im.mode, quality))
+    return buf.getvalue()
+
+
+def _planes(image: ImageFile, fmt: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(pixels, alpha)`` checked, in a depth ``fmt`` holds and with alpha of the pixels' dtype."""
     pixels, alpha = image.pixels, image.alpha
     if pixels.ndim != 3 or pixels.shape[-1] not in (1, 3) or pixels.dtype not in (np.uint8, np.uint16):
         raise ImageWriteError(
@@ -791,12 +858,28 @@ def encode_image(image: ImageFile, format: str, quality: int = 95) -> bytes:
         pixels = from_model(to_model(pixels), np.uint8)  # the format holds 8 bits; round, not truncate
     if alpha is not None and alpha.dtype != pixels.dtype:
         alpha = from_model(to_model(alpha), pixels.dtype)[..., 0]
-    if pixels.dtype == np.uint16 and (pixels.shape[-1] == 3 or alpha is not None):
-        cmyk = image.mode == "CMYK" and fmt == "TIFF" and alpha is None and pixels.shape[-1] == 3
-        return _encode_sixteen_bit_colour(pixels, alpha, fmt, image.info, cmyk)
-    im = _pil_image(pixels, alpha, image.mode, fmt)
+    return pixels, alpha
+
+
+def _is_cmyk(image: ImageFile, fmt: str, alpha) -> bool:
+    """Whether ``image`` goes back to CMYK inks: a CMYK TIFF without alpha (8-bit CMYK JPEGs are
+    Pillow's to convert)."""
+    return image.mode == "CMYK" and fmt == "TIFF" and alpha is None and image.pixels.shape[-1] == 3
+
+
+def _encode_tiff_pages(pages: list[ImageFile], quality: int) -> bytes:
+    """A multi-page TIFF: by Pillow, which keeps each page's mode (palette, 1-bit, CMYK) and the
+    first page's compression, ICC profile and resolution for all; by tifffile (zlib, each
+    page's own profile and resolution) when a page holds 16-bit colour, which Pillow cannot
+    write."""
+    planes = [_planes(page, "TIFF") for page in pages]
+    if any(px.dtype == np.uint16 and (px.shape[-1] == 3 or a is not None) for px, a in planes):
+        return _tifffile_pages([(*_tiff_arrays(px, a, _is_cmyk(page, "TIFF", a)), page.info)
+                                for page, (px, a) in zip(pages, planes, strict=True)])
+    ims = [_pil_image(px, a, page.mode, "TIFF") for page, (px, a) in zip(pages, planes, strict=True)]
     buf = io.BytesIO()
-    im.save(buf, fmt, **_save_options(image.info, fmt, im.mode, quality))
+    ims[0].save(buf, "TIFF", save_all=True, append_images=ims[1:],
+                **_save_options(pages[0].info, "TIFF", ims[0].mode, quality))
     return buf.getvalue()
 
 
@@ -840,13 +923,13 @@ def _palette(im, fmt: str):
 
 def _save_options(info: dict, fmt: str, mode: str, quality: int) -> dict:
     opts = {}
-    if _profile(info, mode == "CMYK") and fmt in ("PNG", "JPEG", "TIFF", "WEBP"):
+    if _profile(info, mode == "CMYK") and fmt in ("PNG", "JPEG", "TIFF", "WEBP", "AVIF"):
         opts["icc_profile"] = info["icc_profile"]
-    if info.get("exif") and fmt in ("PNG", "JPEG", "TIFF", "WEBP"):
+    if info.get("exif") and fmt in ("PNG", "JPEG", "TIFF", "WEBP", "AVIF"):
         opts["exif"] = info["exif"]
     if info.get("dpi") and fmt in ("PNG", "JPEG", "TIFF", "BMP"):
         opts["dpi"] = info["dpi"]
-    if info.get("xmp") and fmt in ("JPEG", "WEBP"):
+    if info.get("xmp") and fmt in _XMP_FORMATS:
         opts["xmp"] = info["xmp"]
     if fmt == "JPEG":
         opts.update(quality=quality, progressive=bool(info.get("progressive")))
@@ -859,6 +942,8 @@ def _save_options(info: dict, fmt: str, mode: str, quality: int) -> dict:
             opts.update(lossless=True, exact=True)  # exact: keep colour under transparent pixels
         else:
             opts["quality"] = quality
+    elif fmt == "AVIF":
+        opts["quality"] = quality
     elif fmt == "TIFF":
         opts["compression"] = info.get("compression", "tiff_lzw")
     elif fmt == "GIF" and mode == "P":
@@ -871,14 +956,9 @@ def _encode_sixteen_bit_colour(pixels, alpha, fmt: str, info: dict, cmyk: bool =
     alpha PNG, which OpenCV cannot write either) :func:`_png_grey_alpha16` do. ``cmyk``: a 16-bit
     CMYK TIFF, its inks from RGB by Pillow's RGB -> CMYK formula (C = 1 - R, ..., K = 0), as
     8-bit CMYK files are written."""
-    planes = [pixels] + ([alpha[..., None]] if alpha is not None else [])
-    arr = np.concatenate(planes, axis=-1)
-    if cmyk:
-        return _tiff16(np.concatenate([65535 - pixels, np.zeros_like(pixels[..., :1])], axis=-1),
-                       "separated", None, info)
     if fmt == "TIFF":
-        return _tiff16(arr, "rgb" if pixels.shape[-1] == 3 else "minisblack",
-                       ["unassalpha"] if alpha is not None else None, info)
+        return _tifffile_pages([(*_tiff_arrays(pixels, alpha, cmyk), info)])
+    arr = np.concatenate([pixels] + ([alpha[..., None]] if alpha is not None else []), axis=-1)
     import cv2
 
     if arr.shape[-1] == 2:  # OpenCV writes no grey+alpha PNG
@@ -891,6 +971,19 @@ def _encode_sixteen_bit_colour(pixels, alpha, fmt: str, info: dict, cmyk: bool =
     return _png_with_metadata(data, info) if fmt == "PNG" else data
 
 
+def _tiff_arrays(pixels, alpha, cmyk: bool) -> tuple[np.ndarray, str, list[str] | None]:
+    """``(samples, photometric, extrasamples)`` for tifffile: grey or RGB with unassociated
+    alpha, or (``cmyk``) inks C = 1 - R, M = 1 - G, Y = 1 - B, K = 0."""
+    if cmyk:
+        inks = np.iinfo(pixels.dtype).max - pixels
+        return np.concatenate([inks, np.zeros_like(pixels[..., :1])], axis=-1), "separated", None
+    arr = np.concatenate([pixels] + ([alpha[..., None]] if alpha is not None else []), axis=-1)
+    photometric = "rgb" if pixels.shape[-1] == 3 else "minisblack"
+    if arr.shape[-1] == 1:
+        return arr[..., 0], photometric, None
+    return arr, photometric, ["unassalpha"] if alpha is not None else None
+
+
 def _profile(info: dict, cmyk: bool) -> bytes | None:
     """The ICC profile to write, unless it describes the other colour space: a CMYK file's
     profile cannot go with the RGB pixels it becomes in a PNG or WebP (ICC header bytes 16-20
@@ -901,14 +994,18 @@ def _profile(info: dict, cmyk: bool) -> bytes | None:
     return profile
 
 
-def _tiff16(arr: np.ndarray, photometric: str, extrasamples, info: dict) -> bytes:
+def _tifffile_pages(pages: list[tuple[np.ndarray, str, list[str] | None, dict]]) -> bytes:
+    """A TIFF of one page per ``(samples, photometric, extrasamples, info)``, zlib-compressed,
+    each with its ICC profile and resolution."""
     import tifffile
 
     buf = io.BytesIO()
-    dpi = info.get("dpi")
-    tifffile.imwrite(buf, arr, photometric=photometric, extrasamples=extrasamples,
-                     iccprofile=_profile(info, photometric == "separated"), compression="zlib",
-                     resolution=dpi and (dpi[0], dpi[1]), resolutionunit="INCH" if dpi else None)
+    with tifffile.TiffWriter(buf) as tiff:
+        for arr, photometric, extrasamples, info in pages:
+            dpi = info.get("dpi")
+            tiff.write(arr, photometric=photometric, extrasamples=extrasamples,
+                       iccprofile=_profile(info, photometric == "separated"), compression="zlib",
+                       resolution=dpi and (dpi[0], dpi[1]), resolutionunit="INCH" if dpi else None)
     return buf.getvalue()
 
 

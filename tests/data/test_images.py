@@ -566,3 +566,100 @@ def test_a_camera_jpeg_that_pillow_calls_mpo_is_written_back_as_the_jpeg_it_is(t
     with Image.open(save_image(image, tmp_path / "out.jpg")) as out:
         assert out.format == "JPEG" and JpegImagePlugin.get_sampling(out) == 0  # 4:4:4 kept
         assert out.info["comment"] == b"shot on film" and out.info["xmp"] == xmp and out.info["progressive"]
+
+
+# ------------------------------------------------------------------ multi-page TIFF
+
+
+def _stack_pages() -> list[tuple[np.ndarray, np.ndarray | None, int]]:
+    """``(pixels, alpha, orientation)`` per page: 16-bit RGB, then 16-bit RGBA turned by the
+    Orientation tag 6, then 8-bit grey of another size."""
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 65536, (12, 10, 3), dtype=np.uint16)
+    rgba = rng.integers(0, 65536, (12, 10, 4), dtype=np.uint16)
+    rgba[..., 3] = np.maximum(rgba[..., 3], 1)
+    grey = rng.integers(0, 256, (7, 9), dtype=np.uint8)
+    return [(rgb, None, 1), (rgba[..., :3], rgba[..., 3], 6), (grey[..., None], None, 1)]
+
+
+def test_every_page_of_a_multi_page_tiff_reads_upright_and_writes_back_exactly(tmp_path):
+    import tifffile
+
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf) as tiff:
+        for pixels, alpha, orientation in _stack_pages():
+            stored = pixels if alpha is None else np.concatenate([pixels, alpha[..., None]], axis=-1)
+            tiff.write(stored if stored.shape[-1] > 1 else stored[..., 0],
+                       photometric="rgb" if stored.shape[-1] >= 3 else "minisblack",
+                       extrasamples=["unassalpha"] if alpha is not None else None,
+                       extratags=[(0x0112, 3, 1, orientation, True)])
+    stack = load_image(buf.getvalue(), pages=True)
+    assert stack.info["frames"] == 3 and len(stack.pages) == 2
+    assert load_image(buf.getvalue()).pages == ()  # the first page only, unless asked
+    got = [stack, *stack.pages]
+    for page, (pixels, alpha, orientation) in zip(got, _stack_pages(), strict=True):
+        np.testing.assert_array_equal(page.pixels, np.rot90(pixels, -1) if orientation == 6 else pixels)
+        if alpha is None:
+            assert page.alpha is None
+        else:
+            np.testing.assert_array_equal(page.alpha, np.rot90(alpha, -1))
+    back = load_image(save_image(stack, tmp_path / "stack.tif"), pages=True)
+    assert [p.pixels.shape for p in (back, *back.pages)] == [(12, 10, 3), (10, 12, 3), (7, 9, 1)]
+    for page, written in zip(got, (back, *back.pages), strict=True):
+        np.testing.assert_array_equal(written.pixels, page.pixels)
+        assert (written.alpha is None) == (page.alpha is None)
+    np.testing.assert_array_equal(back.pages[0].alpha, stack.pages[0].alpha)
+    # Another format holds the first page only.
+    png = load_image(save_image(stack, tmp_path / "first.png"), pages=True)
+    np.testing.assert_array_equal(png.pixels, stack.pixels)
+    assert png.pages == ()
+
+
+def test_an_eight_bit_stack_keeps_each_pages_mode_and_the_compression(tmp_path):
+    grey = Image.fromarray(np.arange(120, dtype=np.uint8).reshape(10, 12))
+    palette = Image.fromarray(np.arange(120, dtype=np.uint8).reshape(10, 12) % 7).convert("P")
+    rgb = Image.fromarray(np.stack([np.arange(120, dtype=np.uint8).reshape(10, 12)] * 3, axis=-1))
+    grey.save(tmp_path / "in.tif", save_all=True, append_images=[palette, rgb],
+              compression="tiff_adobe_deflate")
+    stack = load_image(tmp_path / "in.tif", pages=True)
+    assert [p.mode for p in (stack, *stack.pages)] == ["L", "P", "RGB"]
+    save_image(stack, tmp_path / "out.tif")
+    written = Image.open(tmp_path / "out.tif")
+    assert written.n_frames == 3 and written.info["compression"] == "tiff_adobe_deflate"
+    again = load_image(tmp_path / "out.tif", pages=True)
+    for index, (page, back) in enumerate(zip((stack, *stack.pages), (again, *again.pages), strict=True)):
+        written.seek(index)
+        assert written.mode == back.mode == page.mode
+        np.testing.assert_array_equal(back.pixels, page.pixels)
+
+
+def test_a_stack_past_the_pixel_limit_or_with_a_damaged_page_is_refused_by_page(tmp_path):
+    pages = [Image.fromarray(np.full((1000, 1000), v, np.uint8)) for v in (10, 20, 30)]
+    pages[0].save(tmp_path / "stack.tif", save_all=True, append_images=pages[1:])
+    assert load_image(tmp_path / "stack.tif", max_pixels=2_500_000).pages == ()  # one page: fine
+    with pytest.raises(ImageTooLargeError, match=r"stack\.tif: its first 3 of 3 pages hold 3\.0 MP together, "
+                                                 r"more than the 2\.5 MP limit"):
+        load_image(tmp_path / "stack.tif", max_pixels=2_500_000, pages=True)
+    # Uncompressed pages one after another: cut the file inside the last page's pixels.
+    (tmp_path / "cut.tif").write_bytes((tmp_path / "stack.tif").read_bytes()[:2_500_000])
+    with pytest.raises(TruncatedImageError, match=r"cut\.tif, page 3 of 3: "):
+        load_image(tmp_path / "cut.tif", pages=True)
+    assert load_image(tmp_path / "cut.tif").pixels.mean() == 10  # the first page alone is whole
+
+
+def test_avif_reads_upright_and_writes_back_with_its_metadata(tmp_path):
+    yy, xx = np.mgrid[0:20, 0:30]
+    pixels = np.stack([xx * 8, yy * 12, (xx + yy) * 4], axis=-1).astype(np.uint8)  # smooth: AVIF keeps it
+    exif = camera_exif(6)
+    Image.fromarray(pixels).save(tmp_path / "photo.avif", quality=100, exif=exif.tobytes(),
+                                 xmp=b'<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>')
+    image = load_image(tmp_path / "photo.avif")
+    assert (image.format, image.mode, image.pixels.shape) == ("AVIF", "RGB", (30, 20, 3))
+    assert np.abs(image.pixels.astype(int) - np.rot90(pixels, -1)).mean() < 2  # turned once
+    assert image.info["xmp"] == b'<x:xmpmeta><rdf:Description tiff:Orientation="1"/></x:xmpmeta>'
+    save_image(image, tmp_path / "out.avif")
+    written = Image.open(tmp_path / "out.avif")
+    assert written.format == "AVIF" and written.size == (20, 30)
+    assert written.getexif().get(0x0112, 1) == 1 and written.getexif()[0x010F] == exif[0x010F]
+    back = load_image(tmp_path / "out.avif")
+    assert np.abs(back.pixels.astype(int) - image.pixels).mean() < 2 and back.info["xmp"] == image.info["xmp"]
