@@ -666,6 +666,12 @@ def _keep_info(im, data: bytes) -> dict:
                 info["exif"] = exif.tobytes()
         except Exception:  # damaged EXIF (SyntaxError, struct.error, TypeError, ...): drop it
             pass
+    if im.format == "TIFF":
+        tags = {tag: im.tag_v2[tag] for tag in TIFF_TEXT_TAGS if isinstance(im.tag_v2.get(tag), str)}
+        if tags := {tag: value for tag, value in tags.items() if value}:
+            info["tiff_tags"] = tags
+    if im.format == "PNG" and (chunks := _png_text_chunks(data)):
+        info["png_text"] = chunks
     dpi = _sane_dpi(im.info.get("dpi"))
     if dpi:
         info["dpi"] = dpi
@@ -691,8 +697,52 @@ def _keep_info(im, data: bytes) -> dict:
     return info
 
 
-_XMP_FORMATS = ("JPEG", "WEBP", "AVIF")
-"""Formats whose XMP packet is read and written back (PNG's and TIFF's are not)."""
+_XMP_FORMATS = ("JPEG", "WEBP", "AVIF", "TIFF")
+"""Formats whose XMP packet is read into ``info["xmp"]`` and written from it (a PNG's stays in
+its text chunks, ``info["png_text"]``; a PNG output from another format gets it as iTXt)."""
+
+TIFF_TEXT_TAGS = {
+    269: "DocumentName", 270: "ImageDescription", 271: "Make", 272: "Model", 285: "PageName",
+    305: "Software", 306: "DateTime", 315: "Artist", 316: "HostComputer", 33432: "Copyright",
+}
+"""A TIFF page's text tags, kept for TIFF outputs (ImageDescription holds an ImageJ stack's
+slice spacing and units, or OME-XML)."""
+
+_PNG_TEXT = (b"tEXt", b"zTXt", b"iTXt")
+_PNG_XMP_KEY = b"XML:com.adobe.xmp"
+_PNG_DROPPED_TEXT = (b"Raw profile type exif", b"Raw profile type APP1")
+"""ImageMagick's hex copies of the EXIF, which the eXIf chunk written from ``info["exif"]``
+replaces (orientation removed): kept, they would turn the image again in readers of them."""
+
+
+def _png_text_chunks(data: bytes) -> tuple[tuple[bytes, bytes], ...]:
+    """A PNG's text chunks as ``(type, body)``, in order, to be written back as they were: tEXt,
+    zTXt and iTXt (captions, authors, a generator's parameters, XMP with its orientation set to
+    1). A damaged chunk list ends the search; what was found before it is kept."""
+    chunks, at = [], 8
+    while at + 12 <= len(data):
+        length, kind = struct.unpack(">I4s", data[at:at + 8])
+        body = data[at + 8:at + 8 + length]
+        if len(body) < length or kind == b"IEND":
+            break
+        at += 12 + length
+        key = body.split(b"\x00", 1)[0]
+        if kind in _PNG_TEXT and not key.startswith(_PNG_DROPPED_TEXT):
+            xmp = kind == b"iTXt" and key == _PNG_XMP_KEY
+            try:
+                chunks.append((kind, _upright_png_xmp(body) if xmp else body))
+            except (ValueError, IndexError, zlib.error):  # a damaged XMP chunk: dropped
+                continue
+    return tuple(chunks)
+
+
+def _upright_png_xmp(body: bytes) -> bytes:
+    """An iTXt XMP chunk's body with ``tiff:Orientation`` set to 1 (compressed or not)."""
+    key, rest = body.split(b"\x00", 1)
+    flag, method, rest = rest[0], rest[1], rest[2:]
+    lang, tkey, text = rest.split(b"\x00", 2)
+    text = _upright_xmp(zlib.decompress(text) if flag else text)
+    return b"\x00".join([key, bytes([flag, method]) + lang, tkey, zlib.compress(text) if flag else text])
 
 _XMP_ORIENTATION = r'(tiff:Orientation(?:="|>))[0-9]'
 """XMP's orientation as Pillow finds it (``Image.getexif`` takes it where EXIF has none)."""
@@ -845,7 +895,7 @@ def encode_image(image: ImageFile, format: str, quality: int = 95) -> bytes:
     im = _pil_image(pixels, alpha, image.mode, fmt)
     buf = io.BytesIO()
     im.save(buf, fmt, **_save_options(image.info, fmt, im.mode, quality))
-    return buf.getvalue()
+    return _png_after_ihdr(buf.getvalue(), _png_text(image.info)) if fmt == "PNG" else buf.getvalue()
 
 
 def _planes(image: ImageFile, fmt: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -868,18 +918,21 @@ def _is_cmyk(image: ImageFile, fmt: str, alpha) -> bool:
 
 
 def _encode_tiff_pages(pages: list[ImageFile], quality: int) -> bytes:
-    """A multi-page TIFF: by Pillow, which keeps each page's mode (palette, 1-bit, CMYK) and the
-    first page's compression, ICC profile and resolution for all; by tifffile (zlib, each
-    page's own profile and resolution) when a page holds 16-bit colour, which Pillow cannot
-    write."""
+    """A multi-page TIFF, each page with its own metadata: by Pillow, which keeps each page's
+    mode (palette, 1-bit, CMYK) and compression; by tifffile (zlib) when a page holds 16-bit
+    colour, which Pillow cannot write."""
     planes = [_planes(page, "TIFF") for page in pages]
     if any(px.dtype == np.uint16 and (px.shape[-1] == 3 or a is not None) for px, a in planes):
         return _tifffile_pages([(*_tiff_arrays(px, a, _is_cmyk(page, "TIFF", a)), page.info)
                                 for page, (px, a) in zip(pages, planes, strict=True)])
-    ims = [_pil_image(px, a, page.mode, "TIFF") for page, (px, a) in zip(pages, planes, strict=True)]
+    from PIL import TiffImagePlugin
+
     buf = io.BytesIO()
-    ims[0].save(buf, "TIFF", save_all=True, append_images=ims[1:],
-                **_save_options(pages[0].info, "TIFF", ims[0].mode, quality))
+    with TiffImagePlugin.AppendingTiffWriter(buf) as tiff:
+        for page, (px, a) in zip(pages, planes, strict=True):
+            im = _pil_image(px, a, page.mode, "TIFF")
+            im.save(tiff, "TIFF", **_save_options(page.info, "TIFF", im.mode, quality))
+            tiff.newFrame()
     return buf.getvalue()
 
 
@@ -929,7 +982,7 @@ def _save_options(info: dict, fmt: str, mode: str, quality: int) -> dict:
         opts["exif"] = info["exif"]
     if info.get("dpi") and fmt in ("PNG", "JPEG", "TIFF", "BMP"):
         opts["dpi"] = info["dpi"]
-    if info.get("xmp") and fmt in _XMP_FORMATS:
+    if info.get("xmp") and fmt in ("JPEG", "WEBP", "AVIF"):
         opts["xmp"] = info["xmp"]
     if fmt == "JPEG":
         opts.update(quality=quality, progressive=bool(info.get("progressive")))
@@ -946,6 +999,12 @@ def _save_options(info: dict, fmt: str, mode: str, quality: int) -> dict:
         opts["quality"] = quality
     elif fmt == "TIFF":
         opts["compression"] = info.get("compression", "tiff_lzw")
+        if tags := _tiff_tags(info):
+            from PIL import TiffImagePlugin
+
+            opts["tiffinfo"] = TiffImagePlugin.ImageFileDirectory_v2()
+            for tag, value in tags.items():
+                opts["tiffinfo"][tag] = value
     elif fmt == "GIF" and mode == "P":
         opts["optimize"] = False
     return opts
@@ -996,17 +1055,30 @@ def _profile(info: dict, cmyk: bool) -> bytes | None:
 
 def _tifffile_pages(pages: list[tuple[np.ndarray, str, list[str] | None, dict]]) -> bytes:
     """A TIFF of one page per ``(samples, photometric, extrasamples, info)``, zlib-compressed,
-    each with its ICC profile and resolution."""
+    each with its ICC profile, resolution, text tags and XMP (and no tags of tifffile's own)."""
     import tifffile
 
     buf = io.BytesIO()
     with tifffile.TiffWriter(buf) as tiff:
         for arr, photometric, extrasamples, info in pages:
-            dpi = info.get("dpi")
+            dpi, tags = info.get("dpi"), _tiff_tags(info)
+            description = tags.pop(270, None)
+            extratags = [(tag, "B" if isinstance(value, bytes) else "s", 0, value, True)
+                         for tag, value in tags.items()]
             tiff.write(arr, photometric=photometric, extrasamples=extrasamples,
                        iccprofile=_profile(info, photometric == "separated"), compression="zlib",
-                       resolution=dpi and (dpi[0], dpi[1]), resolutionunit="INCH" if dpi else None)
+                       resolution=dpi and (dpi[0], dpi[1]), resolutionunit="INCH" if dpi else None,
+                       metadata=None, software=False, description=description, extratags=extratags)
     return buf.getvalue()
+
+
+def _tiff_tags(info: dict) -> dict[int, str | bytes]:
+    """The TIFF tags to write: the text tags (:data:`TIFF_TEXT_TAGS`) and the XMP packet (700)."""
+    tags = dict(info.get("tiff_tags", {}))
+    if info.get("xmp"):
+        xmp = info["xmp"]
+        tags[700] = xmp.encode() if isinstance(xmp, str) else xmp
+    return tags
 
 
 def _png_grey_alpha16(arr: np.ndarray) -> bytes:
@@ -1020,7 +1092,7 @@ def _png_grey_alpha16(arr: np.ndarray) -> bytes:
 
 
 def _png_with_metadata(png: bytes, info: dict) -> bytes:
-    """Inserts iCCP, pHYs and eXIf chunks after IHDR (OpenCV writes none of them)."""
+    """Inserts pHYs, iCCP, eXIf and the text chunks after IHDR (OpenCV writes none of them)."""
     chunks = b""
     if info.get("dpi"):
         per_metre = (round(d / 0.0254) for d in info["dpi"])
@@ -1030,6 +1102,21 @@ def _png_with_metadata(png: bytes, info: dict) -> bytes:
     exif = info.get("exif")
     if exif:
         chunks += _png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+    return _png_after_ihdr(png, chunks + _png_text(info))
+
+
+def _png_text(info: dict) -> bytes:
+    """The text chunks to write: a PNG's own (``png_text``), or another format's XMP as iTXt."""
+    chunks = [_png_chunk(kind, body) for kind, body in info.get("png_text", ())]
+    xmp = info.get("xmp")
+    if xmp and not info.get("png_text"):
+        text = xmp.encode() if isinstance(xmp, str) else xmp
+        chunks.append(_png_chunk(b"iTXt", _PNG_XMP_KEY + b"\x00\x00\x00\x00\x00" + text))
+    return b"".join(chunks)
+
+
+def _png_after_ihdr(png: bytes, chunks: bytes) -> bytes:
+    """``png`` with ``chunks`` (whole, serialised) inserted after its IHDR chunk."""
     ihdr_end = 8 + 8 + 13 + 4
     return png[:ihdr_end] + chunks + png[ihdr_end:]
 

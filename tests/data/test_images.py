@@ -663,3 +663,88 @@ def test_avif_reads_upright_and_writes_back_with_its_metadata(tmp_path):
     assert written.getexif().get(0x0112, 1) == 1 and written.getexif()[0x010F] == exif[0x010F]
     back = load_image(tmp_path / "out.avif")
     assert np.abs(back.pixels.astype(int) - image.pixels).mean() < 2 and back.info["xmp"] == image.info["xmp"]
+
+
+# ------------------------------------------------------------------ text metadata
+
+
+def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    chunks, at = [], 8
+    while at < len(data):
+        length, kind = struct.unpack(">I4s", data[at:at + 8])
+        chunks.append((kind, data[at + 8:at + 8 + length]))
+        at += 12 + length
+    return chunks
+
+
+@pytest.mark.parametrize("dtype, channels", [(np.uint8, 1), (np.uint8, 3), (np.uint16, 3)])
+def test_png_text_chunks_are_written_back_as_they_were_and_xmp_upright(tmp_path, dtype, channels):
+    from PIL.PngImagePlugin import PngInfo
+
+    pixels = np.zeros((20, 40, channels), dtype)
+    pixels[:, :10] = np.iinfo(dtype).max  # a white band on the left: a turned copy is 40 high
+    text = PngInfo()
+    text.add_text("Author", "A. Photographer")
+    text.add_text("parameters", "steps: 20, sampler: Euler", zip=True)
+    text.add_itxt("Title", "Débruitage", lang="fr", tkey="Titre")
+    text.add_itxt("XML:com.adobe.xmp", '<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>',
+                  zip=True)
+    text.add_text("Raw profile type exif", "\nexif\n      8\n457869660000\n")
+    if dtype == np.uint8:
+        Image.fromarray(pixels[..., 0] if channels == 1 else pixels).save(tmp_path / "in.png", pnginfo=text)
+    else:  # Pillow writes no 16-bit colour: our writer, then the chunks Pillow would add
+        data = images.encode_image(ImageFile(pixels, None, "PNG", "RGB"), "PNG")
+        chunks = b"".join(images._png_chunk(kind, body) for kind, body, _ in text.chunks)
+        (tmp_path / "in.png").write_bytes(data[:33] + chunks + data[33:])
+    image = load_image(tmp_path / "in.png")
+    assert image.pixels.shape[:2] == (40, 20)  # turned once, by the XMP's orientation
+    written = save_image(image, tmp_path / "out.png").read_bytes()
+    chunks = [(kind, body) for kind, body in _png_chunks(written) if kind in (b"tEXt", b"zTXt", b"iTXt")]
+    assert [body.split(b"\x00")[0] for _, body in chunks] == [
+        b"Author", b"parameters", b"Title", b"XML:com.adobe.xmp"]  # the raw EXIF copy is dropped
+    with Image.open(tmp_path / "out.png") as im:
+        assert im.text["Author"] == "A. Photographer" and im.text["parameters"] == "steps: 20, sampler: Euler"
+        assert im.text["Title"] == "Débruitage" and im.text["Title"].lang == "fr"
+        assert 'tiff:Orientation="1"' in im.text["XML:com.adobe.xmp"]
+        assert ImageOps.exif_transpose(im).size == (20, 40)  # upright for every reader
+    assert load_image(written).pixels.shape[:2] == (40, 20)
+
+
+def test_a_jpegs_xmp_goes_into_a_png_output_as_itxt(tmp_path):
+    xmp = b'<x:xmpmeta><rdf:Description dc:creator="me"/></x:xmpmeta>'
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "in.jpg", xmp=xmp)
+    save_image(load_image(tmp_path / "in.jpg"), tmp_path / "out.png")
+    with Image.open(tmp_path / "out.png") as im:
+        assert im.text["XML:com.adobe.xmp"] == xmp.decode()
+
+
+@pytest.mark.parametrize("sixteen_bit_colour", [False, True])
+def test_each_tiff_pages_text_tags_and_xmp_are_kept_and_nothing_is_added(tmp_path, sixteen_bit_colour):
+    import tifffile
+
+    described = [
+        {270: "ImageJ=1.54f\nimages=2\nslices=2\nunit=micron\nspacing=0.5\n", 315: "Lab A",
+         33432: "CC-BY 4.0", 306: "2026:11:28 10:00:00", 700: b'<x:xmpmeta tiff:Orientation="1"/>'},
+        {285: "second slice"},
+    ]
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf) as tiff:
+        for index, tags in enumerate(described):
+            arr = (np.full((6, 8, 3), 1000 * (index + 1), np.uint16) if sixteen_bit_colour
+                   else np.full((6, 8), 10 * (index + 1), np.uint8))
+            extra = [(tag, "B" if isinstance(v, bytes) else "s", 0, v, True)
+                     for tag, v in tags.items() if tag != 270]
+            tiff.write(arr, photometric="rgb" if sixteen_bit_colour else "minisblack", metadata=None,
+                       software=False, description=tags.get(270), extratags=extra)
+    save_image(load_image(buf.getvalue(), pages=True), tmp_path / "out.tif")
+
+    def text_tags(source) -> list[dict]:
+        with tifffile.TiffFile(source) as tif:  # tifffile strips an ASCII value's trailing newline
+            return [{tag.code: tag.value for tag in page.tags if tag.code in (*images.TIFF_TEXT_TAGS, 700)}
+                    for page in tif.pages]
+
+    written = text_tags(tmp_path / "out.tif")
+    assert written == text_tags(io.BytesIO(buf.getvalue()))  # nothing added: no Software of tifffile's
+    assert written[0][270].endswith("spacing=0.5") and written[1] == {285: "second slice"}
+    with Image.open(tmp_path / "out.tif") as im:
+        assert im.tag_v2[270] == described[0][270]  # to the last byte
