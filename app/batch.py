@@ -74,6 +74,7 @@ from data.images import (
     PARTIAL_SUFFIX,
     SIXTEEN_BIT_FORMATS,
     BitDepthError,
+    ImageFile,
     ImageReadError,
     ImageWriteError,
     atomic_write_bytes,
@@ -166,7 +167,8 @@ class BatchConfig:
     ensemble: int = dataclasses.field(default=1, metadata={
         "choices": tuple(ENSEMBLES), "help": ENSEMBLE_HELP})
     max_pixels: int = dataclasses.field(default=DEFAULT_MAX_PIXELS, metadata={
-        "help": "refuse images with more pixels than this (decompression-bomb guard)"})
+        "help": "refuse images with more pixels than this (decompression-bomb guard; a multi-page "
+                "TIFF's pages together, where a TIFF output keeps them all)"})
     batch_size: int = dataclasses.field(default=64, metadata={
         "help": "small images per model call (same-size images are stacked)"})
     threads: int = dataclasses.field(default=2, metadata={
@@ -690,7 +692,7 @@ class _Pipeline:
             if image is None:
                 self._done(item)
                 continue
-            self.largest = max(self.largest, _samples(image))
+            self.largest = max(self.largest, _samples(image) + _samples(reference))
             big = max(max(page.pixels.shape[:2]) for page in _pages(image)) > self.config.tile
             if group and (big or not self._fits(group, image)):
                 self._denoise(group)
@@ -738,10 +740,12 @@ class _Pipeline:
             keep = " (a TIFF output keeps every page)" if image.format == "TIFF" else ""
             _note(item.row, f"first of {image.info['frames']} frames: only it is denoised and written{keep}")
             self.summary.notes.append(f"{item.rel}: {item.row['detail']}")
-        reference = self._reference(item) if self.config.reference is not None else None
+        reference = None
+        if self.config.reference is not None:  # a stack's whole, where every page is scored
+            reference = self._reference(item, pages=bool(image.pages))
         return item, image, reference, time.perf_counter() - start
 
-    def _reference(self, item: Item):
+    def _reference(self, item: Item, pages: bool):
         """The reference image for ``item``, or a string saying why there is none to score against."""
         base = self.config.reference / item.rel
         candidates = [base] + sorted(p for p in base.parent.glob(f"{_glob_escape(base.stem)}.*")
@@ -749,7 +753,7 @@ class _Pipeline:
         for path in candidates:
             if path.is_file():
                 try:
-                    found = load_image(path, max_pixels=self.config.max_pixels, pages=True)
+                    found = load_image(path, max_pixels=self.config.max_pixels, pages=pages)
                     return self._full_scale_pages(found)
                 except BitDepthError as err:
                     return f"reference unusable: {path}: {err} (--bit-depth {self.config.bit_depth})"
@@ -801,7 +805,7 @@ class _Pipeline:
             pages = zip(image.pages, rest, strict=True)
             denoised = dataclasses.replace(image, pixels=first, pages=tuple(
                 dataclasses.replace(page, pixels=pixels) for page, pixels in pages))
-            samples = _samples(image)
+            samples = _samples(image) + _samples(reference)  # the reference waits with it
             while self.writing and (len(self.writing) >= 2 * self.config.batch_size
                                     or self.pending + samples > BUFFER_SAMPLES):
                 self._finish_write(self.writing.popleft())
@@ -863,7 +867,8 @@ class _Pipeline:
                     estimate = to_model(page.pixels)
                     target = match_channels(to_model(clean.pixels), estimate.shape[-1])
                     values.append(float(score(target, estimate)))
-                value = float(np.mean(values))  # SSIM is nan below 3 px: left empty
+                finite = [v for v in values if np.isfinite(v)]  # SSIM is nan below 3 px: left out
+                value = float(np.mean(finite)) if finite else float("nan")  # none: left empty
                 scores[f"{metric}_{label}"] = round(value, digits) if np.isfinite(value) else None
         item.row.update(scores)
 
@@ -894,7 +899,9 @@ def _pages(image) -> tuple:
 
 def _samples(image, alpha: bool = True) -> int:
     """Samples an image holds in memory, every page's: its pixels times its channels (and its
-    alpha, unless not ``alpha``)."""
+    alpha, unless not ``alpha``); 0 for no image (a reference that is a reason instead)."""
+    if not isinstance(image, ImageFile):
+        return 0
     return sum(page.pixels.size + (0 if page.alpha is None or not alpha else page.alpha.size)
                for page in _pages(image))
 

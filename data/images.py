@@ -353,21 +353,33 @@ def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS, pages: bool = False
     name, data = _read_source(source)
     with _open_pil(name, data, max_pixels) as im:
         first = _decode_frame(name, data, im, 0)
-        if not pages or im.format != "TIFF" or first.info["frames"] < 2:
+        count = first.info["frames"]
+        if not pages or im.format != "TIFF" or count < 2:
             return first
-        count, total, rest = first.info["frames"], first.pixels.shape[0] * first.pixels.shape[1], []
+    # A fresh reader, walked page by page: n_frames (read for the first page) leaves Pillow 12.3
+    # set up wrongly after a page it could not set up (the next "page" is the first again) and
+    # applies a palette page's palette to later pages (Pillow #9851).
+    total, rest = first.pixels.shape[0] * first.pixels.shape[1], []
+    with _open_pil(name, data, max_pixels) as im:
         for index in range(1, count):
             page_name = f"{name}, page {index + 1} of {count}"
-            with _decoding(page_name):
+            try:
                 im.seek(index)
+            except Exception as err:  # noqa: BLE001 - Pillow raises many kinds on a page it cannot set up
+                raise UnsupportedImageError(
+                    f"{page_name}: this page cannot be read here ({type(err).__name__}: {err}); "
+                    "expected 8- or 16-bit grey or colour") from err
+            if im.mode not in ("P", "PA"):
+                im.palette = None
             _check_dimensions(page_name, im.size, max_pixels)
+            _check_planes(page_name, im)
             total += im.size[0] * im.size[1]
             if total > max_pixels:
                 raise ImageTooLargeError(
                     f"{name}: its first {index + 1} of {count} pages hold {total / 1e6:,.1f} MP together, "
                     f"more than the {max_pixels / 1e6:g} MP limit (raise the limit, or split the stack)")
             rest.append(_decode_frame(page_name, data, im, index))
-        return dataclasses.replace(first, pages=tuple(rest))
+    return dataclasses.replace(first, pages=tuple(rest))
 
 
 def _decode_frame(name: str, data: bytes, im, index: int) -> ImageFile:
@@ -388,10 +400,10 @@ def _decode_frame(name: str, data: bytes, im, index: int) -> ImageFile:
     # IMREAD_UNCHANGED or IMREAD_IGNORE_ORIENTATION), as Pillow's does on load (which then
     # drops the tag); tifffile leaves it to us (Pillow never loaded those pixels, so the tag
     # is still there), as IMREAD_UNCHANGED does for PNG and the rest.
-    orientation = 1 if sixteen and im.format == "TIFF" and not index else _orientation(im)
-    info = _keep_info(im, data)
-    if index:
-        info.pop("frames", None)
+    # The tag, that is: an orientation held only in the XMP is ours to apply.
+    opencv_turned = sixteen and im.format == "TIFF" and not index and 274 in im.tag_v2
+    orientation = 1 if opencv_turned else _orientation(im)
+    info = _keep_info(im, data, frames=not index)
     pixels, alpha = _orient(pixels, orientation), _orient(alpha, orientation)
     return ImageFile(np.ascontiguousarray(pixels), None if alpha is None else np.ascontiguousarray(alpha),
                      _format_of(im), mode, info)
@@ -437,7 +449,11 @@ class _decoding:
     def __exit__(self, kind, err, tb):
         if err is None or isinstance(err, ImageReadError):
             return False
+        from PIL import Image
+
         text = str(err)
+        if isinstance(err, Image.DecompressionBombError):  # a later page, past Pillow's own limit
+            raise ImageTooLargeError(f"{self.name}: {text}") from err
         if isinstance(err, (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)):
             if "truncated" in text or isinstance(err, (EOFError, struct.error)) or "broken" in text:
                 raise TruncatedImageError(
@@ -470,12 +486,28 @@ def _open_pil(name: str, data: bytes, max_pixels: int):
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as err:
         raise NotAnImageError(f"{name}: the header is damaged ({err})") from err
     _check_dimensions(name, im.size, max_pixels)
+    _check_planes(name, im)
+    return im
+
+
+def _check_planes(name: str, im) -> None:
+    """Refuses a 16-bit TIFF page stored in separate colour planes, which Pillow (and OpenCV)
+    would read as 8-bit: the pixels would come out wrong."""
     if im.format == "TIFF" and im.tag_v2.get(284) == 2 and max(im.tag_v2.get(258) or (8,)) > 8:
-        # Pillow (and OpenCV) read these planes as 8-bit: the pixels would come out wrong.
         raise UnsupportedImageError(
             f"{name}: a 16-bit TIFF stored in separate colour planes, which cannot be decoded "
             "here; save it with contiguous samples (PlanarConfiguration 1) or as 8-bit")
-    return im
+
+
+def _tiff_page_count(data: bytes) -> int:
+    """The pages of a TIFF as tifffile counts them (0 where it cannot read the page list)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            return len(tif.pages)
+    except Exception:  # noqa: BLE001 - a damaged page list: Pillow's count stands
+        return 0
 
 
 def _silence_pillow_bomb_warning() -> None:
@@ -569,7 +601,7 @@ def _decode_sixteen_bit_tiff_page(name, data, im, index: int):
     import tifffile
 
     arr = tifffile.imread(io.BytesIO(data), key=index)
-    stored = im.size[::-1] if _orientation(im) < 5 else im.size  # Pillow gives the size once turned
+    stored = im.size[::-1] if im.tag_v2.get(274, 1) < 5 else im.size  # Pillow turns it by the tag
     if arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[-1] not in (3, 4) or arr.shape[:2] != stored:
         raise TruncatedImageError(f"{name}: the 16-bit pixel data cannot be decoded")
     rgb, alpha = arr[..., :3], (arr[..., 3] if arr.shape[-1] == 4 else None)
@@ -653,8 +685,9 @@ def _orientation(im) -> int:
         return 1
 
 
-def _keep_info(im, data: bytes) -> dict:
-    """What ``save_image`` writes back; metadata that cannot be read is dropped, not fatal."""
+def _keep_info(im, data: bytes, frames: bool = True) -> dict:
+    """What ``save_image`` writes back; metadata that cannot be read is dropped, not fatal.
+    ``frames``: count the file's frames (a first page's info, not a further page's)."""
     info = {}
     if im.info.get("icc_profile"):
         info["icc_profile"] = im.info["icc_profile"]
@@ -666,9 +699,9 @@ def _keep_info(im, data: bytes) -> dict:
                 info["exif"] = exif.tobytes()
         except Exception:  # damaged EXIF (SyntaxError, struct.error, TypeError, ...): drop it
             pass
-    if im.format == "TIFF":
+    if im.format == "TIFF":  # Pillow decodes ASCII tags as latin-1: these are their bytes again
         tags = {tag: im.tag_v2[tag] for tag in TIFF_TEXT_TAGS if isinstance(im.tag_v2.get(tag), str)}
-        if tags := {tag: value for tag, value in tags.items() if value}:
+        if tags := {tag: value.encode("latin-1", "replace") for tag, value in tags.items() if value}:
             info["tiff_tags"] = tags
     if im.format == "PNG" and (chunks := _png_text_chunks(data)):
         info["png_text"] = chunks
@@ -690,10 +723,15 @@ def _keep_info(im, data: bytes) -> dict:
         info["lossless"] = b"VP8L" in data[:4096]
     if im.format == "TIFF" and im.info.get("compression") in _TIFF_COMPRESSIONS:
         info["compression"] = im.info["compression"]
-    try:
-        info["frames"] = int(getattr(im, "n_frames", 1))
-    except Exception:  # a damaged next-frame pointer (TypeError "Missing dimensions", ...)
-        info["frames"] = 1
+    if frames:
+        try:
+            info["frames"] = int(getattr(im, "n_frames", 1))
+        except Exception:  # a damaged next-frame pointer (TypeError "Missing dimensions", ...)
+            info["frames"] = 1
+        if im.format == "TIFF":
+            # tifffile walks the page list even where Pillow cannot set a page up (n_frames then
+            # fails): load_image(pages=True) refuses such a page, never drops it without a word.
+            info["frames"] = max(info["frames"], _tiff_page_count(data))
     return info
 
 
@@ -714,35 +752,81 @@ _PNG_DROPPED_TEXT = (b"Raw profile type exif", b"Raw profile type APP1")
 """ImageMagick's hex copies of the EXIF, which the eXIf chunk written from ``info["exif"]``
 replaces (orientation removed): kept, they would turn the image again in readers of them."""
 
+PNG_TEXT_LIMIT = 1 << 20
+"""Largest text a PNG text chunk may hold, decompressed (Pillow's ``MAX_TEXT_CHUNK``: past it,
+Pillow refuses the file); chunks past it, or past 64 MB together, are dropped."""
 
-def _png_text_chunks(data: bytes) -> tuple[tuple[bytes, bytes], ...]:
-    """A PNG's text chunks as ``(type, body)``, in order, to be written back as they were: tEXt,
-    zTXt and iTXt (captions, authors, a generator's parameters, XMP with its orientation set to
-    1). A damaged chunk list ends the search; what was found before it is kept."""
-    chunks, at = [], 8
+
+def _png_text_chunks(data: bytes) -> tuple[tuple[bytes, bytes, bool], ...]:
+    """A PNG's text chunks as ``(type, body, after_idat)``, in order, to be written back where
+    they were: tEXt, zTXt and iTXt (captions, authors, a generator's parameters, XMP with its
+    orientation set to 1). A chunk that is damaged (checksum, keyword, compression) or too large
+    is dropped; a damaged chunk list ends the search, keeping what was found before."""
+    chunks, at, after_idat, total = [], 8, False, 0
     while at + 12 <= len(data):
         length, kind = struct.unpack(">I4s", data[at:at + 8])
-        body = data[at + 8:at + 8 + length]
-        if len(body) < length or kind == b"IEND":
+        body, crc = data[at + 8:at + 8 + length], data[at + 8 + length:at + 12 + length]
+        if len(crc) < 4 or kind == b"IEND":
             break
         at += 12 + length
-        key = body.split(b"\x00", 1)[0]
-        if kind in _PNG_TEXT and not key.startswith(_PNG_DROPPED_TEXT):
-            xmp = kind == b"iTXt" and key == _PNG_XMP_KEY
-            try:
-                chunks.append((kind, _upright_png_xmp(body) if xmp else body))
-            except (ValueError, IndexError, zlib.error):  # a damaged XMP chunk: dropped
-                continue
+        after_idat |= kind == b"IDAT"
+        if kind not in _PNG_TEXT or zlib.crc32(kind + body) != int.from_bytes(crc, "big"):
+            continue
+        try:
+            key, text = _png_text_of(kind, body)
+        except (ValueError, IndexError, zlib.error):
+            continue
+        total += len(text)
+        if total > 64 * PNG_TEXT_LIMIT:
+            break
+        if key.startswith(_PNG_DROPPED_TEXT):
+            continue
+        if key == _PNG_XMP_KEY:  # Pillow turns a PNG by it, whichever the chunk type
+            body = _png_text_body(kind, body, _upright_xmp(text))
+        chunks.append((kind, body, after_idat))
     return tuple(chunks)
 
 
-def _upright_png_xmp(body: bytes) -> bytes:
-    """An iTXt XMP chunk's body with ``tiff:Orientation`` set to 1 (compressed or not)."""
+def _png_text_of(kind: bytes, body: bytes) -> tuple[bytes, bytes]:
+    """``(keyword, text)`` of a text chunk, decompressed; ``ValueError`` if it is malformed."""
     key, rest = body.split(b"\x00", 1)
+    if not 1 <= len(key) <= 79:
+        raise ValueError(f"a keyword of {len(key)} bytes")
+    if kind == b"tEXt":
+        return key, rest
+    if kind == b"zTXt":
+        if rest[0] != 0:
+            raise ValueError(f"compression method {rest[0]}")
+        return key, _inflate(rest[1:])
     flag, method, rest = rest[0], rest[1], rest[2:]
-    lang, tkey, text = rest.split(b"\x00", 2)
-    text = _upright_xmp(zlib.decompress(text) if flag else text)
-    return b"\x00".join([key, bytes([flag, method]) + lang, tkey, zlib.compress(text) if flag else text])
+    if flag not in (0, 1) or method != 0:
+        raise ValueError(f"compression flag {flag}, method {method}")
+    _language, _translated, text = rest.split(b"\x00", 2)
+    return key, _inflate(text) if flag else text
+
+
+def _png_text_body(kind: bytes, body: bytes, text: bytes) -> bytes:
+    """``body`` of a text chunk of ``kind`` with its text replaced by ``text``."""
+    key, rest = body.split(b"\x00", 1)
+    if kind == b"tEXt":
+        return key + b"\x00" + text
+    if kind == b"zTXt":
+        return key + b"\x00\x00" + zlib.compress(text)
+    flag, method, rest = rest[0], rest[1], rest[2:]
+    language, translated, _ = rest.split(b"\x00", 2)
+    return b"\x00".join([key, bytes([flag, method]) + language, translated,
+                          zlib.compress(text) if flag else text])
+
+
+def _inflate(data: bytes) -> bytes:
+    """zlib data inflated to at most :data:`PNG_TEXT_LIMIT` bytes; ``ValueError`` past it or
+    when the stream is incomplete."""
+    inflater = zlib.decompressobj()
+    text = inflater.decompress(data, PNG_TEXT_LIMIT)
+    if inflater.unconsumed_tail or not inflater.eof:
+        raise ValueError("compressed text past the limit, or incomplete")
+    return text
+
 
 _XMP_ORIENTATION = r'(tiff:Orientation(?:="|>))[0-9]'
 """XMP's orientation as Pillow finds it (``Image.getexif`` takes it where EXIF has none)."""
@@ -888,14 +972,25 @@ def encode_image(image: ImageFile, format: str, quality: int = 95) -> bytes:
     :attr:`ImageFile.pages`, a TIFF holds them all, in order, and any other format the first."""
     fmt = check_writable(image, format)
     if image.pages and fmt == "TIFF":
-        return _encode_tiff_pages([image, *image.pages], quality)
+        return _encode_tiff_pages([_as_written(image, 1 + len(image.pages)), *image.pages], quality)
+    image = _as_written(image, 1)
     pixels, alpha = _planes(image, fmt)
     if pixels.dtype == np.uint16 and (pixels.shape[-1] == 3 or alpha is not None):
         return _encode_sixteen_bit_colour(pixels, alpha, fmt, image.info, _is_cmyk(image, fmt, alpha))
     im = _pil_image(pixels, alpha, image.mode, fmt)
     buf = io.BytesIO()
     im.save(buf, fmt, **_save_options(image.info, fmt, im.mode, quality))
-    return _png_after_ihdr(buf.getvalue(), _png_text(image.info)) if fmt == "PNG" else buf.getvalue()
+    return _png_with_text(buf.getvalue(), image.info) if fmt == "PNG" else buf.getvalue()
+
+
+def _as_written(image: ImageFile, pages: int) -> ImageFile:
+    """``image`` without its ImageDescription where fewer ``pages`` are written than the file
+    had: an ImageJ or OME description of the whole stack would misdescribe the output."""
+    tags = image.info.get("tiff_tags", {})
+    if 270 not in tags or image.info.get("frames", 1) <= pages:
+        return image
+    tags = {tag: value for tag, value in tags.items() if tag != 270}
+    return dataclasses.replace(image, info={**image.info, "tiff_tags": tags})
 
 
 def _planes(image: ImageFile, fmt: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -999,12 +1094,18 @@ def _save_options(info: dict, fmt: str, mode: str, quality: int) -> dict:
         opts["quality"] = quality
     elif fmt == "TIFF":
         opts["compression"] = info.get("compression", "tiff_lzw")
-        if tags := _tiff_tags(info):
-            from PIL import TiffImagePlugin
+        tags = _tiff_tags(info)
+        if tags or opts.get("exif"):
+            # One directory for all: Pillow writes either ``tiffinfo`` or ``exif``, never both.
+            from PIL import Image
 
-            opts["tiffinfo"] = TiffImagePlugin.ImageFileDirectory_v2()
-            for tag, value in tags.items():
-                opts["tiffinfo"][tag] = value
+            directory = Image.Exif()
+            if opts.get("exif"):
+                directory.load(opts["exif"])
+            directory.update(tags)
+            opts["exif"] = directory
+            if any(pointer in directory for pointer in _EXIF_SUB_IFDS):
+                opts["compression"] = "raw"  # libtiff's encoders refuse sub-directories
     elif fmt == "GIF" and mode == "P":
         opts["optimize"] = False
     return opts
@@ -1063,17 +1164,24 @@ def _tifffile_pages(pages: list[tuple[np.ndarray, str, list[str] | None, dict]])
         for arr, photometric, extrasamples, info in pages:
             dpi, tags = info.get("dpi"), _tiff_tags(info)
             description = tags.pop(270, None)
-            extratags = [(tag, "B" if isinstance(value, bytes) else "s", 0, value, True)
-                         for tag, value in tags.items()]
-            tiff.write(arr, photometric=photometric, extrasamples=extrasamples,
-                       iccprofile=_profile(info, photometric == "separated"), compression="zlib",
-                       resolution=dpi and (dpi[0], dpi[1]), resolutionunit="INCH" if dpi else None,
-                       metadata=None, software=False, description=description, extratags=extratags)
+            extratags = [(tag, "B" if tag == 700 else "s", 0, value, True) for tag, value in tags.items()]
+            try:
+                tiff.write(arr, photometric=photometric, extrasamples=extrasamples,
+                           iccprofile=_profile(info, photometric == "separated"), compression="zlib",
+                           resolution=dpi and (dpi[0], dpi[1]), resolutionunit="INCH" if dpi else None,
+                           metadata=None, software=False, description=description, extratags=extratags)
+            except (ValueError, TypeError) as err:
+                raise ImageWriteError(f"tifffile could not write a page of shape {arr.shape}: {err}") from err
     return buf.getvalue()
 
 
-def _tiff_tags(info: dict) -> dict[int, str | bytes]:
-    """The TIFF tags to write: the text tags (:data:`TIFF_TEXT_TAGS`) and the XMP packet (700)."""
+_EXIF_SUB_IFDS = (0x8769, 0x8825, 0xA005)
+"""EXIF's pointers to its Exif, GPS and interoperability sub-directories."""
+
+
+def _tiff_tags(info: dict) -> dict[int, bytes]:
+    """The TIFF tags to write: the text tags (:data:`TIFF_TEXT_TAGS`, their bytes as read) and
+    the XMP packet (700)."""
     tags = dict(info.get("tiff_tags", {}))
     if info.get("xmp"):
         xmp = info["xmp"]
@@ -1102,23 +1210,26 @@ def _png_with_metadata(png: bytes, info: dict) -> bytes:
     exif = info.get("exif")
     if exif:
         chunks += _png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
-    return _png_after_ihdr(png, chunks + _png_text(info))
+    return _png_with_text(png[:_IHDR_END] + chunks + png[_IHDR_END:], info)
 
 
-def _png_text(info: dict) -> bytes:
-    """The text chunks to write: a PNG's own (``png_text``), or another format's XMP as iTXt."""
-    chunks = [_png_chunk(kind, body) for kind, body in info.get("png_text", ())]
+_IHDR_END = 8 + 8 + 13 + 4
+"""Where a PNG's IHDR chunk ends (signature, then IHDR's length, type, 13 bytes and CRC)."""
+
+
+def _png_with_text(png: bytes, info: dict) -> bytes:
+    """``png`` with the text chunks to write: a PNG's own (``png_text``) where they were, before
+    or after the pixel data, or another format's XMP as iTXt."""
+    before = [_png_chunk(kind, body) for kind, body, after in info.get("png_text", ()) if not after]
+    after = [_png_chunk(kind, body) for kind, body, after in info.get("png_text", ()) if after]
     xmp = info.get("xmp")
     if xmp and not info.get("png_text"):
         text = xmp.encode() if isinstance(xmp, str) else xmp
-        chunks.append(_png_chunk(b"iTXt", _PNG_XMP_KEY + b"\x00\x00\x00\x00\x00" + text))
-    return b"".join(chunks)
-
-
-def _png_after_ihdr(png: bytes, chunks: bytes) -> bytes:
-    """``png`` with ``chunks`` (whole, serialised) inserted after its IHDR chunk."""
-    ihdr_end = 8 + 8 + 13 + 4
-    return png[:ihdr_end] + chunks + png[ihdr_end:]
+        before.append(_png_chunk(b"iTXt", _PNG_XMP_KEY + b"\x00\x00\x00\x00\x00" + text))
+    if not before and not after:
+        return png
+    end = len(png) - 12 if png[-8:-4] == b"IEND" else len(png)
+    return png[:_IHDR_END] + b"".join(before) + png[_IHDR_END:end] + b"".join(after) + png[end:]
 
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:

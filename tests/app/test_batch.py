@@ -466,9 +466,14 @@ def test_a_multi_page_tiff_has_every_page_denoised_into_a_tiff_and_scored_over_i
     assert abs(row["psnr_output"] - row["psnr_input"] - np.mean(gains)) < 0.01, (row, gains)
     assert summary.megapixels == pytest.approx(sum(c.size for c in cleans) / 1e6)
 
+    # A stack larger than --max-pixels together, written as a PNG: its first page and the
+    # reference's are all that is read, and scored.
+    limit = sum(c.size for c in cleans) - 1
     main([str(tmp_path / "in"), str(tmp_path / "png"), "--model", MODEL, "--format", "png",
+          "--reference", str(tmp_path / "ref"), "--max-pixels", str(limit),
           "--manifest", str(tmp_path / "png.json"), "--no-progress"])
     row = json.loads((tmp_path / "png.json").read_text())[0]
+    assert row["psnr_output"] - row["psnr_input"] == pytest.approx(gains[0], abs=0.01), row
     assert row["pages"] == 1
     assert np.asarray(Image.open(tmp_path / "png" / "stack.png")).shape == cleans[0].shape
     assert ("  NOTE stack.tif: first of 3 frames: only it is denoised and written (a TIFF output keeps "

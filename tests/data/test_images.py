@@ -748,3 +748,175 @@ def test_each_tiff_pages_text_tags_and_xmp_are_kept_and_nothing_is_added(tmp_pat
     assert written[0][270].endswith("spacing=0.5") and written[1] == {285: "second slice"}
     with Image.open(tmp_path / "out.tif") as im:
         assert im.tag_v2[270] == described[0][270]  # to the last byte
+
+
+# ------------------------------------------------------------------ stacks and text: hard cases
+
+
+@pytest.mark.parametrize("modes", [("L", "RGB", "P"), ("RGB", "P", "RGB"), ("P", "1", "RGBA"),
+                                   ("1", "P", "CMYK")])
+def test_a_stack_with_a_palette_page_reads_every_page_as_a_file_of_that_page_alone(tmp_path, modes):
+    # Pillow 12.3 applies a palette page's palette to the pages after it once n_frames has run.
+    base = np.arange(120, dtype=np.uint8).reshape(10, 12)
+    made = {"L": Image.fromarray(base), "RGB": Image.fromarray(np.stack([base, 255 - base, base // 2], -1)),
+            "P": Image.fromarray(base % 9).convert("P"), "1": Image.fromarray(base > 60),
+            "RGBA": Image.fromarray(np.stack([base, base, 255 - base, base | 128], -1)),
+            "CMYK": Image.fromarray(np.stack([base, base, 255 - base], -1)).convert("CMYK")}
+    pages = [made[m] for m in modes]
+    pages[0].save(tmp_path / "stack.tif", save_all=True, append_images=pages[1:])
+    stack = load_image(tmp_path / "stack.tif", pages=True)
+    for index, (page, mode) in enumerate(zip((stack, *stack.pages), modes, strict=True)):
+        pages[index].save(tmp_path / f"alone{index}.tif")
+        alone = load_image(tmp_path / f"alone{index}.tif")
+        assert page.mode == mode
+        np.testing.assert_array_equal(page.pixels, alone.pixels)
+        if alone.alpha is not None:
+            np.testing.assert_array_equal(page.alpha, alone.alpha)
+    again = load_image(save_image(stack, tmp_path / "out.tif"), pages=True)
+    for page, back in zip((stack, *stack.pages), (again, *again.pages), strict=True):
+        np.testing.assert_array_equal(back.pixels, page.pixels)
+
+
+def test_a_page_that_cannot_be_read_fails_the_stack_by_name_instead_of_being_dropped():
+    import tifffile
+
+    rng = np.random.default_rng(1)
+    grey_alpha16 = dict(data=rng.integers(0, 65535, (4, 5, 2), dtype=np.uint16), photometric="minisblack",
+                        extrasamples=["unassalpha"])
+    planar16 = dict(data=rng.integers(0, 65535, (3, 4, 5), dtype=np.uint16), photometric="rgb",
+                    planarconfig="separate")
+    for bad, words in ((grey_alpha16, r"page 2 of 3: this page cannot be read here"),
+                       (planar16, r"page 2 of 3: a 16-bit TIFF stored in separate colour planes")):
+        buf = io.BytesIO()
+        with tifffile.TiffWriter(buf) as tiff:
+            tiff.write(np.zeros((4, 5), np.uint8), photometric="minisblack", metadata=None)
+            tiff.write(**bad, metadata=None)
+            tiff.write(np.zeros((4, 5), np.uint8), photometric="minisblack", metadata=None)
+        assert load_image(buf.getvalue()).info["frames"] == 3  # counted even where Pillow cannot
+        with pytest.raises(UnsupportedImageError, match=words):
+            load_image(buf.getvalue(), pages=True)
+
+
+def test_a_later_page_past_pillows_own_bomb_limit_is_refused_as_too_large(monkeypatch):
+    pages = [Image.fromarray(np.zeros((10, 10), np.uint8)), Image.fromarray(np.zeros((60, 60), np.uint8))]
+    buf = io.BytesIO()
+    pages[0].save(buf, "TIFF", save_all=True, append_images=pages[1:])
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 3,600 px is past twice it
+    with pytest.raises(ImageTooLargeError, match=r"page 2 of 2: .*decompression bomb"):
+        load_image(buf.getvalue(), pages=True)
+
+
+def test_later_pages_with_associated_alpha_or_an_xmp_orientation_read_as_the_first_page_would(tmp_path):
+    import tifffile
+
+    colour = np.array([200, 100, 50], np.uint16) * 257
+    alpha = np.full((6, 10), 32768, np.uint16)
+    premultiplied = np.concatenate([(colour * (32768 / 65535)).round().astype(np.uint16) * np.ones((6, 10, 1),
+                                    np.uint16), alpha[..., None]], axis=-1)
+    turned_xmp = b'<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'
+    ramp = (np.arange(60, dtype=np.uint16).reshape(6, 10)[..., None] * np.array([1000, 500, 10], np.uint16))
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf) as tiff:
+        for _ in range(2):  # the first page through OpenCV, the second through tifffile
+            tiff.write(premultiplied, photometric="rgb", extrasamples=["assocalpha"], metadata=None)
+        for _ in range(2):
+            tiff.write(ramp, photometric="rgb", metadata=None, extratags=[(700, "B", 0, turned_xmp, True)])
+    stack = load_image(buf.getvalue(), pages=True)
+    for page in (stack, stack.pages[0]):
+        assert np.abs(page.pixels.astype(int) - colour).max() <= 257, page.pixels[0, 0]  # the colour itself
+        np.testing.assert_array_equal(page.alpha, alpha)
+    for page in stack.pages[1:]:  # turned once, by the XMP alone
+        np.testing.assert_array_equal(page.pixels, np.rot90(ramp, -1))
+        assert page.info["xmp"] == turned_xmp.replace(b'"6"', b'"1"')
+
+
+def test_non_ascii_tiff_text_and_a_cameras_exif_and_xmp_are_kept_in_tiff_outputs(tmp_path):
+    import tifffile
+
+    copyright_ = "© 2026 Jürgen, scale 5 µm".encode()  # UTF-8 bytes, as most writers store them
+    for sixteen in (False, True):
+        arr = np.full((6, 8, 3), 40000 if sixteen else 100, np.uint16 if sixteen else np.uint8)
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, arr, photometric="rgb", metadata=None, software=False, description=copyright_,
+                         extratags=[(33432, "s", 0, copyright_, True)])
+        save_image(load_image(buf.getvalue()), tmp_path / f"out{sixteen}.tif")
+        with tifffile.TiffFile(tmp_path / f"out{sixteen}.tif") as tif:
+            tags = tif.pages[0].tags
+            assert tags[270].value == tags[33432].value == copyright_.decode(), sixteen
+    # A camera JPEG (EXIF with its Exif sub-directory, and XMP) into a TIFF.
+    exif = camera_exif()
+    exif[0x8769] = {0x9003: "2026:11:28 10:00:00"}  # DateTimeOriginal
+    exif[0x8825] = {0x0001: "N", 0x0003: "E"}  # GPS: latitude and longitude references
+    xmp = b'<x:xmpmeta><rdf:Description dc:creator="me"/></x:xmpmeta>'
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "cam.jpg", exif=exif, xmp=xmp)
+    save_image(load_image(tmp_path / "cam.jpg"), tmp_path / "cam.tif")
+    with Image.open(tmp_path / "cam.tif") as im:
+        written = im.getexif()
+        assert written[0x010F] == "DAE Test Camera" and im.info["xmp"] == xmp
+        assert written.get_ifd(0x8769)[0x9003] == "2026:11:28 10:00:00"
+        assert written.get_ifd(0x8825) == {0x0001: "N", 0x0003: "E"}
+
+
+def test_a_single_page_written_from_a_stack_drops_the_stacks_imagej_description(tmp_path):
+    pages = [Image.fromarray(np.full((4, 4), v, np.uint8)) for v in (1, 2, 3)]
+    from PIL import TiffImagePlugin
+
+    described = TiffImagePlugin.ImageFileDirectory_v2()
+    described[270], described[315] = "ImageJ=1.54f\nimages=3\nslices=3\n", "Lab A"
+    pages[0].save(tmp_path / "stack.tif", save_all=True, append_images=pages[1:], tiffinfo=described)
+    with Image.open(save_image(load_image(tmp_path / "stack.tif"), tmp_path / "one.tif")) as im:
+        assert 270 not in im.tag_v2 and im.tag_v2[315] == "Lab A"
+    with Image.open(save_image(load_image(tmp_path / "stack.tif", pages=True), tmp_path / "all.tif")) as im:
+        assert im.tag_v2[270] == "ImageJ=1.54f\nimages=3\nslices=3\n" and im.n_frames == 3
+
+
+def _with_chunks(png: bytes, before: bytes = b"", after: bytes = b"") -> bytes:
+    end = png.rfind(b"IEND") - 4
+    return png[:33] + before + png[33:end] + after + png[end:]
+
+
+@pytest.mark.parametrize("kind", ["tEXt", "zTXt"])
+def test_an_xmp_orientation_in_a_plain_png_text_chunk_is_made_upright_too(tmp_path, kind):
+    xmp = b'<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'
+    import zlib
+
+    body = images._PNG_XMP_KEY + (b"\x00" + xmp if kind == "tEXt" else b"\x00\x00" + zlib.compress(xmp))
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:, :10] = 255
+    png = _with_chunks(images.encode_image(ImageFile(pixels, None, "PNG", "RGB"), "PNG"),
+                       before=images._png_chunk(kind.encode(), body))
+    image = load_image(png)
+    assert image.pixels.shape[:2] == (40, 20)
+    written = save_image(image, tmp_path / "out.png")
+    with Image.open(written) as im:
+        assert ImageOps.exif_transpose(im).size == (20, 40)  # not turned again
+    assert load_image(written).pixels.shape[:2] == (40, 20)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_png_text_after_the_pixels_stays_after_them_and_damaged_or_huge_text_is_dropped(tmp_path, dtype):
+    import zlib
+
+    good_after = images._png_chunk(b"tEXt", b"Comment\x00written after the pixels")
+    damaged = [
+        images._png_chunk(b"zTXt", b"Comment\x00\x01garbage"),  # compression method 1 does not exist
+        images._png_chunk(b"zTXt", b"Huge\x00\x00" + zlib.compress(b"a" * (2 << 20))),  # 2 MB inflated
+        images._png_chunk(b"tEXt", b"Bad crc\x00text")[:-4] + b"\x00\x00\x00\x00",
+        images._png_chunk(b"tEXt", b"\x00no keyword"),
+    ]
+    pixels = np.full((4, 4, 3), 7, dtype)
+    png = images.encode_image(ImageFile(pixels, None, "PNG", "RGB"), "PNG")
+    source = _with_chunks(png, after=good_after + b"".join(damaged))
+    if dtype == np.uint8:  # Pillow refuses some of these chunks itself: only the good one here
+        source = _with_chunks(png, after=good_after + damaged[2])
+    image = load_image(source)
+    written = images.encode_image(image, "PNG")
+    chunks = _png_chunks(written)
+    kinds = [kind for kind, _ in chunks]
+    texts = [body for kind, body in chunks if kind in (b"tEXt", b"zTXt")]
+    assert texts == [b"Comment\x00written after the pixels"]
+    assert kinds.index(b"tEXt") > kinds.index(b"IDAT") and kinds[-1] == b"IEND"
+    with Image.open(io.BytesIO(written)) as im:
+        im.load()
+        assert im.text["Comment"] == "written after the pixels"
+    np.testing.assert_array_equal(load_image(written).pixels, pixels)
