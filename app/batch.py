@@ -867,8 +867,8 @@ class _Pipeline:
                     estimate = to_model(page.pixels)
                     target = match_channels(to_model(clean.pixels), estimate.shape[-1])
                     values.append(float(score(target, estimate)))
-                finite = [v for v in values if np.isfinite(v)]  # SSIM is nan below 3 px: left out
-                value = float(np.mean(finite)) if finite else float("nan")  # none: left empty
+                scored = [v for v in values if not np.isnan(v)]  # SSIM is nan below 3 px: left out
+                value = float(np.mean(scored)) if scored else float("nan")  # none: left empty
                 scores[f"{metric}_{label}"] = round(value, digits) if np.isfinite(value) else None
         item.row.update(scores)
 

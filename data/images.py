@@ -365,6 +365,9 @@ def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS, pages: bool = False
             page_name = f"{name}, page {index + 1} of {count}"
             try:
                 im.seek(index)
+            except (EOFError, struct.error) as err:
+                raise TruncatedImageError(
+                    f"{page_name}: the file ends or breaks inside this page ({err})") from err
             except Exception as err:  # noqa: BLE001 - Pillow raises many kinds on a page it cannot set up
                 raise UnsupportedImageError(
                     f"{page_name}: this page cannot be read here ({type(err).__name__}: {err}); "
@@ -1102,6 +1105,8 @@ def _save_options(info: dict, fmt: str, mode: str, quality: int) -> dict:
             directory = Image.Exif()
             if opts.get("exif"):
                 directory.load(opts["exif"])
+            for tag in (*_TIFF_LAYOUT_TAGS, *(_TIFF_RESOLUTION_TAGS if "dpi" in opts else ())):
+                directory.pop(tag, None)  # a camera's record of its own file, not of this one's
             directory.update(tags)
             opts["exif"] = directory
             if any(pointer in directory for pointer in _EXIF_SUB_IFDS):
@@ -1177,6 +1182,14 @@ def _tifffile_pages(pages: list[tuple[np.ndarray, str, list[str] | None, dict]])
 
 _EXIF_SUB_IFDS = (0x8769, 0x8825, 0xA005)
 """EXIF's pointers to its Exif, GPS and interoperability sub-directories."""
+
+_TIFF_LAYOUT_TAGS = (254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 274, 277, 278, 279, 280, 281,
+                     284, 292, 293, 317, 320, 322, 323, 324, 325, 330, 338, 339, 340, 341, 513, 514,
+                     529, 530, 531, 532)
+"""TIFF tags that describe how a file's pixels are stored (size, samples, strips, compression,
+...): an EXIF block may carry its camera's, which must not describe a TIFF written from it."""
+
+_TIFF_RESOLUTION_TAGS = (282, 283, 296)
 
 
 def _tiff_tags(info: dict) -> dict[int, bytes]:

@@ -843,13 +843,21 @@ def test_non_ascii_tiff_text_and_a_cameras_exif_and_xmp_are_kept_in_tiff_outputs
         with tifffile.TiffFile(tmp_path / f"out{sixteen}.tif") as tif:
             tags = tif.pages[0].tags
             assert tags[270].value == tags[33432].value == copyright_.decode(), sixteen
-    # A camera JPEG (EXIF with its Exif sub-directory, and XMP) into a TIFF.
-    exif = camera_exif()
+    # A phone JPEG (EXIF with its Exif and GPS sub-directories, the size the camera took it at,
+    # turned by its orientation, and XMP) into a TIFF: the EXIF's record of the camera's own
+    # file must not describe the TIFF's pixels.
+    exif = camera_exif(6)
+    exif[0x0100], exif[0x0101] = 4032, 3024  # ImageWidth, ImageLength before resizing
     exif[0x8769] = {0x9003: "2026:11:28 10:00:00"}  # DateTimeOriginal
     exif[0x8825] = {0x0001: "N", 0x0003: "E"}  # GPS: latitude and longitude references
     xmp = b'<x:xmpmeta><rdf:Description dc:creator="me"/></x:xmpmeta>'
-    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "cam.jpg", exif=exif, xmp=xmp)
-    save_image(load_image(tmp_path / "cam.jpg"), tmp_path / "cam.tif")
+    pixels = np.zeros((30, 40, 3), np.uint8)
+    pixels[:, :10] = 255
+    Image.fromarray(pixels).save(tmp_path / "cam.jpg", exif=exif, xmp=xmp, quality=95)
+    photo = load_image(tmp_path / "cam.jpg")
+    assert photo.pixels.shape == (40, 30, 3)
+    save_image(photo, tmp_path / "cam.tif")
+    np.testing.assert_array_equal(load_image(tmp_path / "cam.tif").pixels, photo.pixels)
     with Image.open(tmp_path / "cam.tif") as im:
         written = im.getexif()
         assert written[0x010F] == "DAE Test Camera" and im.info["xmp"] == xmp
