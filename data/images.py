@@ -722,6 +722,8 @@ def _keep_info(im, data: bytes, frames: bool = True) -> dict:
         info["xmp"] = _upright_xmp(im.info["xmp"])
     if fmt == "JPEG" and isinstance(im.info.get("comment"), bytes) and im.info["comment"]:
         info["comment"] = im.info["comment"]
+    if fmt == "JPEG" and (segments := _jpeg_photoshop_segments(data)):
+        info["jpeg_photoshop"] = segments
     if im.format == "WEBP":
         info["lossless"] = b"VP8L" in data[:4096]
     if im.format == "TIFF" and im.info.get("compression") in _TIFF_COMPRESSIONS:
@@ -833,6 +835,28 @@ def _inflate(data: bytes) -> bytes:
 
 _XMP_ORIENTATION = r'(tiff:Orientation(?:="|>))[0-9]'
 """XMP's orientation as Pillow finds it (``Image.getexif`` takes it where EXIF has none)."""
+
+
+def _jpeg_photoshop_segments(data: bytes) -> bytes:
+    """A JPEG's APP13 "Photoshop 3.0" segments, whole (marker, length and all), in order: the
+    IPTC caption, keywords, credit and copyright that news and stock photos carry, which
+    Pillow reads but does not write back. A damaged segment list ends the search."""
+    found, at = [], 2
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            at += 2
+            continue
+        if marker in (0xDA, 0xD9):  # the pixel data (start of scan), or the end: no APPn after
+            break
+        length = int.from_bytes(data[at + 2:at + 4], "big")
+        segment = data[at:at + 2 + length]
+        if length < 2 or len(segment) < 2 + length:
+            break
+        if marker == 0xED and segment[4:].startswith(b"Photoshop 3.0\x00"):
+            found.append(segment)
+        at += 2 + length
+    return b"".join(found)
 
 
 def _upright_xmp(xmp: bytes | str) -> bytes | str:
@@ -1088,6 +1112,8 @@ def _save_options(info: dict, fmt: str, mode: str, quality: int) -> dict:
             opts["subsampling"] = info["subsampling"]
         if info.get("comment"):
             opts["comment"] = info["comment"]
+        if info.get("jpeg_photoshop"):
+            opts["extra"] = info["jpeg_photoshop"]  # Pillow's raw segments after its own APPn
     elif fmt == "WEBP":
         if info.get("lossless"):
             opts.update(lossless=True, exact=True)  # exact: keep colour under transparent pixels

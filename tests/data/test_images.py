@@ -928,3 +928,20 @@ def test_png_text_after_the_pixels_stays_after_them_and_damaged_or_huge_text_is_
         im.load()
         assert im.text["Comment"] == "written after the pixels"
     np.testing.assert_array_equal(load_image(written).pixels, pixels)
+
+
+def test_a_jpegs_iptc_caption_and_keywords_are_written_back(tmp_path):
+    from PIL import IptcImagePlugin
+
+    caption = b"Heron at dawn, Lake Constance"
+    iim = b"\x1c\x02\x78" + len(caption).to_bytes(2, "big") + caption + b"\x1c\x02\x19\x00\x05heron"
+    resource = b"8BIM\x04\x04\x00\x00" + len(iim).to_bytes(4, "big") + iim + b"\x00" * (len(iim) % 2)
+    payload = b"Photoshop 3.0\x00" + resource
+    segment = b"\xff\xed" + (len(payload) + 2).to_bytes(2, "big") + payload
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "in.jpg", extra=segment,
+                                                         exif=camera_exif())
+    written = save_image(load_image(tmp_path / "in.jpg"), tmp_path / "out.jpg")
+    assert written.read_bytes().count(segment) == 1
+    with Image.open(written) as im:
+        assert IptcImagePlugin.getiptcinfo(im) == {(2, 120): caption, (2, 25): b"heron"}
+        assert im.getexif()[0x010F] == "DAE Test Camera"
