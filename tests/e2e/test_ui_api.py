@@ -84,6 +84,18 @@ def test_sixteen_bit_input_gives_a_sixteen_bit_png(client, tmp_path):
     assert report["denoised_psnr"] > report["noisy_psnr"] + 2.0
 
 
+def test_an_avif_upload_is_denoised_and_a_tiff_stack_says_only_its_first_page_is(client, tmp_path):
+    noisy, _, _ = read(SAMPLES / "clothes_gaussian.png")
+    Image.fromarray(noisy).convert("RGB").save(tmp_path / "clothes.avif", quality=100)
+    _, _, report, png = denoise(client, tmp_path / "clothes.avif", SAMPLES / "clothes_clean.png")
+    assert read(png)[2] == (140, 56) and report["denoised_psnr"] > report["noisy_psnr"] + 2.0, report
+    pages = [Image.fromarray(noisy), Image.fromarray(255 - noisy)]
+    pages[0].save(tmp_path / "stack.tif", save_all=True, append_images=pages[1:])
+    _, _, report, png = denoise(client, tmp_path / "stack.tif")
+    assert report["note"] == "first of 2 frames: only it is denoised and in the PNG"
+    assert read(png)[2] == (140, 56)
+
+
 def test_corruption_control_on_a_colour_photo(client):
     (before, after), _, report, png = denoise(client, SAMPLES / "photo_clean.png", corruption="salt_pepper",
                                               level=0.2, seed=7)
