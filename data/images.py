@@ -740,9 +740,10 @@ def _keep_info(im, data: bytes, frames: bool = True) -> dict:
     return info
 
 
-_XMP_FORMATS = ("JPEG", "WEBP", "AVIF", "TIFF")
-"""Formats whose XMP packet is read into ``info["xmp"]`` and written from it (a PNG's stays in
-its text chunks, ``info["png_text"]``; a PNG output from another format gets it as iTXt)."""
+_XMP_FORMATS = ("JPEG", "WEBP", "AVIF", "TIFF", "PNG")
+"""Formats whose XMP packet is read into ``info["xmp"]``, which the JPEG, WebP, AVIF and TIFF
+writers write back; a PNG output gets it as iTXt unless it keeps a PNG's own text chunks
+(``info["png_text"]``), which hold it already."""
 
 TIFF_TEXT_TAGS = {
     269: "DocumentName", 270: "ImageDescription", 271: "Make", 272: "Model", 285: "PageName",

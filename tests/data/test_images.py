@@ -710,12 +710,17 @@ def test_png_text_chunks_are_written_back_as_they_were_and_xmp_upright(tmp_path,
     assert load_image(written).pixels.shape[:2] == (40, 20)
 
 
-def test_a_jpegs_xmp_goes_into_a_png_output_as_itxt(tmp_path):
+def test_xmp_goes_from_jpeg_into_a_png_output_as_itxt_and_back_into_a_jpeg_once(tmp_path):
     xmp = b'<x:xmpmeta><rdf:Description dc:creator="me"/></x:xmpmeta>'
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "in.jpg", xmp=xmp)
     save_image(load_image(tmp_path / "in.jpg"), tmp_path / "out.png")
     with Image.open(tmp_path / "out.png") as im:
         assert im.text["XML:com.adobe.xmp"] == xmp.decode()
+    again = save_image(load_image(tmp_path / "out.png"), tmp_path / "again.png").read_bytes()
+    assert again.count(b"XML:com.adobe.xmp") == 1
+    save_image(load_image(tmp_path / "out.png"), tmp_path / "back.jpg")
+    with Image.open(tmp_path / "back.jpg") as im:
+        assert im.info["xmp"] == xmp
 
 
 @pytest.mark.parametrize("sixteen_bit_colour", [False, True])
