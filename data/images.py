@@ -718,8 +718,10 @@ def _keep_info(im, data: bytes, frames: bool = True) -> dict:
         info["progressive"] = bool(im.info.get("progressive") or im.info.get("progression"))
         if (sampling := JpegImagePlugin.get_sampling(im)) >= 0:  # 4:4:4 stays 4:4:4, 4:2:0 4:2:0
             info["subsampling"] = sampling
-    if fmt in _XMP_FORMATS and isinstance(im.info.get("xmp"), bytes | str):
-        info["xmp"] = _upright_xmp(im.info["xmp"])
+    # Pillow fills "xmp" from a PNG's iTXt chunk only; a tEXt or zTXt one is under its key.
+    xmp = im.info.get("xmp") or (im.info.get(_PNG_XMP_KEY.decode()) if fmt == "PNG" else None)
+    if fmt in _XMP_FORMATS and isinstance(xmp, bytes | str) and xmp:
+        info["xmp"] = _upright_xmp(xmp.encode() if isinstance(xmp, str) else xmp)
     if fmt == "JPEG" and isinstance(im.info.get("comment"), bytes) and im.info["comment"]:
         info["comment"] = im.info["comment"]
     if fmt == "JPEG" and (segments := _jpeg_photoshop_segments(data)):
@@ -844,6 +846,9 @@ def _jpeg_photoshop_segments(data: bytes) -> bytes:
     Pillow reads but does not write back. A damaged segment list ends the search."""
     found, at = [], 2
     while at + 4 <= len(data) and data[at] == 0xFF:
+        if data[at + 1] == 0xFF:  # a fill byte before the marker
+            at += 1
+            continue
         marker = data[at + 1]
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
             at += 2
@@ -1097,6 +1102,12 @@ def _palette(im, fmt: str):
     return im.convert("RGBA").quantize(256, Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
 
 
+JPEG_SEGMENT_ROOM = 65533
+"""Bytes a JPEG APPn segment holds after its length; EXIF (its 6-byte header aside) or XMP (its
+29-byte namespace aside) larger than one segment is not written into a JPEG (Adobe's extended
+XMP, which spreads over several, is not written here)."""
+
+
 def _save_options(info: dict, fmt: str, mode: str, quality: int) -> dict:
     opts = {}
     if _profile(info, mode == "CMYK") and fmt in ("PNG", "JPEG", "TIFF", "WEBP", "AVIF"):
@@ -1107,6 +1118,10 @@ def _save_options(info: dict, fmt: str, mode: str, quality: int) -> dict:
         opts["dpi"] = info["dpi"]
     if info.get("xmp") and fmt in ("JPEG", "WEBP", "AVIF"):
         opts["xmp"] = info["xmp"]
+    if fmt == "JPEG":  # one APP1 segment each: what does not fit is left out, not the image
+        for key, room in (("exif", JPEG_SEGMENT_ROOM - 6), ("xmp", JPEG_SEGMENT_ROOM - 29)):
+            if len(opts.get(key) or b"") > room:
+                del opts[key]
     if fmt == "JPEG":
         opts.update(quality=quality, progressive=bool(info.get("progressive")))
         if "subsampling" in info and mode == "RGB":

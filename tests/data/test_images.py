@@ -718,9 +718,41 @@ def test_xmp_goes_from_jpeg_into_a_png_output_as_itxt_and_back_into_a_jpeg_once(
         assert im.text["XML:com.adobe.xmp"] == xmp.decode()
     again = save_image(load_image(tmp_path / "out.png"), tmp_path / "again.png").read_bytes()
     assert again.count(b"XML:com.adobe.xmp") == 1
-    save_image(load_image(tmp_path / "out.png"), tmp_path / "back.jpg")
-    with Image.open(tmp_path / "back.jpg") as im:
+    back = save_image(load_image(tmp_path / "out.png"), tmp_path / "back.jpg")
+    assert back.read_bytes().count(b"http://ns.adobe.com/xap/1.0/\x00") == 1
+    with Image.open(back) as im:
         assert im.info["xmp"] == xmp
+
+
+@pytest.mark.parametrize("suffix", ["jpg", "webp", "avif", "tif", "png"])
+@pytest.mark.parametrize("kind", ["iTXt", "tEXt"])
+def test_a_pngs_xmp_orientation_turns_it_once_into_every_output_format(tmp_path, suffix, kind):
+    from PIL.PngImagePlugin import PngInfo
+
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:, :10] = 255
+    text = PngInfo()
+    xmp = '<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'
+    text.add_itxt("XML:com.adobe.xmp", xmp) if kind == "iTXt" else text.add_text("XML:com.adobe.xmp", xmp)
+    Image.fromarray(pixels).save(tmp_path / "in.png", pnginfo=text)
+    image = load_image(tmp_path / "in.png")
+    assert image.pixels.shape[:2] == (40, 20) and image.info["xmp"] == xmp.replace('"6"', '"1"').encode()
+    out = save_image(image, tmp_path / f"out.{suffix}")
+    with Image.open(out) as im:
+        assert ImageOps.exif_transpose(im).size == (20, 40)  # upright: not turned again by any reader
+    assert load_image(out).pixels.shape[:2] == (40, 20)
+    assert out.read_bytes().count(b"tiff:Orientation") == 1
+
+
+def test_xmp_too_large_for_a_jpeg_segment_is_left_out_and_the_jpeg_written(tmp_path):
+    from PIL.PngImagePlugin import PngInfo
+
+    text = PngInfo()
+    text.add_itxt("XML:com.adobe.xmp", "<x:xmpmeta>" + "a" * 70_000 + "</x:xmpmeta>")
+    Image.new("RGB", (8, 8)).save(tmp_path / "in.png", pnginfo=text)
+    out = save_image(load_image(tmp_path / "in.png"), tmp_path / "out.jpg")
+    with Image.open(out) as im:
+        assert im.size == (8, 8) and "xmp" not in im.info
 
 
 @pytest.mark.parametrize("sixteen_bit_colour", [False, True])
@@ -943,10 +975,12 @@ def test_a_jpegs_iptc_caption_and_keywords_are_written_back(tmp_path):
     resource = b"8BIM\x04\x04\x00\x00" + len(iim).to_bytes(4, "big") + iim + b"\x00" * (len(iim) % 2)
     payload = b"Photoshop 3.0\x00" + resource
     segment = b"\xff\xed" + (len(payload) + 2).to_bytes(2, "big") + payload
-    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "in.jpg", extra=segment,
-                                                         exif=camera_exif())
+    other = b"\xff\xed" + (len(b"Photoshop 3.0\x00") + 2).to_bytes(2, "big") + b"Photoshop 3.0\x00"
+    # Two APP13 segments, the second after a fill byte (0xFF), as some writers pad.
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(
+        tmp_path / "in.jpg", extra=segment + b"\xff" + other, exif=camera_exif())
     written = save_image(load_image(tmp_path / "in.jpg"), tmp_path / "out.jpg")
-    assert written.read_bytes().count(segment) == 1
+    assert written.read_bytes().count(segment + other) == 1
     with Image.open(written) as im:
         assert IptcImagePlugin.getiptcinfo(im) == {(2, 120): caption, (2, 25): b"heron"}
         assert im.getexif()[0x010F] == "DAE Test Camera"
