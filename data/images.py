@@ -1103,8 +1103,8 @@ def _palette(im, fmt: str):
 
 
 JPEG_SEGMENT_ROOM = 65533
-"""Bytes a JPEG APPn segment holds after its length; EXIF (its 6-byte header aside) or XMP (its
-29-byte namespace aside) larger than one segment is not written into a JPEG (Adobe's extended
+"""Bytes a JPEG APPn segment holds after its length; EXIF (its "Exif" header included) or XMP
+(its 29-byte namespace aside) larger than one segment is not written into a JPEG (Adobe's extended
 XMP, which spreads over several, is not written here)."""
 
 
@@ -1119,7 +1119,7 @@ def _save_options(info: dict, fmt: str, mode: str, quality: int) -> dict:
     if info.get("xmp") and fmt in ("JPEG", "WEBP", "AVIF"):
         opts["xmp"] = info["xmp"]
     if fmt == "JPEG":  # one APP1 segment each: what does not fit is left out, not the image
-        for key, room in (("exif", JPEG_SEGMENT_ROOM - 6), ("xmp", JPEG_SEGMENT_ROOM - 29)):
+        for key, room in (("exif", JPEG_SEGMENT_ROOM), ("xmp", JPEG_SEGMENT_ROOM - 29)):
             if len(opts.get(key) or b"") > room:
                 del opts[key]
     if fmt == "JPEG":
