@@ -712,8 +712,9 @@ class _Pipeline:
         start = time.perf_counter()
         try:
             item.row["bytes_in"] = item.source.stat().st_size
-            # A multi-page TIFF keeps every page only in a TIFF: read them only for one.
-            stack = (_format(self.config.format) or format_for(item.target, "PNG")) == "TIFF"
+            # A multi-page TIFF keeps every page only in a TIFF: read them only for one (where
+            # the name does not tell, the file's own format decides: it may be a TIFF).
+            stack = self._output_format(item, own_format="TIFF") == "TIFF"
             image = load_image(item.source, max_pixels=self.config.max_pixels, pages=stack)
         except Exception as err:  # noqa: BLE001 - one bad file never stops the run
             reason = err.reason if isinstance(err, ImageReadError) else "unreadable"
@@ -724,7 +725,7 @@ class _Pipeline:
                         bit_depth=image.bit_depth)
         item.pixels = sum(page.pixels.shape[0] * page.pixels.shape[1] for page in _pages(image))
         try:
-            check_writable(image, self._output_format(item, image))
+            check_writable(image, self._output_format(item, image.format))
         except ImageWriteError as err:
             _fail(item.row, err.reason, f"{item.rel}: {err} (--format png); not denoised")
             return item, None, None, 0.0
@@ -761,8 +762,9 @@ class _Pipeline:
                     return f"reference unusable: {_reading_error(err, path)}"
         return f"no reference for {item.rel} in {self.config.reference}"
 
-    def _output_format(self, item: Item, image) -> str:
-        return _format(self.config.format) or format_for(item.target, image.format)
+    def _output_format(self, item: Item, own_format: str) -> str:
+        """``--format``, else the output name's, else ``own_format`` (the input's)."""
+        return _format(self.config.format) or format_for(item.target, own_format)
 
     def _full_scale(self, pixels: np.ndarray) -> np.ndarray:
         """16-bit ``pixels`` of ``--bit-depth`` bits brought to the full 16-bit range the model
@@ -780,7 +782,8 @@ class _Pipeline:
         """Denoised full-range ``pixels`` back on the input's ``--bit-depth`` scale, where the
         output holds 16 bits; an 8-bit output (``--format jpeg``) takes the full range."""
         bits = self.config.bit_depth
-        if bits and pixels.dtype == np.uint16 and self._output_format(item, image) in SIXTEEN_BIT_FORMATS:
+        sixteen_bit_output = self._output_format(item, image.format) in SIXTEEN_BIT_FORMATS
+        if bits and pixels.dtype == np.uint16 and sixteen_bit_output:
             return from_full_scale(pixels, bits)
         return pixels
 

@@ -357,8 +357,8 @@ def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS, pages: bool = False
         if not pages or im.format != "TIFF" or count < 2:
             return first
     # A fresh reader, walked page by page: n_frames (read for the first page) leaves Pillow 12.3
-    # set up wrongly after a page it could not set up (the next "page" is the first again) and
-    # applies a palette page's palette to later pages (Pillow #9851).
+    # set up wrongly after a page it could not set up (the next "page" is the first again), and
+    # makes it apply a palette page's palette to later pages (Pillow #9851).
     total, rest = first.pixels.shape[0] * first.pixels.shape[1], []
     with _open_pil(name, data, max_pixels) as im:
         for index in range(1, count):
@@ -373,7 +373,7 @@ def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS, pages: bool = False
                     f"{page_name}: this page cannot be read here ({type(err).__name__}: {err}); "
                     "expected 8- or 16-bit grey or colour") from err
             if im.mode not in ("P", "PA"):
-                im.palette = None
+                im.palette = None  # a P first page's palette would still be applied (Pillow #9851)
             _check_dimensions(page_name, im.size, max_pixels)
             _check_planes(page_name, im)
             total += im.size[0] * im.size[1]
@@ -584,9 +584,15 @@ def _decode_sixteen_bit_colour(name, data, im):
         return arr[..., :1], arr[..., 3]
     rgb = arr[..., 2::-1] if arr.shape[-1] >= 3 else np.repeat(arr, 3, axis=-1)
     alpha = arr[..., 3] if arr.shape[-1] == 4 else None
+    return _colour_of(rgb, alpha, im), alpha  # OpenCV hands associated alpha's colour over as stored
+
+
+def _colour_of(rgb: np.ndarray, alpha: np.ndarray | None, im) -> np.ndarray:
+    """16-bit ``rgb`` as colour: un-premultiplied where a TIFF stores it multiplied by its alpha
+    (ExtraSamples 1, "associated")."""
     if alpha is not None and im.format == "TIFF" and (im.tag_v2.get(338) or (0,))[0] == 1:
-        rgb = _unpremultiply(rgb, alpha)  # OpenCV hands associated alpha's colour over as stored
-    return rgb, alpha
+        return _unpremultiply(rgb, alpha)
+    return rgb
 
 
 def _unpremultiply(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -607,10 +613,8 @@ def _decode_sixteen_bit_tiff_page(name, data, im, index: int):
     stored = im.size[::-1] if im.tag_v2.get(274, 1) < 5 else im.size  # Pillow turns it by the tag
     if arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[-1] not in (3, 4) or arr.shape[:2] != stored:
         raise TruncatedImageError(f"{name}: the 16-bit pixel data cannot be decoded")
-    rgb, alpha = arr[..., :3], (arr[..., 3] if arr.shape[-1] == 4 else None)
-    if alpha is not None and (im.tag_v2.get(338) or (0,))[0] == 1:
-        rgb = _unpremultiply(rgb, alpha)
-    return rgb, alpha
+    alpha = arr[..., 3] if arr.shape[-1] == 4 else None
+    return _colour_of(arr[..., :3], alpha, im), alpha
 
 
 def _decode_sixteen_bit_cmyk(name, data, index: int = 0) -> np.ndarray:
@@ -724,7 +728,7 @@ def _keep_info(im, data: bytes, frames: bool = True) -> dict:
         info["xmp"] = _upright_xmp(xmp.encode() if isinstance(xmp, str) else xmp)
     if fmt == "JPEG" and isinstance(im.info.get("comment"), bytes) and im.info["comment"]:
         info["comment"] = im.info["comment"]
-    if fmt == "JPEG" and (segments := _jpeg_photoshop_segments(data)):
+    if fmt == "JPEG" and (segments := _jpeg_photoshop_segments(im)):
         info["jpeg_photoshop"] = segments
     if im.format == "WEBP":
         info["lossless"] = b"VP8L" in data[:4096]
@@ -734,11 +738,9 @@ def _keep_info(im, data: bytes, frames: bool = True) -> dict:
         try:
             info["frames"] = int(getattr(im, "n_frames", 1))
         except Exception:  # a damaged next-frame pointer (TypeError "Missing dimensions", ...)
-            info["frames"] = 1
-        if im.format == "TIFF":
-            # tifffile walks the page list even where Pillow cannot set a page up (n_frames then
-            # fails): load_image(pages=True) refuses such a page, never drops it without a word.
-            info["frames"] = max(info["frames"], _tiff_page_count(data))
+            # or a TIFF page Pillow cannot set up: tifffile still counts it, so that
+            # load_image(pages=True) refuses that page rather than dropping it without a word.
+            info["frames"] = max(1, _tiff_page_count(data)) if im.format == "TIFF" else 1
     return info
 
 
@@ -840,29 +842,13 @@ _XMP_ORIENTATION = r'(tiff:Orientation(?:="|>))[0-9]'
 """XMP's orientation as Pillow finds it (``Image.getexif`` takes it where EXIF has none)."""
 
 
-def _jpeg_photoshop_segments(data: bytes) -> bytes:
+def _jpeg_photoshop_segments(im) -> bytes:
     """A JPEG's APP13 "Photoshop 3.0" segments, whole (marker, length and all), in order: the
     IPTC caption, keywords, credit and copyright that news and stock photos carry, which
-    Pillow reads but does not write back. A damaged segment list ends the search."""
-    found, at = [], 2
-    while at + 4 <= len(data) and data[at] == 0xFF:
-        if data[at + 1] == 0xFF:  # a fill byte before the marker
-            at += 1
-            continue
-        marker = data[at + 1]
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            at += 2
-            continue
-        if marker in (0xDA, 0xD9):  # the pixel data (start of scan), or the end: no APPn after
-            break
-        length = int.from_bytes(data[at + 2:at + 4], "big")
-        segment = data[at:at + 2 + length]
-        if length < 2 or len(segment) < 2 + length:
-            break
-        if marker == 0xED and segment[4:].startswith(b"Photoshop 3.0\x00"):
-            found.append(segment)
-        at += 2 + length
-    return b"".join(found)
+    Pillow reads (into ``applist``) but does not write back."""
+    return b"".join(b"\xff\xed" + (len(body) + 2).to_bytes(2, "big") + body
+                    for marker, body in getattr(im, "applist", ())
+                    if marker == "APP13" and body.startswith(b"Photoshop 3.0\x00"))
 
 
 def _upright_xmp(xmp: bytes | str) -> bytes | str:
