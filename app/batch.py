@@ -111,8 +111,8 @@ MANIFEST_FIELDS = (
 (``output_exists``, ``input_changed``, ``truncated``, ``not_an_image``, ...), ``detail`` the full
 message; ``width``/``height`` the first page's; ``pages`` how many pages were denoised and
 written (a multi-page TIFF's all, into a TIFF; 1 otherwise); ``bit_depth`` the bits per sample
-the file was denoised as (its own 8 or 16, or
-``--bit-depth`` for a 16-bit file); the settings that made the output follow (``precision`` as
+the file was denoised as (its own 8 or 16, or ``--bit-depth`` for a 16-bit file; ``8/16`` for a
+stack of 8- and 16-bit pages); the settings that made the output follow (``precision`` as
 computed, ``auto`` resolved)."""
 
 SETTINGS_FILE = ".dae-batch.json"
@@ -566,6 +566,8 @@ def run(config: BatchConfig, out=None) -> Summary:
     settings = settings | {"precision": denoiser.precision}
     check_settings(config, record, settings)
     items = _plan(config, in_dir, out_dir, record, settings, out)
+    if versions := _earlier_versions(record, settings, items):
+        settings = settings | {"earlier_versions": versions}
     todo = [it for it in items if not it.row["status"]]
     unfinished = config.overwrite and _other_outputs(record, settings, items)
     legacy = _legacy(record, items)
@@ -640,7 +642,24 @@ def _plan(config: BatchConfig, in_dir: Path, out_dir: Path, record: dict | None,
         print(printable(f"note: OUT_DIR {config.out_dir} has outputs but no {SETTINGS_FILE} (older "
                         "code made them): they are kept whatever settings made them, and no "
                         "settings are recorded until --overwrite redoes them"), file=out)
+    if versions := _earlier_versions(record, settings, items):
+        print(printable(f"note: OUT_DIR {config.out_dir} holds outputs of earlier versions of this app "
+                        f"({', '.join(versions)}; this is {settings['app_version']}): files skipped as "
+                        "done may be as those versions wrote them (before 0.2.0, a multi-page TIFF's "
+                        "first page only); --overwrite redoes them with this one"), file=out)
     return items
+
+
+def _earlier_versions(record: dict | None, settings: dict, items: list[Item]) -> list[str]:
+    """The app versions, other than this one, whose outputs this run keeps (skips as done): the
+    record's own, and those it says earlier runs kept. Recorded, so that every later resume
+    says so too, until ``--overwrite`` has redone them."""
+    if record is None or not any(it.row["reason"] == "output_exists" for it in items):
+        return []
+    versions = set(record.get("earlier_versions", ()))
+    if record.get("app_version") != settings["app_version"]:
+        versions.add(record.get("app_version") or "unknown")
+    return sorted(versions)
 
 
 class _Pipeline:
@@ -722,7 +741,7 @@ class _Pipeline:
             return item, None, None, 0.0
         height, width = image.pixels.shape[:2]
         item.row.update(width=width, height=height, pages=1 + len(image.pages), mode=image.mode,
-                        bit_depth=image.bit_depth)
+                        bit_depth=_bit_depths(image, None))
         item.pixels = sum(page.pixels.shape[0] * page.pixels.shape[1] for page in _pages(image))
         try:
             check_writable(image, self._output_format(item, image.format))
@@ -735,8 +754,7 @@ class _Pipeline:
             _fail(item.row, err.reason, f"{item.rel}: {err} (--bit-depth {self.config.bit_depth}); "
                                         "not denoised")
             return item, None, None, 0.0
-        if self.config.bit_depth and image.bit_depth == 16:
-            item.row["bit_depth"] = self.config.bit_depth
+        item.row["bit_depth"] = _bit_depths(image, self.config.bit_depth)
         if image.info.get("frames", 1) > 1 and not image.pages:
             keep = " (a TIFF output keeps every page)" if image.format == "TIFF" else ""
             _note(item.row, f"first of {image.info['frames']} frames: only it is denoised and written{keep}")
@@ -898,6 +916,15 @@ class _Pipeline:
 def _pages(image) -> tuple:
     """``image`` and its further pages (a multi-page TIFF's), in order."""
     return (image, *image.pages)
+
+
+def _bit_depths(image, declared: int | None) -> int | str:
+    """The manifest's ``bit_depth``: bits per sample as denoised (``declared``, ``--bit-depth``,
+    for 16-bit pages): one number, or where a stack's pages differ, the depths it holds in page
+    order (``"8/16"``)."""
+    bits = [declared if declared and page.bit_depth == 16 else page.bit_depth for page in _pages(image)]
+    distinct = list(dict.fromkeys(bits))
+    return distinct[0] if len(distinct) == 1 else "/".join(map(str, distinct))
 
 
 def _samples(image, alpha: bool = True) -> int:

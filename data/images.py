@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
 import os
 import re
 import stat
@@ -301,7 +302,8 @@ class ImageFile:
             ``"RGBA"``, ``"CMYK"``, ``"I;16"``, ...); 16-bit colour reads as ``"RGB"``/``"RGBA"``
             with uint16 pixels, and CMYK (8- or 16-bit) as RGB pixels of its depth.
         info: what ``save_image`` writes back: ``icc_profile``, ``exif`` (orientation removed),
-            ``xmp`` (its ``tiff:Orientation`` set to 1),
+            ``xmp`` (its ``tiff:Orientation`` set to 1), text (``tiff_tags``, ``png_text``),
+            ``subfile_type`` (a TIFF page's NewSubfileType: 1 marks a reduced-resolution copy),
             ``dpi``, and encoder hints (``progressive``, ``lossless``, ``compression``), plus, on
             the first page only, ``frames`` (pages or frames in the file).
         pages: a multi-page TIFF's further pages, each an ``ImageFile`` of its own size, mode and
@@ -369,6 +371,9 @@ def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS, pages: bool = False
                 raise TruncatedImageError(
                     f"{page_name}: the file ends or breaks inside this page ({err})") from err
             except Exception as err:  # noqa: BLE001 - Pillow raises many kinds on a page it cannot set up
+                if not _tiff_directory_intact(data, index):
+                    raise TruncatedImageError(
+                        f"{page_name}: its directory is missing or damaged (is the file cut short?)") from err
                 raise UnsupportedImageError(
                     f"{page_name}: this page cannot be read here ({type(err).__name__}: {err}); "
                     "expected 8- or 16-bit grey or colour") from err
@@ -441,7 +446,7 @@ def _read_source(source) -> tuple[str, bytes]:
 
 
 class _decoding:
-    """Maps Pillow's and OpenCV's decoding failures to our specific errors."""
+    """Maps Pillow's, OpenCV's and tifffile's decoding failures to our specific errors."""
 
     def __init__(self, name):
         self.name = name
@@ -457,7 +462,8 @@ class _decoding:
         text = str(err)
         if isinstance(err, Image.DecompressionBombError):  # a later page, past Pillow's own limit
             raise ImageTooLargeError(f"{self.name}: {text}") from err
-        if isinstance(err, (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)):
+        codec = type(err).__module__.partition(".")[0] == "imagecodecs"  # tifffile's decoders
+        if codec or isinstance(err, (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)):
             if "truncated" in text or isinstance(err, (EOFError, struct.error)) or "broken" in text:
                 raise TruncatedImageError(
                     f"{self.name}: the pixel data is truncated or damaged ({text})") from err
@@ -468,7 +474,7 @@ class _decoding:
 def _open_pil(name: str, data: bytes, max_pixels: int):
     from PIL import Image, UnidentifiedImageError
 
-    _silence_pillow_bomb_warning()
+    _quiet_decoders()
     try:
         im = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as err:
@@ -502,6 +508,19 @@ def _check_planes(name: str, im) -> None:
             "here; save it with contiguous samples (PlanarConfiguration 1) or as 8-bit")
 
 
+def _tiff_directory_intact(data: bytes, index: int) -> bool:
+    """Whether tifffile can read page ``index``'s directory: where it cannot either, the page
+    is damaged or cut off, not of a kind Pillow cannot read."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            tif.pages[index]
+            return True
+    except Exception:  # noqa: BLE001 - tifffile raises many kinds on a damaged directory
+        return False
+
+
 def _tiff_page_count(data: bytes) -> int:
     """The pages of a TIFF as tifffile counts them (0 where it cannot read the page list)."""
     import tifffile
@@ -513,14 +532,24 @@ def _tiff_page_count(data: bytes) -> int:
         return 0
 
 
-def _silence_pillow_bomb_warning() -> None:
-    """We check sizes ourselves with a message that says what to do, so Pillow's warning only
-    adds noise. A process-wide filter for this one category (``catch_warnings`` is not
-    thread-safe, and files are read in threads), set again on each call because test runners
-    reset the filters."""
+def _quiet_decoders() -> None:
+    """Our errors say what is wrong with a file (sizes are checked with a message that says what
+    to do), so the decoders' own words on stderr only add noise, in the batch's progress bar
+    too: Pillow's decompression-bomb warning and its TIFF reader's ("Truncated File Read",
+    "Corrupt EXIF data": a JPEG's EXIF is read by it too), tifffile's log and the libtiff
+    messages OpenCV prints. Process-wide (``catch_warnings`` is not thread-safe, and files are
+    read in threads), set again on each call because test runners reset the warning filters.
+    tifffile's errors still reach the handlers an application sets up for logging."""
+    import cv2
     from PIL import Image
 
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
+    log = logging.getLogger("tifffile")
+    if not log.handlers:
+        log.addHandler(logging.NullHandler())  # else Python's last resort prints its warnings
+        log.setLevel(logging.ERROR)
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 def _check_dimensions(name: str, size: tuple[int, int], max_pixels: int) -> None:
@@ -710,6 +739,8 @@ def _keep_info(im, data: bytes, frames: bool = True) -> dict:
         tags = {tag: im.tag_v2[tag] for tag in TIFF_TEXT_TAGS if isinstance(im.tag_v2.get(tag), str)}
         if tags := {tag: value.encode("latin-1", "replace") for tag, value in tags.items() if value}:
             info["tiff_tags"] = tags
+    if im.format == "TIFF" and isinstance(subfile := im.tag_v2.get(254), int) and subfile:
+        info["subfile_type"] = subfile  # a pyramid's reduced-resolution page, a mask, ...
     if im.format == "PNG" and (chunks := _png_text_chunks(data)):
         info["png_text"] = chunks
     dpi = _sane_dpi(im.info.get("dpi"))
@@ -845,10 +876,45 @@ _XMP_ORIENTATION = r'(tiff:Orientation(?:="|>))[0-9]'
 def _jpeg_photoshop_segments(im) -> bytes:
     """A JPEG's APP13 "Photoshop 3.0" segments, whole (marker, length and all), in order: the
     IPTC caption, keywords, credit and copyright that news and stock photos carry, which
-    Pillow reads (into ``applist``) but does not write back."""
-    return b"".join(b"\xff\xed" + (len(body) + 2).to_bytes(2, "big") + body
-                    for marker, body in getattr(im, "applist", ())
-                    if marker == "APP13" and body.startswith(b"Photoshop 3.0\x00"))
+    Pillow reads (into ``applist``) but does not write back. The thumbnail they may hold, a
+    picture of the noisy input, is left out (:func:`_without_photoshop_thumbnail`)."""
+    bodies = (_without_photoshop_thumbnail(body) for marker, body in getattr(im, "applist", ())
+              if marker == "APP13" and body.startswith(_PHOTOSHOP))
+    return b"".join(b"\xff\xed" + (len(body) + 2).to_bytes(2, "big") + body for body in bodies if body)
+
+
+_PHOTOSHOP = b"Photoshop 3.0\x00"
+
+_PHOTOSHOP_THUMBNAILS = (0x0409, 0x040C)
+"""Photoshop image resources holding a small JPEG of the image (Photoshop 4's and 5's)."""
+
+
+def _without_photoshop_thumbnail(body: bytes) -> bytes:
+    """An APP13 segment's body without its thumbnail resources (``b""`` where nothing else is
+    left). Its resources ("8BIM", id, padded name, size, padded data) are walked as Pillow's
+    JPEG reader walks them; a segment they do not fill exactly (a resource spread over two
+    segments) is kept as it is."""
+    kept, offset, dropped = [_PHOTOSHOP], len(_PHOTOSHOP), False
+    while offset < len(body):
+        start = offset
+        if body[offset:offset + 4] != b"8BIM" or offset + 7 > len(body):
+            return body
+        code, offset = int.from_bytes(body[offset + 4:offset + 6], "big"), offset + 6
+        offset += 1 + body[offset]
+        offset += offset & 1
+        if offset + 4 > len(body):
+            return body
+        offset += 4 + int.from_bytes(body[offset:offset + 4], "big")
+        if offset > len(body):
+            return body
+        offset = min(offset + (offset & 1), len(body))
+        if code in _PHOTOSHOP_THUMBNAILS:
+            dropped = True
+        else:
+            kept.append(body[start:offset])
+    if not dropped:
+        return body
+    return b"".join(kept) if len(kept) > 1 else b""
 
 
 def _upright_xmp(xmp: bytes | str) -> bytes | str:
@@ -1126,6 +1192,8 @@ def _save_options(info: dict, fmt: str, mode: str, quality: int) -> dict:
     elif fmt == "TIFF":
         opts["compression"] = info.get("compression", "tiff_lzw")
         tags = _tiff_tags(info)
+        if info.get("subfile_type"):
+            tags[254] = info["subfile_type"]
         if tags or opts.get("exif"):
             # One directory for all: Pillow writes either ``tiffinfo`` or ``exif``, never both.
             from PIL import Image
@@ -1202,7 +1270,8 @@ def _tifffile_pages(pages: list[tuple[np.ndarray, str, list[str] | None, dict]])
                 tiff.write(arr, photometric=photometric, extrasamples=extrasamples,
                            iccprofile=_profile(info, photometric == "separated"), compression="zlib",
                            resolution=dpi and (dpi[0], dpi[1]), resolutionunit="INCH" if dpi else None,
-                           metadata=None, software=False, description=description, extratags=extratags)
+                           subfiletype=info.get("subfile_type", 0), metadata=None, software=False,
+                           description=description, extratags=extratags)
             except (ValueError, TypeError) as err:
                 raise ImageWriteError(f"tifffile could not write a page of shape {arr.shape}: {err}") from err
     return buf.getvalue()

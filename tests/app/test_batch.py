@@ -481,6 +481,25 @@ def test_a_multi_page_tiff_has_every_page_denoised_into_a_tiff_and_scored_over_i
             "every page)\n" in capsys.readouterr().out)
 
 
+def test_the_manifest_gives_each_bit_depth_of_a_stack_of_8_and_16_bit_pages(tmp_path):
+    (tmp_path / "in").mkdir()
+    eight = Image.fromarray(clean_mosaic(0))
+    sixteen = Image.fromarray(clean_mosaic(1).astype(np.uint16) * 16)  # 12-bit data: 0..4080
+    eight.save(tmp_path / "in" / "mixed.tif", save_all=True, append_images=[sixteen, eight])
+    for extra, expected in (({}, "8/16"), ({"bit_depth": 12}, "8/12")):
+        out = tmp_path / f"out{len(extra)}"
+        run(BatchConfig(tmp_path / "in", out, MODEL, manifest=tmp_path / "m.json", progress=False, **extra))
+        row = json.loads((tmp_path / "m.json").read_text())[0]
+        assert row["status"] == "done" and row["pages"] == 3 and row["bit_depth"] == expected, row
+        written = Image.open(out / "mixed.tif")
+        written.seek(1)
+        assert written.mode == "I;16" and np.asarray(written).max() <= (4095 if extra else 65535)
+    (tmp_path / "in" / "mixed.tif").unlink()
+    sixteen.save(tmp_path / "in" / "sixteen.tif", save_all=True, append_images=[sixteen])
+    run(BatchConfig(tmp_path / "in", tmp_path / "one", MODEL, manifest=tmp_path / "m.json", progress=False))
+    assert json.loads((tmp_path / "m.json").read_text())[0]["bit_depth"] == 16  # one depth: a number
+
+
 def test_a_reference_with_other_pages_leaves_the_stack_unscored_but_denoised(tmp_path):
     for folder in ("in", "ref"):
         (tmp_path / folder).mkdir()
@@ -715,6 +734,32 @@ def test_a_run_records_its_settings_and_the_manifest_too(tmp_path):
     row = json.loads((tmp_path / "m.json").read_text())[0]
     assert (row["status"], row["model_sha256"], row["strength"], row["ensemble"], row["precision"]) == (
         "done", sha, 0.75, 1, summary.precision)
+
+
+def test_a_resume_says_which_outputs_an_earlier_version_made_until_overwrite_redoes_them(tmp_path, capsys):
+    # OUT_DIR as version 0.1.0 left it: a three-page stack written as its first page only.
+    (tmp_path / "in").mkdir()
+    pages = [Image.fromarray(add_noise(clean_mosaic(i), 0.2, seed=i)) for i in range(3)]
+    pages[0].save(tmp_path / "in" / "stack.tif", save_all=True, append_images=pages[1:])
+    out_dir = tmp_path / "out"
+    run(BatchConfig(tmp_path / "in", out_dir, MODEL, progress=False))
+    pages[0].save(out_dir / "stack.tif")
+    record = _settings(out_dir)
+    (out_dir / batch.SETTINGS_FILE).write_text(json.dumps(record | {"app_version": "0.1.0"}))
+    Image.fromarray(clean_mosaic(3)).save(tmp_path / "in" / "new.png")
+    args = [str(tmp_path / "in"), str(out_dir), "--model", MODEL, "--no-progress"]
+    note = (f"note: OUT_DIR {out_dir} holds outputs of earlier versions of this app (0.1.0; this is "
+            f"{record['app_version']}): files skipped as done may be as those versions wrote them "
+            "(before 0.2.0, a multi-page TIFF's first page only); --overwrite redoes them with this one\n")
+    for extra in (["--dry-run"], [], []):  # said on every resume, not only the first
+        assert main([*args, *extra]) == 0
+        assert note in capsys.readouterr().out
+        assert Image.open(out_dir / "stack.tif").n_frames == 1
+    assert _settings(out_dir) == record | {"earlier_versions": ["0.1.0"]}
+    assert main([*args, "--overwrite"]) == 0
+    assert "earlier versions" not in capsys.readouterr().out
+    assert Image.open(out_dir / "stack.tif").n_frames == 3 and _settings(out_dir) == record
+    assert main(args) == 0 and "earlier versions" not in capsys.readouterr().out
 
 
 def test_a_rerun_with_other_settings_is_refused_and_writes_nothing(tmp_path, capsys):

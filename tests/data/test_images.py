@@ -7,6 +7,7 @@ import dataclasses
 import io
 import os
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -787,6 +788,61 @@ def test_each_tiff_pages_text_tags_and_xmp_are_kept_and_nothing_is_added(tmp_pat
         assert im.tag_v2[270] == described[0][270]  # to the last byte
 
 
+@pytest.mark.parametrize("sixteen_bit_colour", [False, True])
+def test_a_pyramids_reduced_resolution_pages_stay_marked_as_such(tmp_path, sixteen_bit_colour):
+    # A slide scanner's or GDAL's pyramid: the full image, then half and quarter size copies
+    # marked NewSubfileType 1, which viewers show as levels, not as further pages of the scan.
+    import tifffile
+
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf) as tiff:
+        for level, side in enumerate((32, 16, 8)):
+            arr = (np.full((side, side, 3), 9000, np.uint16) if sixteen_bit_colour
+                   else np.full((side, side), 90, np.uint8))
+            tiff.write(arr, subfiletype=1 if level else 0, metadata=None, software=False)
+
+    def subfile_types(source) -> list[int]:
+        with tifffile.TiffFile(source) as tif:
+            return [page.tags.valueof(254, 0) for page in tif.pages]
+
+    assert subfile_types(io.BytesIO(buf.getvalue())) == [0, 1, 1]
+    image = load_image(buf.getvalue(), pages=True)
+    assert [page.info.get("subfile_type", 0) for page in (image, *image.pages)] == [0, 1, 1]
+    save_image(image, tmp_path / "out.tif")
+    assert subfile_types(tmp_path / "out.tif") == [0, 1, 1]
+    with Image.open(tmp_path / "out.tif") as im:
+        im.seek(2)
+        assert im.size == (8, 8) and im.tag_v2[254] == 1
+
+
+@pytest.mark.parametrize("cut", [300, 30])
+def test_a_damaged_16_bit_stack_fails_with_our_message_and_the_decoders_print_nothing(cut, tmp_path):
+    # Cut short: its last page's pointer goes past the end (300 bytes), or its last page's
+    # compressed pixels do (30). Pillow warned "Corrupt EXIF data", tifffile logged "invalid
+    # page offset", OpenCV printed libtiff's "Error fetching directory link", and the 30-byte
+    # cut raised imagecodecs' own DeflateError, which the batch reported as "unreadable"; the
+    # 300-byte one was said to be a page that "cannot be read here", as if its kind were the matter.
+    # In a fresh interpreter, as a user's script would run it (pytest catches warnings and logs).
+    import subprocess
+    import sys
+
+    import tifffile
+
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf) as tiff:
+        for index in range(3):
+            tiff.write(np.full((64, 64, 3), 1000 * (index + 1), np.uint16), photometric="rgb",
+                       compression="zlib")
+    (tmp_path / "stack.tif").write_bytes(buf.getvalue()[:-cut])
+    script = ("import sys\nfrom data.images import load_image\n"
+              "try:\n    load_image(sys.argv[1], pages=True)\n"
+              "except Exception as err:\n    print(type(err).__name__, err)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "stack.tif")], capture_output=True,
+                          text=True, cwd=Path(__file__).parents[2], timeout=120, check=True)
+    assert done.stdout.startswith(f"TruncatedImageError {tmp_path / 'stack.tif'}, page 3 of 3: "), done.stdout
+    assert done.stderr == ""
+
+
 # ------------------------------------------------------------------ stacks and text: hard cases
 
 
@@ -965,6 +1021,32 @@ def test_png_text_after_the_pixels_stays_after_them_and_damaged_or_huge_text_is_
         im.load()
         assert im.text["Comment"] == "written after the pixels"
     np.testing.assert_array_equal(load_image(written).pixels, pixels)
+
+
+def test_a_jpegs_photoshop_thumbnail_of_the_noisy_input_is_left_out_and_the_rest_kept(tmp_path):
+    def resource(code: int, data: bytes, name: bytes = b"") -> bytes:
+        label = bytes([len(name)]) + name
+        return (b"8BIM" + code.to_bytes(2, "big") + label + b"\x00" * (len(label) % 2)
+                + len(data).to_bytes(4, "big") + data + b"\x00" * (len(data) % 2))
+
+    def app13(*resources: bytes) -> bytes:
+        payload = b"Photoshop 3.0\x00" + b"".join(resources)
+        return b"\xff\xed" + (len(payload) + 2).to_bytes(2, "big") + payload
+
+    iptc = resource(0x0404, b"\x1c\x02\x19\x00\x05heron")
+    resolution = resource(0x03ED, bytes(range(16)), name=b"res")
+    thumbnail = b"\x00" * 28 + b"\xff\xd8 a small JPEG of the noisy image \xff\xd9"  # odd length: padded
+    spread = app13(iptc[:-3])  # a resource that goes on in a next segment: not ours to change
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(
+        tmp_path / "in.jpg", extra=app13(iptc, resource(0x040C, thumbnail), resolution)
+        + app13(resource(0x0409, thumbnail)) + spread)
+    with Image.open(tmp_path / "in.jpg") as im:
+        assert {0x0404, 0x040C, 0x0409, 0x03ED} <= set(im.info["photoshop"])
+    written = save_image(load_image(tmp_path / "in.jpg"), tmp_path / "out.jpg").read_bytes()
+    assert written.count(app13(iptc, resolution) + spread) == 1  # the second segment is gone
+    assert b"noisy image" not in written
+    with Image.open(io.BytesIO(written)) as im:
+        assert set(im.info["photoshop"]) == {0x0404, 0x03ED}
 
 
 def test_a_jpegs_iptc_caption_and_keywords_are_written_back(tmp_path):
