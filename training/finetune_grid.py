@@ -158,7 +158,8 @@ def robustness_plot(path: Path, grid: GridConfig, results: dict) -> None:
             ax.grid(alpha=0.3)
             if c == 0:
                 ax.set_ylabel("test accuracy (%)")
-    axes[0, 0].legend(fontsize=8)
+    if axes[0, 0].get_legend_handles_labels()[0]:  # no cell with robustness scores: no legend
+        axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
