@@ -111,7 +111,7 @@ MANIFEST_FIELDS = (
 (``output_exists``, ``input_changed``, ``truncated``, ``not_an_image``, ...), ``detail`` the full
 message; ``width``/``height`` the first page's; ``pages`` how many pages were denoised and
 written (a multi-page TIFF's all, into a TIFF; 1 otherwise); ``bit_depth`` the bits per sample
-the file was denoised as (its own 8 or 16, or ``--bit-depth`` for a 16-bit file; ``8/16`` for a
+the file was denoised as (its own 8 or 16, or ``--bit-depth`` for a 16-bit file; ``8+16`` for a
 stack of 8- and 16-bit pages); the settings that made the output follow (``precision`` as
 computed, ``auto`` resolved)."""
 
@@ -566,8 +566,8 @@ def run(config: BatchConfig, out=None) -> Summary:
     settings = settings | {"precision": denoiser.precision}
     check_settings(config, record, settings)
     items = _plan(config, in_dir, out_dir, record, settings, out)
-    if versions := _earlier_versions(record, settings, items):
-        settings = settings | {"earlier_versions": versions}
+    if versions := _other_versions(record, settings):  # until an --overwrite has redone every file
+        settings = settings | {"other_versions": versions}
     todo = [it for it in items if not it.row["status"]]
     unfinished = config.overwrite and _other_outputs(record, settings, items)
     legacy = _legacy(record, items)
@@ -609,10 +609,14 @@ def run(config: BatchConfig, out=None) -> Summary:
                 write_manifest(config.manifest, summary.rows)
             except OSError as err:  # a full disk at the end costs the manifest, not the report
                 summary.manifest_error = f"{config.manifest}: {err.strerror or err}"
-    # Finished only when every file was redone: a failed one keeps its output of earlier settings.
-    if unfinished and not summary.interrupted and config.glob is None and not summary.count("failed"):
+    # Finished only when every file was redone: a failed one keeps its output of earlier settings
+    # (or of another version of the app).
+    redone = (config.overwrite and not summary.interrupted and config.glob is None
+              and not summary.count("failed"))
+    if redone and (unfinished or "other_versions" in settings):
         try:
-            write_settings(out_dir, settings, unfinished=False)
+            write_settings(out_dir, {k: v for k, v in settings.items() if k != "other_versions"},
+                           unfinished=False)
         except OSError as err:  # a later rerun without --overwrite is refused: said here
             summary.notes.append(f"{SETTINGS_FILE}: cannot be updated ({err.strerror or err}); "
                                  "a rerun needs --overwrite")
@@ -642,24 +646,27 @@ def _plan(config: BatchConfig, in_dir: Path, out_dir: Path, record: dict | None,
         print(printable(f"note: OUT_DIR {config.out_dir} has outputs but no {SETTINGS_FILE} (older "
                         "code made them): they are kept whatever settings made them, and no "
                         "settings are recorded until --overwrite redoes them"), file=out)
-    if versions := _earlier_versions(record, settings, items):
-        print(printable(f"note: OUT_DIR {config.out_dir} holds outputs of earlier versions of this app "
-                        f"({', '.join(versions)}; this is {settings['app_version']}): files skipped as "
-                        "done may be as those versions wrote them (before 0.2.0, a multi-page TIFF's "
-                        "first page only); --overwrite redoes them with this one"), file=out)
+    versions = _other_versions(record, settings)
+    if versions and not config.overwrite and any(it.row["reason"] == "output_exists" for it in items):
+        print(printable(f"note: OUT_DIR {config.out_dir} holds outputs of other versions of this app "
+                        f"({', '.join(versions)}; this is {settings['app_version'] or 'unknown'}): "
+                        "files skipped as done may be as those versions wrote them (0.1.0 builds "
+                        "before multi-page support wrote a multi-page TIFF's first page only); "
+                        "--overwrite redoes them with this one"), file=out)
     return items
 
 
-def _earlier_versions(record: dict | None, settings: dict, items: list[Item]) -> list[str]:
-    """The app versions, other than this one, whose outputs this run keeps (skips as done): the
-    record's own, and those it says earlier runs kept. Recorded, so that every later resume
-    says so too, until ``--overwrite`` has redone them."""
-    if record is None or not any(it.row["reason"] == "output_exists" for it in items):
+def _other_versions(record: dict | None, settings: dict) -> list[str]:
+    """The app versions other than this one whose outputs OUT_DIR may hold: the record's own,
+    and those it says earlier runs left (``other_versions``). Recorded by every run, so that
+    each later resume says so too, until an ``--overwrite`` has redone every file."""
+    if record is None:
         return []
-    versions = set(record.get("earlier_versions", ()))
+    earlier = record.get("other_versions")
+    versions = {v for v in earlier if isinstance(v, str)} if isinstance(earlier, list) else set()
     if record.get("app_version") != settings["app_version"]:
-        versions.add(record.get("app_version") or "unknown")
-    return sorted(versions)
+        versions.add(str(record.get("app_version") or "unknown"))
+    return sorted(versions - {settings["app_version"]})
 
 
 class _Pipeline:
@@ -920,11 +927,10 @@ def _pages(image) -> tuple:
 
 def _bit_depths(image, declared: int | None) -> int | str:
     """The manifest's ``bit_depth``: bits per sample as denoised (``declared``, ``--bit-depth``,
-    for 16-bit pages): one number, or where a stack's pages differ, the depths it holds in page
-    order (``"8/16"``)."""
-    bits = [declared if declared and page.bit_depth == 16 else page.bit_depth for page in _pages(image)]
-    distinct = list(dict.fromkeys(bits))
-    return distinct[0] if len(distinct) == 1 else "/".join(map(str, distinct))
+    for 16-bit pages): one number, or where a stack's pages differ, the depths it holds
+    (``"8+16"``: a spreadsheet would read ``8/16`` as a date)."""
+    bits = {declared if declared and page.bit_depth == 16 else page.bit_depth for page in _pages(image)}
+    return bits.pop() if len(bits) == 1 else "+".join(map(str, sorted(bits)))
 
 
 def _samples(image, alpha: bool = True) -> int:

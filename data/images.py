@@ -27,6 +27,7 @@ import re
 import stat
 import struct
 import tempfile
+import threading
 import warnings
 import zlib
 from pathlib import Path
@@ -356,8 +357,14 @@ def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS, pages: bool = False
     with _open_pil(name, data, max_pixels) as im:
         first = _decode_frame(name, data, im, 0)
         count = first.info["frames"]
-        if not pages or im.format != "TIFF" or count < 2:
+        if not pages or im.format != "TIFF":
             return first
+    found, errors = _tiff_damage(data)
+    if broken := [e for e in errors if _BROKEN_CHAIN.search(e)]:  # else the pages past it go missing
+        raise TruncatedImageError(f"{name}: its list of pages breaks after page {max(found, 1)} "
+                                  f"({broken[0]}): the file is damaged or cut short")
+    if count < 2:
+        return first
     # A fresh reader, walked page by page: n_frames (read for the first page) leaves Pillow 12.3
     # set up wrongly after a page it could not set up (the next "page" is the first again), and
     # makes it apply a palette page's palette to later pages (Pillow #9851).
@@ -371,7 +378,7 @@ def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS, pages: bool = False
                 raise TruncatedImageError(
                     f"{page_name}: the file ends or breaks inside this page ({err})") from err
             except Exception as err:  # noqa: BLE001 - Pillow raises many kinds on a page it cannot set up
-                if not _tiff_directory_intact(data, index):
+                if _tiff_damage(data, index)[1]:
                     raise TruncatedImageError(
                         f"{page_name}: its directory is missing or damaged (is the file cut short?)") from err
                 raise UnsupportedImageError(
@@ -485,10 +492,15 @@ def _open_pil(name: str, data: bytes, max_pixels: int):
             f"{name}: the header claims {claimed}, past the decompression-bomb limit "
             f"({limit / 1e6:g} MP); refusing to decode it") from err
     except UnidentifiedImageError as err:
+        if data[:4] in (b"II*\x00", b"MM\x00*") and (errors := _tiff_damage(data, 0)[1]):
+            raise TruncatedImageError(f"{name}: the TIFF is damaged or cut short ({errors[0]})") from err
         if data[:4] in (b"II*\x00", b"MM\x00*"):
             raise UnsupportedImageError(
                 f"{name}: a TIFF whose samples cannot be decoded here (float samples, or 16-bit "
                 "grey with alpha, for example); expected 8- or 16-bit grey or colour") from err
+        if fmt := next((f for magic, f in _SIGNATURES if data.startswith(magic)), None):
+            raise TruncatedImageError(f"{name}: a {fmt} file whose header is damaged; it cannot be "
+                                      "read") from err
         raise NotAnImageError(
             f"{name}: not an image ({len(data)} bytes starting {data[:8]!r}); expected PNG, JPEG, "
             "TIFF, BMP, WebP, AVIF, GIF, PGM or PPM") from err
@@ -497,6 +509,12 @@ def _open_pil(name: str, data: bytes, max_pixels: int):
     _check_dimensions(name, im.size, max_pixels)
     _check_planes(name, im)
     return im
+
+
+_SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"),
+               (b"GIF89a", "GIF"))
+"""How files of the formats we read begin: one that begins so but that Pillow cannot open is
+damaged (a JPEG segment that ends inside a Photoshop resource, say), not something else."""
 
 
 def _check_planes(name: str, im) -> None:
@@ -508,17 +526,44 @@ def _check_planes(name: str, im) -> None:
             "here; save it with contiguous samples (PlanarConfiguration 1) or as 8-bit")
 
 
-def _tiff_directory_intact(data: bytes, index: int) -> bool:
-    """Whether tifffile can read page ``index``'s directory: where it cannot either, the page
-    is damaged or cut off, not of a kind Pillow cannot read."""
+class _TifffileErrors(logging.Handler):
+    """Collects the errors tifffile logs in this thread (its only word on a damaged page list)."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.thread, self.messages = threading.get_ident(), []
+
+    def emit(self, record):
+        if record.thread == self.thread:  # without tifffile's "<tifffile.TiffPages @8> "
+            self.messages.append(re.sub(r"^<[^>]*>\s*", "", record.getMessage()))
+
+
+def _tiff_damage(data: bytes, index: int | None = None) -> tuple[int, list[str]]:
+    """``(pages, errors)``: the pages tifffile finds by following the TIFF's chain of
+    directories, and what it finds wrong on the way (and in page ``index``'s directory, when
+    given): a pointer past the end of the file, a loop, a tag whose value lies past the end."""
     import tifffile
 
+    log, errors = logging.getLogger("tifffile"), _TifffileErrors()
+    log.addHandler(errors)
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
-            tif.pages[index]
-            return True
-    except Exception:  # noqa: BLE001 - tifffile raises many kinds on a damaged directory
-        return False
+            count = len(tif.pages)
+            if index is not None and index < count:
+                tif.pages[index]
+            elif index is not None:
+                errors.messages.append(f"no directory for page {index + 1}")
+    except Exception as err:  # noqa: BLE001 - tifffile raises many kinds on a damaged directory
+        return 0, [*errors.messages, f"{type(err).__name__}: {err}"]
+    finally:
+        log.removeHandler(errors)
+    return count, errors.messages
+
+
+_BROKEN_CHAIN = re.compile(
+    r"invalid page offset|invalid offset to page|corrupted tag list|circular reference")
+"""tifffile's errors on a TIFF's chain of page directories (the next page's pointer, cut short
+or pointing back): pages past the break cannot be found."""
 
 
 def _tiff_page_count(data: bytes) -> int:
@@ -532,24 +577,51 @@ def _tiff_page_count(data: bytes) -> int:
         return 0
 
 
+_PIL_TIFF_WARNINGS = r"PIL\.TiffImagePlugin"
+
+
 def _quiet_decoders() -> None:
     """Our errors say what is wrong with a file (sizes are checked with a message that says what
     to do), so the decoders' own words on stderr only add noise, in the batch's progress bar
     too: Pillow's decompression-bomb warning and its TIFF reader's ("Truncated File Read",
-    "Corrupt EXIF data": a JPEG's EXIF is read by it too), tifffile's log and the libtiff
-    messages OpenCV prints. Process-wide (``catch_warnings`` is not thread-safe, and files are
-    read in threads), set again on each call because test runners reset the warning filters.
-    tifffile's errors still reach the handlers an application sets up for logging."""
-    import cv2
+    "Corrupt EXIF data": a JPEG's EXIF is read by it too), and tifffile's log, which has no
+    handler of its own (an application's logging set-up still gets it). The warning filters
+    are process-wide (``catch_warnings`` is not thread-safe, and files are read in threads) and
+    added where missing (test runners reset them), so a filter the application adds later
+    takes precedence. libtiff and libpng, inside Pillow and OpenCV, may still print a line."""
     from PIL import Image
 
-    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
+    for category, module in ((Image.DecompressionBombWarning, ""), (UserWarning, _PIL_TIFF_WARNINGS)):
+        if not any(f[0] == "ignore" and f[2] is category and getattr(f[3], "pattern", "") == module
+                   for f in warnings.filters):
+            warnings.filterwarnings("ignore", category=category, module=module, append=True)
     log = logging.getLogger("tifffile")
-    if not log.handlers:
+    if not any(isinstance(h, logging.NullHandler) for h in log.handlers):
         log.addHandler(logging.NullHandler())  # else Python's last resort prints its warnings
-        log.setLevel(logging.ERROR)
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
+class _QuietOpenCV:
+    """OpenCV's log silenced while any thread decodes with it (its libtiff errors on a damaged
+    file), then set back to what it was."""
+
+    lock, active, level = threading.Lock(), 0, None
+
+    def __enter__(self):
+        import cv2
+
+        with self.lock:
+            if not _QuietOpenCV.active:
+                _QuietOpenCV.level = cv2.utils.logging.getLogLevel()
+                cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+            _QuietOpenCV.active += 1
+
+    def __exit__(self, *exc):
+        import cv2
+
+        with self.lock:
+            _QuietOpenCV.active -= 1
+            if not _QuietOpenCV.active:
+                cv2.utils.logging.setLogLevel(_QuietOpenCV.level)
 
 
 def _check_dimensions(name: str, size: tuple[int, int], max_pixels: int) -> None:
@@ -600,7 +672,8 @@ def _is_la16(im) -> bool:
 def _decode_sixteen_bit_colour(name, data, im):
     import cv2
 
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    with _QuietOpenCV():
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None or arr.dtype != np.uint16 or arr.shape[:2] != (im.size[1], im.size[0]):
         raise TruncatedImageError(f"{name}: the 16-bit pixel data cannot be decoded")
     if arr.ndim == 2:
@@ -739,8 +812,10 @@ def _keep_info(im, data: bytes, frames: bool = True) -> dict:
         tags = {tag: im.tag_v2[tag] for tag in TIFF_TEXT_TAGS if isinstance(im.tag_v2.get(tag), str)}
         if tags := {tag: value.encode("latin-1", "replace") for tag, value in tags.items() if value}:
             info["tiff_tags"] = tags
-    if im.format == "TIFF" and isinstance(subfile := im.tag_v2.get(254), int) and subfile:
-        info["subfile_type"] = subfile  # a pyramid's reduced-resolution page, a mask, ...
+    if im.format == "TIFF" and isinstance(subfile := im.tag_v2.get(254), int) and subfile & 3:
+        # A pyramid's reduced-resolution page (1), a page of a multi-page image (2); not the
+        # mask bit (4): its page is written as the image it was read as, not a bilevel mask.
+        info["subfile_type"] = subfile & 3
     if im.format == "PNG" and (chunks := _png_text_chunks(data)):
         info["png_text"] = chunks
     dpi = _sane_dpi(im.info.get("dpi"))

@@ -485,14 +485,14 @@ def test_the_manifest_gives_each_bit_depth_of_a_stack_of_8_and_16_bit_pages(tmp_
     (tmp_path / "in").mkdir()
     eight = Image.fromarray(clean_mosaic(0))
     sixteen = Image.fromarray(clean_mosaic(1).astype(np.uint16) * 16)  # 12-bit data: 0..4080
-    eight.save(tmp_path / "in" / "mixed.tif", save_all=True, append_images=[sixteen, eight])
-    for extra, expected in (({}, "8/16"), ({"bit_depth": 12}, "8/12")):
+    sixteen.save(tmp_path / "in" / "mixed.tif", save_all=True, append_images=[eight, sixteen])
+    for extra, expected in (({}, "8+16"), ({"bit_depth": 12}, "8+12")):
         out = tmp_path / f"out{len(extra)}"
         run(BatchConfig(tmp_path / "in", out, MODEL, manifest=tmp_path / "m.json", progress=False, **extra))
         row = json.loads((tmp_path / "m.json").read_text())[0]
         assert row["status"] == "done" and row["pages"] == 3 and row["bit_depth"] == expected, row
         written = Image.open(out / "mixed.tif")
-        written.seek(1)
+        written.seek(2)
         assert written.mode == "I;16" and np.asarray(written).max() <= (4095 if extra else 65535)
     (tmp_path / "in" / "mixed.tif").unlink()
     sixteen.save(tmp_path / "in" / "sixteen.tif", save_all=True, append_images=[sixteen])
@@ -736,30 +736,57 @@ def test_a_run_records_its_settings_and_the_manifest_too(tmp_path):
         "done", sha, 0.75, 1, summary.precision)
 
 
-def test_a_resume_says_which_outputs_an_earlier_version_made_until_overwrite_redoes_them(tmp_path, capsys):
-    # OUT_DIR as version 0.1.0 left it: a three-page stack written as its first page only.
+def test_a_resume_says_which_outputs_another_version_made_until_overwrite_redoes_them(
+        tmp_path, capsys, monkeypatch):
+    # OUT_DIR as a 0.1.0 build left it: a three-page stack written as its first page only.
     (tmp_path / "in").mkdir()
     pages = [Image.fromarray(add_noise(clean_mosaic(i), 0.2, seed=i)) for i in range(3)]
     pages[0].save(tmp_path / "in" / "stack.tif", save_all=True, append_images=pages[1:])
+    Image.fromarray(clean_mosaic(4)).save(tmp_path / "in" / "old.png")
     out_dir = tmp_path / "out"
     run(BatchConfig(tmp_path / "in", out_dir, MODEL, progress=False))
     pages[0].save(out_dir / "stack.tif")
     record = _settings(out_dir)
     (out_dir / batch.SETTINGS_FILE).write_text(json.dumps(record | {"app_version": "0.1.0"}))
-    Image.fromarray(clean_mosaic(3)).save(tmp_path / "in" / "new.png")
     args = [str(tmp_path / "in"), str(out_dir), "--model", MODEL, "--no-progress"]
-    note = (f"note: OUT_DIR {out_dir} holds outputs of earlier versions of this app (0.1.0; this is "
+    note = (f"note: OUT_DIR {out_dir} holds outputs of other versions of this app (0.1.0; this is "
             f"{record['app_version']}): files skipped as done may be as those versions wrote them "
-            "(before 0.2.0, a multi-page TIFF's first page only); --overwrite redoes them with this one\n")
-    for extra in (["--dry-run"], [], []):  # said on every resume, not only the first
-        assert main([*args, *extra]) == 0
+            "(0.1.0 builds before multi-page support wrote a multi-page TIFF's first page only); "
+            "--overwrite redoes them with this one\n")
+    kept = record | {"other_versions": ["0.1.0"]}
+
+    def resume(*extra: str) -> None:
+        assert main([*args, *extra]) in (0, 130)
         assert note in capsys.readouterr().out
         assert Image.open(out_dir / "stack.tif").n_frames == 1
-    assert _settings(out_dir) == record | {"earlier_versions": ["0.1.0"]}
+        assert _settings(out_dir) == (record | {"app_version": "0.1.0"} if "--dry-run" in extra else kept)
+
+    Image.fromarray(clean_mosaic(3)).save(tmp_path / "in" / "new.png")
+    for extra in (["--dry-run"], [], [], ["--glob", "new.png"]):  # every resume says so, not only the first
+        resume(*extra)
+    # An --overwrite that does not redo every file leaves outputs of 0.1.0: still said.
+    main([*args, "--overwrite", "--glob", "old.png"])
+    resume()
+    real, calls = batch.denoise_many, []
+
+    def second_call_interrupted(*a, **kw):  # --batch-size 1: one model call per file
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(batch, "denoise_many", second_call_interrupted)
+        assert main([*args, "--overwrite", "--batch-size", "1"]) == 130
+    capsys.readouterr()
+    resume()  # new.png redone, the rest not: still said
+    # A record edited by hand: a list of something else is ignored, not a crash.
+    (out_dir / batch.SETTINGS_FILE).write_text(json.dumps(kept | {"other_versions": 1}))
+    assert main([*args, "--overwrite", "--dry-run"]) == 0
     assert main([*args, "--overwrite"]) == 0
-    assert "earlier versions" not in capsys.readouterr().out
+    assert "other versions" not in capsys.readouterr().out
     assert Image.open(out_dir / "stack.tif").n_frames == 3 and _settings(out_dir) == record
-    assert main(args) == 0 and "earlier versions" not in capsys.readouterr().out
+    assert main(args) == 0 and "other versions" not in capsys.readouterr().out
 
 
 def test_a_rerun_with_other_settings_is_refused_and_writes_nothing(tmp_path, capsys):
