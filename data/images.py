@@ -566,17 +566,6 @@ _BROKEN_CHAIN = re.compile(
 or pointing back): pages past the break cannot be found."""
 
 
-def _tiff_page_count(data: bytes) -> int:
-    """The pages of a TIFF as tifffile counts them (0 where it cannot read the page list)."""
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(io.BytesIO(data)) as tif:
-            return len(tif.pages)
-    except Exception:  # noqa: BLE001 - a damaged page list: Pillow's count stands
-        return 0
-
-
 _PIL_TIFF_WARNINGS = r"PIL\.TiffImagePlugin"
 
 
@@ -846,7 +835,7 @@ def _keep_info(im, data: bytes, frames: bool = True) -> dict:
         except Exception:  # a damaged next-frame pointer (TypeError "Missing dimensions", ...)
             # or a TIFF page Pillow cannot set up: tifffile still counts it, so that
             # load_image(pages=True) refuses that page rather than dropping it without a word.
-            info["frames"] = max(1, _tiff_page_count(data)) if im.format == "TIFF" else 1
+            info["frames"] = max(1, _tiff_damage(data)[0]) if im.format == "TIFF" else 1
     return info
 
 
