@@ -949,6 +949,9 @@ def _jpeg_photoshop_segments(im) -> bytes:
 
 _PHOTOSHOP = b"Photoshop 3.0\x00"
 
+_PHOTOSHOP_SIGNATURES = (b"8BIM", b"MeSa", b"PHUT", b"AgHg", b"DCSR")
+"""What begins an image resource: Photoshop's "8BIM", ImageReady's "MeSa", and others'."""
+
 _PHOTOSHOP_THUMBNAILS = (0x0409, 0x040C)
 """Photoshop image resources holding a small JPEG of the image (Photoshop 4's and 5's)."""
 
@@ -956,12 +959,15 @@ _PHOTOSHOP_THUMBNAILS = (0x0409, 0x040C)
 def _without_photoshop_thumbnail(body: bytes) -> bytes:
     """An APP13 segment's body without its thumbnail resources (``b""`` where nothing else is
     left). Its resources ("8BIM", id, padded name, size, padded data) are walked as Pillow's
-    JPEG reader walks them; a segment they do not fill exactly (a resource spread over two
-    segments) is kept as it is."""
+    JPEG reader walks them; a segment they do not fill exactly, zeros aside (a resource spread
+    over two segments), is kept as it is."""
     kept, offset, dropped = [_PHOTOSHOP], len(_PHOTOSHOP), False
     while offset < len(body):
         start = offset
-        if body[offset:offset + 4] != b"8BIM" or offset + 7 > len(body):
+        if not body[offset:].strip(b"\x00"):  # zeros after the last resource, as some writers pad
+            kept.append(body[offset:])
+            break
+        if body[offset:offset + 4] not in _PHOTOSHOP_SIGNATURES or offset + 7 > len(body):
             return body
         code, offset = int.from_bytes(body[offset + 4:offset + 6], "big"), offset + 6
         offset += 1 + body[offset]

@@ -1061,9 +1061,9 @@ def test_png_text_after_the_pixels_stays_after_them_and_damaged_or_huge_text_is_
 
 
 def test_a_jpegs_photoshop_thumbnail_of_the_noisy_input_is_left_out_and_the_rest_kept(tmp_path):
-    def resource(code: int, data: bytes, name: bytes = b"") -> bytes:
+    def resource(code: int, data: bytes, name: bytes = b"", signature: bytes = b"8BIM") -> bytes:
         label = bytes([len(name)]) + name
-        return (b"8BIM" + code.to_bytes(2, "big") + label + b"\x00" * (len(label) % 2)
+        return (signature + code.to_bytes(2, "big") + label + b"\x00" * (len(label) % 2)
                 + len(data).to_bytes(4, "big") + data + b"\x00" * (len(data) % 2))
 
     def app13(*resources: bytes) -> bytes:
@@ -1074,13 +1074,18 @@ def test_a_jpegs_photoshop_thumbnail_of_the_noisy_input_is_left_out_and_the_rest
     resolution = resource(0x03ED, bytes(range(16)), name=b"res")
     thumbnail = b"\x00" * 28 + b"\xff\xd8 a small JPEG of the noisy image \xff\xd9"  # odd length: padded
     spread = app13(iptc[:-3])  # a resource that goes on in a next segment: not ours to change
+    # ImageReady's signature and zeros after the last resource, as some writers leave them
+    padded = app13(iptc, resource(0x040C, thumbnail, signature=b"MeSa")) + b"\x00" * 4
+    padded = padded[:2] + (len(padded) - 2).to_bytes(2, "big") + padded[4:]
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(
         tmp_path / "in.jpg", extra=app13(iptc, resource(0x040C, thumbnail), resolution)
-        + app13(resource(0x0409, thumbnail)) + spread)
+        + app13(resource(0x0409, thumbnail)) + spread + padded)
     with Image.open(tmp_path / "in.jpg") as im:
         assert {0x0404, 0x040C, 0x0409, 0x03ED} <= set(im.info["photoshop"])
     written = save_image(load_image(tmp_path / "in.jpg"), tmp_path / "out.jpg").read_bytes()
-    assert written.count(app13(iptc, resolution) + spread) == 1  # the second segment is gone
+    after = app13(iptc) + b"\x00" * 4
+    after = after[:2] + (len(after) - 2).to_bytes(2, "big") + after[4:]
+    assert written.count(app13(iptc, resolution) + spread + after) == 1  # the second segment is gone
     assert b"noisy image" not in written
     with Image.open(io.BytesIO(written)) as im:
         assert set(im.info["photoshop"]) == {0x0404, 0x03ED}
