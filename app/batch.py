@@ -566,7 +566,7 @@ def run(config: BatchConfig, out=None) -> Summary:
     settings = settings | {"precision": denoiser.precision}
     check_settings(config, record, settings)
     items = _plan(config, in_dir, out_dir, record, settings, out)
-    if versions := _other_versions(record, settings):  # until an --overwrite has redone every file
+    if versions := _other_versions(config, record, settings, items):  # until an --overwrite redoes all
         settings = settings | {"other_versions": versions}
     todo = [it for it in items if not it.row["status"]]
     unfinished = config.overwrite and _other_outputs(record, settings, items)
@@ -646,7 +646,7 @@ def _plan(config: BatchConfig, in_dir: Path, out_dir: Path, record: dict | None,
         print(printable(f"note: OUT_DIR {config.out_dir} has outputs but no {SETTINGS_FILE} (older "
                         "code made them): they are kept whatever settings made them, and no "
                         "settings are recorded until --overwrite redoes them"), file=out)
-    versions = _other_versions(record, settings)
+    versions = _other_versions(config, record, settings, items)
     if versions and not config.overwrite and any(it.row["reason"] == "output_exists" for it in items):
         print(printable(f"note: OUT_DIR {config.out_dir} holds outputs of other versions of this app "
                         f"({', '.join(versions)}; this is {settings['app_version'] or 'unknown'}): "
@@ -656,15 +656,19 @@ def _plan(config: BatchConfig, in_dir: Path, out_dir: Path, record: dict | None,
     return items
 
 
-def _other_versions(record: dict | None, settings: dict) -> list[str]:
-    """The app versions other than this one whose outputs OUT_DIR may hold: the record's own,
-    and those it says earlier runs left (``other_versions``). Recorded by every run, so that
-    each later resume says so too, until an ``--overwrite`` has redone every file."""
+def _other_versions(config: BatchConfig, record: dict | None, settings: dict, items: list[Item]) -> list[str]:
+    """The app versions other than this one whose outputs OUT_DIR may hold after this run: those
+    the record says earlier runs left (``other_versions``), and the record's own where this run
+    may leave some of its outputs (it skips existing ones, is limited by ``--glob``, or is an
+    ``--overwrite`` that may not finish). Recorded by every run, so that each later resume says
+    so too, until an ``--overwrite`` has redone every file."""
     if record is None:
         return []
     earlier = record.get("other_versions")
     versions = {v for v in earlier if isinstance(v, str)} if isinstance(earlier, list) else set()
-    if record.get("app_version") != settings["app_version"]:
+    leaves = (config.overwrite or config.glob is not None
+              or any(it.row["reason"] == "output_exists" for it in items))
+    if record.get("app_version") != settings["app_version"] and leaves:
         versions.add(str(record.get("app_version") or "unknown"))
     return sorted(versions - {settings["app_version"]})
 

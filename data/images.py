@@ -359,10 +359,10 @@ def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS, pages: bool = False
         count = first.info["frames"]
         if not pages or im.format != "TIFF":
             return first
-    found, errors = _tiff_damage(data)
-    if broken := [e for e in errors if _BROKEN_CHAIN.search(e)]:  # else the pages past it go missing
+    found, problem = _tiff_damage(data)
+    if problem and any(words in problem for words in _BROKEN_CHAIN):  # else pages past it go missing
         raise TruncatedImageError(f"{name}: its list of pages breaks after page {max(found, 1)} "
-                                  f"({broken[0]}): the file is damaged or cut short")
+                                  f"({problem}): the file is damaged or cut short")
     if count < 2:
         return first
     # A fresh reader, walked page by page: n_frames (read for the first page) leaves Pillow 12.3
@@ -492,12 +492,15 @@ def _open_pil(name: str, data: bytes, max_pixels: int):
             f"{name}: the header claims {claimed}, past the decompression-bomb limit "
             f"({limit / 1e6:g} MP); refusing to decode it") from err
     except UnidentifiedImageError as err:
-        if data[:4] in (b"II*\x00", b"MM\x00*") and (errors := _tiff_damage(data, 0)[1]):
-            raise TruncatedImageError(f"{name}: the TIFF is damaged or cut short ({errors[0]})") from err
+        if data[:4] in (b"II*\x00", b"MM\x00*") and (problem := _tiff_damage(data, 0)[1]):
+            raise TruncatedImageError(f"{name}: the TIFF is damaged or cut short ({problem})") from err
         if data[:4] in (b"II*\x00", b"MM\x00*"):
             raise UnsupportedImageError(
                 f"{name}: a TIFF whose samples cannot be decoded here (float samples, or 16-bit "
                 "grey with alpha, for example); expected 8- or 16-bit grey or colour") from err
+        if data.startswith(b"\xff\xd8\xff") and (kind := _jpeg_kind(data)):
+            raise UnsupportedImageError(f"{name}: a {kind}, which cannot be decoded here; expected "
+                                        "an 8-bit baseline or progressive JPEG") from err
         if fmt := next((f for magic, f in _SIGNATURES if data.startswith(magic)), None):
             raise TruncatedImageError(f"{name}: a {fmt} file whose header is damaged; it cannot be "
                                       "read") from err
@@ -517,6 +520,27 @@ _SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8
 damaged (a JPEG segment that ends inside a Photoshop resource, say), not something else."""
 
 
+def _jpeg_kind(data: bytes) -> str | None:
+    """What a JPEG's frame header says that Pillow cannot decode ("12-bit JPEG", "lossless
+    JPEG", "JPEG-LS file"), found by walking its segments; ``None`` for an 8-bit baseline or progressive
+    frame, or where the segments break first (a damaged file)."""
+    offset = 2
+    while offset + 4 <= len(data) and data[offset] == 0xFF:
+        marker = data[offset + 1]
+        if marker == 0xFF:  # fill byte
+            offset += 1
+            continue
+        if marker == 0xF7:
+            return "JPEG-LS file"
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a frame header (SOFn)
+            if marker in (0xC3, 0xC7, 0xCB, 0xCF):
+                return "lossless JPEG"
+            precision = data[offset + 4] if offset + 4 < len(data) else 8
+            return f"{precision}-bit JPEG" if precision != 8 else None
+        offset += 2 + int.from_bytes(data[offset + 2:offset + 4], "big")
+    return None
+
+
 def _check_planes(name: str, im) -> None:
     """Refuses a 16-bit TIFF page stored in separate colour planes, which Pillow (and OpenCV)
     would read as 8-bit: the pixels would come out wrong."""
@@ -526,44 +550,59 @@ def _check_planes(name: str, im) -> None:
             "here; save it with contiguous samples (PlanarConfiguration 1) or as 8-bit")
 
 
-class _TifffileErrors(logging.Handler):
-    """Collects the errors tifffile logs in this thread (its only word on a damaged page list)."""
-
-    def __init__(self):
-        super().__init__(logging.ERROR)
-        self.thread, self.messages = threading.get_ident(), []
-
-    def emit(self, record):
-        if record.thread == self.thread:  # without tifffile's "<tifffile.TiffPages @8> "
-            self.messages.append(re.sub(r"^<[^>]*>\s*", "", record.getMessage()))
+_TIFF_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4,
+                    16: 8, 17: 8, 18: 8}
+"""Bytes per value of each TIFF field type (BYTE, ASCII, SHORT, LONG, RATIONAL, ..., IFD8)."""
 
 
-def _tiff_damage(data: bytes, index: int | None = None) -> tuple[int, list[str]]:
-    """``(pages, errors)``: the pages tifffile finds by following the TIFF's chain of
-    directories, and what it finds wrong on the way (and in page ``index``'s directory, when
-    given): a pointer past the end of the file, a loop, a tag whose value lies past the end."""
-    import tifffile
+def _tiff_damage(data: bytes, index: int | None = None) -> tuple[int, str | None]:
+    """``(pages, problem)``: the pages found by following a TIFF's chain of page directories,
+    and what breaks it (a pointer past the end of the file, one back to an earlier page, a
+    directory cut off), or, with ``index``, what is wrong with that page's directory (missing,
+    or a value lying past the end of the file); ``None`` where nothing is. Read here, with
+    bounds checked at every step: tifffile's walk follows a loop longer than 100 pages for
+    ever, and says what it finds only through its log."""
+    order = {b"II": "<", b"MM": ">"}.get(data[:2])
+    if order is None or len(data) < 8:
+        return 0, "the file ends inside its header" if order else "not a TIFF"
+    big = struct.unpack_from(order + "H", data, 2)[0] == 43
+    if big and len(data) < 16:
+        return 0, "the file ends inside its header"
+    count_format, entry_size, pointer_format = ("Q", 20, "Q") if big else ("H", 12, "I")
+    count_size, pointer_size = struct.calcsize(count_format), struct.calcsize(pointer_format)
+    offset = struct.unpack_from(order + pointer_format, data, 8 if big else 4)[0]
+    directories, seen = [], set()
+    while offset:
+        after = f"the pointer after page {len(directories)}" if directories else "the first page's pointer"
+        if offset in seen:
+            return len(directories), f"{after} goes back to page {directories.index(offset) + 1}"
+        if offset + count_size > len(data):
+            return len(directories), f"{after} points past the end of the file"
+        entries = struct.unpack_from(order + count_format, data, offset)[0]
+        end = offset + count_size + entries * entry_size
+        if end + pointer_size > len(data):
+            return len(directories), f"page {len(directories) + 1}'s directory is cut off"
+        seen.add(offset)
+        directories.append(offset)
+        offset = struct.unpack_from(order + pointer_format, data, end)[0]
+    if index is None:
+        return len(directories), None
+    if index >= len(directories):
+        return len(directories), f"no directory for page {index + 1}"
+    first = directories[index] + count_size
+    entries = struct.unpack_from(order + count_format, data, directories[index])[0]
+    for entry in range(first, first + entries * entry_size, entry_size):
+        tag, kind = struct.unpack_from(order + "HH", data, entry)
+        count, value = struct.unpack_from(order + ("QQ" if big else "II"), data, entry + 4)
+        size = count * _TIFF_TYPE_SIZES.get(kind, 1)
+        if size > (8 if big else 4) and value + size > len(data):  # held elsewhere, past the end
+            return len(directories), f"page {index + 1}'s tag {tag} points past the end of the file"
+    return len(directories), None
 
-    log, errors = logging.getLogger("tifffile"), _TifffileErrors()
-    log.addHandler(errors)
-    try:
-        with tifffile.TiffFile(io.BytesIO(data)) as tif:
-            count = len(tif.pages)
-            if index is not None and index < count:
-                tif.pages[index]
-            elif index is not None:
-                errors.messages.append(f"no directory for page {index + 1}")
-    except Exception as err:  # noqa: BLE001 - tifffile raises many kinds on a damaged directory
-        return 0, [*errors.messages, f"{type(err).__name__}: {err}"]
-    finally:
-        log.removeHandler(errors)
-    return count, errors.messages
 
-
-_BROKEN_CHAIN = re.compile(
-    r"invalid page offset|invalid offset to page|corrupted tag list|circular reference")
-"""tifffile's errors on a TIFF's chain of page directories (the next page's pointer, cut short
-or pointing back): pages past the break cannot be found."""
+_BROKEN_CHAIN = ("points past the end", "goes back to page", "directory is cut off")
+"""What :func:`_tiff_damage` says when a TIFF's chain of pages breaks: pages past the break
+cannot be found."""
 
 
 _PIL_TIFF_WARNINGS = r"PIL\.TiffImagePlugin"
@@ -833,7 +872,7 @@ def _keep_info(im, data: bytes, frames: bool = True) -> dict:
         try:
             info["frames"] = int(getattr(im, "n_frames", 1))
         except Exception:  # a damaged next-frame pointer (TypeError "Missing dimensions", ...)
-            # or a TIFF page Pillow cannot set up: tifffile still counts it, so that
+            # or a TIFF page Pillow cannot set up: the walk of its chain still counts it, so that
             # load_image(pages=True) refuses that page rather than dropping it without a word.
             info["frames"] = max(1, _tiff_damage(data)[0]) if im.format == "TIFF" else 1
     return info

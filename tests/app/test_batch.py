@@ -787,6 +787,13 @@ def test_a_resume_says_which_outputs_another_version_made_until_overwrite_redoes
     assert "other versions" not in capsys.readouterr().out
     assert Image.open(out_dir / "stack.tif").n_frames == 3 and _settings(out_dir) == record
     assert main(args) == 0 and "other versions" not in capsys.readouterr().out
+    # A record of 0.1.0 over a folder whose outputs are gone: this version writes them all.
+    for output in out_dir.iterdir():
+        if output.name != batch.SETTINGS_FILE:
+            output.unlink()
+    (out_dir / batch.SETTINGS_FILE).write_text(json.dumps(record | {"app_version": "0.1.0"}))
+    assert main(args) == 0 and "other versions" not in capsys.readouterr().out
+    assert _settings(out_dir) == record
 
 
 def test_a_rerun_with_other_settings_is_refused_and_writes_nothing(tmp_path, capsys):

@@ -211,6 +211,17 @@ def test_a_jpeg_or_png_whose_header_pillow_cannot_parse_is_damaged_not_something
         load_image(tmp_path / "notes.jpg")
 
 
+def test_a_12_bit_lossless_or_jpeg_ls_file_is_unsupported_not_damaged():
+    import imagecodecs
+
+    samples = (np.arange(32 * 32).reshape(32, 32) * 4).astype(np.uint16)  # 0..4092: 12-bit
+    for kind, data in (("12-bit JPEG", imagecodecs.jpeg8_encode(samples, bitspersample=12)),
+                       ("lossless JPEG", imagecodecs.ljpeg_encode(samples)),
+                       ("JPEG-LS file", imagecodecs.jpegls_encode(samples))):
+        with pytest.raises(images.UnsupportedImageError, match=f"<bytes>: a {kind}, which cannot be decoded"):
+            load_image(data)
+
+
 def test_pixel_limit_is_configurable_and_missing_files_named(tmp_path):
     path = tmp_path / "small.png"
     Image.fromarray(np.zeros((20, 30), np.uint8)).save(path)
@@ -878,6 +889,36 @@ def test_a_stack_cut_short_anywhere_fails_as_damaged_and_never_loses_pages_unsai
     # ("TIFFAdvanceDirectory: Error fetching directory link.").
     assert all(line.startswith("TIFF") for line in done.stderr.splitlines()), done.stderr
     assert done.stderr == "" or not sixteen_bit
+
+
+@pytest.mark.parametrize("pages", [50, 150])
+def test_a_stack_whose_chain_of_pages_loops_back_fails_at_once(pages, tmp_path):
+    # tifffile looks for a loop only at its 100th page, and followed a longer loop for ever
+    # (memory growing by 30 MB/s); Pillow stops at a repeated page. Run apart, with a time
+    # limit, so that a hang fails the test instead of the suite.
+    import subprocess
+    import sys
+
+    import tifffile
+
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf) as tiff:
+        for index in range(pages):
+            tiff.write(np.full((4, 4), index, np.uint8), metadata=None, software=False)
+    data = bytearray(buf.getvalue())
+    with tifffile.TiffFile(io.BytesIO(bytes(data))) as tif:
+        first, last = tif.pages[0].offset, tif.pages[-1].offset
+    entries = struct.unpack_from("<H", data, last)[0]
+    struct.pack_into("<I", data, last + 2 + 12 * entries, first)  # the last page's "next" is the first
+    (tmp_path / "loop.tif").write_bytes(bytes(data))
+    script = ("import sys\nfrom data.images import load_image\n"
+              "try:\n    load_image(sys.argv[1], pages=True)\n"
+              "except Exception as err:\n    print(type(err).__name__, err)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "loop.tif")], capture_output=True,
+                          text=True, cwd=Path(__file__).parents[2], timeout=60, check=True)
+    assert done.stdout == (f"TruncatedImageError {tmp_path / 'loop.tif'}: its list of pages breaks after "
+                           f"page {pages} (the pointer after page {pages} goes back to page 1): the file "
+                           "is damaged or cut short\n"), done.stdout
 
 
 # ------------------------------------------------------------------ stacks and text: hard cases
