@@ -548,7 +548,7 @@ def run(config: BatchConfig, out=None) -> Summary:
             raise BatchError(f"--ensemble {config.ensemble}: {err}") from err
         # A bundled model's card names its stride; a run folder's gives its widths (stride 2**depth).
         check_tile(config, int(card.get("stride") or 2 ** len(card.get("config", {}).get("widths", ()))))
-        items = _plan(config, in_dir, out_dir, record, settings, out)
+        items, _ = _plan(config, in_dir, out_dir, record, settings, out)
         for it in items:
             action = it.row["status"] or "denoise"
             note = f" ({it.row['detail']})" if it.row["detail"] else ""
@@ -565,8 +565,8 @@ def run(config: BatchConfig, out=None) -> Summary:
     check_tile(config, denoiser.stride)
     settings = settings | {"precision": denoiser.precision}
     check_settings(config, record, settings)
-    items = _plan(config, in_dir, out_dir, record, settings, out)
-    if versions := _other_versions(config, record, settings, items):  # until an --overwrite redoes all
+    items, versions = _plan(config, in_dir, out_dir, record, settings, out)
+    if versions:  # recorded until an --overwrite redoes every file
         settings = settings | {"other_versions": versions}
     todo = [it for it in items if not it.row["status"]]
     unfinished = config.overwrite and _other_outputs(record, settings, items)
@@ -635,25 +635,32 @@ def _other_outputs(record: dict | None, settings: dict, items: list[Item]) -> bo
 def _legacy(record: dict | None, items: list[Item]) -> bool:
     """Whether OUT_DIR holds outputs that older code made, with settings it did not record: they
     are kept, and no record claims them, until ``--overwrite`` redoes them."""
-    return record is None and any(it.row["reason"] == "output_exists" for it in items)
+    return record is None and _keeps_outputs(items)
 
 
 def _plan(config: BatchConfig, in_dir: Path, out_dir: Path, record: dict | None, settings: dict,
-          out) -> list[Item]:
-    """:func:`plan`, with a note on ``out`` where OUT_DIR has outputs but no recorded settings."""
+          out) -> tuple[list[Item], list[str]]:
+    """:func:`plan`, and the other app versions whose outputs OUT_DIR may hold
+    (:func:`_other_versions`), with a note on ``out`` where OUT_DIR has outputs but no recorded
+    settings, or keeps outputs of other versions."""
     items = plan(config, in_dir, out_dir, settings, by_mtime=record is not None)
     if _legacy(record, items):
         print(printable(f"note: OUT_DIR {config.out_dir} has outputs but no {SETTINGS_FILE} (older "
                         "code made them): they are kept whatever settings made them, and no "
                         "settings are recorded until --overwrite redoes them"), file=out)
     versions = _other_versions(config, record, settings, items)
-    if versions and not config.overwrite and any(it.row["reason"] == "output_exists" for it in items):
+    if versions and not config.overwrite and _keeps_outputs(items):
         print(printable(f"note: OUT_DIR {config.out_dir} holds outputs of other versions of this app "
                         f"({', '.join(versions)}; this is {settings['app_version'] or 'unknown'}): "
                         "files skipped as done may be as those versions wrote them (0.1.0 builds "
                         "before multi-page support wrote a multi-page TIFF's first page only); "
                         "--overwrite redoes them with this one"), file=out)
-    return items
+    return items, versions
+
+
+def _keeps_outputs(items: list[Item]) -> bool:
+    """Whether this run skips existing outputs (keeps them as they are)."""
+    return any(it.row["reason"] == "output_exists" for it in items)
 
 
 def _other_versions(config: BatchConfig, record: dict | None, settings: dict, items: list[Item]) -> list[str]:
@@ -666,8 +673,7 @@ def _other_versions(config: BatchConfig, record: dict | None, settings: dict, it
         return []
     earlier = record.get("other_versions")
     versions = {v for v in earlier if isinstance(v, str)} if isinstance(earlier, list) else set()
-    leaves = (config.overwrite or config.glob is not None
-              or any(it.row["reason"] == "output_exists" for it in items))
+    leaves = config.overwrite or config.glob is not None or _keeps_outputs(items)
     if record.get("app_version") != settings["app_version"] and leaves:
         versions.add(str(record.get("app_version") or "unknown"))
     return sorted(versions - {settings["app_version"]})

@@ -359,8 +359,8 @@ def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS, pages: bool = False
         count = first.info["frames"]
         if not pages or im.format != "TIFF":
             return first
-    found, problem = _tiff_damage(data)
-    if problem and any(words in problem for words in _BROKEN_CHAIN):  # else pages past it go missing
+    found, problem = _tiff_damage(data)  # Pillow read the header: a problem is in the chain
+    if problem:  # else the pages past the break would go missing
         raise TruncatedImageError(f"{name}: its list of pages breaks after page {max(found, 1)} "
                                   f"({problem}): the file is damaged or cut short")
     if count < 2:
@@ -492,9 +492,9 @@ def _open_pil(name: str, data: bytes, max_pixels: int):
             f"{name}: the header claims {claimed}, past the decompression-bomb limit "
             f"({limit / 1e6:g} MP); refusing to decode it") from err
     except UnidentifiedImageError as err:
-        if data[:4] in (b"II*\x00", b"MM\x00*") and (problem := _tiff_damage(data, 0)[1]):
-            raise TruncatedImageError(f"{name}: the TIFF is damaged or cut short ({problem})") from err
         if data[:4] in (b"II*\x00", b"MM\x00*"):
+            if problem := _tiff_damage(data, 0)[1]:
+                raise TruncatedImageError(f"{name}: the TIFF is damaged or cut short ({problem})") from err
             raise UnsupportedImageError(
                 f"{name}: a TIFF whose samples cannot be decoded here (float samples, or 16-bit "
                 "grey with alpha, for example); expected 8- or 16-bit grey or colour") from err
@@ -598,11 +598,6 @@ def _tiff_damage(data: bytes, index: int | None = None) -> tuple[int, str | None
         if size > (8 if big else 4) and value + size > len(data):  # held elsewhere, past the end
             return len(directories), f"page {index + 1}'s tag {tag} points past the end of the file"
     return len(directories), None
-
-
-_BROKEN_CHAIN = ("points past the end", "goes back to page", "directory is cut off")
-"""What :func:`_tiff_damage` says when a TIFF's chain of pages breaks: pages past the break
-cannot be found."""
 
 
 _PIL_TIFF_WARNINGS = r"PIL\.TiffImagePlugin"
