@@ -121,13 +121,21 @@ def upload_path(value) -> str | None:
 
     The events run with ``preprocess=False``: ``gr.Image`` would otherwise open every upload
     with Pillow before our function runs, and a non-image or a decompression bomb would show
-    up as a bare "Error" instead of our reader's message. Gradio has already checked that the
-    path is one of its own uploads.
+    up as a bare "Error" instead of our reader's message. A payload (a dict, as a client sends
+    it) may then name any path: Gradio checks and moves into its upload folder only the ones
+    marked as its ``FileData``, so a payload whose path lies outside that folder is refused,
+    before anything is read. A path or a ``FileData`` object comes from the Python caller.
     """
+    from gradio.utils import get_upload_folder, is_in_or_equal
+
     if value is None or value == "":
         return None
     if isinstance(value, dict):
-        return value.get("path")
+        path = value.get("path")
+        if path is not None and not is_in_or_equal(path, get_upload_folder()):
+            raise gr.Error("only uploaded files are read: upload the image (a path on the server is "
+                           "not accepted)")
+        return path
     return str(getattr(value, "path", value))
 
 

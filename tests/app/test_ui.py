@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import stat
 import tempfile
@@ -109,8 +110,10 @@ def test_default_pixel_limit_takes_a_24_megapixel_photo(tmp_path):
         ui.read_upload(str(bigger), "image", ui.DEFAULT_MAX_PIXELS)
 
 
-def test_raw_upload_payloads_are_read_by_our_reader(app, tmp_path):
-    text = tmp_path / "notes.png"
+def test_raw_upload_payloads_are_read_by_our_reader_from_the_upload_folder_only(app, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
+    text = tmp_path / "uploads" / "0123abcd" / "notes.png"
+    text.parent.mkdir(parents=True)
     text.write_text("hello")
     payload = {"path": str(text), "orig_name": "notes.png", "meta": {"_type": "gradio.FileData"}}
     assert ui.upload_path(payload) == str(text)
@@ -118,6 +121,20 @@ def test_raw_upload_payloads_are_read_by_our_reader(app, tmp_path):
     assert ui.upload_path(None) is None and ui.upload_path("") is None
     with pytest.raises(gr.Error, match="image 'notes.png': not an image"):
         app.denoise(payload, MODEL, 1.0, "none", 0.0, 0, None, progress=no_progress)
+    # A client may name any path in a payload: outside the upload folder, none is read, for the
+    # image or the reference, with or without Gradio's mark, however the path is spelled.
+    clean = str(SAMPLES / "clothes_clean.png")
+    inside = {"path": str(shutil.copy(SAMPLES / "clothes_gaussian.png", text.parent))}
+    for outside in ({"path": clean}, {"path": clean, "meta": {"_type": "gradio.FileData"}},
+                    {"path": str(text.parent / ".." / ".." / "notes.png")}):
+        for image, reference in ((outside, None), (inside, outside)):
+            with pytest.raises(gr.Error, match="only uploaded files are read: upload the image"):
+                app.denoise(image, MODEL, 1.0, "none", 0.0, 0, reference, progress=no_progress)
+    link = text.parent / "link.png"  # nor through a link in the upload folder
+    link.symlink_to(SAMPLES / "clothes_clean.png")
+    with pytest.raises(gr.Error, match="only uploaded files are read"):
+        app.compare({"path": str(link)}, MODEL, "none", 0.0, 0, None, progress=no_progress)
+    assert app.denoise(inside, MODEL, 1.0, "none", 0.0, 0, None, progress=no_progress)[2]["width"] == 140
 
 
 def test_denoise_raises_psnr_and_writes_a_full_size_png(app):

@@ -200,3 +200,33 @@ def test_upload_size_limit(client, ui_server, tmp_path):
     with big.open("rb") as fh:  # the server refuses it too, not only the client
         response = httpx.post(ui_server + "gradio_api/upload", files={"files": ("big.png", fh, "image/png")})
     assert response.status_code == 413
+
+
+def test_a_payload_naming_a_file_on_the_server_is_refused_and_nothing_is_served(ui_server, tmp_path):
+    """A client can skip the upload and name a path in the payload itself; Gradio checks only the
+    payloads marked as its FileData, so the server must refuse the rest itself."""
+    import json
+
+    import httpx
+
+    secret = tmp_path / "secret.png"  # on the server's machine, never uploaded
+    secret.write_bytes((SAMPLES / "clothes_clean.png").read_bytes())
+    api = ui_server + "gradio_api/call/"
+
+    def call(endpoint, data):
+        event = httpx.post(api + endpoint, json={"data": data}).json()["event_id"]
+        lines = httpx.get(f"{api}{endpoint}/{event}", timeout=120).text.strip().splitlines()
+        return lines[-2], json.loads(lines[-1].removeprefix("data:"))
+
+    unmarked, marked = {"path": str(secret)}, {"path": str(secret), "meta": {"_type": "gradio.FileData"}}
+    upload = httpx.post(ui_server + "gradio_api/upload",
+                        files={"files": ("clothes.png", (SAMPLES / "clothes_gaussian.png").read_bytes())})
+    uploaded = {"path": upload.json()[0], "meta": {"_type": "gradio.FileData"}}
+    for endpoint, data in (("denoise", [unmarked, MODEL, 1.0, "none", 0.0, 0, None, 1]),
+                           ("denoise", [uploaded, MODEL, 1.0, "none", 0.0, 0, unmarked, 1]),
+                           ("compare", [unmarked, MODEL, "none", 0.0, 0, None])):
+        event, data = call(endpoint, data)
+        assert event == "event: error" and data["error"].startswith("only uploaded files are read"), data
+    assert call("denoise", [marked, MODEL, 1.0, "none", 0.0, 0, None, 1])[0] == "event: error"  # Gradio's
+    event, (_, _, report, _) = call("denoise", [uploaded, MODEL, 1.0, "none", 0.0, 0, None, 1])
+    assert event == "event: complete" and report["width"] == 140  # a real upload is denoised
