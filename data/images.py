@@ -411,6 +411,8 @@ def _decode_frame(name: str, data: bytes, im, index: int) -> ImageFile:
             pixels, alpha = _decode_sixteen_bit_cmyk(name, data, index), None
         else:
             pixels, alpha = _pil_pixels(name, im)
+            if im.format == "PNG":
+                _check_png_data(name, data)
     # OpenCV's TIFF decoder applies the Orientation tag itself, whatever the flags (even
     # IMREAD_UNCHANGED or IMREAD_IGNORE_ORIENTATION), as Pillow's does on load (which then
     # drops the tag); tifffile leaves it to us (Pillow never loaded those pixels, so the tag
@@ -542,12 +544,19 @@ def _jpeg_kind(data: bytes) -> str | None:
 
 
 def _check_planes(name: str, im) -> None:
-    """Refuses a 16-bit TIFF page stored in separate colour planes, which Pillow (and OpenCV)
-    would read as 8-bit: the pixels would come out wrong."""
-    if im.format == "TIFF" and im.tag_v2.get(284) == 2 and max(im.tag_v2.get(258) or (8,)) > 8:
+    """Refuses the TIFF page layouts Pillow decodes wrongly or not at all, as such rather than as
+    damage: 16-bit samples in separate colour planes (read as 8-bit: the pixels would come out
+    wrong), and YCbCr colour that is not JPEG-compressed (Pillow calls the data truncated)."""
+    if im.format != "TIFF":
+        return
+    if im.tag_v2.get(284) == 2 and max(im.tag_v2.get(258) or (8,)) > 8:
         raise UnsupportedImageError(
             f"{name}: a 16-bit TIFF stored in separate colour planes, which cannot be decoded "
             "here; save it with contiguous samples (PlanarConfiguration 1) or as 8-bit")
+    if im.tag_v2.get(262) == 6 and im.tag_v2.get(259) not in (6, 7):
+        raise UnsupportedImageError(
+            f"{name}: a TIFF in YCbCr colour without JPEG compression, which cannot be decoded "
+            "here; save it as RGB")
 
 
 _TIFF_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4,
@@ -894,6 +903,39 @@ replaces (orientation removed): kept, they would turn the image again in readers
 PNG_TEXT_LIMIT = 1 << 20
 """Largest text a PNG text chunk may hold, decompressed (Pillow's ``MAX_TEXT_CHUNK``: past it,
 Pillow refuses the file); chunks past it, or past 64 MB together, are dropped."""
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type: grey, RGB, palette, grey+alpha, RGBA
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _check_png_data(name: str, data: bytes) -> None:
+    """Refuses a PNG whose pixel data ends before its last row: Pillow fills the missing rows
+    with black without a word when the compressed stream itself is whole (libpng says "Not
+    enough image data"). The data is inflated a piece at a time and only counted."""
+    if data[12:16] != b"IHDR":
+        return
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    bits = _PNG_CHANNELS.get(colour, 1) * depth
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    sizes = [(-(-(height - y) // dy), -(-(width - x) // dx)) for x, y, dx, dy in passes]
+    expected = sum(rows * (1 + -(-cols * bits // 8)) for rows, cols in sizes if rows > 0 and cols > 0)
+    inflate, got, at = zlib.decompressobj(), 0, 8
+    while at + 12 <= len(data) and got < expected:
+        length, kind = struct.unpack(">I4s", data[at:at + 8])
+        if kind == b"IDAT":
+            piece = data[at + 8:at + 8 + length]
+            while piece and got < expected and not inflate.eof:
+                try:
+                    got += len(inflate.decompress(piece, 1 << 20))
+                except zlib.error as err:
+                    raise TruncatedImageError(f"{name}: its pixel data is damaged ({err})") from err
+                piece = inflate.unconsumed_tail
+        at += 12 + length
+    if got < expected:
+        raise TruncatedImageError(
+            f"{name}: its pixel data ends early ({got:,} of the {expected:,} bytes its header asks "
+            "for; the missing rows would be black): the file is damaged or was cut short when written")
 
 
 def _png_text_chunks(data: bytes) -> tuple[tuple[bytes, bytes, bool], ...]:

@@ -1149,3 +1149,41 @@ def test_a_jpegs_iptc_caption_and_keywords_are_written_back(tmp_path):
     with Image.open(written) as im:
         assert IptcImagePlugin.getiptcinfo(im) == {(2, 120): caption, (2, 25): b"heron"}
         assert im.getexif()[0x010F] == "DAE Test Camera"
+
+
+def _raw_png(pixels: np.ndarray, colour: int, interlaced: bool, keep: float = 1.0) -> bytes:
+    """A PNG written by hand (Pillow writes no interlaced ones): 8-bit ``pixels`` (H, W[, C]),
+    every row unfiltered, its whole compressed stream ending after ``keep`` of the rows (of all
+    the passes), at the end of a row: Pillow itself refuses a stream that stops inside a row."""
+    height, width = pixels.shape[:2]
+    passes = images._ADAM7 if interlaced else ((0, 0, 1, 1),)
+    rows = [b"\x00" + row.tobytes() for x, y, dx, dy in passes for row in pixels[y::dy, x::dx] if row.size]
+    raw = b"".join(rows[: int(len(rows) * keep)])
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, int(interlaced))
+    return (b"\x89PNG\r\n\x1a\n" + images._png_chunk(b"IHDR", ihdr)
+            + images._png_chunk(b"IDAT", images.zlib.compress(raw))
+            + images._png_chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("interlaced", [False, True])
+@pytest.mark.parametrize("shape,colour", [((37, 29), 0), ((37, 29, 3), 2), ((5, 3, 4), 6), ((1, 1), 0)])
+def test_a_png_whose_pixel_data_ends_early_is_refused_not_filled_with_black(shape, colour, interlaced):
+    pixels = np.random.default_rng(0).integers(1, 256, shape, dtype=np.uint8)  # no black pixel
+    whole = load_image(_raw_png(pixels, colour, interlaced))
+    got = whole.pixels if whole.alpha is None else np.dstack([whole.pixels, whole.alpha])
+    np.testing.assert_array_equal(got.reshape(shape), pixels)
+    if pixels.size == 1:  # 1 x 1: only the header's sizes to check (6 of Adam7's 7 passes are empty)
+        return
+    short = _raw_png(pixels, colour, interlaced, keep=0.9)  # a whole stream, but 10 % short
+    with pytest.raises(TruncatedImageError, match=r"<bytes>: its pixel data ends early \([\d,]+ of the "
+                       r"[\d,]+ bytes its header asks for; the missing rows would be black\)"):
+        load_image(short)
+
+
+def test_a_ycbcr_tiff_without_jpeg_compression_is_unsupported_not_damaged():
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).convert("YCbCr").save(buf, "TIFF")  # a whole file Pillow cannot decode
+    with pytest.raises(UnsupportedImageError, match="<bytes>: a TIFF in YCbCr colour without JPEG "
+                       "compression, which cannot be decoded here; save it as RGB"):
+        load_image(buf.getvalue())
