@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import functools
 import gzip
+import math
 import os
 import pickle
 import re
@@ -180,12 +181,11 @@ def read_idx(path: Path) -> np.ndarray:
     ndim = raw[3]
     header = 4 + 4 * ndim
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    if len(raw) != header + int(np.prod(dims)):
+    size = math.prod(dims)  # Python ints: a garbled header's dimensions may overflow int64
+    if len(raw) != header + size:
         raise DatasetDamagedError(
-            path,
-            f"{path} is damaged: header says {dims} ({int(np.prod(dims))} bytes of data), "
-            f"file has {len(raw) - header}"
-        )
+            path, f"{path} is damaged: header says {dims} ({size} bytes of data), "
+            f"file has {len(raw) - header}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -218,6 +218,19 @@ def _find_idx(folder: Path) -> dict[str, Path]:
     return found
 
 
+def _label_range_error(labels: np.ndarray, classes: int) -> str | None:
+    """What is wrong with ``labels`` for a dataset of ``classes`` classes (0 to classes - 1), or None."""
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        return (f"it holds labels from {labels.min()} to {labels.max()}, where this dataset's "
+                f"{classes} classes are 0-{classes - 1} (a file of another dataset, or a damaged one)")
+    return None
+
+
+def _check_labels(path: Path, labels: np.ndarray, classes: int) -> None:
+    if (problem := _label_range_error(labels, classes)) is not None:
+        raise DatasetDamagedError(path, f"{path} is not usable: {problem}")
+
+
 def _load_idx_files(files: dict[str, Path]) -> dict[str, np.ndarray]:
     arrays = {key: read_idx(path) for key, path in files.items()}
     for key, path in files.items():  # a label file under an image file's name, or the reverse
@@ -234,6 +247,7 @@ def _load_idx_files(files: dict[str, Path]) -> dict[str, np.ndarray]:
                 f"{images} and {labels} disagree in count: {len(arrays[f'x_{split}'])} images, "
                 f"{len(arrays[f'y_{split}'])} labels (one of them is truncated or from another set)",
             )
+        _check_labels(labels, arrays[f"y_{split}"], 10)  # MNIST's digits, Fashion-MNIST's 10 kinds
     arrays["x_train"] = arrays["x_train"][..., None]
     arrays["x_test"] = arrays["x_test"][..., None]
     return arrays
@@ -251,6 +265,7 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
             raise DatasetDamagedError(
                 path, f"{path} is not a Keras dataset .npz: x_{split} must be uint8 images "
                 f"(N, H, W[, C]) with one label each, got {x.dtype} {x.shape} and {len(y)} labels")
+        _check_labels(path, np.asarray(y), 10)
     for key in ("x_train", "x_test"):
         if arrays[key].ndim == 3:
             arrays[key] = arrays[key][..., None]
@@ -277,12 +292,14 @@ def _unpickle(fh) -> dict:
     return _CifarUnpickler(fh, encoding="bytes").load()
 
 
-def _cifar_batch(batch: dict, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+def _cifar_batch(batch: dict, label_key: bytes, classes: int) -> tuple[np.ndarray, np.ndarray]:
     """One unpickled CIFAR batch as ``(images (N, 32, 32, 3), labels)``; raises on a bad one."""
     x = np.asarray(batch[b"data"]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     y = np.asarray(batch[label_key]).astype(np.int64).reshape(-1)
     if len(x) != len(y):
         raise ValueError(f"{len(x)} images but {len(y)} labels")
+    if (problem := _label_range_error(y, classes)) is not None:
+        raise ValueError(problem)
     return np.ascontiguousarray(x, dtype=np.uint8), y
 
 
@@ -331,7 +348,8 @@ def _cifar_dict(read, has_meta: bool, kind: str, label_mode: str) -> dict:
     """The arrays of a CIFAR copy whose members ``read(name, convert)`` unpickles and converts;
     for CIFAR-100 also ``class_names``, from its ``meta`` member when it has one."""
     _, train_names, test_name, label_key = _cifar_members(kind, label_mode)
-    batch = functools.partial(_cifar_batch, label_key=label_key)
+    classes = 10 if kind == "cifar10" else _CIFAR100_LABELS[label_mode][2]
+    batch = functools.partial(_cifar_batch, label_key=label_key, classes=classes)
     train = [read(n, batch) for n in train_names]
     x_test, y_test = read(test_name, batch)
     arrays = {"x_train": np.concatenate([x for x, _ in train]),
@@ -631,6 +649,11 @@ def load_folder(folder, channels: int, patch_size: int, patches: int, val_fracti
     for path, arr in _usable_images(folder, channels, patch_size, skipped):
         paths.append(path)
         shapes.append(arr.shape)
+    if skipped:
+        shown = "".join(f"\n  {line}" for line in skipped[:10])
+        more = f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        print(f"note: {len(skipped)} file(s) below {folder} left out of the dataset:{shown}{more}",
+              file=sys.stderr)
     train_idx, val_idx = split_by_photo(paths, val_fraction, seed)
     if not train_idx:
         raise ValueError(f"--val-fraction {val_fraction:g} holds out all {len(paths)} usable image(s) "

@@ -186,10 +186,9 @@ def load_splits(config: FinetuneConfig) -> Splits:
     x_train, y_train, x_val, y_val = split_validation(data.x_train, data.y_train,
                                                       config.val_fraction, config.seed)
     n_test = config.test_images or len(data.x_test)
-    num_classes = max(len(data.class_names), int(data.y_train.max()) + 1)
-    names = data.class_names or tuple(str(i) for i in range(num_classes))
+    # load_named refuses a label that is not an index of data.class_names: K names, a K-way head
     return Splits(to_model(x_train), y_train, to_model(x_val), y_val,
-                  to_model(data.x_test[:n_test]), data.y_test[:n_test], tuple(names[:num_classes]))
+                  to_model(data.x_test[:n_test]), data.y_test[:n_test], data.class_names)
 
 
 def predict_labels(model, images: np.ndarray) -> np.ndarray:

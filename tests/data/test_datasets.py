@@ -201,6 +201,52 @@ def test_images_and_labels_of_different_counts_name_both_files(tmp_path):
     assert_damage_reported(err, "mnist", labels, tmp_path, datasets.SOURCES["mnist"].expected)
 
 
+def test_labels_outside_the_datasets_classes_are_refused_by_file(tmp_path):
+    """A 12-class IDX set (EMNIST's layout) read as MNIST, a Keras npz and CIFAR batches with a
+    label of -1 or 300: each names the file, rather than training a 10-way head on label 11."""
+    make_idx_folder(tmp_path / "idx", gz=False)
+    labels = tmp_path / "idx" / "train-labels-idx1-ubyte"
+    write_idx(labels, np.arange(30) % 12)
+    with pytest.raises(DatasetDamagedError, match="holds labels from 0 to 11, where this dataset's "
+                       "10 classes are 0-9") as err:
+        load_named("mnist", tmp_path / "idx")
+    assert_damage_reported(err, "mnist", labels, tmp_path / "idx", datasets.SOURCES["mnist"].expected)
+
+    npz = tmp_path / "npz" / "mnist.npz"
+    npz.parent.mkdir()
+    x = np.zeros((3, 28, 28), np.uint8)
+    np.savez(npz, x_train=x, y_train=np.array([0, 1, 2]), x_test=x, y_test=np.array([0, 10, 2]))
+    with pytest.raises(DatasetDamagedError, match="holds labels from 0 to 10") as err:
+        load_named("mnist", npz.parent)
+    assert_damage_reported(err, "mnist", npz, npz.parent, datasets.SOURCES["mnist"].expected)
+
+    for kind, label, message in (
+            ("cifar10", -1, r"from -1 to \d, where this dataset's 10 classes are 0-9"),
+            ("cifar100", 300, r"from \d+ to 300, where this dataset's 100 classes are 0-99")):
+        make_cifar_archive(tmp_path / kind, kind)
+        top, train_names, _, label_key = datasets._cifar_members(kind)
+        archive = next((tmp_path / kind).glob("*.tar.gz"))
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp_path / kind / "x", filter="data")
+        bad = tmp_path / kind / "x" / top / train_names[0]
+        batch = pickle.loads(bad.read_bytes(), encoding="bytes")
+        batch[label_key] = [label, *batch[label_key][1:]]
+        bad.write_bytes(pickle.dumps(batch))
+        with pytest.raises(DatasetDamagedError, match=f"is damaged: it holds labels {message}") as err:
+            load_named(kind, tmp_path / kind / "x")
+        assert_damage_reported(err, kind, bad, tmp_path / kind / "x", datasets.SOURCES[kind].expected)
+
+
+def test_an_idx_header_too_big_for_int64_is_damaged(tmp_path):
+    bad = tmp_path / "train-images-idx3-ubyte"
+    make_idx_folder(tmp_path, gz=False)
+    bad.write_bytes(bytes([0, 0, 8, 3]) + (2**31).to_bytes(4, "big") * 2 + (4).to_bytes(4, "big"))
+    with pytest.raises(DatasetDamagedError, match=r"is damaged: header says \(2147483648, 2147483648, "
+                       r"4\) \(18446744073709551616 bytes of data\), file has 0") as err:
+        load_named("mnist", tmp_path)
+    assert_damage_reported(err, "mnist", bad, tmp_path, datasets.SOURCES["mnist"].expected)
+
+
 def test_damaged_mnist_npz(tmp_path):
     bad = tmp_path / "mnist.npz"
     np.savez(bad, x_train=np.zeros((2, 28, 28), np.uint8))  # no labels, no test split
@@ -257,6 +303,19 @@ def test_folder_dataset_patches_split_by_image(tmp_path):
     assert ds.x_test.shape[1:] == (32, 32, 3)
     grey = load_dataset(f"folder:{tmp_path}", channels=1, patch_size=16, patches=10)
     assert grey.x_train.shape == (10, 16, 16, 1)
+
+
+def test_folder_dataset_names_the_files_it_leaves_out(tmp_path, capsys):
+    for i in range(3):
+        Image.fromarray(RNG.integers(0, 256, (80, 80, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    Image.fromarray(RNG.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "small.png")
+    ds = load_dataset(f"folder:{tmp_path}", patch_size=64, patches=20, val_fraction=0.34)
+    assert len(ds.x_train) == 20
+    err = capsys.readouterr().err
+    assert f"note: 2 file(s) below {tmp_path} left out of the dataset:" in err
+    assert f"\n  {tmp_path / 'broken.jpg'}: " in err
+    assert f"\n  {tmp_path / 'small.png'}: smaller than 64 px" in err
 
 
 def test_folder_without_images_says_so(tmp_path):
