@@ -66,7 +66,8 @@ class FeaturesConfig:
     dataset: str | None = field(default=None, metadata={
         "choices": tuple(SOURCES), "help": "a named dataset (or use --images)"})
     data_dir: str | None = field(default=None, metadata={"help": "folder with the dataset's files"})
-    split: str = field(default="test", metadata={"choices": ("train", "test"), "help": "dataset split"})
+    split: str | None = field(default=None, metadata={
+        "choices": ("train", "test"), "help": "the --dataset split (default: test)"})
     images: str | None = field(default=None, metadata={
         "help": "a folder of images, searched recursively (instead of --dataset)"})
     labels: str | None = field(default=None, metadata={
@@ -93,6 +94,13 @@ class FeaturesConfig:
             raise ValueError(f"--out must end in .parquet or .npz, got {self.out!r}")
         if self.labels not in (None, "inferred"):
             raise ValueError(f"--labels must be 'inferred' or left out, got {self.labels!r}")
+        if self.images is not None and (self.split is not None or self.data_dir is not None):
+            given = [f for f, v in (("--split", self.split), ("--data-dir", self.data_dir)) if v is not None]
+            raise ValueError(f"{' and '.join(given)} {'go' if len(given) > 1 else 'goes'} with --dataset; "
+                             f"--images {self.images} is a folder of its own: leave "
+                             f"{'them' if len(given) > 1 else 'it'} out, or give --dataset")
+        if self.dataset is not None and self.split is None:
+            object.__setattr__(self, "split", "test")
         if self.labels is not None and self.images is None:
             raise ValueError(f"--labels {self.labels} takes labels from the class folders of --images; "
                              f"--dataset {self.dataset} has its own labels")
@@ -495,9 +503,7 @@ def export_features(config: FeaturesConfig, progress: bool = True) -> FeaturesSu
     _check_free(out, config.overwrite)
     size = config.image_size
     if config.dataset is not None:
-        total, class_names, batches, side = _dataset_batches(config)
-        if config.pooling == "flatten" and not size:
-            size = side  # flatten needs a fixed size: the dataset's own
+        total, class_names, batches, size = _dataset_batches(config)  # the dataset's own side
     else:
         paths, labels, class_names = _folder_listing(config)  # loose images: refused before the model loads
         total = len(paths)
@@ -514,8 +520,8 @@ def export_features(config: FeaturesConfig, progress: bool = True) -> FeaturesSu
     dim = int(extractor.outputs[0].shape[-1] or 0)
     meta = {"model": str(config.model), "model_file": str(resolve_model_path(config.model).resolve()),
             "model_sha256": model_sha256(config.model), "pooling": config.pooling, "source":
-            f"{config.dataset}:{config.split}" if config.dataset else str(config.images),
-            "image_size": size or "the dataset's own", "channels": channels, "class_names": list(class_names),
+            f"{config.dataset}:{config.split}" if config.dataset else str(Path(config.images).resolve()),
+            "image_size": size, "channels": channels, "class_names": list(class_names),
             "input": "float32 in [0, 1] (data.images.to_model)"}
     partial = _partial(out)
     writer, rows = None, 0

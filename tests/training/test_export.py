@@ -194,6 +194,41 @@ def test_labelled_folder_features_train_the_downstream_classifiers(tmp_path, dae
             "folders the same class folders)") in capsys.readouterr().err
 
 
+def test_downstream_pairs_exports_by_folder_and_image_size_not_by_how_they_were_spelled(
+        tmp_path, dae, monkeypatch, capsys):
+    data_dir = write_quadrant_dataset(tmp_path / "data", n_train=40, n_test=20)
+    data = load_named("mnist", data_dir)
+    root = tmp_path / "digits"
+    for i, (image, label) in enumerate(zip(data.x_test, data.y_test, strict=True)):
+        (root / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image[..., 0]).save(root / str(label) / f"{i}.png")
+    for digit in range(10):  # every class folder, so that the class names are MNIST's
+        (root / str(digit)).mkdir(exist_ok=True)
+        Image.fromarray(data.x_test[0, ..., 0]).save(root / str(digit) / "extra.png")
+
+    def export(out, *args):
+        assert main(["features", "--model", dae, "--out", str(tmp_path / out), *args]) == 0
+        return str(tmp_path / out)
+
+    train = export("train.npz", "--dataset", "mnist", "--data-dir", str(data_dir), "--split", "train")
+    folder = export("folder.npz", "--images", str(root), "--labels", "inferred", "--image-size", "8")
+    assert read_features(train).meta["image_size"] == read_features(folder).meta["image_size"] == 8
+    assert read_features(folder).meta["source"] == str(root.resolve())
+    capsys.readouterr()
+    assert downstream.main(["--train", train, "--test", folder, "--neighbors", "1"]) == 0
+    assert "40 labelled training rows" in capsys.readouterr().out
+
+    monkeypatch.chdir(tmp_path)  # the same folder spelled another way is the same images
+    again = export("again.npz", "--images", "digits/", "--labels", "inferred", "--image-size", "8")
+    assert downstream.main(["--train", folder, "--test", again]) == 2
+    assert f"both hold {root.resolve()}" in capsys.readouterr().err
+    other = tmp_path / "other"  # and another folder under the same name is not
+    shutil.copytree(root, other / "digits")
+    monkeypatch.chdir(other)
+    elsewhere = export("elsewhere.npz", "--images", "digits", "--labels", "inferred", "--image-size", "8")
+    assert downstream.main(["--train", elsewhere, "--test", again, "--neighbors", "1"]) == 0
+
+
 def test_labels_inferred_refuses_images_outside_class_folders_up_front(tmp_path, dae, monkeypatch, capsys):
     import training.export
 
@@ -301,6 +336,10 @@ def test_a_folder_without_readable_images_writes_nothing(tmp_path, dae, capsys):
     (["--dataset", "fashion_mnist", "--labels", "inferred", "--out", "f.npz"],
      "--labels inferred takes labels from the class folders of --images; "
      "--dataset fashion_mnist has its own labels"),
+    (["--images", "x", "--split", "train", "--out", "f.npz"],
+     "--split goes with --dataset; --images x is a folder of its own: leave it out, or give --dataset"),
+    (["--images", "x", "--data-dir", "d", "--split", "test", "--out", "f.npz"],
+     "--split and --data-dir go with --dataset; --images x is a folder of its own: leave them out"),
     (["--images", "x", "--layout", "wide", "--out", "f.npz"],
      "--layout wide writes Parquet columns f0..fD-1; it needs --out NAME.parquet, got 'f.npz'"),
 ])
