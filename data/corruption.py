@@ -228,6 +228,17 @@ def corrupt(image: np.ndarray, name: str, level: float, seed: int = 0) -> np.nda
     return out[0] if arr.ndim == 3 else out
 
 
+def masked_pixels(shape, level: float, seed: int = 0) -> np.ndarray:
+    """Where :func:`corrupt` ``(x, "masking", level, seed)`` sets pixels to 0, for any ``x`` of
+    ``shape`` (``(H, W, C)`` or ``(N, H, W, C)``): bool ``(H, W)`` or ``(N, H, W)``.
+
+    The mask is drawn from the seed alone, whatever the pixels, so this is the corruption's own
+    mask: what inpainting is told. The zeros of the corrupted image are not, where the clean
+    image has zeros of its own (Fashion-MNIST's background is half of every image).
+    """
+    return corrupt(np.ones(shape, np.float32), "masking", level, seed)[..., 0] == 0
+
+
 BENCHMARK_SETTINGS = (
     ("gaussian", 0.1), ("gaussian", 0.3), ("gaussian", 0.5),
     ("salt_pepper", 0.1), ("salt_pepper", 0.3), ("salt_pepper", 0.5),

@@ -116,19 +116,24 @@ def bm3d_denoise(image: np.ndarray, params: dict) -> np.ndarray:
     return _as_float(out, image.shape)
 
 
-def inpaint(image: np.ndarray, params: dict) -> np.ndarray:
-    """``cv2.inpaint`` of the pixels that are 0 in every channel (where masking noise puts them).
+def inpaint(image: np.ndarray, params: dict, mask: np.ndarray | None = None) -> np.ndarray:
+    """``cv2.inpaint`` of the pixels in ``mask`` (bool ``(H, W)``: where masking noise put its
+    zeros, :func:`data.corruption.masked_pixels`), or without one of the pixels that are 0 in
+    every channel, as a user sees them, truly black pixels of the scene included.
 
-    The mask is read off the corrupted image itself, as a user would see it, so truly black
-    pixels of the scene count as missing too. ``method`` is ``"telea"`` or ``"ns"``
-    (Navier-Stokes), ``radius`` the neighbourhood in pixels. Pixels off the mask are kept.
+    ``method`` is ``"telea"`` or ``"ns"`` (Navier-Stokes), ``radius`` the neighbourhood in
+    pixels. Pixels off the mask are kept.
     """
     import cv2
 
     methods = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
     if params["method"] not in methods:
         raise ValueError(f"inpaint method must be one of {sorted(methods)}, got {params['method']!r}")
-    mask = np.all(image == 0.0, axis=-1).astype(np.uint8)
+    if mask is None:
+        mask = np.all(image == 0.0, axis=-1)
+    elif np.shape(mask) != image.shape[:2]:
+        raise ValueError(f"the inpainting mask is {np.shape(mask)}, the image {image.shape[:2]}")
+    mask = np.asarray(mask).astype(np.uint8)
     radius, method = float(params["radius"]), methods[params["method"]]
     if image.shape[-1] == 1:  # float32 keeps full precision; colour input must be 8-bit
         # Telea's method assumes 8-bit value scale even on floats: it fails on [0, 1] inputs.
@@ -152,6 +157,8 @@ class ClassicDenoiser:
         corruptions: the corruptions it is meant for (``cv2.inpaint`` only fits masking).
         requires: an optional package that must be installed, or ``""``.
         slow: seconds per image rather than milliseconds; benchmarks score it on fewer images.
+        told_mask: ``function`` takes a third argument, where masking noise zeroed pixels
+            (inpainting); the others are not told it.
     """
 
     name: str
@@ -162,6 +169,7 @@ class ClassicDenoiser:
     corruptions: tuple[str, ...] = ("gaussian", "salt_pepper", "masking")
     requires: str = ""
     slow: bool = False
+    told_mask: bool = False
 
     def unavailable(self) -> str | None:
         """Why this denoiser cannot run here (a missing optional package), or ``None``."""
@@ -170,8 +178,11 @@ class ClassicDenoiser:
                     f"(free for non-commercial use only; `pip install -r requirements-bench.txt`)")
         return None
 
-    def __call__(self, image: np.ndarray, params: dict | None = None) -> np.ndarray:
-        """Denoises one float image ``(H, W, C)`` in ``[0, 1]`` with ``params`` (default: ``default``).
+    def __call__(self, image: np.ndarray, params: dict | None = None, mask: np.ndarray | None = None
+                 ) -> np.ndarray:
+        """Denoises one float image ``(H, W, C)`` in ``[0, 1]`` with ``params`` (default:
+        ``default``); ``mask`` (bool ``(H, W)``), where masking noise zeroed pixels, goes to the
+        denoisers ``told_mask`` and no others.
 
         Raises:
             ValueError: bad image shape, or parameter names this denoiser does not take.
@@ -184,7 +195,10 @@ class ClassicDenoiser:
         reason = self.unavailable()
         if reason:
             raise ImportError(reason)
-        return self.function(_check_image(image), {**self.default, **params})
+        image, params = _check_image(image), {**self.default, **params}
+        if self.told_mask and mask is not None:
+            return self.function(image, params, mask)
+        return self.function(image, params)
 
 
 CLASSIC_DENOISERS: dict[str, ClassicDenoiser] = {
@@ -206,9 +220,9 @@ CLASSIC_DENOISERS: dict[str, ClassicDenoiser] = {
             tuple({"sigma": s} for s in (0.03, 0.06, 0.1, 0.2, 0.35, 0.5)), {"sigma": 0.1},
             requires="bm3d", slow=True),
         ClassicDenoiser(
-            "inpaint", "inpainting of zeros (OpenCV)", inpaint,
+            "inpaint", "inpainting of the masked pixels (OpenCV)", inpaint,
             tuple({"radius": r, "method": m} for m in ("telea", "ns") for r in (1, 2, 3, 5)),
-            {"radius": 3, "method": "telea"}, corruptions=("masking",)),
+            {"radius": 3, "method": "telea"}, corruptions=("masking",), told_mask=True),
     )
 }
 """Classic denoisers by name; the benchmark's contenders and the UI's Compare choices."""

@@ -9,6 +9,8 @@ tuned over its parameter grid on a separate validation slice, with its own noise
 dataset the slice of the train split that pretraining holds out (``split_validation(...,
 0.1, seed)``), for photos a centre crop of a tuning photo kept out of the test photos. It is
 then scored on the test images with the parameters that won, which the report names.
+Inpainting, for masking only, is told where the noise zeroed pixels (:func:`masks_of`), not
+every black pixel: half of a Fashion-MNIST image is black background.
 
 Examples::
 
@@ -40,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from app.engine import ENSEMBLE_HELP, ENSEMBLES
-from data.corruption import BENCHMARK_SETTINGS, CORRUPTIONS, CorruptionSpec, corrupt
+from data.corruption import BENCHMARK_SETTINGS, CORRUPTIONS, CorruptionSpec, corrupt, masked_pixels
 from data.datasets import list_images, load_named, split_validation
 from data.images import atomic_write_bytes, existing_ancestor, read_image, to_model
 from data.metrics import psnr, ssim
@@ -159,6 +161,16 @@ def corrupt_images(images, setting: Setting, seed: int):
     return [corrupt(im, setting.name, setting.level, seed + i) for i, im in enumerate(images)]
 
 
+def masks_of(images, setting: Setting, seed: int):
+    """For masking, where :func:`corrupt_images` (same images, setting and seed) zeroed pixels,
+    one bool ``(H, W)`` per image, which inpainting is told; ``None`` for other corruptions."""
+    if setting.name != "masking":
+        return None
+    if isinstance(images, np.ndarray):
+        return masked_pixels(images.shape, setting.level, seed)
+    return [masked_pixels(im.shape, setting.level, seed + i) for i, im in enumerate(images)]
+
+
 def score(clean, estimates) -> tuple[np.ndarray, np.ndarray]:
     """Per-image PSNR (data range 1.0) and SSIM of estimates clipped to ``[0, 1]``."""
     if isinstance(clean, np.ndarray) and isinstance(estimates, np.ndarray):
@@ -176,8 +188,9 @@ def score(clean, estimates) -> tuple[np.ndarray, np.ndarray]:
 class Contender:
     """Anything that maps noisy images to estimates, with a parameter grid to tune.
 
-    ``run(images, params)`` takes a batch ``(N, H, W, C)`` or a list of ``(H, W, C)`` photos
-    and returns estimates of the same kind.
+    ``run(images, params, masks)`` takes a batch ``(N, H, W, C)`` or a list of ``(H, W, C)``
+    photos, and for masking where the noise zeroed pixels (:func:`masks_of`, else ``None``:
+    only inpainting uses them), and returns estimates of the same kind.
     """
 
     name: str
@@ -192,13 +205,14 @@ class Contender:
 
 def noisy_input() -> Contender:
     """The corrupted image itself: the score every denoiser must improve on."""
-    return Contender("noisy", "noisy input", "input", lambda images, params: images)
+    return Contender("noisy", "noisy input", "input", lambda images, params, masks=None: images)
 
 
 def classic_contender(denoiser: ClassicDenoiser) -> Contender:
-    """A classic denoiser applied image by image."""
-    def run(images, params):
-        out = [denoiser(im, params) for im in images]
+    """A classic denoiser applied image by image (told the masks when it takes them)."""
+    def run(images, params, masks=None):
+        masks = [None] * len(images) if masks is None else masks
+        out = [denoiser(im, params, mask) for im, mask in zip(images, masks, strict=True)]
         return np.stack(out) if isinstance(images, np.ndarray) else out
     return Contender(denoiser.name, denoiser.label, "classic", run, denoiser.grid,
                      denoiser.corruptions, denoiser.slow)
@@ -213,7 +227,7 @@ def model_contender(name_or_path: str, precision: str = "float32", ensemble: int
 
     denoiser = as_denoiser(name_or_path, precision=precision, ensemble=ensemble)
 
-    def run(images, params):
+    def run(images, params, masks=None):
         out = [r.output for r in denoise_many(list(images), denoiser)]
         return np.stack(out) if isinstance(images, np.ndarray) else out
 
@@ -261,10 +275,10 @@ def build_contenders(config: BenchmarkConfig) -> tuple[list[Contender], dict[str
 
 
 def _take(images, n: int):
-    return images[:n] if n else images
+    return images[:n] if n and images is not None else images
 
 
-def tune(contender: Contender, clean, noisy) -> dict:
+def tune(contender: Contender, clean, noisy, masks=None) -> dict:
     """Picks the parameters with the best mean PSNR on the validation images.
 
     Returns:
@@ -276,14 +290,14 @@ def tune(contender: Contender, clean, noisy) -> dict:
     started = time.perf_counter()
     tried = []
     for params in contender.grid:
-        psnrs, _ = score(clean, contender.run(noisy, params))
+        psnrs, _ = score(clean, contender.run(noisy, params, masks))
         tried.append({"params": dict(params), "psnr": round(float(np.mean(psnrs)), 3)})
     best = max(tried, key=lambda t: t["psnr"])
     return {"params": best["params"], "seconds": round(time.perf_counter() - started, 2), "grid": tried}
 
 
 def evaluate(contender: Contender, params: dict, clean, noisy, first: int = 0,
-             warm_up: bool = True) -> dict:
+             warm_up: bool = True, masks=None) -> dict:
     """Scores one contender at fixed parameters, timed after a warm-up.
 
     A model's warm-up is a whole untimed pass: each new batch or photo shape traces its graph
@@ -292,9 +306,10 @@ def evaluate(contender: Contender, params: dict, clean, noisy, first: int = 0,
     not the time. ``first`` (fewer than the images) also records the PSNR of the first
     ``first`` images, where a slow contender was scored (:func:`_margin_table`)."""
     if warm_up:
-        contender.run(noisy if contender.kind == "model" else noisy[:1], params)
+        whole = contender.kind == "model"
+        contender.run(noisy if whole else noisy[:1], params, masks if whole or masks is None else masks[:1])
     started = time.perf_counter()
-    estimates = contender.run(noisy, params)
+    estimates = contender.run(noisy, params, masks)
     seconds = time.perf_counter() - started
     psnrs, ssims = score(clean, estimates)
     megapixels = sum(im.shape[0] * im.shape[1] for im in clean) / 1e6
@@ -307,7 +322,8 @@ def evaluate(contender: Contender, params: dict, clean, noisy, first: int = 0,
         "seconds_per_megapixel": seconds / megapixels,
     }
     if 0 < first < len(clean):
-        result["psnr_first"] = {"images": first, "psnr": round(float(np.mean(psnrs[:first])), 3)}
+        result["psnr_first"] = {"images": first, "psnr": round(float(np.mean(psnrs[:first])), 3),
+                                "ssim": round(float(np.mean(ssims[:first])), 4)}
     return result
 
 
@@ -434,14 +450,16 @@ def run_benchmark(config: BenchmarkConfig, command: str = "") -> dict:
     for setting in settings:
         noisy_test = corrupt_images(data.test, setting, config.seed)
         noisy_tune = corrupt_images(data.tune, setting, tune_seed)
+        masks_test = masks_of(data.test, setting, config.seed)
+        masks_tune = masks_of(data.tune, setting, tune_seed)
         results[setting.label] = {}
         for c in contenders:
             if setting.name not in c.corruptions:
                 continue
             n, n_tune = (config.slow_limit, config.slow_tune_images) if c.slow else (0, 0)
-            tuned = tune(c, _take(data.tune, n_tune), _take(noisy_tune, n_tune))
+            tuned = tune(c, _take(data.tune, n_tune), _take(noisy_tune, n_tune), _take(masks_tune, n_tune))
             result = evaluate(c, tuned["params"], _take(data.test, n), _take(noisy_test, n),
-                              first=0 if c.slow else slow_first)
+                              first=0 if c.slow else slow_first, masks=_take(masks_test, n))
             results[setting.label][c.name] = {**result, "params": tuned["params"], "tune": {
                 "images": len(_take(data.tune, n_tune)), "seconds": tuned["seconds"], "grid": tuned["grid"]}}
             _log(f"{setting.label:>18} {c.name:>14}: PSNR {result['psnr']:6.2f} dB  SSIM "
@@ -545,9 +563,8 @@ def _metric_table(report: dict, metric: str, digits: int, speed: bool) -> str:
         cells = [label]
         for s in settings:
             r = results[s].get(name)
-            best = max(v[metric] for v in results[s].values())
             text = "" if r is None else f"{r[metric]:.{digits}f}"
-            cells.append(f"**{text}**" if r is not None and r[metric] == best else text)
+            cells.append(f"**{text}**" if name == _winner(results[s], metric) else text)
         rows.append(cells + (_speed_cells(report, name) if speed else []))
     return markdown_table(header, rows)
 
@@ -560,22 +577,42 @@ def _params_table(report: dict) -> str:
     return markdown_table(["contender", *settings], rows)
 
 
-def _psnr_on(result: dict, images: int) -> float | None:
-    """A result's PSNR over the first ``images`` test images, where the report holds it."""
+def _psnr_on(result: dict, images: int, metric: str = "psnr") -> float | None:
+    """A result's PSNR (or SSIM) over the first ``images`` test images, where the report holds it."""
     if result["images"] == images:
-        return result["psnr"]
+        return result[metric]
     first = result.get("psnr_first") or {}
-    return first["psnr"] if first.get("images") == images else None
+    return first.get(metric) if first.get("images") == images else None
+
+
+def _winner(results: dict, metric: str = "psnr") -> str | None:
+    """The best of ``results`` (name -> result, at one setting) by ``metric``: among those scored
+    on every test image, by their means; one scored on fewer (a slow contender) wins only by
+    beating every one of them on its own images, from what they recorded there
+    (``psnr_first``). In a report without those figures (written before they were kept), it
+    has to beat the best one's mean."""
+    if not results:
+        return None
+    full = max(r["images"] for r in results.values())
+    everywhere = [n for n, r in results.items() if r["images"] == full]
+    best = max(everywhere, key=lambda n: results[n][metric])
+    for name, r in results.items():
+        if r["images"] < full:
+            there = [_psnr_on(results[n], r["images"], metric) for n in everywhere]
+            rival = results[best][metric] if None in there or results[best]["images"] < full else max(there)
+            if r[metric] > rival:
+                best = name
+    return best
 
 
 def _margin_table(report: dict) -> str:
     """Each model's PSNR minus the best classic contender's, per setting ("" without models).
 
-    Where a slow contender scored only the first test images, the best is chosen on those
-    images (from the PSNR the others recorded there, ``psnr_first``), and a margin against a
-    slow best is taken on them too (marked †); against a fast best it is on the whole split. A
-    report without those figures (written before they were kept) compares whole-split means,
-    and marks a margin against a slow best † as well."""
+    The best is :func:`_winner`'s: a slow contender, scored on the first test images only,
+    is the best where it beats the best of the others on those images, and a margin against it
+    is taken on them too (marked †); against a fast best it is on the whole split. A report
+    without the others' figures there (written before they were kept) compares whole-split
+    means, and marks a margin against a slow best † as well."""
     kinds = {n: c["kind"] for n, c in report["contenders"].items()}
     models = [n for n, k in kinds.items() if k == "model"]
     if not models or "classic" not in kinds.values():
@@ -589,11 +626,7 @@ def _margin_table(report: dict) -> str:
             for m in models:
                 rows.setdefault(m, [f"{labels[m]} minus best classic"]).append("-")
             continue
-        common = min(r["images"] for r in classic.values())
-        on_common = {n: _psnr_on(r, common) for n, r in classic.items()}
-        if any(v is None for v in on_common.values()):  # an older report: whole-split means
-            on_common = {n: r["psnr"] for n, r in classic.items()}
-        best = max(classic, key=lambda n: on_common[n])
+        best = _winner(classic)
         images = classic[best]["images"]
         partial = any(results[m]["images"] > images for m in models)
         rows.setdefault("best", ["best classic (dB)"]).append(

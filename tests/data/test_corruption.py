@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data.corruption import BENCHMARK_SETTINGS, CORRUPTIONS, CorruptionSpec, corrupt, corrupt_batch
+from data.corruption import (
+    BENCHMARK_SETTINGS,
+    CORRUPTIONS,
+    CorruptionSpec,
+    corrupt,
+    corrupt_batch,
+    masked_pixels,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 RNG = np.random.default_rng(0)
@@ -57,6 +64,14 @@ def test_masking_is_per_pixel_and_shared_by_channels():
     assert abs(zero.any(-1).mean() - 0.3) < 0.02
     np.testing.assert_array_equal(zero.all(-1), zero.any(-1))  # a whole pixel or nothing
     np.testing.assert_array_equal(noisy[~zero], COLOUR[~zero])
+
+
+@pytest.mark.parametrize("shape", [(9, 28, 28, 1), (40, 30, 3)])
+def test_masked_pixels_are_the_pixels_masking_zeroes(shape):
+    x = np.random.default_rng(0).uniform(0.01, 1.0, shape).astype(np.float32)  # no zero of its own
+    mask = masked_pixels(shape, 0.25, seed=5)
+    assert mask.shape == shape[:-1] and 0.2 < mask.mean() < 0.3
+    np.testing.assert_array_equal(mask, np.all(corrupt(x, "masking", 0.25, seed=5) == 0, axis=-1))
 
 
 def test_same_seed_same_noise_different_seed_different_noise():

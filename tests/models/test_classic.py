@@ -3,7 +3,7 @@ import sys
 import numpy as np
 import pytest
 
-from data.corruption import CORRUPTIONS, corrupt
+from data.corruption import CORRUPTIONS, corrupt, masked_pixels
 from data.metrics import psnr
 from models.classic import CLASSIC_DENOISERS
 
@@ -62,6 +62,22 @@ def test_inpaint_fills_the_zeros_and_keeps_every_other_pixel(channels):
     kept = np.any(noisy != 0.0, axis=-1)
     np.testing.assert_array_equal(out[kept], noisy[kept])  # exactly, though colour is inpainted in 8 bits
     assert psnr(clean, out) > psnr(clean, noisy) + 15.0
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_inpaint_told_the_mask_leaves_the_images_own_zeros_alone(channels):
+    clean = smooth_image(channels)
+    clean[: clean.shape[0] // 2] = 0.0  # a black background, as Fashion-MNIST's
+    noisy = corrupt(clean, "masking", 0.25, seed=3)
+    mask = masked_pixels(clean.shape, 0.25, seed=3)
+    told = CLASSIC_DENOISERS["inpaint"](noisy, mask=mask)
+    np.testing.assert_array_equal(told[~mask], noisy[~mask])  # only the noise's holes are filled
+    assert psnr(clean, told) > psnr(clean, CLASSIC_DENOISERS["inpaint"](noisy)) + 3.0
+    assert psnr(clean, told) > psnr(clean, noisy) + 10.0
+    with pytest.raises(ValueError, match=r"the inpainting mask is \(3, 3\)"):
+        CLASSIC_DENOISERS["inpaint"](noisy, mask=np.ones((3, 3), bool))
+    median = CLASSIC_DENOISERS["median3"]  # the others are not told it
+    np.testing.assert_array_equal(median(noisy, mask=mask), median(noisy))
 
 
 def test_colour_non_local_means_keeps_rgb_order():

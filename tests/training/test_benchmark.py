@@ -7,7 +7,7 @@ from PIL import Image
 from data.corruption import BENCHMARK_SETTINGS, corrupt
 from data.datasets import load_named
 from data.images import to_model
-from data.metrics import psnr
+from data.metrics import psnr, ssim
 from models.classic import CLASSIC_DENOISERS
 from tests.helpers import needs_fashion_mnist
 from training import benchmark
@@ -104,6 +104,8 @@ def test_tiny_run_on_real_fashion_mnist(tmp_path, capsys):
     for name, level in BENCHMARK_SETTINGS:
         results = report["results"][f"{name}:{level:g}"]
         assert ("inpaint" in results) == (name == "masking")
+        if name == "masking":  # told where the noise put its zeros, not every black pixel
+            assert results["inpaint"]["psnr"] > results["noisy"]["psnr"] + 5
         assert all(r["images"] == 6 for r in results.values())
         expected_noisy = float(np.mean(psnr(clean, corrupt(clean, name, level, 0))))
         assert abs(results["noisy"]["psnr"] - expected_noisy) < 1e-3
@@ -318,7 +320,8 @@ def test_margins_compare_everyone_on_the_images_a_slow_contender_scored(tmp_path
     noisy_psnrs = psnr(clean, corrupt(clean, "salt_pepper", 0.3, 0))
     assert results["noisy"]["images"] == 40
     first = pytest.approx(np.mean(noisy_psnrs[:10]), abs=1e-3)
-    assert results["noisy"]["psnr_first"] == {"images": 10, "psnr": first}
+    assert results["noisy"]["psnr_first"] == {"images": 10, "psnr": first, "ssim": pytest.approx(
+        np.mean(ssim(clean, corrupt(clean, "salt_pepper", 0.3, 0))[:10]), abs=1e-4)}
     ours = results["fashion-mnist"]
     assert ours["images"] == 40 and ours["psnr_first"]["images"] == 10
     # The margin is on the first 10 images for both, not 40 images against 10.
@@ -336,6 +339,7 @@ def test_the_best_classic_is_chosen_on_common_images_and_a_fast_best_keeps_the_w
 
     contenders = {"bm3d": {"kind": "classic", "label": "BM3D", "slow": True},
                   "tv": {"kind": "classic", "label": "TV", "slow": False},
+                  "median5": {"kind": "classic", "label": "median 5x5", "slow": False},
                   "m": {"kind": "model", "label": "m (ours)", "slow": False}}
     proto = {"slow_limit": 300, "test_images": 10_000, "slow_tune_images": 16, "tune_images": 32}
 
@@ -354,9 +358,34 @@ def test_the_best_classic_is_chosen_on_common_images_and_a_fast_best_keeps_the_w
                     "tv": {"psnr": 17.3, "images": 10_000, "psnr_first": {"images": 300, "psnr": 17.1}},
                     "m": {"psnr": 22.6, "images": 10_000, "psnr_first": {"images": 300, "psnr": 22.9}}}
                    ) == ["17.20 (bm3d)†", "+5.70†"]
+    # The best of the fast ones is the best on the whole split, though another is better on
+    # the slow contender's images; and BM3D must beat both there, not only that one.
+    assert margins({"bm3d": {"psnr": 14.64, "images": 3},
+                    "tv": {"psnr": 15.77, "images": 40, "psnr_first": {"images": 3, "psnr": 14.74}},
+                    "median5": {"psnr": 16.02, "images": 40, "psnr_first": {"images": 3, "psnr": 14.06}},
+                    "m": {"psnr": 27.65, "images": 40, "psnr_first": {"images": 3, "psnr": 26.5}}}
+                   ) == ["16.02 (median5)", "+11.63"]
     # A report written before psnr_first was kept: whole-split means, the mixed margin marked.
     assert margins({"bm3d": {"psnr": 17.2, "images": 300}, "tv": {"psnr": 16.9, "images": 10_000},
                     "m": {"psnr": 22.6, "images": 10_000}}) == ["17.20 (bm3d)†", "+5.40†"]
+
+
+def test_bold_marks_the_best_on_the_same_images_not_a_mean_over_fewer():
+    from training.benchmark import _metric_table
+
+    report = {"settings": ["s"], "protocol": {"photos": False, "slow_limit": 1, "test_images": 40,
+                                                      "slow_tune_images": 4, "tune_images": 4},
+              "contenders": {n: {"kind": "classic", "label": n, "slow": n == "bm3d"}
+                             for n in ("bm3d", "median5")},
+              "results": {"s": {"bm3d": {"psnr": 16.36, "ssim": 0.52, "images": 1},
+                                "median5": {"psnr": 16.02, "ssim": 0.50, "images": 40, "psnr_first":
+                                            {"images": 1, "psnr": 16.40, "ssim": 0.51}}}}}
+    cells = {line.split("|")[1].strip(): line.split("|")[2].strip()
+             for line in _metric_table(report, "psnr", 2, speed=False).splitlines()[2:]}
+    assert cells == {"bm3d †": "16.36", "median5": "**16.02**"}  # BM3D is behind on its one image
+    cells = {line.split("|")[1].strip(): line.split("|")[2].strip()
+             for line in _metric_table(report, "ssim", 3, speed=False).splitlines()[2:]}
+    assert cells == {"bm3d †": "**0.520**", "median5": "0.500"}  # and ahead in SSIM there
 
 
 def test_model_timing_excludes_tracing_of_every_shape():
@@ -364,7 +393,7 @@ def test_model_timing_excludes_tracing_of_every_shape():
 
     calls = []
 
-    def run(images, params):
+    def run(images, params, masks=None):
         calls.append([im.shape for im in images])
         return list(images)
 
