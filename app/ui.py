@@ -35,7 +35,7 @@ import gradio as gr
 import numpy as np
 
 from app import engine
-from data.corruption import CORRUPTIONS, corrupt
+from data.corruption import CORRUPTIONS, corrupt, masked_pixels
 from data.images import (
     ImageFile,
     ImageReadError,
@@ -148,11 +148,14 @@ class Prepared:
         clean: the clean reference as float ``(H, W, C)`` in ``[0, 1]`` with the image's
             channels, or ``None`` when none is known.
         name: the upload's file stem, used to name the result.
+        masked: where masking noise applied here zeroed pixels (bool ``(H, W)``), which
+            Compare tells inpainting; ``None`` for an upload's own zeros or other corruptions.
     """
 
     image: ImageFile
     clean: np.ndarray | None
     name: str
+    masked: np.ndarray | None = None
 
 
 def one_line(text: str) -> str:
@@ -252,10 +255,11 @@ def prepare(image_path, reference_path, corruption, level, seed, max_pixels=DEFA
             raise gr.Error(
                 f"unknown corruption {corruption!r}; expected one of {[NO_CORRUPTION, *CORRUPTIONS]}")
         clean = to_model(image.pixels)
-        noisy = corrupt(clean, corruption, number(level, "level"),
-                        seed=number(seed or 0, "seed", integer=True))
+        level, seed = number(level, "level"), number(seed or 0, "seed", integer=True)
+        noisy = corrupt(clean, corruption, level, seed=seed)
         pixels = from_model(noisy, image.pixels.dtype).reshape(image.pixels.shape)
-        return Prepared(dataclasses.replace(image, pixels=pixels), clean, name)
+        masked = masked_pixels(clean.shape, level, seed) if corruption == "masking" else None
+        return Prepared(dataclasses.replace(image, pixels=pixels), clean, name, masked)
     if not reference_path:
         return Prepared(image, None, name)
     reference = read_upload(reference_path, "reference", max_pixels)
@@ -449,7 +453,7 @@ class DenoiserApp:
                          f"images up to {COMPARE_SLOW_MAX_PIXELS / 1e6:g} MP)")
                 skipped.append([label, None, None, None])
                 continue
-            methods[denoiser.label] = lambda x, d=denoiser: d(to_model(x))
+            methods[denoiser.label] = lambda x, d=denoiser: d(to_model(x), mask=prepared.masked)
         gallery = [(for_display(pixels), "noisy input")]
         rows = [self._row("noisy input", prepared.clean, pixels, pixels, 0.0)]
         for i, (label, method) in enumerate(methods.items()):

@@ -20,7 +20,8 @@ from PIL import Image
 
 from app import ui
 from app.engine import denoise
-from data.images import load_image, to_model
+from data.corruption import corrupt
+from data.images import from_model, load_image, to_model
 from data.metrics import psnr
 from tests.corpus import png_header_only
 
@@ -238,6 +239,24 @@ def test_compare_scores_the_model_against_classic_denoisers(app):
     assert all(row[3] >= 0.0 for row in rows if row[3] is not None)
     assert len(gallery) == len([r for r in rows if r[1] is not None])
     assert all(img.shape == (56, 140) for img, _ in gallery)
+
+
+def test_compare_tells_inpainting_where_its_own_masking_put_zeros_and_an_upload_is_read_as_seen(
+        app, tmp_path):
+    clean = load_image(SAMPLES / "clothes_clean.png").pixels  # a dark background, many zeros
+    assert (clean == 0).mean() > 0.1
+    _, rows = app.compare(str(SAMPLES / "clothes_clean.png"), MODEL, "masking", 0.25, 3, None,
+                          progress=no_progress)
+    here = {row[0]: row[1] for row in rows}
+    told = here["inpainting of the masked pixels (OpenCV)"]
+    assert told > here["noisy input"] + 8.0
+    noisy = from_model(corrupt(to_model(clean), "masking", 0.25, seed=3), np.uint8)
+    upload = write_png(tmp_path / "masked.png", noisy[..., 0])  # the same pixels, uploaded: the
+    _, rows = app.compare(upload, MODEL, "none", 0.0, 0, str(SAMPLES / "clothes_clean.png"),  # mask
+                          progress=no_progress)  # is read off the image, every zero a hole
+    uploaded = {row[0]: row[1] for row in rows}
+    assert uploaded["noisy input"] == pytest.approx(here["noisy input"], abs=1e-6)
+    assert uploaded["inpainting of the masked pixels (OpenCV)"] < told - 3.0
 
 
 def test_compare_on_images_too_small_for_bm3d_and_ssim_lists_why_instead_of_failing(app, tmp_path):
