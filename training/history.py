@@ -19,7 +19,8 @@ def epoch_timer(time_limit: float = 0.0):
     would run past that much training, so that a run on a lent or paid-by-the-minute machine
     ends with its model saved rather than killed mid-epoch. The next epoch is taken to last as
     long as the longest so far, not counting the first (which also compiles) once there are
-    others."""
+    others. List it after the callbacks that may end the run themselves: their stop is not
+    one of the time limit's, which the same command with more time would go on from."""
     import keras
 
     class EpochTimer(keras.callbacks.Callback):
@@ -34,7 +35,9 @@ def epoch_timer(time_limit: float = 0.0):
             logs["epoch_seconds"] = now - self.started
             self.seconds.append(logs["epoch_seconds"])
             elapsed, longest = now - self.train_started, max(self.seconds[1:] or self.seconds)
-            if time_limit and epoch + 1 < self.params["epochs"] and elapsed + longest > time_limit * 60:
+            # Not where a callback before it (early stopping, a NaN) has ended the run already.
+            if (time_limit and not self.model.stop_training and epoch + 1 < self.params["epochs"]
+                    and elapsed + longest > time_limit * 60):
                 self.model.stop_training = self.stopped_early = True
                 print(f"time limit: stopping after epoch {epoch + 1}, {elapsed / 60:.1f} of "
                       f"{time_limit:g} min; the same command with a larger --time-limit goes on "

@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import sys
 from dataclasses import field
 from pathlib import Path
@@ -97,9 +98,11 @@ class PretrainConfig:
                 "changing what it computes) instead of random ones: fine-tune it on your data"})
     distribute: str = field(default="auto", metadata={
         "choices": ("auto", "none", "mirrored", "multiworker"),
-        "help": "auto: multiworker if TF_CONFIG is set, mirrored on >1 GPU, else none"})
+        "help": "auto: multiworker if TF_CONFIG is set, mirrored on >1 GPU (or >1 --cpu-devices "
+                "without a GPU), else none"})
     cpu_devices: int = field(default=0, metadata={
-        "help": "split the CPU into this many logical devices (to exercise mirrored on a CPU)"})
+        "help": "split the CPU into this many logical devices (to exercise mirrored on a CPU; "
+                "--distribute auto then mirrors over them)"})
     mixed_precision: str = field(default="auto", metadata={
         "choices": ("auto", "float16", "bfloat16", "off"),
         "help": "16-bit compute, float32 weights: auto = float16 on a GPU, off on a CPU; bfloat16 "
@@ -127,6 +130,9 @@ class PretrainConfig:
             raise ValueError(f"--learning-rate must be >= 0, got {self.learning_rate}")
         if self.limit < 0:
             raise ValueError(f"--limit must be >= 0 (0 = every training image), got {self.limit}")
+        if self.patch_size < 1 or self.patches < 1:
+            raise ValueError("--patch-size and --patches must be >= 1, "
+                             f"got {self.patch_size}, {self.patches}")
         if self.variance != "fixed" and self.distribution != "gaussian":
             raise ValueError(f"--variance {self.variance} needs the gaussian decoder "
                              f"(got --distribution {self.distribution})")
@@ -162,8 +168,9 @@ def learning_rate_schedule(config, steps_per_epoch: int):
     total, warmup = config.epochs * steps_per_epoch, round(config.warmup_epochs * steps_per_epoch)
     if not warmup:
         return keras.optimizers.schedules.CosineDecay(config.learning_rate, total)
-    return keras.optimizers.schedules.CosineDecay(0.0, total - warmup, warmup_target=config.learning_rate,
-                                                  warmup_steps=warmup)
+    # At least one step of decay: a warm-up that rounds to the whole run would leave none.
+    return keras.optimizers.schedules.CosineDecay(0.0, max(1, total - warmup),
+                                                  warmup_target=config.learning_rate, warmup_steps=warmup)
 
 
 def adam(learning_rate):
@@ -263,7 +270,8 @@ def configure_devices(config):
     gpus = tf.config.list_physical_devices("GPU")
     mode = config.distribute
     if mode == "auto":
-        mode = "multiworker" if os.environ.get("TF_CONFIG") else ("mirrored" if len(gpus) > 1 else "none")
+        several = len(gpus) > 1 or (not gpus and config.cpu_devices > 1)
+        mode = "multiworker" if os.environ.get("TF_CONFIG") else ("mirrored" if several else "none")
     if mode == "multiworker":
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     elif mode == "mirrored":
@@ -387,12 +395,14 @@ def train(config: PretrainConfig) -> dict:
     timer = epoch_timer(config.time_limit)
 
     class Backup(keras.callbacks.BackupAndRestore):
-        """Deleted when training ends, except when it ends at ``--time-limit``: the same command
-        (with more time) then goes on from the last epoch instead of starting again."""
+        """A backup that cannot be read back (both copies damaged) is a clear error."""
 
-        def on_train_end(self, logs=None):
-            if not timer.stopped_early:
-                super().on_train_end(logs)
+        def on_train_begin(self, logs=None):
+            try:
+                super().on_train_begin(logs)
+            except OSError as err:
+                raise ValueError(f"cannot resume from {self.backup_dir}: its files are damaged ({err}); "
+                                 "delete that folder to start the run again") from err
 
     # A resumed run keeps its best epoch so far; several workers keep Keras's own (which forgets
     # it on a restart) rather than all write one file.
@@ -400,13 +410,19 @@ def train(config: PretrainConfig) -> dict:
                   if is_multi_worker(strategy) else
                   early_stopping(out_dir / "backup", out_dir / "history.csv", patience=config.patience))
     callbacks = [
-        # Before CSVLogger, so that history.csv keeps every epoch's time; ends at --time-limit.
-        timer,
-        Backup(str(out_dir / "backup")),
-        keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoint.keras")),
-        keras.callbacks.TerminateOnNaN(),
         *([stop_early] if config.patience else []),
+        keras.callbacks.TerminateOnNaN(),
+        # After those, so that an epoch they end is not taken for a --time-limit stop; before
+        # CSVLogger, so that history.csv keeps every epoch's time.
+        timer,
+        # Before the backup: a run killed between the two logs an epoch twice (read_history
+        # keeps the last), never not at all.
         keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True),
+        # Kept until the run is scored (a run killed before that is scored, not trained again),
+        # or for good when it stops at --time-limit; two copies, so a kill while one is written
+        # leaves the other.
+        Backup(str(out_dir / "backup"), double_checkpoint=True, delete_checkpoint=False),
+        keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoint.keras")),
     ]
     if on_tensorflow:  # Keras writes TensorBoard logs through tf.summary
         callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "logs")))
@@ -415,9 +431,12 @@ def train(config: PretrainConfig) -> dict:
               verbose="auto" if sys.stdout.isatty() else 2)
     save_model(model, out_dir / "model.keras")
     (out_dir / "checkpoint.keras").unlink(missing_ok=True)
-    if not is_chief(strategy):
-        return {}
-    return summarize(out_dir, config, x_val, read_history(out_dir / "history.csv"))
+    metrics = {}
+    if is_chief(strategy):
+        metrics = summarize(out_dir, config, x_val, read_history(out_dir / "history.csv"))
+    if not timer.stopped_early:  # scored: finished (at --time-limit the backup goes on)
+        shutil.rmtree(out_dir / "backup", ignore_errors=True)
+    return metrics
 
 
 def describe_machine() -> str:
