@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -86,6 +87,9 @@ def test_scores(model, config: PretrainConfig, eval_images: str | None, limit: i
             scores[setting.label] = {key: round(float(np.mean(score(clean, est)[0])), 3)
                                      for key, est in (("noisy_psnr", noisy), ("denoised_psnr", denoised))}
         return {"split": f"photos in {eval_images}", "images": len(clean), "psnr": scores}
+    if config.dataset.startswith("folder:"):
+        raise ValueError(f"the run trained on {config.dataset}, which has no test split: "
+                         "--eval-images DIR names a folder of clean test photos to score it on")
     data = load_named(config.dataset, config.data_dir)
     clean = to_model(data.x_test[: limit or None])
     denoise_batch = lambda batch: model.predict(batch, batch_size=256, verbose=0)  # noqa: E731
@@ -140,6 +144,9 @@ def finished_pretraining(run_dir: Path) -> tuple[PretrainConfig, dict]:
     for name in ("config.json", "model.keras", "metrics.json"):
         if not (run_dir / name).is_file():
             raise ValueError(f"{run_dir} is not a finished pretraining run: it has no {name}")
+    if (run_dir / "backup").is_dir():
+        raise ValueError(f"{run_dir} is not a finished pretraining run: it stopped at its --time-limit "
+                         "(backup/ is kept to go on); run the same command again with more time")
     try:
         config = load_config(PretrainConfig, run_dir / "config.json")
     except (ValueError, TypeError) as err:
@@ -203,6 +210,9 @@ def main(argv=None) -> int:
         return 0
     if args.run_dir is None or not args.name:
         parser.error("a run folder and --name are needed (or --table)")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.name):
+        parser.error(f"--name must be letters, digits, '.', '_' or '-' (a file name in "
+                     f"{BUNDLED_DIR}), got {args.name!r}")
     old = BUNDLED_DIR / f"{args.name}.json"
     description = args.description or (json.loads(old.read_text()).get("description", "")
                                        if old.is_file() else "")

@@ -98,6 +98,7 @@ def test_bundling_replaces_a_shipped_model_only_when_told_and_says_what_a_folder
 
 def test_missing_test_images_are_one_line_and_ship_nothing(tmp_path, monkeypatch, capsys):
     import numpy as np
+    import pytest
 
     from models.conv_dae import ConvDAE
     from training import bundle
@@ -122,4 +123,16 @@ def test_missing_test_images_are_one_line_and_ship_nothing(tmp_path, monkeypatch
         assert bundle.main([str(run), "--name", "new", "--eval-images", str(folder)]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"error: {says}") and err.count("\n") == 1, err
-    assert not shipped.exists()
+    assert bundle.main([str(run), "--name", "new"]) == 2  # a folder has no test split to score
+    assert capsys.readouterr().err == ("error: the run trained on folder:/data/photos, which has no test "
+                                       "split: --eval-images DIR names a folder of clean test photos to "
+                                       "score it on\n")
+    (run / "backup").mkdir()  # stopped at its --time-limit: not finished
+    assert bundle.main([str(run), "--name", "new", "--eval-images", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert f"{run} is not a finished pretraining run: it stopped at its --time-limit" in err
+    for name in ("../escaped", "a/b", ".hidden", ""):  # a file name in the bundle folder, nothing else
+        with pytest.raises(SystemExit):
+            bundle.main([str(run), "--name", name])
+        assert "--name must be letters, digits" in capsys.readouterr().err or not name
+    assert not shipped.exists() and not (tmp_path / "escaped.keras").exists()
