@@ -102,8 +102,10 @@ class BenchmarkConfig:
                 "denoisers (as pretraining's --seed picks it)"})
     json: str | None = field(default=None, metadata={"help": "write the full report here"})
     markdown: str | None = field(default=None, metadata={"help": "write the Markdown tables here"})
-    from_json: str | None = field(default=None, metadata={
-        "help": "print (and with --markdown write) the tables of a saved --json report, then exit"})
+    from_json: tuple[str, ...] = field(default=(), metadata={
+        "flag": "from-json", "help": "print (and with --markdown write) the tables of a saved --json "
+        "report, then exit; given again, later reports' settings join or replace the first's "
+        "(same test and tuning images and seeds)"})
     write_skimage_photos: str | None = field(default=None, metadata={
         "help": "write scikit-image's sample photos to DIR/test and DIR/tune, then exit"})
 
@@ -701,6 +703,41 @@ REPORT_FIELDS = ("command", "protocol", "machine", "settings", "contenders", "sk
 """The top-level fields of a ``--json`` report (what ``--from-json`` needs)."""
 
 
+# What two reports must share for their settings to stand in one table.
+SAME_PROTOCOL = ("test", "tune", "photos", "test_images", "tune_images", "slow_limit", "slow_tune_images",
+                 "seed", "tune_seed", "score")
+
+
+def merge_reports(reports: list[dict], paths: Sequence[str]) -> dict:
+    """One report of several: each later one's settings join the first's, or replace a setting
+    it holds (its contenders' results there, all of them), so that a setting rescored alone
+    updates a full report. Speeds are averaged again over the settings; the command is each
+    report's, joined by "; then" (with the settings they gave).
+
+    Raises:
+        BenchmarkError: two reports scored different images or noise (``SAME_PROTOCOL``).
+    """
+    merged = json.loads(json.dumps(reports[0]))
+    for path, report in zip(paths[1:], reports[1:], strict=True):
+        differ = [k for k in SAME_PROTOCOL if merged["protocol"].get(k) != report["protocol"].get(k)]
+        if differ:
+            raise BenchmarkError(f"--from-json {path} scored other images or noise than {paths[0]} "
+                                 f"(its {', '.join(differ)} differ): its settings cannot join that table")
+        for setting in report["settings"]:
+            if setting not in merged["settings"]:
+                merged["settings"].append(setting)
+            merged["results"][setting] = report["results"][setting]
+        merged["contenders"].update(report["contenders"])
+        merged["skipped"].update(report["skipped"])
+        merged["command"] += f"; then {report['command']}"
+    if len(reports) > 1:
+        order = {s.label: i for i, s in enumerate(default_settings(merged["protocol"]["photos"]))}
+        merged["settings"].sort(key=lambda label: order.get(label, len(order)))
+        kinds = [Contender(n, c["label"], c["kind"], None) for n, c in merged["contenders"].items()]
+        merged["speed"] = speed_summary(merged["results"], kinds)
+    return merged
+
+
 def read_report(path: str) -> dict:
     """Reads a report written by ``--json``.
 
@@ -742,12 +779,13 @@ def main(argv=None) -> int:
             check_output(config.json, "--json")
         if config.markdown:
             check_output(config.markdown, "--markdown")
-            for flag, report_path in (("--json", config.json), ("--from-json", config.from_json)):
+            for flag, report_path in (("--json", config.json),
+                                      *(("--from-json", path) for path in config.from_json)):
                 if report_path and Path(report_path).resolve() == Path(config.markdown).resolve():
                     raise ValueError(f"--markdown {config.markdown} is the {flag} report itself; "
                                      "writing the tables there would replace its numbers")
         if config.from_json:
-            report = read_report(config.from_json)
+            report = merge_reports([read_report(path) for path in config.from_json], config.from_json)
         else:
             report = run_benchmark(config, "python -m training.benchmark " + shlex.join(argv))
     except (ValueError, FileNotFoundError) as err:  # our input errors: bad files, names, settings
@@ -760,7 +798,7 @@ def main(argv=None) -> int:
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
         if not config.from_json:
             raise
-        print(f"error: --from-json {config.from_json} is not a complete benchmark report "
+        print(f"error: --from-json {' '.join(config.from_json)} is not a complete benchmark report "
               f"({type(err).__name__}: {err})", file=sys.stderr)
         return 2
     print(text)

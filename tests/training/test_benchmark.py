@@ -122,6 +122,31 @@ def test_tiny_run_on_real_fashion_mnist(tmp_path, capsys):
     again = tmp_path / "again.md"
     assert main(["--from-json", str(out_json), "--markdown", str(again)]) == 0  # tables re-made, no rerun
     assert again.read_text() == markdown
+    # One setting rescored on its own joins the full report in its place.
+    redo, other = tmp_path / "redo.json", tmp_path / "other.json"
+    assert main([*argv[:6], "--tune-images", "4", "--contender", "tv", "--contender", "inpaint",
+                 "--setting", "masking:0.5", "--json", str(redo)]) == 0
+    assert main([*argv[:6], "--tune-images", "8", "--setting", "masking:0.5", "--contender", "tv",
+                 "--json", str(other)]) == 0
+    capsys.readouterr()
+    merged_md = tmp_path / "merged.md"
+    assert main(["--from-json", str(out_json), "--from-json", str(redo), "--markdown", str(merged_md)]) == 0
+    text = merged_md.read_text()
+    first, second = json.loads(out_json.read_text()), json.loads(redo.read_text())
+    assert text.startswith(f"Command: `{first['command']}; then {second['command']}`")
+    header = next(line for line in text.splitlines() if line.startswith("| contender"))
+    assert [c.strip() for c in header.split("|")[2:10]] == report["settings"]  # the grid's order
+    rows = {}  # the first table's (PSNR)
+    for line in text.splitlines():
+        if line.startswith("| "):
+            rows.setdefault(line.split("|")[1].strip(), [c.strip() for c in line.split("|")[2:-1]])
+    tv = rows["total variation (Chambolle)"]
+    assert tv[:7] == [""] * 7 and tv[7].strip("*") == f"{second['results']['masking:0.5']['tv']['psnr']:.2f}"
+    assert rows["median 3x3"][0].strip("*") == f"{first['results']['gaussian:0.1']['median3']['psnr']:.2f}"
+    assert rows["median 3x3"][7] == ""  # masking 0.5 is the second report's, all of it
+    assert main(["--from-json", str(out_json), "--from-json", str(other)]) == 2
+    assert f"--from-json {other} scored other images or noise than {out_json} (its tune, tune_images differ)" \
+        in capsys.readouterr().err
 
 
 @needs_fashion_mnist
