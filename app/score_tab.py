@@ -33,14 +33,15 @@ _TRAINING = threading.Lock()  # one training at a time: the CPU is small, and ru
 
 def score_config(dataset: str, sigma) -> ScoreConfig:
     """The config (and cache folder) the tab uses for ``dataset`` at noise ``sigma``."""
-    if dataset not in DATASETS:
+    if not isinstance(dataset, str) or dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(DATASETS)}")
+    given = sigma
     try:
         sigma = float(sigma)
     except (TypeError, ValueError):
         sigma = None
     if sigma not in SIGMAS:
-        raise ValueError(f"σ must be one of {', '.join(map(str, SIGMAS))}, got {sigma!r}")
+        raise ValueError(f"σ must be one of {', '.join(map(str, SIGMAS))}, got {given!r}")
     config = dataclasses.replace(UI_CONFIG, dataset=dataset, sigma=sigma, out="")
     # The folder name carries a digest of the settings, so a change of UI_CONFIG never meets
     # a stale folder (which the run would refuse to overwrite).

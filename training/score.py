@@ -163,7 +163,8 @@ def structure_measures(field_fn, data, sigma: float, points, seed: int) -> dict:
     medial_norm = norm(medial) if len(medial) else None  # None: no minima, the arms merged
     distance, _, nearest = data.nearest(points)
     away = distance > sigma / 2
-    toward = _row_cosine(field_fn(points[away]), nearest[away] - points[away])
+    # None where no point lies that far out (a handful of --eval-points can leave none).
+    toward = _row_cosine(field_fn(points[away]), nearest[away] - points[away]) if away.any() else None
     return {
         "on_manifold_norm": on_norm,
         "off_manifold_norm": off_norm,
@@ -171,8 +172,8 @@ def structure_measures(field_fn, data, sigma: float, points, seed: int) -> dict:
         "medial_norm": medial_norm,
         "medial_ratio": None if medial_norm is None else medial_norm / off_norm,
         "medial_points": int(len(medial)),
-        "toward_nearest": float((toward > _COS45).mean()),
-        "toward_cosine": float(toward.mean()),
+        "toward_nearest": None if toward is None else float((toward > _COS45).mean()),
+        "toward_cosine": None if toward is None else float(toward.mean()),
         "away_points": int(away.sum()),
     }
 
@@ -499,9 +500,10 @@ def summary(metrics: dict) -> str:
                          f"{s['norm_error']:.1%}, relative L2 {s['relative_l2']:.3f}")
     for name, s in metrics.get("structure", {}).items():
         medial = "none" if s["medial_norm"] is None else f"{s['medial_norm']:.3f}"
+        toward = ("- (no point beyond σ/2)" if s["toward_nearest"] is None
+                  else f"{s['toward_nearest']:.1%}")
         lines.append(f"{name + ' field':>28}: |f|/σ on manifold {s['on_manifold_norm']:.3f}, at σ "
-                     f"{s['off_manifold_norm']:.3f}, midway {medial}; toward nearest "
-                     f"{s['toward_nearest']:.1%}")
+                     f"{s['off_manifold_norm']:.3f}, midway {medial}; toward nearest {toward}")
     if "chain" in metrics:
         c = metrics["chain"]
         lines.append(f"{'chain':>28}: distance to manifold {c['start_distance']:.3f} (noise) -> "

@@ -21,8 +21,10 @@ def test_bad_choices_are_clear_errors():
         score_tab.show_score("moons", 0.1)
     with pytest.raises(gr.Error, match=r"σ must be one of 0.05, 0.1, 0.2, 0.5, got 0.3"):
         score_tab.show_score("spiral", 0.3)
-    with pytest.raises(gr.Error, match=r"got None"):
+    with pytest.raises(gr.Error, match=r"got 'a lot'"):
         score_tab.show_score("spiral", "a lot")
+    with pytest.raises(gr.Error, match=r"unknown dataset \['spiral'\]"):  # a list, as the API lets in
+        score_tab.show_score(["spiral"], 0.1)
 
 
 def test_cache_folder_follows_the_settings():

@@ -64,6 +64,9 @@ def test_structure_measures_tell_the_true_field_from_a_wrong_one():
     assert 0.15 < constant["toward_nearest"] < 0.35  # a quarter of directions lie within 45°
     away = structure_measures(lambda p: -sigma ** 2 * data.score(p, sigma), data, sigma, x, seed=0)
     assert away["toward_nearest"] < 0.01
+    on_arms = structure_measures(lambda p: sigma ** 2 * data.score(p, sigma), data, sigma,
+                                 data.manifold_points(5, [0, 1]), seed=0)  # none beyond σ/2
+    assert on_arms["away_points"] == 0 and on_arms["toward_nearest"] is None is on_arms["toward_cosine"]
 
 
 def test_manifold_stats_measure_distance_and_coverage():
