@@ -84,8 +84,9 @@ def specialist_config(base: PretrainConfig, setting: Setting, out) -> PretrainCo
 
 
 # How a run computed, not what it learned from: a finished run that differs only in these (moved
-# folder, another precision, XLA, distribution) is the same specialist. Its row shows its command.
-HOW_FIELDS = ("out", "mixed_precision", "jit", "distribute", "cpu_devices")
+# folder, another precision, XLA, distribution, the time limit it paused at) is the same
+# specialist. Its row shows its command.
+HOW_FIELDS = ("out", "mixed_precision", "jit", "distribute", "cpu_devices", "time_limit")
 
 
 def finished(config: PretrainConfig) -> PretrainConfig | None:

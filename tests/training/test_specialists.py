@@ -59,13 +59,14 @@ def test_finished_needs_metrics_and_the_same_config_up_to_how_it_computed(tmp_pa
     config = specialist_config(PretrainConfig(epochs=2), parse_setting("gaussian:0.1"), tmp_path)
     folder = tmp_path / "gaussian-0.1"
     folder.mkdir()
-    # Trained elsewhere (then moved here) in bfloat16: the same specialist.
-    saved = {**dataclasses.asdict(config), "out": "somewhere/else", "mixed_precision": "bfloat16"}
+    # Trained elsewhere (then moved here) in bfloat16, in stints of 100 minutes: the same specialist.
+    saved = {**dataclasses.asdict(config), "out": "somewhere/else", "mixed_precision": "bfloat16",
+             "time_limit": 100.0}
     (folder / "config.json").write_text(json.dumps(saved))
     assert finished(config) is None  # no metrics yet: a run in progress
     (folder / "metrics.json").write_text('{"epochs_run": 2}')
     found = finished(config)
-    assert found == dataclasses.replace(config, mixed_precision="bfloat16")
+    assert found == dataclasses.replace(config, mixed_precision="bfloat16", time_limit=100.0)
     assert "--mixed-precision bfloat16" in pretrain_command(found)
     assert finished(dataclasses.replace(config, epochs=3)) is None
     assert finished(dataclasses.replace(config, widths=(8, 16))) is None
