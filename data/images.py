@@ -546,17 +546,17 @@ def _jpeg_kind(data: bytes) -> str | None:
 def _check_planes(name: str, im) -> None:
     """Refuses the TIFF page layouts Pillow decodes wrongly or not at all, as such rather than as
     damage: 16-bit samples in separate colour planes (read as 8-bit: the pixels would come out
-    wrong), and YCbCr colour that is not JPEG-compressed (Pillow calls the data truncated)."""
+    wrong), and uncompressed YCbCr colour (Pillow calls the data truncated)."""
     if im.format != "TIFF":
         return
     if im.tag_v2.get(284) == 2 and max(im.tag_v2.get(258) or (8,)) > 8:
         raise UnsupportedImageError(
             f"{name}: a 16-bit TIFF stored in separate colour planes, which cannot be decoded "
             "here; save it with contiguous samples (PlanarConfiguration 1) or as 8-bit")
-    if im.tag_v2.get(262) == 6 and im.tag_v2.get(259) not in (6, 7):
+    if im.tag_v2.get(262) == 6 and im.tag_v2.get(259, 1) == 1:  # LZW, Deflate, JPEG... decode
         raise UnsupportedImageError(
-            f"{name}: a TIFF in YCbCr colour without JPEG compression, which cannot be decoded "
-            "here; save it as RGB")
+            f"{name}: an uncompressed TIFF in YCbCr colour, which cannot be decoded here; save it "
+            "as RGB, or compressed")
 
 
 _TIFF_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4,

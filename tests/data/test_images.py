@@ -1180,10 +1180,14 @@ def test_a_png_whose_pixel_data_ends_early_is_refused_not_filled_with_black(shap
         load_image(short)
 
 
-def test_a_ycbcr_tiff_without_jpeg_compression_is_unsupported_not_damaged():
+def test_an_uncompressed_ycbcr_tiff_is_unsupported_not_damaged_and_a_compressed_one_loads():
     rgb = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
     buf = io.BytesIO()
     Image.fromarray(rgb).convert("YCbCr").save(buf, "TIFF")  # a whole file Pillow cannot decode
-    with pytest.raises(UnsupportedImageError, match="<bytes>: a TIFF in YCbCr colour without JPEG "
-                       "compression, which cannot be decoded here; save it as RGB"):
+    with pytest.raises(UnsupportedImageError, match="<bytes>: an uncompressed TIFF in YCbCr colour, "
+                       "which cannot be decoded here; save it as RGB, or compressed"):
         load_image(buf.getvalue())
+    for compression in ("tiff_lzw", "tiff_adobe_deflate", "packbits"):
+        buf = io.BytesIO()
+        Image.fromarray(rgb).convert("YCbCr").save(buf, "TIFF", compression=compression)
+        assert np.abs(load_image(buf.getvalue()).pixels.astype(int) - rgb).max() <= 3, compression
