@@ -630,10 +630,13 @@ def _margin_table(report: dict) -> str:
             continue
         best = _winner(classic)
         images = classic[best]["images"]
-        partial = any(results[m]["images"] > images for m in models)
+        partial = any(results[m]["images"] > images for m in models if m in results)
         rows.setdefault("best", ["best classic (dB)"]).append(
             f"{classic[best]['psnr']:.2f} ({best}){'†' if partial else ''}")
         for m in models:
+            if m not in results:  # a merged report's setting scored without this model
+                rows.setdefault(m, [f"{labels[m]} minus best classic"]).append("-")
+                continue
             mine = _psnr_on(results[m], images)
             margin = (results[m]["psnr"] if mine is None else mine) - classic[best]["psnr"]
             mark = "†" if results[m]["images"] > images else ""

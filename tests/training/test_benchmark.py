@@ -124,8 +124,8 @@ def test_tiny_run_on_real_fashion_mnist(tmp_path, capsys):
     assert again.read_text() == markdown
     # One setting rescored on its own joins the full report in its place.
     redo, other = tmp_path / "redo.json", tmp_path / "other.json"
-    assert main([*argv[:6], "--tune-images", "4", "--contender", "tv", "--contender", "inpaint",
-                 "--setting", "masking:0.5", "--json", str(redo)]) == 0
+    assert main([*argv[2:6], "--tune-images", "4", "--contender", "tv", "--contender", "inpaint",
+                 "--setting", "masking:0.5", "--json", str(redo)]) == 0  # no model this time
     assert main([*argv[:6], "--tune-images", "8", "--setting", "masking:0.5", "--contender", "tv",
                  "--json", str(other)]) == 0
     capsys.readouterr()
@@ -144,6 +144,8 @@ def test_tiny_run_on_real_fashion_mnist(tmp_path, capsys):
     assert tv[:7] == [""] * 7 and tv[7].strip("*") == f"{second['results']['masking:0.5']['tv']['psnr']:.2f}"
     assert rows["median 3x3"][0].strip("*") == f"{first['results']['gaussian:0.1']['median3']['psnr']:.2f}"
     assert rows["median 3x3"][7] == ""  # masking 0.5 is the second report's, all of it
+    margins = next(line for line in text.splitlines() if "fashion-mnist (ours) minus best classic" in line)
+    assert [c.strip() for c in margins.split("|")[2:-1]][7] == "-"  # the rescore had no model
     assert main(["--from-json", str(out_json), "--from-json", str(other)]) == 2
     err = capsys.readouterr().err
     assert f"--from-json {other} scored other images or noise than {out_json} (its tune, tune_images" in err
