@@ -56,6 +56,30 @@ def resumed_epoch(backup_dir: Path) -> int:
         return 0
 
 
+def recover_backup(backup_dir: Path) -> None:
+    """Falls back to the previous copy of a ``BackupAndRestore(double_checkpoint=True)`` backup
+    whose latest weights cannot be read (a kill while they were written), as Keras would when
+    it restores them; done first, so that :func:`resumed_epoch` and the resumable early
+    stopping read the epoch that is restored, not the one whose weights were lost."""
+    import shutil
+
+    import h5py
+
+    weights = Path(backup_dir) / "latest.weights.h5"
+    previous = weights.with_name(weights.name + ".bkp")
+    if not weights.is_file() or not previous.is_file():
+        return
+    try:
+        h5py.File(weights, "r").close()
+    except OSError:
+        shutil.copyfile(previous, weights)
+        metadata = Path(backup_dir) / "training_metadata.json"
+        if metadata.with_name(metadata.name + ".bkp").is_file():
+            shutil.copyfile(metadata.with_name(metadata.name + ".bkp"), metadata)
+        else:
+            metadata.unlink(missing_ok=True)
+
+
 def early_stopping(backup_dir: Path, history_csv: Path, **kwargs):
     """``keras.callbacks.EarlyStopping(restore_best_weights=True, **kwargs)`` that a restart does
     not reset.
@@ -63,9 +87,10 @@ def early_stopping(backup_dir: Path, history_csv: Path, **kwargs):
     Keras's callback starts afresh in every ``fit``: a run resumed by ``BackupAndRestore`` would
     forget its best epoch so far, wait ``patience`` epochs anew and, at its end, restore the best
     weights *since the restart*, which may be worse than those before it. This one keeps the best
-    weights in ``backup_dir`` (deleted with the backup when training ends) and, on a resumed run,
-    takes its best value and its epochs without improvement from the ``CSVLogger`` file of the
-    epochs before the restart. List it after ``BackupAndRestore``.
+    weights in ``backup_dir`` (which goes when the backup does) and, on a resumed run, takes its
+    best value and its epochs without improvement from the ``CSVLogger`` file of the epochs
+    before the restart (as many as the backup's metadata says were done: call
+    :func:`recover_backup` first).
     """
     import keras
 

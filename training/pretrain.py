@@ -37,7 +37,7 @@ from data.images import atomic_write_json
 from models.registry import ModelNotFoundError, gpu_devices, save_model
 from training.cli import config_differences, finished_run_config, parse_config, save_config
 from training.distribute import patch_keras_for_multi_worker
-from training.history import early_stopping, epoch_timer, read_history, resumed_epoch
+from training.history import early_stopping, epoch_timer, read_history, recover_backup, resumed_epoch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -380,7 +380,9 @@ def train(config: PretrainConfig) -> dict:
     batches = denoising_dataset if on_tensorflow else DenoisingBatches
     # Threads that prepare the next batches on backends without tf.data (tf.data has its own).
     loader = {} if on_tensorflow else {"workers": min(8, os.cpu_count() or 1)}
-    # A resumed run draws the order and noise of the epochs still to come, not the first ones again.
+    # A resumed run draws the order and noise of the epochs still to come, not the first ones again
+    # (from the copy of the backup that Keras will restore).
+    recover_backup(out_dir / "backup")
     train_ds = batches(x_train, specs, config.batch_size, config.seed, augment=augment,
                        first_epoch=resumed_epoch(out_dir / "backup"), **loader)
     val_ds = batches(x_val, specs, config.batch_size, config.seed + 1, shuffle=False,
@@ -394,8 +396,12 @@ def train(config: PretrainConfig) -> dict:
             patch_keras_for_multi_worker(model, next(iter(train_ds)))
     timer = epoch_timer(config.time_limit)
 
+    multi_worker = is_multi_worker(strategy)
+
     class Backup(keras.callbacks.BackupAndRestore):
-        """A backup that cannot be read back (both copies damaged) is a clear error."""
+        """A backup that cannot be read back (both copies damaged) is a clear error. Several
+        workers delete theirs when training ends, as Keras does (they must restart together);
+        one process keeps it until the run is scored. Either keeps it at --time-limit."""
 
         def on_train_begin(self, logs=None):
             try:
@@ -403,6 +409,10 @@ def train(config: PretrainConfig) -> dict:
             except OSError as err:
                 raise ValueError(f"cannot resume from {self.backup_dir}: its files are damaged ({err}); "
                                  "delete that folder to start the run again") from err
+
+        def on_train_end(self, logs=None):
+            if not timer.stopped_early:
+                super().on_train_end(logs)
 
     # A resumed run keeps its best epoch so far; several workers keep Keras's own (which forgets
     # it on a restart) rather than all write one file.
@@ -421,7 +431,7 @@ def train(config: PretrainConfig) -> dict:
         # Kept until the run is scored (a run killed before that is scored, not trained again),
         # or for good when it stops at --time-limit; two copies, so a kill while one is written
         # leaves the other.
-        Backup(str(out_dir / "backup"), double_checkpoint=True, delete_checkpoint=False),
+        Backup(str(out_dir / "backup"), double_checkpoint=True, delete_checkpoint=multi_worker),
         keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoint.keras")),
     ]
     if on_tensorflow:  # Keras writes TensorBoard logs through tf.summary

@@ -129,3 +129,26 @@ def test_early_stopping_without_a_restart_is_keras_own(tmp_path):
     assert sorted(weights) == [0, 1, 2, 3, 4, 5]
     for got, best in zip(model.get_weights(), weights[2], strict=True):
         np.testing.assert_array_equal(got, best)
+
+
+def test_a_backup_whose_latest_weights_were_cut_off_falls_back_to_its_previous_copy(tmp_path):
+    import json
+
+    import h5py
+
+    from training.history import recover_backup, resumed_epoch
+
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    with h5py.File(backup / "latest.weights.h5.bkp", "w") as f:
+        f["w"] = [1.0, 2.0]
+    (backup / "training_metadata.json.bkp").write_text(json.dumps({"epoch": 2}))
+    good = (backup / "latest.weights.h5.bkp").read_bytes()
+    (backup / "latest.weights.h5").write_bytes(good)
+    (backup / "training_metadata.json").write_text(json.dumps({"epoch": 3}))
+    recover_backup(backup)  # both readable: nothing to do
+    assert resumed_epoch(backup) == 3
+    (backup / "latest.weights.h5").write_bytes(good[: len(good) // 2])  # killed while writing
+    recover_backup(backup)
+    assert resumed_epoch(backup) == 2 and (backup / "latest.weights.h5").read_bytes() == good
+    recover_backup(tmp_path / "none")  # no backup: nothing to do
