@@ -344,6 +344,15 @@ def _load_cifar(folder: Path, kind: str, label_mode: str, incomplete: list) -> d
     return None
 
 
+def _meta_names(meta, key: bytes, classes: int):
+    """CIFAR-100's class names under ``key`` in its unpickled ``meta``; raises when they do not
+    name exactly ``classes`` classes (a head of that many outputs is built from them)."""
+    names = dict(meta).get(key)
+    if names and len(names) != classes:
+        raise ValueError(f"its {key.decode()} hold {len(names)} names for {classes} classes")
+    return names
+
+
 def _cifar_dict(read, has_meta: bool, kind: str, label_mode: str) -> dict:
     """The arrays of a CIFAR copy whose members ``read(name, convert)`` unpickles and converts;
     for CIFAR-100 also ``class_names``, from its ``meta`` member when it has one."""
@@ -356,7 +365,8 @@ def _cifar_dict(read, has_meta: bool, kind: str, label_mode: str) -> dict:
               "y_train": np.concatenate([y for _, y in train]), "x_test": x_test, "y_test": y_test}
     if kind == "cifar100":
         names_key = _CIFAR100_LABELS[label_mode][1]
-        names = read("meta", lambda meta: dict(meta).get(names_key)) if has_meta else None
+        names = (read("meta", functools.partial(_meta_names, key=names_key, classes=classes))
+                 if has_meta else None)
         if names:  # else :func:`_dataset` numbers the classes
             arrays["class_names"] = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
     return arrays

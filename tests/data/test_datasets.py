@@ -237,6 +237,18 @@ def test_labels_outside_the_datasets_classes_are_refused_by_file(tmp_path):
         assert_damage_reported(err, kind, bad, tmp_path / kind / "x", datasets.SOURCES[kind].expected)
 
 
+def test_cifar100_class_names_must_name_every_class(tmp_path):
+    make_cifar_archive(tmp_path, "cifar100")
+    with tarfile.open(tmp_path / "cifar-100-python.tar.gz") as tar:
+        tar.extractall(tmp_path / "x", filter="data")
+    meta = tmp_path / "x" / "cifar-100-python" / "meta"
+    meta.write_bytes(pickle.dumps({b"fine_label_names": [b"a"] * 99, b"coarse_label_names": [b"g"] * 20}))
+    with pytest.raises(DatasetDamagedError, match="fine_label_names hold 99 names for 100 classes") as err:
+        load_named("cifar100", tmp_path / "x")
+    assert err.value.path == meta
+    assert len(load_named("cifar100", tmp_path / "x", label_mode="coarse").class_names) == 20
+
+
 def test_an_idx_header_too_big_for_int64_is_damaged(tmp_path):
     bad = tmp_path / "train-images-idx3-ubyte"
     make_idx_folder(tmp_path, gz=False)
