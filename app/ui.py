@@ -133,8 +133,8 @@ def upload_path(value) -> str | None:
     if isinstance(value, dict):
         path = value.get("path")
         if path is not None and not is_in_or_equal(path, get_upload_folder()):
-            raise gr.Error("only uploaded files are read: upload the image (a path on the server is "
-                           "not accepted)")
+            raise gr.Error("only uploaded files are read: upload the image or reference (a path on "
+                           "the server is not accepted)")
         return path
     return str(getattr(value, "path", value))
 
