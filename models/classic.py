@@ -118,7 +118,7 @@ def bm3d_denoise(image: np.ndarray, params: dict) -> np.ndarray:
 
 def inpaint(image: np.ndarray, params: dict, mask: np.ndarray | None = None) -> np.ndarray:
     """``cv2.inpaint`` of the pixels in ``mask`` (bool ``(H, W)``: where masking noise put its
-    zeros, :func:`data.corruption.masked_pixels`), or without one of the pixels that are 0 in
+    zeros, :func:`data.corruption.masked_pixels`); without a mask, of the pixels that are 0 in
     every channel, as a user sees them, truly black pixels of the scene included.
 
     ``method`` is ``"telea"`` or ``"ns"`` (Navier-Stokes), ``radius`` the neighbourhood in
