@@ -909,6 +909,19 @@ _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type: grey, RGB, pal
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
 
+def _png_chunks(data: bytes):
+    """Yields a PNG's chunks as ``(type, body, crc)`` up to IEND, or to the first one the file
+    cuts short."""
+    at = 8
+    while at + 12 <= len(data):
+        length, kind = struct.unpack(">I4s", data[at:at + 8])
+        body, crc = data[at + 8:at + 8 + length], data[at + 8 + length:at + 12 + length]
+        if len(crc) < 4 or kind == b"IEND":
+            return
+        yield kind, body, crc
+        at += 12 + length
+
+
 def _check_png_data(name: str, data: bytes) -> None:
     """Refuses a PNG whose pixel data ends before its last row: Pillow fills the missing rows
     with black without a word when the compressed stream itself is whole (libpng says "Not
@@ -920,18 +933,16 @@ def _check_png_data(name: str, data: bytes) -> None:
     passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
     sizes = [(-(-(height - y) // dy), -(-(width - x) // dx)) for x, y, dx, dy in passes]
     expected = sum(rows * (1 + -(-cols * bits // 8)) for rows, cols in sizes if rows > 0 and cols > 0)
-    inflate, got, at = zlib.decompressobj(), 0, 8
-    while at + 12 <= len(data) and got < expected:
-        length, kind = struct.unpack(">I4s", data[at:at + 8])
-        if kind == b"IDAT":
-            piece = data[at + 8:at + 8 + length]
-            while piece and got < expected and not inflate.eof:
-                try:
-                    got += len(inflate.decompress(piece, 1 << 20))
-                except zlib.error as err:
-                    raise TruncatedImageError(f"{name}: its pixel data is damaged ({err})") from err
-                piece = inflate.unconsumed_tail
-        at += 12 + length
+    inflate, got = zlib.decompressobj(), 0
+    for piece in (body for kind, body, _ in _png_chunks(data) if kind == b"IDAT"):
+        while piece and got < expected and not inflate.eof:
+            try:
+                got += len(inflate.decompress(piece, 1 << 20))
+            except zlib.error as err:
+                raise TruncatedImageError(f"{name}: its pixel data is damaged ({err})") from err
+            piece = inflate.unconsumed_tail
+        if got >= expected:
+            break
     if got < expected:
         raise TruncatedImageError(
             f"{name}: its pixel data ends early ({got:,} of the {expected:,} bytes its header asks "
@@ -943,13 +954,8 @@ def _png_text_chunks(data: bytes) -> tuple[tuple[bytes, bytes, bool], ...]:
     they were: tEXt, zTXt and iTXt (captions, authors, a generator's parameters, XMP with its
     orientation set to 1). A chunk that is damaged (checksum, keyword, compression) or too large
     is dropped; a damaged chunk list ends the search, keeping what was found before."""
-    chunks, at, after_idat, total = [], 8, False, 0
-    while at + 12 <= len(data):
-        length, kind = struct.unpack(">I4s", data[at:at + 8])
-        body, crc = data[at + 8:at + 8 + length], data[at + 8 + length:at + 12 + length]
-        if len(crc) < 4 or kind == b"IEND":
-            break
-        at += 12 + length
+    chunks, after_idat, total = [], False, 0
+    for kind, body, crc in _png_chunks(data):
         after_idat |= kind == b"IDAT"
         if kind not in _PNG_TEXT or zlib.crc32(kind + body) != int.from_bytes(crc, "big"):
             continue
