@@ -489,19 +489,19 @@ def run_benchmark(config: BenchmarkConfig, command: str = "") -> dict:
                        for c in contenders},
         "skipped": skipped,
         "results": results,
-        "speed": speed_summary(results, contenders),
+        "speed": speed_summary(results, [c.name for c in contenders]),
     }
 
 
-def speed_summary(results: dict, contenders: Sequence[Contender]) -> dict:
-    """Seconds per image and per megapixel of each contender, averaged over the settings."""
+def speed_summary(results: dict, names: Sequence[str]) -> dict:
+    """Seconds per image and per megapixel of each contender named, averaged over the settings."""
     speed = {}
-    for c in contenders:
-        runs = [r[c.name] for r in results.values() if c.name in r]
+    for name in names:
+        runs = [r[name] for r in results.values() if name in r]
         if not runs:
             continue
         per_image = float(np.mean([r["seconds_per_image"] for r in runs]))
-        speed[c.name] = {
+        speed[name] = {
             "seconds_per_image": per_image,
             "images_per_second": 1.0 / per_image if per_image > 0 else None,
             "seconds_per_megapixel": float(np.mean([r["seconds_per_megapixel"] for r in runs])),
@@ -736,8 +736,7 @@ def merge_reports(reports: list[dict], paths: Sequence[str]) -> dict:
     if len(reports) > 1:
         order = {s.label: i for i, s in enumerate(default_settings(merged["protocol"]["photos"]))}
         merged["settings"].sort(key=lambda label: order.get(label, len(order)))
-        kinds = [Contender(n, c["label"], c["kind"], None) for n, c in merged["contenders"].items()]
-        merged["speed"] = speed_summary(merged["results"], kinds)
+        merged["speed"] = speed_summary(merged["results"], list(merged["contenders"]))
     return merged
 
 
