@@ -23,7 +23,9 @@ writer threads save) files while the model works. A progress bar shows files/s a
 summary follows, and ``--manifest FILE.csv|FILE.json`` records one row per file (status,
 reason, size, seconds, the model and settings, and PSNR/SSIM of input and output against
 ``--reference DIR``, whose files are matched by relative path, any image suffix; a reference
-that cannot be read leaves its file denoised and unscored, the row saying why). ``--ensemble 2|8`` averages a
+that cannot be read leaves its file denoised and unscored, the row saying why; a rerun keeps the
+figures of the outputs it skips, and a file under that name that is no manifest is never
+replaced). ``--ensemble 2|8`` averages a
 photo model's output over flipped (and rotated) copies (:mod:`app.engine`). ``--bit-depth 12``
 (9 to 16) says a 16-bit file's samples are 12-bit data (0..4095, as scientific cameras store
 them): they are denoised at full brightness and written back as 0..4095, a file holding larger
@@ -239,6 +241,13 @@ class Summary:
 
 def check_folders(config: BatchConfig) -> tuple[Path, Path]:
     """Resolved ``(in_dir, out_dir)``; refuses any layout that could write among the inputs."""
+    try:
+        return _check_folders(config)
+    except OSError as err:  # Path.exists() and is_dir() raise where a folder may not be entered
+        raise BatchError(f"{err.filename} cannot be looked at: {err.strerror or err}") from err
+
+
+def _check_folders(config: BatchConfig) -> tuple[Path, Path]:
     in_dir, out_dir = config.in_dir.resolve(), config.out_dir.resolve()
     if not in_dir.is_dir():
         raise BatchError(f"IN_DIR {config.in_dir} does not exist or is not a folder")
@@ -250,6 +259,10 @@ def check_folders(config: BatchConfig) -> tuple[Path, Path]:
                          "land on inputs; choose an OUT_DIR that does not contain IN_DIR")
     if config.manifest is not None and config.manifest.resolve().is_relative_to(in_dir):
         raise BatchError(f"--manifest {config.manifest} is inside IN_DIR: nothing is written there")
+    if config.manifest is not None and (manifest := config.manifest.resolve()).is_relative_to(
+            out_dir) and manifest.name.startswith("."):
+        raise BatchError(f"--manifest {config.manifest} is a hidden file in OUT_DIR, where the batch "
+                         f"keeps its own ({SETTINGS_FILE}, .*{PARTIAL_SUFFIX}): choose another name")
     if config.reference is not None and not config.reference.is_dir():
         raise BatchError(f"--reference {config.reference} does not exist or is not a folder")
     if out_dir.exists() and not out_dir.is_dir():
@@ -330,12 +343,19 @@ def list_inputs(in_dir: Path, pattern: str | None,
             continue
         seen.add((st.st_dev, st.st_ino))
         dirs[:] = sorted(d for d in dirs if reachable(Path(root) / d))  # the first name of a folder wins
-        for name in files:
-            path = Path(root) / name
-            rel = path.relative_to(in_dir).parts
-            wanted = path.suffix.lower() in IMAGE_SUFFIXES if parts is None else _matches(rel, parts)
-            if wanted and not name.startswith(".") and (path.is_file() or _broken_link(path)):
-                found.append(path)
+        listed = []
+        try:
+            for name in files:
+                path = Path(root) / name
+                rel = path.relative_to(in_dir).parts
+                wanted = path.suffix.lower() in IMAGE_SUFFIXES if parts is None else _matches(rel, parts)
+                if wanted and not name.startswith(".") and (path.is_file() or _broken_link(path)):
+                    listed.append(path)
+        except OSError as err:  # names listed, but not to be looked at (a folder without x)
+            unlisted.append(OSError(err.errno, err.strerror, root))
+            dirs[:] = []
+        else:
+            found += listed
     return sorted(found), [(Path(err.filename), err) for err in unlisted]
 
 
@@ -375,7 +395,10 @@ def plan(config: BatchConfig, in_dir: Path, out_dir: Path, settings: dict | None
             _fail(row, "unsafe_output", f"{rel}: its output folder leads back into IN_DIR; not written")
         elif target in claimed:
             _fail(row, "output_clash", f"{rel}: writes the same output as {claimed[target]}; not written")
-        elif target.exists() and not config.overwrite:
+        elif (exists := _exists(target)) is None:
+            _fail(row, "cannot_write", f"{rel}: its output {row['output']} cannot be looked at "
+                                       "(permission denied); not denoised")
+        elif exists and not config.overwrite:
             if by_mtime and _older_than(target, source):
                 row.update(reason="input_changed", detail="input changed since its output was written")
             else:
@@ -384,6 +407,15 @@ def plan(config: BatchConfig, in_dir: Path, out_dir: Path, settings: dict | None
         claimed.setdefault(target, rel)
         items.append(Item(source, rel, target, row))
     return items
+
+
+def _exists(path: Path) -> bool | None:
+    """Whether ``path`` exists; ``None`` where that cannot be found out (a folder on the way may
+    not be entered)."""
+    try:
+        return path.exists()
+    except OSError:
+        return None
 
 
 def _older_than(target: Path, source: Path) -> bool:
@@ -473,8 +505,11 @@ def read_settings(config: BatchConfig, out_dir: Path) -> dict | None:
         BatchError: the file is there but unreadable, and ``--overwrite`` was not given.
     """
     path = out_dir / SETTINGS_FILE
-    if not path.exists() and not path.is_symlink():
-        return None
+    try:
+        if not path.exists() and not path.is_symlink():
+            return None
+    except OSError as err:
+        raise BatchError(f"OUT_DIR {config.out_dir} cannot be looked into: {err.strerror or err}") from err
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(record, dict):
@@ -499,8 +534,9 @@ def check_settings(config: BatchConfig, record: dict | None, settings: dict) -> 
                          "--overwrite to redo every file with the new settings, or choose another OUT_DIR")
     if record.get("unfinished"):
         raise BatchError(f"OUT_DIR {config.out_dir}: a run with --overwrite did not redo every file "
-                         "(interrupted, or limited by --glob), so some outputs may be from earlier "
-                         "settings: pass --overwrite to redo them, or choose another OUT_DIR")
+                         "(interrupted, limited by --glob, or a file that has an output failed), so "
+                         "some outputs may be from earlier settings: pass --overwrite to redo them, "
+                         "or choose another OUT_DIR")
 
 
 def _change(key: str, old: dict, new: dict) -> str:
@@ -532,6 +568,7 @@ def run(config: BatchConfig, out=None) -> Summary:
     """
     out = out or sys.stdout
     in_dir, out_dir = check_folders(config)
+    earlier = _earlier_manifest(config)
     record = read_settings(config, out_dir)
     settings = batch_settings(config)
     check_settings(config, record, settings)  # before the model loads (auto precision: after)
@@ -580,6 +617,7 @@ def run(config: BatchConfig, out=None) -> Summary:
             pass
     except OSError as err:
         raise BatchError(f"OUT_DIR {config.out_dir} cannot be written: {err.strerror or err}") from err
+    carry_over(earlier, items)
     summary = Summary([it.row for it in items], removed_partials=remove_partials(out_dir),
                       precision=denoiser.precision)
     if config.manifest is not None:  # written now, so a manifest that cannot be is refused up front
@@ -610,9 +648,10 @@ def run(config: BatchConfig, out=None) -> Summary:
             except OSError as err:  # a full disk at the end costs the manifest, not the report
                 summary.manifest_error = f"{config.manifest}: {err.strerror or err}"
     # Finished only when every file was redone: a failed one keeps its output of earlier settings
-    # (or of another version of the app).
+    # (or of another version of the app), if it has one; one that never had an output blocks nothing.
     redone = (config.overwrite and not summary.interrupted and config.glob is None
-              and not summary.count("failed"))
+              and not any(it.row["status"] == "failed" and _exists(it.target) is not False
+                          for it in items))
     if redone and (unfinished or "other_versions" in settings):
         try:
             write_settings(out_dir, {k: v for k, v in settings.items() if k != "other_versions"},
@@ -623,11 +662,24 @@ def run(config: BatchConfig, out=None) -> Summary:
     return summary
 
 
+def _earlier_manifest(config: BatchConfig) -> list[dict]:
+    """The rows of the manifest a rerun replaces, refusing a file that is no manifest."""
+    if config.manifest is None:
+        return []
+    try:
+        return read_manifest(config.manifest)
+    except ValueError as err:
+        raise BatchError(f"--manifest {config.manifest}: {err}; it is not replaced: choose another "
+                         "file name") from err
+    except OSError as err:
+        raise BatchError(f"--manifest {config.manifest} cannot be read: {err.strerror or err}") from err
+
+
 def _other_outputs(record: dict | None, settings: dict, items: list[Item]) -> bool:
     """Whether OUT_DIR may hold outputs made with settings other than ``settings`` (or unknown
     ones): they remain there until a run with ``--overwrite`` has redone every file."""
     if record is None:
-        return any(it.target.exists() for it in items)
+        return any(_exists(it.target) is not False for it in items)
     changed = any(record.get(key) != settings[key] for key in COMPARED_SETTINGS)
     return changed or bool(record.get("unfinished"))
 
@@ -787,6 +839,8 @@ class _Pipeline:
         candidates = [base] + sorted(p for p in base.parent.glob(f"{_glob_escape(base.stem)}.*")
                                      if p.suffix.lower() in IMAGE_SUFFIXES and p != base)
         for path in candidates:
+            if _exists(path) is None:
+                return f"reference unusable: {path} cannot be looked at (permission denied)"
             if path.is_file():
                 try:
                     found = load_image(path, max_pixels=self.config.max_pixels, pages=pages)
@@ -957,6 +1011,62 @@ def _glob_escape(text: str) -> str:
 
 
 # ---------------------------------------------------------------- reporting
+
+
+CARRIED_FIELDS = ("width", "height", "pages", "mode", "bit_depth", "bytes_in", "bytes_out", "seconds",
+                  "psnr_input", "psnr_output", "ssim_input", "ssim_output")
+"""What a rerun keeps of an earlier manifest row for an output it skips (:func:`carry_over`)."""
+
+
+def read_manifest(path: Path) -> list[dict]:
+    """The rows of the manifest at ``path`` (none where there is no file yet).
+
+    Raises:
+        ValueError: the file is not a manifest (of any version of this app): it is not replaced.
+        OSError: it cannot be read.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() == ".json":
+            rows = json.loads(text)
+        else:
+            reader = csv.DictReader(io.StringIO(text, newline=""))
+            rows = list(reader) if not text or {"input", "output", "status"} <= set(
+                reader.fieldnames or ()) else None
+    except (UnicodeDecodeError, json.JSONDecodeError, csv.Error) as err:
+        raise ValueError(f"it exists and is not a manifest ({err})") from err
+    if not isinstance(rows, list) or not all(
+            isinstance(r, dict) and {"input", "output", "status"} <= r.keys() for r in rows):
+        raise ValueError("it exists and is not a manifest (no input, output and status columns)")
+    return rows
+
+
+def carry_over(earlier: list[dict], items: list[Item]) -> int:
+    """Gives each output this run skips as done the figures (size, seconds, PSNR/SSIM) of its
+    ``earlier`` manifest row, where that row made this very output: same input, same settings,
+    and the file still the size it wrote. Returns how many rows were carried over."""
+    compared = ("model_sha256", "strength", "colour", "ensemble", "precision")
+    by_input = {(r.get("input"), r.get("output")): r for r in earlier}
+    carried = 0
+    for it in items:
+        row = it.row
+        old = by_input.get((row["input"], row["output"]))
+        if row["reason"] != "output_exists" or old is None or old.get("status") not in ("done", "skipped"):
+            continue
+        try:
+            size = it.target.stat().st_size
+        except OSError:
+            continue
+        if str(old.get("bytes_out")) == str(size) and all(
+                str(old.get(k)) == str(row[k]) for k in compared):
+            row.update({k: old.get(k, "") for k in CARRIED_FIELDS})
+            row["detail"] = ("output exists (its figures are from the run that wrote it); "
+                             "--overwrite redoes it")
+            carried += 1
+    return carried
 
 
 def write_manifest(path: Path, rows: list[dict]) -> None:

@@ -1303,6 +1303,8 @@ def _palette(im, fmt: str):
         out.putpalette(quantized.getpalette())
         out.info["transparency"] = 255
         return out
+    if fmt == "TIFF":  # Pillow writes no transparency with a TIFF palette: the alpha stays a channel
+        return im
     return im.convert("RGBA").quantize(256, Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
 
 

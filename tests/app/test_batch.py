@@ -1009,3 +1009,154 @@ def test_a_dry_run_checks_the_tile_against_a_run_folders_stride(tmp_path, capsys
     for extra in (["--dry-run"], []):  # refused alike, with or without loading the model
         assert main([*argv, *extra]) == 2
         assert "--tile 64: tile must be at least 128 px" in capsys.readouterr().err
+
+
+# ------------------------------------------------------- folders that may not be entered
+
+
+@pytest.fixture
+def no_entry(monkeypatch):
+    """``no_entry(folder)``: whatever lies below ``folder`` cannot be looked at, as for a user
+    without execute (search) permission on it; the folder itself can. Root enters every folder
+    whatever its bits, so the refusal is simulated where pathlib and os.path meet it: os.stat."""
+    locked, real_stat = [], os.stat
+
+    def stat(path, *args, **kwargs):
+        if any(Path(os.fsdecode(path)).is_relative_to(folder) and Path(os.fsdecode(path)) != folder
+               for folder in locked):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    return locked.append
+
+
+def test_an_out_dir_or_manifest_below_a_folder_that_may_not_be_entered_is_one_line(
+        tmp_path, capsys, no_entry):
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / "in" / "a.png")
+    (tmp_path / "locked").mkdir()
+    no_entry(tmp_path / "locked")
+    in_dir, out_dir, locked = str(tmp_path / "in"), str(tmp_path / "out"), tmp_path / "locked"
+    opts = ["--model", MODEL, "--no-progress"]
+    for argv in ([in_dir, str(locked / "out"), *opts],
+                 [in_dir, out_dir, *opts, "--manifest", str(locked / "m.csv")],
+                 [in_dir, out_dir, *opts, "--reference", str(locked / "ref")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "cannot be looked at: Permission denied" in err, err
+        assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_files_and_outputs_that_may_not_be_looked_at_fail_their_rows_only(tmp_path, capsys, no_entry):
+    for folder in ("in/listable", "in/open", "out/sub"):
+        (tmp_path / folder).mkdir(parents=True)
+    for rel in ("in/listable/a.png", "in/open/b.png", "in/sub/c.png", "in/top.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / rel)
+    no_entry(tmp_path / "in" / "listable")  # its names can be read, its files not looked at
+    no_entry(tmp_path / "out" / "sub")      # an output folder left by another user
+    argv = [str(tmp_path / "in"), str(tmp_path / "out"), "--model", MODEL, "--no-progress",
+            "--manifest", str(tmp_path / "m.json")]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    rows = {row["input"]: row for row in json.loads((tmp_path / "m.json").read_text())}
+    assert (rows["listable/"]["status"], rows["listable/"]["reason"]) == ("failed", "cannot_list")
+    assert "Permission denied" in rows["listable/"]["detail"]
+    assert (rows["sub/c.png"]["status"], rows["sub/c.png"]["reason"]) == ("failed", "cannot_write")
+    assert rows["open/b.png"]["status"] == rows["top.png"]["status"] == "done"
+    assert set(rows) == {"listable/", "open/b.png", "sub/c.png", "top.png"}
+
+
+def test_a_manifest_cannot_take_the_place_of_out_dirs_own_files(tmp_path, capsys):
+    in_dir, out_dir = _two_images(tmp_path)
+    record = (out_dir / batch.SETTINGS_FILE).read_bytes()
+    for name in (batch.SETTINGS_FILE, ".notes.json", "sub/.x.partial.csv"):
+        argv = [str(in_dir), str(out_dir), "--model", MODEL, "--no-progress",
+                "--manifest", str(out_dir / name)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "is a hidden file in OUT_DIR" in err and err.count("\n") == 1, err
+    assert (out_dir / batch.SETTINGS_FILE).read_bytes() == record
+    # A manifest in OUT_DIR under a plain name is fine, and the folder still resumes.
+    assert main([str(in_dir), str(out_dir), "--model", MODEL, "--no-progress",
+                 "--manifest", str(out_dir / "manifest.csv")]) == 0
+
+
+def test_a_palette_image_with_transparency_keeps_its_alpha_in_a_tiff(tmp_path):
+    (tmp_path / "in").mkdir()
+    rng = np.random.default_rng(3)
+    index = rng.integers(0, 16, (28, 28), dtype=np.uint8)
+    im = Image.fromarray(index, "P")
+    im.putpalette([v for i in range(16) for v in (i * 16, 255 - i * 16, 128)])
+    im.info["transparency"] = 15
+    im.save(tmp_path / "in" / "logo.png")
+    im.save(tmp_path / "in" / "anim.gif", transparency=15)
+    transparent = index == 15
+    summary = run(BatchConfig(tmp_path / "in", tmp_path / "out", MODEL, format="tiff", progress=False))
+    assert summary.count("done") == 2
+    for name in ("logo.tif", "anim.tif"):
+        out = load_image(tmp_path / "out" / name)
+        assert out.alpha is not None, name
+        np.testing.assert_array_equal(out.alpha[..., 0] if out.alpha.ndim == 3 else out.alpha,
+                                      np.where(transparent, 0, 255))
+
+
+def test_a_file_that_never_had_an_output_does_not_leave_an_overwrite_unfinished(tmp_path, capsys):
+    in_dir, out_dir = _two_images(tmp_path)
+    (in_dir / "broken.png").write_bytes(b"not a png")
+    summary = run(BatchConfig(in_dir, out_dir, MODEL, progress=False, overwrite=True, strength=0.5))
+    assert (summary.count("done"), summary.count("failed")) == (2, 1)
+    assert not _settings(out_dir)["unfinished"]
+    # The same command without --overwrite resumes: nothing to redo, the broken file fails again.
+    assert main([str(in_dir), str(out_dir), "--model", MODEL, "--no-progress", "--strength", "0.5"]) == 1
+    assert "did not redo every file" not in capsys.readouterr().err
+
+
+def test_a_rerun_keeps_the_figures_of_the_outputs_it_skips(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "ref").mkdir()
+    rng = np.random.default_rng(5)
+    for seed, name in enumerate(("a.png", "b.png")):
+        clean = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+        Image.fromarray(clean).save(tmp_path / "ref" / name)
+        Image.fromarray(add_noise(clean, 0.2, seed)).save(tmp_path / "in" / name)
+    config = BatchConfig(tmp_path / "in", tmp_path / "out", MODEL, reference=tmp_path / "ref",
+                         manifest=tmp_path / "m.csv", progress=False)
+    assert run(config).count("done") == 2
+
+    def rows():
+        with open(tmp_path / "m.csv", newline="") as fh:
+            return {r["input"]: r for r in csv.DictReader(fh)}
+
+    first = rows()
+    for folder in ("in", "ref"):
+        (tmp_path / folder / "c.png").write_bytes((tmp_path / folder / "a.png").read_bytes())
+    assert run(config).count("done") == 1
+    again = rows()
+    for name in ("a.png", "b.png"):
+        assert again[name]["status"] == "skipped", again[name]
+        for key in ("psnr_input", "psnr_output", "ssim_output", "seconds", "bytes_out", "width"):
+            assert again[name][key] == first[name][key] != "", (name, key)
+    assert again["c.png"]["status"] == "done" and again["c.png"]["psnr_output"] != ""
+    # An output changed since (another size) keeps no figures that are no longer its own.
+    (tmp_path / "out" / "b.png").write_bytes((tmp_path / "in" / "b.png").read_bytes() + b"\0")
+    run(config)
+    assert rows()["b.png"]["psnr_output"] == ""
+    assert rows()["a.png"]["psnr_output"] == first["a.png"]["psnr_output"]
+
+
+@pytest.mark.parametrize("name,text", [("m.csv", "name,score\nalice,3\n"), ("m.csv", "name,score\n"),
+                                       ("m.json", '{"not": "a list"}'), ("m.json", "[1, 2]")])
+def test_a_manifest_name_that_holds_another_file_is_refused_and_left_alone(tmp_path, capsys, name, text):
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / "in" / "a.png")
+    (tmp_path / name).write_text(text)
+    for extra in ([], ["--dry-run"]):
+        assert main([str(tmp_path / "in"), str(tmp_path / "out"), "--model", MODEL, "--no-progress",
+                     "--manifest", str(tmp_path / name), *extra]) == 2
+        err = capsys.readouterr().err
+        assert "is not a manifest" in err and "not replaced" in err and err.count("\n") == 1, err
+    assert (tmp_path / name).read_text() == text and not (tmp_path / "out").exists()
