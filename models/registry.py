@@ -77,7 +77,7 @@ def model_card(name_or_path: str | Path) -> dict:
 
 PRECISIONS = ("float32", "bfloat16")
 """How a loaded model computes: ``float32`` as trained and scored, or ``bfloat16`` (weights stay
-float32, layers compute in bfloat16, the output layer stays float32). bfloat16 ran 1.6-1.9x
+float32, layers compute in bfloat16, the output layer stays float32). bfloat16 ran 1.4-2.0x
 as fast here, on a CPU with AVX512-BF16 (AMX CPUs and GPUs with bfloat16 units should gain too;
 not measured), for PSNRs 0.01 dB lower or less on Fashion-MNIST and 0.02 dB lower on the
 test photos (README, "Faster on bfloat16 hardware"). A processor without bfloat16 units
@@ -88,7 +88,7 @@ PRECISION_CHOICES = ("auto", *PRECISIONS)
 """What the web UI and the batch script accept: ``auto`` (their default) is bfloat16 where this
 machine computes it natively (:func:`native_bfloat16`) and the model can, float32 elsewhere."""
 
-PRECISION_HELP = ("how the model computes: bfloat16 ran 1.6-1.9x as fast as float32 on a CPU with "
+PRECISION_HELP = ("how the model computes: bfloat16 ran 1.4-2.0x as fast as float32 on a CPU with "
                   "AVX512-BF16, for PSNRs at most 0.02 dB lower (README)")
 """The command-line help of every ``--precision`` flag."""
 
