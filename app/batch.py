@@ -863,7 +863,10 @@ class _Pipeline:
         return to_full_scale(pixels, bits) if bits and pixels.dtype == np.uint16 else pixels
 
     def _full_scale_pages(self, image):
-        """``image`` with :meth:`_full_scale` applied to every page."""
+        """``image`` with :meth:`_full_scale` applied to every page; a PGM/PPM that declares its
+        own depth (``maxval``, read at full scale already) as it is."""
+        if image.info.get("maxval"):
+            return image
         return dataclasses.replace(image, pixels=self._full_scale(image.pixels), pages=tuple(
             dataclasses.replace(page, pixels=self._full_scale(page.pixels)) for page in image.pages))
 
@@ -872,7 +875,7 @@ class _Pipeline:
         output holds 16 bits; an 8-bit output (``--format jpeg``) takes the full range."""
         bits = self.config.bit_depth
         sixteen_bit_output = self._output_format(item, image.format) in SIXTEEN_BIT_FORMATS
-        if bits and pixels.dtype == np.uint16 and sixteen_bit_output:
+        if bits and pixels.dtype == np.uint16 and sixteen_bit_output and not image.info.get("maxval"):
             return from_full_scale(pixels, bits)
         return pixels
 
@@ -993,7 +996,8 @@ def _bit_depths(image, declared: int | None) -> int | str:
     """The manifest's ``bit_depth``: bits per sample as denoised (``declared``, ``--bit-depth``,
     for 16-bit pages): one number, or where a stack's pages differ, the depths it holds
     (``"8+16"``: a spreadsheet would read ``8/16`` as a date)."""
-    bits = {declared if declared and page.bit_depth == 16 else page.bit_depth for page in _pages(image)}
+    bits = {page.info["maxval"].bit_length() if page.info.get("maxval")
+            else declared if declared and page.bit_depth == 16 else page.bit_depth for page in _pages(image)}
     return bits.pop() if len(bits) == 1 else "+".join(map(str, sorted(bits)))
 
 

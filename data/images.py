@@ -402,6 +402,7 @@ def _decode_frame(name: str, data: bytes, im, index: int) -> ImageFile:
     mode = "LA" if _is_la16(im) else im.mode  # before getexif(), which loads and drops the tiles
     sixteen = _is_sixteen_bit_colour(im)
     cmyk16 = _is_sixteen_bit_cmyk(im)
+    maxval = _raw_mode(im.tile[0])[1] if im.format == "PPM" and im.tile else None  # (before loading)
     with _decoding(name):
         if sixteen and index:  # OpenCV decodes a TIFF's first page only
             pixels, alpha = _decode_sixteen_bit_tiff_page(name, data, im, index)
@@ -421,6 +422,8 @@ def _decode_frame(name: str, data: bytes, im, index: int) -> ImageFile:
     opencv_turned = sixteen and im.format == "TIFF" and not index and 274 in im.tag_v2
     orientation = 1 if opencv_turned else _orientation(im)
     info = _keep_info(im, data, frames=not index)
+    if isinstance(maxval, int) and maxval not in (1, 255, 65535):  # read at full scale, written back at it
+        info["maxval"] = maxval
     pixels, alpha = _orient(pixels, orientation), _orient(alpha, orientation)
     return ImageFile(np.ascontiguousarray(pixels), None if alpha is None else np.ascontiguousarray(alpha),
                      _format_of(im), mode, info)
@@ -1212,12 +1215,24 @@ def encode_image(image: ImageFile, format: str, quality: int = 95) -> bytes:
         return _encode_tiff_pages([_as_written(image, 1 + len(image.pages)), *image.pages], quality)
     image = _as_written(image, 1)
     pixels, alpha = _planes(image, fmt)
+    if fmt == "PPM" and image.info.get("maxval") and alpha is None and image.mode != "1":
+        return _netpbm(pixels, image.info["maxval"])
     if pixels.dtype == np.uint16 and (pixels.shape[-1] == 3 or alpha is not None):
         return _encode_sixteen_bit_colour(pixels, alpha, fmt, image.info, _is_cmyk(image, fmt, alpha))
     im = _pil_image(pixels, alpha, image.mode, fmt)
     buf = io.BytesIO()
     im.save(buf, fmt, **_save_options(image.info, fmt, im.mode, quality))
     return _png_with_text(buf.getvalue(), image.info) if fmt == "PNG" else buf.getvalue()
+
+
+def _netpbm(pixels: np.ndarray, maxval: int) -> bytes:
+    """A binary PGM or PPM whose samples go up to ``maxval``, the input's own (4095 for 12-bit
+    data): full-scale ``pixels`` scaled to it and rounded, so a file read and written unchanged
+    keeps its samples exactly."""
+    height, width, channels = pixels.shape
+    samples = np.rint(pixels.astype(np.float64) * (maxval / np.iinfo(pixels.dtype).max))
+    header = b"P%d\n%d %d\n%d\n" % (5 if channels == 1 else 6, width, height, maxval)
+    return header + samples.astype(">u2" if maxval > 255 else np.uint8).tobytes()
 
 
 def _as_written(image: ImageFile, pages: int) -> ImageFile:

@@ -1160,3 +1160,27 @@ def test_a_manifest_name_that_holds_another_file_is_refused_and_left_alone(tmp_p
         err = capsys.readouterr().err
         assert "is not a manifest" in err and "not replaced" in err and err.count("\n") == 1, err
     assert (tmp_path / name).read_text() == text and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_twelve_bit_pgm_or_ppm_comes_back_at_its_own_maxval(tmp_path, channels):
+    # A netpbm file declares its depth: maxval 4095 is 12-bit data, read at full scale and
+    # written back at 4095, the manifest saying 12 bits, with or without --bit-depth 12.
+    (tmp_path / "in").mkdir()
+    rng = np.random.default_rng(12)
+    raw = rng.integers(0, 4096, (28, 28, channels)).astype(">u2")
+    name = "cam.pgm" if channels == 1 else "cam.ppm"
+    (tmp_path / "in" / name).write_bytes(b"P%d\n28 28\n4095\n" % (5 if channels == 1 else 6) + raw.tobytes())
+    assert load_image(tmp_path / "in" / name).info["maxval"] == 4095
+    for extra, out in (({}, "out"), ({"bit_depth": 12}, "out12"), ({"strength": 0.0}, "same")):
+        config = BatchConfig(tmp_path / "in", tmp_path / out, MODEL, manifest=tmp_path / f"{out}.json",
+                             progress=False, **extra)
+        assert run(config).count("done") == 1, out
+        data = (tmp_path / out / name).read_bytes()
+        header = b"P%d\n28 28\n4095\n" % (5 if channels == 1 else 6)
+        assert data.startswith(header), data[:20]
+        samples = np.frombuffer(data[len(header):], ">u2").reshape(raw.shape)
+        assert samples.max() <= 4095 and samples.std() > 100, out
+        if out == "same":  # strength 0: the samples come back exactly
+            np.testing.assert_array_equal(samples, raw)
+        assert json.loads((tmp_path / f"{out}.json").read_text())[0]["bit_depth"] == 12
