@@ -1034,12 +1034,13 @@ def read_manifest(path: Path) -> list[dict]:
         return []
     try:
         text = path.read_text(encoding="utf-8")
+        if not text.strip():  # an empty file loses nothing
+            return []
         if path.suffix.lower() == ".json":
             rows = json.loads(text)
         else:
             reader = csv.DictReader(io.StringIO(text, newline=""))
-            rows = list(reader) if not text or {"input", "output", "status"} <= set(
-                reader.fieldnames or ()) else None
+            rows = list(reader) if {"input", "output", "status"} <= set(reader.fieldnames or ()) else None
     except (UnicodeDecodeError, json.JSONDecodeError, csv.Error) as err:
         raise ValueError(f"it exists and is not a manifest ({err})") from err
     if not isinstance(rows, list) or not all(
