@@ -31,8 +31,8 @@ from scipy.spatial import cKDTree
 _MAX_PAIRS = 2_000_000  # eval-points x centres per chunk: ~16 MB of float64 at a time
 
 SIGMA_RANGE = (0.01, 1.0)
-"""The noise stds σ the studies take. Below 0.01 a curve's p_σ needs more than 7 600 reference
-points (spacing σ/5 along the spiral's 15.1 of arc) and every score costs that many times more;
+"""The noise stds σ the studies take. Below 0.01 a curve's p_σ needs more than 7 570 reference
+points (spacing σ/5 along the spiral's 15.15 of arc) and every score costs that many times more;
 above 1 the noise is larger than the data's own spread and p_σ is close to one Gaussian."""
 
 
