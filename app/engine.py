@@ -186,11 +186,10 @@ def as_denoiser(model, card: dict | None = None, precision: str | None = None,
             raise ValueError(f"model {den.name} was loaded to compute in {den.precision}, not "
                              f"{precision}: load it again with that precision")
     elif isinstance(model, (str, Path)):
-        from models.registry import resolve_model_path
+        from models.registry import model_version, resolve_model_path
 
         path = resolve_model_path(model)
-        den = _load_denoiser(str(model), str(path.resolve()), path.stat().st_mtime_ns,
-                             precision or "float32")
+        den = _load_denoiser(str(model), str(path.resolve()), model_version(model), precision or "float32")
     else:
         from models.registry import with_precision
 
@@ -200,7 +199,7 @@ def as_denoiser(model, card: dict | None = None, precision: str | None = None,
 
 
 @functools.lru_cache(maxsize=8)
-def _load_denoiser(name: str, _path: str, _mtime: int, precision: str) -> Denoiser:
+def _load_denoiser(name: str, _path: str, _version: tuple, precision: str) -> Denoiser:
     from models.registry import load_model, model_card
 
     return _denoiser(load_model(name, precision), model_card(name), name)

@@ -379,10 +379,13 @@ class DenoiserApp:
         return gr.Radio(**self.ensemble_state(choice))
 
     def model_info(self, choice: str) -> str:
-        """A short Markdown description of a model, from its card."""
-        card = model_card(self.model(choice))
+        """A short Markdown description of a model, from its card (or why it cannot be used)."""
+        try:
+            card = model_card(self.model(choice))
+        except (ModelNotFoundError, ValueError) as err:
+            return f"**{choice}**: cannot be used: {err}"
         channels = card.get("channels") or card.get("config", {}).get("channels") or "?"
-        colour = {1: "grey", 3: "colour"}.get(channels, f"{channels}-channel")
+        colour = {1: "grey", 3: "colour"}.get(channels, "channels unknown")
         lines = [f"**{card.get('name', choice)}** ({colour})"]
         if card.get("description"):
             lines.append(card["description"])

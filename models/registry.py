@@ -49,12 +49,31 @@ def model_sha256(name_or_path: str | Path) -> str:
     (or under one name) apart, and the same model at two paths alike. Read once per version of
     the file (cached by path, modification time and size, as :func:`load_model` caches)."""
     path = resolve_model_path(name_or_path).resolve()
-    stat = path.stat()
-    return _sha256(str(path), stat.st_mtime_ns, stat.st_size)
+    return _sha256(str(path), file_version(path))
+
+
+def file_version(path: Path) -> tuple[int, ...]:
+    """What tells two versions of a file at one path apart, for the caches: its inode, size,
+    modification time and change time (a copy kept at its old modification time, ``cp -p`` or
+    ``rsync -a``, still gets a new change time, which cannot be set back); ``()`` where there
+    is no file."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return ()
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def model_version(name_or_path: str | Path) -> tuple:
+    """:func:`file_version` of a model's ``.keras`` file and of the files its card comes from
+    (a bundled model's ``.json``; a run folder's ``config.json`` and ``metrics.json``)."""
+    path = resolve_model_path(name_or_path).resolve()
+    cards = [path.with_suffix(".json"), path.parent / "config.json", path.parent / "metrics.json"]
+    return file_version(path), *map(file_version, cards)
 
 
 @lru_cache(maxsize=32)
-def _sha256(path: str, _mtime_ns: int, _size: int) -> str:
+def _sha256(path: str, _version: tuple) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -63,16 +82,99 @@ def _sha256(path: str, _mtime_ns: int, _size: int) -> str:
 
 
 def model_card(name_or_path: str | Path) -> dict:
-    """The card of a bundled model, or for a run folder its config and metrics."""
+    """The card of a bundled model, or for a run folder its config and metrics, and the
+    channels its archive's config gives.
+
+    Raises:
+        ModelNotFoundError: a card or ``config.json`` that cannot be read or is no JSON object
+            (the message names the file); a damaged ``metrics.json``, which holds only scores,
+            is left out instead.
+    """
     path = resolve_model_path(name_or_path)
     card_path = path.with_suffix(".json")
     if card_path.is_file():
-        return json.loads(card_path.read_text())
+        return _check_card(_read_json(card_path), card_path)
     card = {"name": path.parent.name, "input": {"range": [0.0, 1.0]}}
-    for extra in ("config.json", "metrics.json"):
-        if (path.parent / extra).is_file():
-            card[extra.removesuffix(".json")] = json.loads((path.parent / extra).read_text())
+    if isinstance(channels := _archive_config(path).get("channels"), int):
+        card["channels"] = channels
+    if (path.parent / "config.json").is_file():
+        card["config"] = _read_json(path.parent / "config.json")
+    try:
+        card["metrics"] = _read_json(path.parent / "metrics.json")
+    except ModelNotFoundError:
+        pass
     return card
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelNotFoundError(f"{path}: cannot be read as a model card ({err})") from err
+    if not isinstance(data, dict):
+        raise ModelNotFoundError(f"{path}: not a model card (a JSON {type(data).__name__}, not an object)")
+    return data
+
+
+def _check_card(card: dict, path: Path) -> dict:
+    """``card`` where the fields the engine reads have usable values, else a one-line error."""
+    def bad(field: str, value) -> ModelNotFoundError:
+        return ModelNotFoundError(f"{path}: not a usable model card ({field} is {value!r})")
+
+    if "channels" in card and card["channels"] not in (1, 3):
+        raise bad("channels", card["channels"])
+    if "stride" in card and (isinstance(card["stride"], bool) or not isinstance(card["stride"], int)
+                             or card["stride"] < 1):
+        raise bad("stride", card["stride"])
+    convention = card.get("input", {})
+    value_range = convention.get("range", [0.0, 1.0]) if isinstance(convention, dict) else convention
+    if not (isinstance(value_range, list) and len(value_range) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value_range)
+            and value_range[0] < value_range[1]):
+        raise bad("input.range", value_range)
+    if not isinstance(card.get("config", {}), dict):
+        raise bad("config", card["config"])
+    return card
+
+
+ARCHIVE_LIMITS = {"config.json": 16 << 20, "total": 4 << 30, "ratio": 200}
+"""What a ``.keras`` archive may unpack to before Keras is let open it: its ``config.json`` at
+most 16 MB, all its members 4 GB, and none over 1 MB compressed more than 200 times (a
+"zip bomb": a few kB that would fill memory). The bundled models' ``config.json`` is under 1 kB
+and their weights are stored uncompressed."""
+
+
+def _archive_config(path: Path) -> dict:
+    """The model's own config in a ``.keras`` archive (``channels``, ``widths``, ...), checked
+    against :data:`ARCHIVE_LIMITS` first; ``{}`` where there is none to read (the loader then
+    says what is wrong)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            _check_archive(path, members)
+            names = {m.filename for m in members}
+            config = json.loads(archive.read("config.json")) if "config.json" in names else {}
+    except ModelNotFoundError:
+        raise
+    except (OSError, zipfile.BadZipFile, ValueError, RuntimeError):  # not a zip, damaged, encrypted
+        return {}
+    inner = config.get("config") if isinstance(config, dict) else None
+    return inner if isinstance(inner, dict) else {}
+
+
+def _check_archive(path, members) -> None:
+    for m in members:
+        if m.filename == "config.json" and m.file_size > ARCHIVE_LIMITS["config.json"]:
+            raise ModelNotFoundError(f"{path} is not a model this app can use: its config.json "
+                                     f"unpacks to {m.file_size / 1e6:.0f} MB")
+        if m.file_size > 1 << 20 and m.file_size > ARCHIVE_LIMITS["ratio"] * max(m.compress_size, 1):
+            raise ModelNotFoundError(f"{path} is not a model this app can use: {m.filename} unpacks "
+                                     f"{m.file_size // max(m.compress_size, 1)} times its packed size")
+    if (total := sum(m.file_size for m in members)) > ARCHIVE_LIMITS["total"]:
+        raise ModelNotFoundError(f"{path} is not a model this app can use: it unpacks to "
+                                 f"{total / 1e9:.1f} GB")
 
 
 PRECISIONS = ("float32", "bfloat16")
@@ -124,13 +226,13 @@ def load_model(name_or_path: str | Path, precision: str = "float32"):
     """
     check_precision(precision)
     path = resolve_model_path(name_or_path)
-    return _load(str(path.resolve()), path.stat().st_mtime_ns, precision)
+    return _load(str(path.resolve()), file_version(path.resolve()), precision)
 
 
 @lru_cache(maxsize=8)
-def _load(path: str, _mtime: int, precision: str):
+def _load(path: str, _version: tuple, precision: str):
     if precision != "float32":
-        return with_precision(_load(path, _mtime, "float32"), precision)
+        return with_precision(_load(path, _version, "float32"), precision)
     import zipfile
 
     import keras
@@ -143,6 +245,13 @@ def _load(path: str, _mtime: int, precision: str):
 
     if not zipfile.is_zipfile(path):
         raise unusable("it is not a .keras archive (a zip file)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            _check_archive(path, archive.infolist())
+    except ModelNotFoundError:
+        raise
+    except (zipfile.BadZipFile, OSError, RuntimeError) as err:
+        raise unusable(f"its zip archive is damaged ({err})") from err
     # Rebuilt under the float32 policy, whatever the global one: layers take the policy in force
     # when built, and a model loaded during a mixed-precision run (pretraining scores its own
     # model) would otherwise compute in float16 or bfloat16 while cached as float32.

@@ -88,3 +88,124 @@ def test_a_model_loaded_during_a_mixed_precision_run_computes_in_float32(tmp_pat
         keras.config.set_dtype_policy("float32")
     assert computes_in(model) == "float32"
     assert computes_in(load_model(path, precision="bfloat16")) == "bfloat16"
+
+
+def _run_folder(tmp_path, name="run", channels=1, seed=0):
+    from tests.training.representation_fixtures import save_tiny_dae
+
+    folder = tmp_path / name
+    folder.mkdir()
+    save_tiny_dae(folder / "model.keras", channels=channels, seed=seed)
+    (folder / "config.json").write_text('{"dataset": "fashion_mnist", "channels": 0}')
+    return folder
+
+
+@pytest.mark.parametrize("damage,names", [
+    ({"config.json": "[1, 2]"}, "config.json: not a model card (a JSON list"),
+    ({"config.json": ""}, "config.json: cannot be read as a model card"),
+])
+def test_a_run_folder_with_a_damaged_config_is_one_line_naming_the_file(tmp_path, capsys, damage, names):
+    from app.batch import main
+    from app.engine import as_denoiser
+
+    folder = _run_folder(tmp_path)
+    for file, text in damage.items():
+        (folder / file).write_text(text)
+    with pytest.raises(ModelNotFoundError) as info:
+        as_denoiser(str(folder))
+    assert names in str(info.value)
+    (tmp_path / "in").mkdir()
+    for extra in ([], ["--dry-run"]):
+        assert main([str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(folder), *extra]) == 2
+        err = capsys.readouterr().err
+        assert names in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_a_damaged_metrics_file_holds_only_scores_and_is_left_out(tmp_path):
+    from app.engine import as_denoiser
+    from models.registry import model_card
+
+    folder = _run_folder(tmp_path)
+    (folder / "metrics.json").write_text("")
+    assert "metrics" not in model_card(folder)
+    assert as_denoiser(str(folder)).channels == 1
+
+
+@pytest.mark.parametrize("card,field", [
+    ({"channels": 2}, "channels"), ({"stride": "4"}, "stride"),
+    ({"input": {"range": ["-", 1]}}, "input.range"),
+    ({"input": {"range": [1, 0]}}, "input.range"), ({"config": []}, "config"),
+])
+def test_a_card_that_lies_in_a_field_the_engine_reads_is_refused(tmp_path, card, field):
+    import json
+
+    from models.registry import model_card
+
+    folder = _run_folder(tmp_path)
+    (folder / "model.json").write_text(json.dumps({"name": "liar", **card}))
+    with pytest.raises(ModelNotFoundError, match=f"not a usable model card \\({field} is"):
+        model_card(folder / "model.keras")
+
+
+def test_a_run_folders_card_gives_the_channels_of_its_archive(tmp_path):
+    from app.ui import DenoiserApp
+    from models.registry import model_card
+
+    grey, colour = _run_folder(tmp_path, "grey"), _run_folder(tmp_path, "colour", channels=3)
+    assert (model_card(grey)["channels"], model_card(colour)["channels"]) == (1, 3)
+    app = DenoiserApp({"grey run": str(grey), "colour run": str(colour)})
+    assert "(grey)" in app.model_info("grey run") and "(colour)" in app.model_info("colour run")
+    (grey / "config.json").write_text("[]")
+    assert app.model_info("grey run").startswith("**grey run**: cannot be used: ")
+
+
+def test_a_model_replaced_at_its_old_modification_time_is_loaded_again(tmp_path):
+    import os
+    import shutil
+
+    import numpy as np
+
+    from app.engine import as_denoiser
+    from models.registry import model_sha256
+
+    folder, other = _run_folder(tmp_path, "run", seed=0), _run_folder(tmp_path, "other", seed=1)
+    x = np.random.default_rng(0).random((1, 8, 8, 1), np.float32)
+    before = load_model(folder)(x)
+    sha = model_sha256(folder)
+    stat = (folder / "model.keras").stat()
+    shutil.copyfile(other / "model.keras", folder / "model.keras")  # then its old mtime, as cp -p gives
+    os.utime(folder / "model.keras", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    after = load_model(folder)(x)
+    assert model_sha256(folder) != sha
+    np.testing.assert_allclose(after, load_model(other)(x), atol=1e-6)
+    assert not np.allclose(after, before, atol=1e-4)
+    # A card edited beside an unchanged model is read again by the engine too.
+    import json
+
+    card = {"name": "run", "channels": 1, "stride": 4, "input": {"range": [0.0, 2.0]}}
+    (folder / "model.json").write_text(json.dumps(card))
+    assert as_denoiser(str(folder)).value_range == (0.0, 2.0)
+    card["input"]["range"] = [0.0, 1.0]
+    (folder / "model.json").write_text(json.dumps(card))
+    assert as_denoiser(str(folder)).value_range == (0.0, 1.0)
+
+
+def test_an_archive_that_unpacks_to_far_more_than_it_holds_is_refused_before_keras_opens_it(tmp_path):
+    import shutil
+
+    from models.registry import model_card
+
+    folder = _run_folder(tmp_path)
+    bomb = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(folder / "model.keras") as src, \
+            zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as dst:
+        for member in src.infolist():
+            data = src.read(member)
+            if member.filename == "config.json":
+                data = data[:-1] + b" " * (20 << 20) + data[-1:]  # 20 MB of spaces, valid JSON
+            dst.writestr(member.filename, data, compresslevel=9)
+    assert bomb.stat().st_size < 1 << 20
+    for call in (load_model, model_card):
+        with pytest.raises(ModelNotFoundError, match="unpacks"):
+            call(bomb)
+    shutil.rmtree(folder)
