@@ -319,6 +319,27 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
     return set()
 
 
+def cpu_description(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The processor, as a speed figure needs it named: ``"AMD EPYC, 2 cores, no bfloat16
+    units"`` (its model name from a Linux ``cpuinfo`` file, else ``platform.processor()`` or
+    the architecture). Timings of one command differ by 2-3 times between such processors."""
+    import os
+    import platform
+
+    name = ""
+    try:
+        for line in Path(cpuinfo).read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                name = " ".join(value.split())
+                break
+    except OSError:
+        pass
+    name = name or platform.processor() or platform.machine() or "unknown CPU"
+    units = "bfloat16 units" if cpu_flags(cpuinfo) & {"avx512_bf16", "amx_bf16"} else "no bfloat16 units"
+    return f"{name}, {os.cpu_count()} cores, {units}"
+
+
 def gpu_devices() -> list[tuple[str, tuple[int, int]]]:
     """``(name, (major, minor) compute capability)`` of each GPU Keras's backend sees; the
     capability is ``(0, 0)`` where none is reported in that form (ROCm GPUs: a gfx name)."""

@@ -42,7 +42,7 @@ from app.engine import COLOUR_POLICIES, DEFAULT_TILE, ENSEMBLE_HELP, ENSEMBLES, 
 from data.corruption import LEVEL_BOUNDS, corrupt
 from data.datasets import DatasetNotFoundError
 from data.images import from_model, load_image, save_image, to_model
-from models.registry import PRECISION_HELP, PRECISIONS, ModelNotFoundError
+from models.registry import PRECISION_HELP, PRECISIONS, ModelNotFoundError, cpu_description
 from training.cli import parse_config
 
 PHOTOS = Path("/usr/share/backgrounds/mate/nature")
@@ -332,7 +332,7 @@ def main(argv=None) -> int:
     except (DatasetNotFoundError, ModelNotFoundError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}; "
+    print(f"machine: {platform.machine()}, {cpu_description()}, Python {platform.python_version()}; "
           f"load average {os.getloadavg()[0]:.1f} at start")
     print(f"model {config.model} ({den.channels} channel(s), stride {den.stride}, {config.precision}); "
           f"tile {config.tile}, colour policy {config.colour}, ensemble {config.ensemble}\n")

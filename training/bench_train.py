@@ -15,13 +15,13 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import platform
 import sys
 import time
 from dataclasses import field
 
 import numpy as np
 
+from models.registry import cpu_description
 from training.cli import parse_config
 from training.pretrain import PretrainConfig, build_dae, configure_devices
 
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     print(f"Training speed, default conv DAE, batch {config.batch_size} of "
           f"{config.size}x{config.size}x{config.channels}, {config.steps} steps, Keras backend "
           f"{keras.backend.backend()}, XLA {'on' if rows[0][2] else 'off'} "
-          f"({platform.processor() or platform.machine()}):\n")
+          f"({cpu_description()}):\n")
     print(f"| precision | ms/step | images/s | vs {rows[0][0]} |")
     print("|---|---|---|---|")
     for precision, seconds, _ in rows:

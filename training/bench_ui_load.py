@@ -22,7 +22,6 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import json
-import os
 import platform
 import tempfile
 import threading
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.registry import cpu_description
 from training.cli import parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -204,7 +204,7 @@ def _serve(args, log):
 def main(argv=None) -> None:
     config = parse_config(UiLoadConfig, __doc__.splitlines()[0], argv)
     rows = benchmark(config)
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs; server concurrency "
+    print(f"\nmachine: {platform.machine()}, {cpu_description()}; server concurrency "
           f"{config.concurrency if not config.url else '(external)'}")
     print_table(rows)
     bad = sum(r["errors"] + r["lost"] for r in rows)

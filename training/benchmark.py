@@ -47,7 +47,7 @@ from data.datasets import list_images, load_named, split_validation
 from data.images import atomic_write_bytes, existing_ancestor, read_image, to_model
 from data.metrics import psnr, ssim
 from models.classic import CLASSIC_DENOISERS, ClassicDenoiser
-from models.registry import PRECISIONS, bundled_models, model_card, resolve_model_path
+from models.registry import PRECISIONS, bundled_models, cpu_description, model_card, resolve_model_path
 from training.cli import parse_config
 
 PHOTO_SIGMAS = (15, 25, 50)  # in uint8 units, i.e. σ = s/255
@@ -481,7 +481,7 @@ def run_benchmark(config: BenchmarkConfig, command: str = "") -> dict:
             "tune_seed": tune_seed,
             "score": "PSNR per image (data range 1.0) and SSIM (scikit-image), averaged over images",
         },
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "cpu": cpu_description(),
                     "load_average_start": [round(v, 2) for v in load_start],
                     "load_average_end": [round(v, 2) for v in os.getloadavg()]},
         "settings": [s.label for s in settings],
@@ -649,11 +649,13 @@ def markdown_report(report: dict) -> str:
     proto = report["protocol"]
     unit = ("seconds per megapixel and per photo" if proto["photos"]
             else "seconds per image and images per second")
+    machine = report["machine"]
+    cpu = machine.get("cpu") or f"{machine['cpus']} CPUs"  # (older reports name no CPU)
     parts = [
         f"Test: {proto['test']}. Tuning: {proto['tune']}. {_seed_note(proto)} {proto['score']}.", "",
         f"PSNR (dB), higher is better; the best per setting in bold. Speed: {unit}, mean over the "
-        f"settings, on this machine ({report['machine']['cpus']} CPUs, load average "
-        f"{report['machine']['load_average_start'][0]} at the start).", "",
+        f"settings, on this machine ({cpu}, load average {machine['load_average_start'][0]} at the "
+        "start).", "",
         _metric_table(report, "psnr", 2, speed=True), "",
     ]
     margins = _margin_table(report)

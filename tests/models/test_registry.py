@@ -209,3 +209,18 @@ def test_an_archive_that_unpacks_to_far_more_than_it_holds_is_refused_before_ker
         with pytest.raises(ModelNotFoundError, match="unpacks"):
             call(bomb)
     shutil.rmtree(folder)
+
+
+def test_the_cpu_is_named_with_its_cores_and_bfloat16_units(tmp_path):
+    import os
+
+    from models.registry import cpu_description
+
+    amd, intel = tmp_path / "amd", tmp_path / "intel"
+    amd.write_text("processor\t: 0\nmodel name\t: AMD  EPYC\nflags\t\t: fpu avx2 fma\n\n"
+                   "processor\t: 1\nmodel name\t: AMD  EPYC\nflags\t\t: fpu avx2 fma\n")
+    intel.write_text("model name\t: Intel(R) Xeon(R) Platinum 8488C\nflags\t: avx512f avx512_bf16 amx_bf16\n")
+    cores = os.cpu_count()
+    assert cpu_description(amd) == f"AMD EPYC, {cores} cores, no bfloat16 units"
+    assert cpu_description(intel) == f"Intel(R) Xeon(R) Platinum 8488C, {cores} cores, bfloat16 units"
+    assert cpu_description(tmp_path / "none").endswith(f", {cores} cores, no bfloat16 units")
