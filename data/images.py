@@ -457,6 +457,14 @@ def _read_source(source) -> tuple[str, bytes]:
     return name, data
 
 
+_DECODER_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, TypeError,
+                   OverflowError, IndexError, KeyError, RuntimeError)
+"""What the decoders raise on damaged files besides their own errors: Pillow a TypeError for a
+TIFF strip offset of another type, an OverflowError for a tile 2**31 wide, an IndexError for a
+cut QOI, a RuntimeError for an AVIF without its image item; tifffile a TypeError for a
+RowsPerStrip with no value."""
+
+
 class _decoding:
     """Maps Pillow's, OpenCV's and tifffile's decoding failures to our specific errors."""
 
@@ -475,7 +483,7 @@ class _decoding:
         if isinstance(err, Image.DecompressionBombError):  # a later page, past Pillow's own limit
             raise ImageTooLargeError(f"{self.name}: {text}") from err
         codec = type(err).__module__.partition(".")[0] == "imagecodecs"  # tifffile's decoders
-        if codec or isinstance(err, (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)):
+        if codec or isinstance(err, _DECODER_ERRORS):
             if "truncated" in text or isinstance(err, (EOFError, struct.error)) or "broken" in text:
                 raise TruncatedImageError(
                     f"{self.name}: the pixel data is truncated or damaged ({text})") from err
@@ -512,7 +520,7 @@ def _open_pil(name: str, data: bytes, max_pixels: int):
         raise NotAnImageError(
             f"{name}: not an image ({len(data)} bytes starting {data[:8]!r}); expected PNG, JPEG, "
             "TIFF, BMP, WebP, AVIF, GIF, PGM or PPM") from err
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as err:
+    except _DECODER_ERRORS as err:
         raise NotAnImageError(f"{name}: the header is damaged ({err})") from err
     _check_dimensions(name, im.size, max_pixels)
     _check_planes(name, im)
@@ -709,6 +717,8 @@ def _decode_sixteen_bit_colour(name, data, im):
 
     with _QuietOpenCV():
         arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if arr is None and data[:2] == b"P3":  # OpenCV wants white space after a plain PPM's last sample
+            arr = cv2.imdecode(np.frombuffer(data + b"\n", np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None or arr.dtype != np.uint16 or arr.shape[:2] != (im.size[1], im.size[0]):
         raise TruncatedImageError(f"{name}: the 16-bit pixel data cannot be decoded")
     if arr.ndim == 2:
@@ -736,9 +746,28 @@ def _unpremultiply(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """16-bit colour stored multiplied by its alpha (a TIFF's ExtraSamples 1, "associated") as
     the colour itself, which is what the denoiser sees and what ``save_image`` writes (with
     unassociated alpha), as Pillow does for 8-bit files. Fully transparent pixels stay black."""
-    a = alpha.astype(np.uint32)[..., None]  # 65535 * 65535 + 32767 still fits 32 bits
-    colour = (rgb.astype(np.uint32) * 65535 + a // 2) // np.maximum(a, 1)
-    return np.where(a > 0, np.minimum(colour, 65535), 0).astype(np.uint16)
+    def block(rgb, alpha):
+        a = alpha.astype(np.uint32)[..., None]  # 65535 * 65535 + 32767 still fits 32 bits
+        colour = (rgb.astype(np.uint32) * 65535 + a // 2) // np.maximum(a, 1)
+        return np.where(a > 0, np.minimum(colour, 65535), 0).astype(np.uint16)
+
+    return _by_rows(block, rgb, alpha)
+
+
+_BLOCK_ROWS = 256
+
+
+def _by_rows(fn, *arrays: np.ndarray) -> np.ndarray:
+    """``fn(*arrays)`` computed on blocks of :data:`_BLOCK_ROWS` rows at a time, so that its
+    32-bit intermediates never hold more than one block (a 100-megapixel 16-bit CMYK TIFF took
+    4.6 GB at once)."""
+    height = arrays[0].shape[0]
+    first = fn(*(a[:_BLOCK_ROWS] for a in arrays))
+    out = np.empty((height, *first.shape[1:]), first.dtype)
+    out[:_BLOCK_ROWS] = first
+    for top in range(_BLOCK_ROWS, height, _BLOCK_ROWS):
+        out[top:top + _BLOCK_ROWS] = fn(*(a[top:top + _BLOCK_ROWS] for a in arrays))
+    return out
 
 
 def _decode_sixteen_bit_tiff_page(name, data, im, index: int):
@@ -764,8 +793,11 @@ def _decode_sixteen_bit_cmyk(name, data, index: int = 0) -> np.ndarray:
         raise UnsupportedImageError(
             f"{name}: a 16-bit CMYK TIFF with samples of shape {arr.shape[1:]} {arr.dtype}; expected "
             "four 16-bit inks per pixel")
-    paper = 65535 - arr.astype(np.uint32)  # integers: the float maths took 14x the file in memory
-    return ((paper[..., :3] * paper[..., 3:] + 32767) // 65535).astype(np.uint16)
+    def block(inks):
+        paper = 65535 - inks.astype(np.uint32)  # integers: the float maths took 14x the file in memory
+        return ((paper[..., :3] * paper[..., 3:] + 32767) // 65535).astype(np.uint16)
+
+    return _by_rows(block, arr)
 
 
 def _pil_pixels(name, im):

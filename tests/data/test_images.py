@@ -1191,3 +1191,93 @@ def test_an_uncompressed_ycbcr_tiff_is_unsupported_not_damaged_and_a_compressed_
         buf = io.BytesIO()
         Image.fromarray(rgb).convert("YCbCr").save(buf, "TIFF", compression=compression)
         assert np.abs(load_image(buf.getvalue()).pixels.astype(int) - rgb).max() <= 3, compression
+
+
+# ------------------------------------------------------- damaged files the decoders trip on
+
+
+def _set_tiff_field(data: bytes, tag: int, kind: int | None = None, count: int | None = None,
+                    value: int | None = None) -> bytes:
+    """A little-endian TIFF with one entry of its first IFD changed (type, count or value)."""
+    b = bytearray(data)
+    ifd = struct.unpack("<I", b[4:8])[0]
+    for i in range(struct.unpack("<H", b[ifd:ifd + 2])[0]):
+        entry = ifd + 2 + 12 * i
+        if struct.unpack("<H", b[entry:entry + 2])[0] == tag:
+            for offset, fmt, new in ((2, "<H", kind), (4, "<I", count), (8, "<I", value)):
+                if new is not None:
+                    b[entry + offset:entry + offset + struct.calcsize(fmt)] = struct.pack(fmt, new)
+    return bytes(b)
+
+
+def _damaged_files() -> dict[str, bytes]:
+    import tifffile
+
+    rgb = np.arange(9 * 13 * 3, dtype=np.uint8).reshape(9, 13, 3)
+    files = {}
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "TIFF")
+    files["strip offsets of type RATIONAL (TypeError)"] = _set_tiff_field(buf.getvalue(), 273, kind=5)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.zeros((32, 32, 3), np.uint8), photometric="rgb", tile=(16, 16))
+    files["tiles 2**31 - 1 wide (OverflowError)"] = _set_tiff_field(buf.getvalue(), 322, value=2**31 - 1)
+    buf = io.BytesIO()
+    inks = np.arange(9 * 13 * 4, dtype=np.uint16).reshape(9, 13, 4) * 97
+    tifffile.imwrite(buf, inks, photometric="separated")
+    files["16-bit CMYK without RowsPerStrip values (TypeError)"] = _set_tiff_field(
+        buf.getvalue(), 278, count=0)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "QOI")
+    files["QOI cut short (IndexError)"] = buf.getvalue()[:30]
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "AVIF")
+    files["AVIF without its image item (RuntimeError)"] = buf.getvalue().replace(b"pitm", b"pitX", 1)
+    return files
+
+
+@pytest.mark.parametrize("what", list(_damaged_files()))
+def test_files_the_decoders_trip_on_with_other_exceptions_are_our_errors(what):
+    with pytest.raises(ImageReadError) as info:
+        load_image(_damaged_files()[what], pages=True)
+    assert info.value.reason in ("truncated", "not_an_image"), info.value
+
+
+def test_a_plain_ppm_of_more_than_8_bits_without_a_final_newline_is_read():
+    samples = np.arange(2 * 3 * 3).reshape(2, 3, 3) * 200
+    body = " ".join(map(str, samples.ravel())).encode()
+    image = load_image(b"P3\n3 2\n4095\n" + body)
+    assert image.pixels.dtype == np.uint16 and image.info["maxval"] == 4095
+    np.testing.assert_array_equal(image.pixels, np.rint(samples * 65535 / 4095).astype(np.uint16))
+
+
+@pytest.mark.parametrize("kind", ["cmyk", "associated alpha"])
+def test_16_bit_cmyk_and_associated_alpha_convert_a_block_of_rows_at_a_time(kind):
+    import tracemalloc
+
+    import tifffile
+
+    rng = np.random.default_rng(4)
+    height, width = 12 * images._BLOCK_ROWS + 17, 400  # blocks, and a short one last
+    samples = rng.integers(0, 65536, (height, width, 4), dtype=np.uint16)
+    buf = io.BytesIO()
+    if kind == "cmyk":
+        tifffile.imwrite(buf, samples, photometric="separated")
+        paper = 65535 - samples.astype(np.uint64)
+        expected = ((paper[..., :3] * paper[..., 3:] + 32767) // 65535).astype(np.uint16)
+    else:
+        samples[..., :3] = np.minimum(samples[..., :3], samples[..., 3:])  # colour <= alpha, as stored
+        tifffile.imwrite(buf, samples, photometric="rgb", extrasamples=["assocalpha"])
+        a = samples[..., 3:].astype(np.uint64)
+        colour = (samples[..., :3].astype(np.uint64) * 65535 + a // 2) // np.maximum(a, 1)
+        expected = np.where(a > 0, np.minimum(colour, 65535), 0).astype(np.uint16)
+    data = buf.getvalue()
+    tracemalloc.start()
+    try:
+        image = load_image(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(image.pixels, expected)
+    # The file's bytes, its samples, the image, and one block's 32-bit intermediates (2.2 times
+    # the samples measured); a whole 32-bit copy of the samples at once made it 6.3 times.
+    assert peak < 3 * samples.nbytes, f"peak {peak / 1e6:.1f} MB for {samples.nbytes / 1e6:.1f} MB of samples"
