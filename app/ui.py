@@ -244,32 +244,50 @@ def prepare(image_path, reference_path, corruption, level, seed, max_pixels=DEFA
         max_pixels: the largest image accepted.
 
     Returns:
-        The :class:`Prepared` upload. With a corruption, the clean reference is the upload
-        itself and the corrupted pixels keep the upload's dtype (8 or 16 bit).
+        The :class:`Prepared` upload. The clean reference is the uploaded one where there is
+        one, with or without a corruption (an upload that is itself noisy is scored against
+        the truth); else, with a corruption, the upload itself. Corrupted pixels keep the
+        upload's dtype (8 or 16 bit).
     """
     image_path, reference_path = upload_path(image_path), upload_path(reference_path)
     image = read_upload(image_path, "image", max_pixels)
     name = Path(image_path).stem
-    if corruption not in (None, NO_CORRUPTION):
-        if corruption not in CORRUPTIONS:
+    clean = None
+    if reference_path:
+        reference = read_upload(reference_path, "reference", max_pixels)
+        if reference.pixels.shape[:2] != image.pixels.shape[:2]:
+            rh, rw = reference.pixels.shape[:2]
+            ih, iw = image.pixels.shape[:2]
             raise gr.Error(
-                f"unknown corruption {corruption!r}; expected one of {[NO_CORRUPTION, *CORRUPTIONS]}")
-        clean = to_model(image.pixels)
-        level, seed = number(level, "level"), number(seed or 0, "seed", integer=True)
-        noisy = corrupt(clean, corruption, level, seed=seed)
-        pixels = from_model(noisy, image.pixels.dtype).reshape(image.pixels.shape)
-        masked = masked_pixels(clean.shape, level, seed) if corruption == "masking" else None
-        return Prepared(dataclasses.replace(image, pixels=pixels), clean, name, masked)
-    if not reference_path:
-        return Prepared(image, None, name)
-    reference = read_upload(reference_path, "reference", max_pixels)
-    if reference.pixels.shape[:2] != image.pixels.shape[:2]:
-        rh, rw = reference.pixels.shape[:2]
-        ih, iw = image.pixels.shape[:2]
-        raise gr.Error(
-            f"the reference is {rw} x {rh} but the image is {iw} x {ih}; they must be the same size")
-    clean = match_channels(to_model(reference.pixels), to_model(image.pixels).shape[-1])
-    return Prepared(image, clean, name)
+                f"the reference is {rw} x {rh} but the image is {iw} x {ih}; they must be the same size")
+        clean = match_channels(to_model(reference.pixels), to_model(image.pixels).shape[-1])
+    if corruption in (None, NO_CORRUPTION):
+        return Prepared(image, clean, name)
+    if corruption not in CORRUPTIONS:
+        raise gr.Error(f"unknown corruption {corruption!r}; expected one of {[NO_CORRUPTION, *CORRUPTIONS]}")
+    upload = to_model(image.pixels)
+    level, seed = number(level, "level"), number(seed or 0, "seed", integer=True)
+    noisy = corrupt(upload, corruption, level, seed=seed)
+    pixels = from_model(noisy, image.pixels.dtype).reshape(image.pixels.shape)
+    masked = masked_pixels(upload.shape, level, seed) if corruption == "masking" else None
+    clean = upload if clean is None else clean
+    return Prepared(dataclasses.replace(image, pixels=pixels), clean, name, masked)
+
+
+def nothing_to_download(path) -> None:
+    """A click on Download PNG: says so where there is no result yet to download."""
+    if not path:
+        gr.Warning("nothing to download yet: denoise an image first")
+
+
+GREY_IN_COLOUR = ("a grey image in a colour model: its noise is the same in R, G and B, which the model "
+                  "was not trained on, so it removes little of it; a grey model does better")
+
+
+def grey_in_colour(prepared: Prepared, denoiser: engine.Denoiser) -> bool:
+    """Whether a grey upload goes to a colour model (measured on a grey photo with Gaussian
+    noise 0.1: +0.7 dB with ``photo``, +6.9 dB with the grey ``fashion-mnist``)."""
+    return prepared.image.pixels.shape[-1] == 1 and denoiser.channels == 3
 
 
 def quality(clean: np.ndarray | None, noisy: np.ndarray, denoised: np.ndarray) -> dict:
@@ -416,6 +434,9 @@ class DenoiserApp:
                   "width": width, "height": height, "mode": prepared.image.mode,
                   "bit_depth": 8 * result.output.dtype.itemsize, "seconds": round(result.seconds, 3),
                   "precision": denoiser.precision, "ensemble": denoiser.ensemble}
+        if grey_in_colour(prepared, denoiser):
+            report["note"] = GREY_IN_COLOUR
+            gr.Warning(GREY_IN_COLOUR)
         if (frames := prepared.image.info.get("frames", 1)) > 1:
             report["note"] = f"first of {frames} frames: only it is denoised and in the PNG"
             every = (" The batch script (python -m app.batch) denoises every page of a TIFF into a TIFF."
@@ -441,6 +462,8 @@ class DenoiserApp:
         prepared = prepare(image_path, reference_path, corruption, level, seed, self.max_pixels)
         pixels = prepared.image.pixels
         model = self.denoiser(model_choice)
+        if grey_in_colour(prepared, model):
+            gr.Warning(GREY_IN_COLOUR)
         ours = f"DAE ({model_choice})"
         methods = {ours: lambda x: engine.denoise(x, model).output}
         skipped = []
@@ -575,6 +598,10 @@ def build_app(app: DenoiserApp, concurrency: int = 1, queue_size: int = 32) -> g
             # once, though its thread computes on to the end) and its result never shows.
             image.change(lambda: (None, None, None, None), None, [slider, residual, scores, download],
                          api_visibility="private", queue=False, cancels=[denoising])
+            # The button keeps its look without a result (above): a click then says why nothing comes.
+            # (Queued: a warning reaches the page only through the queue's messages.)
+            download.click(nothing_to_download, download, None, api_visibility="private",
+                           show_progress="hidden", concurrency_limit=None)
         with gr.Tab("Compare"):
             gr.Markdown("The same input through our model and the classic denoisers, with scores and times.")
             with gr.Row():

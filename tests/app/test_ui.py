@@ -73,6 +73,19 @@ def test_prepare_uses_an_uploaded_reference_in_the_image_channels(tmp_path):
     np.testing.assert_array_equal(prepared.image.pixels[..., 0], rgb[..., 0])
 
 
+def test_an_uploaded_reference_is_the_clean_image_with_a_corruption_too(tmp_path, app):
+    # A noisy upload, corrupted further: scored against the clean reference, not against the
+    # noisy upload (which made the model look as if it made the photo worse: 26.2 -> 18.8 dB).
+    noisy, clean = str(SAMPLES / "photo_gaussian.png"), str(SAMPLES / "photo_clean.png")
+    prepared = ui.prepare(noisy, clean, "gaussian", 0.05, 3)
+    np.testing.assert_array_equal(prepared.clean, to_model(load_image(clean).pixels))
+    _, _, scores, _ = app.denoise(noisy, "photo", 1.0, "gaussian", 0.05, 3, clean, progress=no_progress)
+    assert scores["denoised_psnr"] > scores["noisy_psnr"] + 5, scores
+    rows = {row[0]: row[1] for row in app.compare(noisy, "photo", "gaussian", 0.05, 3, clean,
+                                                  progress=no_progress)[1]}
+    assert rows["noisy input"] == scores["noisy_psnr"]
+
+
 def test_prepare_refuses_a_reference_of_another_size(tmp_path):
     image = write_png(tmp_path / "a.png", np.zeros((32, 32), np.uint8))
     reference = write_png(tmp_path / "b.png", np.zeros((12, 10), np.uint8))
@@ -469,3 +482,16 @@ def test_the_server_serves_the_score_tabs_pictures_whatever_folder_it_starts_in(
     assert is_allowed_file(result, [], served_from, [])[0], served_from
     assert Path(get_upload_folder()) == ui.private_dir() / "gradio"
     assert launched["max_file_size"] == ui.file_size(ui.DEFAULT_MAX_FILE_SIZE)
+
+
+def test_a_grey_image_in_a_colour_model_is_warned_about(tmp_path, app, monkeypatch):
+    warnings = []
+    monkeypatch.setattr(ui.gr, "Warning", warnings.append)
+    photo = load_image(SAMPLES / "photo_clean.png").pixels
+    grey = write_png(tmp_path / "grey.png", photo.mean(-1).astype(np.uint8))
+    _, _, scores, _ = app.denoise(grey, "photo", 1.0, "gaussian", 0.1, 0, None, progress=no_progress)
+    assert scores["note"] == ui.GREY_IN_COLOUR and warnings == [ui.GREY_IN_COLOUR]
+    _, _, scores, _ = app.denoise(grey, MODEL, 1.0, "gaussian", 0.1, 0, None, progress=no_progress)
+    assert "note" not in scores and len(warnings) == 1  # a grey model: nothing to say
+    app.compare(grey, "photo", "gaussian", 0.1, 0, None, progress=no_progress)
+    assert warnings == [ui.GREY_IN_COLOUR] * 2

@@ -110,6 +110,16 @@ def test_upload_denoise_score_and_download(page, tmp_path):
     expect(scores).to_contain_text(shown)  # the page reports the score of what was downloaded
 
 
+def test_download_before_any_result_says_there_is_nothing_yet(page):
+    from playwright.sync_api import expect
+
+    upload(page, "denoise-image", SAMPLES / "clothes_gaussian.png")  # a new upload clears any result
+    expect(page.locator("#denoise-slider img")).to_have_count(0)
+    page.locator("#denoise-download").click()
+    expect(page.locator(".toast-body").last).to_contain_text(
+        "nothing to download yet: denoise an image first")
+
+
 def test_bad_upload_shows_a_clear_message(page, tmp_path):
     from playwright.sync_api import expect
 
