@@ -158,8 +158,8 @@ class CorruptionSpec:
         lo, hi = LEVEL_BOUNDS[self.name]
         if not lo <= self.low <= self.high <= hi:
             raise ValueError(
-                f"{self.name} level must satisfy {lo} <= low <= high <= {hi}, "
-                f"got {self.low}-{self.high}"
+                f"{self.name} level must satisfy {lo} <= low <= high <= {hi}, got "
+                + (f"{self.low}" if self.low == self.high else f"{self.low} to {self.high}")
             )
 
     @classmethod

@@ -169,3 +169,12 @@ def test_same_corruptions_on_the_jax_backend_without_tensorflow(tmp_path):
     assert stats["sp_whole_pixels"]
     assert abs(stats["mask_hit"] - 0.3) < 0.02
     assert 0.2 < stats["batch_masked_share"] < 0.8  # one spec drawn per image
+
+
+def test_a_level_out_of_bounds_is_named_as_given():
+    from data.corruption import CorruptionSpec
+
+    for low, high, shown in ((-0.2, -0.2, "got -0.2"), (5.0, 5.0, "got 5.0"), (0.1, 3.0, "got 0.1 to 3.0")):
+        with pytest.raises(ValueError) as info:
+            CorruptionSpec("gaussian", low, high)
+        assert str(info.value).endswith(shown), info.value
