@@ -94,7 +94,7 @@ def test_spec_parsing():
         CorruptionSpec.parse("blur:0.3")
     with pytest.raises(ValueError, match="NAME:LEVEL or NAME:LOW-HIGH"):
         CorruptionSpec.parse("gaussian")
-    with pytest.raises(ValueError, match=r"got 0.6-0.1"):
+    with pytest.raises(ValueError, match=r"got 0.6 to 0.1"):
         CorruptionSpec.parse("masking:0.6-0.1")
     # Numbers as Python writes them: exponents are not ranges, and bad numbers get the usage line.
     assert CorruptionSpec.parse("gaussian:5e-2") == CorruptionSpec("gaussian", 0.05, 0.05)
