@@ -107,7 +107,7 @@ the same folder (where process ids would tell nothing)."""
 MANIFEST_FIELDS = (
     "input", "output", "status", "reason", "detail", "width", "height", "pages", "mode", "bit_depth",
     "bytes_in", "bytes_out", "seconds", "model", "psnr_input", "psnr_output", "ssim_input", "ssim_output",
-    "model_sha256", "strength", "colour", "ensemble", "precision", "tile",
+    "model_sha256", "strength", "colour", "ensemble", "precision", "tile", "reference",
 )
 """Manifest columns: ``status`` is ``done``, ``skipped`` or ``failed``; ``reason`` a short code
 (``output_exists``, ``input_changed``, ``truncated``, ``not_an_image``, ...), ``detail`` the full
@@ -115,7 +115,7 @@ message; ``width``/``height`` the first page's; ``pages`` how many pages were de
 written (a multi-page TIFF's all, into a TIFF; 1 otherwise); ``bit_depth`` the bits per sample
 the file was denoised as (its own 8 or 16, or ``--bit-depth`` for a 16-bit file; ``8+16`` for a
 stack of 8- and 16-bit pages); the settings that made the output follow (``precision`` as
-computed, ``auto`` resolved)."""
+computed, ``auto`` resolved), and the ``--reference`` folder PSNR/SSIM were measured against."""
 
 SETTINGS_FILE = ".dae-batch.json"
 """In OUT_DIR: the settings its outputs were made with (:func:`batch_settings`), so that a rerun
@@ -375,7 +375,8 @@ def plan(config: BatchConfig, in_dir: Path, out_dir: Path, settings: dict | None
     suffix = FORMATS[_format(config.format)] if config.format else None
     items, claimed = [], {}
     columns = {k: v for k, v in (settings or {}).items()  # bit_depth: each file's, once read
-               if k in MANIFEST_FIELDS and k != "bit_depth"} | {"model": config.model}
+               if k in MANIFEST_FIELDS and k != "bit_depth"} | {
+        "model": config.model, "reference": str(config.reference) if config.reference is not None else ""}
     sources, unlisted = list_inputs(in_dir, config.glob, out_dir)
     for folder, err in unlisted:
         rel = folder.relative_to(in_dir).as_posix()
@@ -568,7 +569,7 @@ def run(config: BatchConfig, out=None) -> Summary:
     """
     out = out or sys.stdout
     in_dir, out_dir = check_folders(config)
-    earlier = _earlier_manifest(config)
+    earlier, written_ns = _earlier_manifest(config)
     record = read_settings(config, out_dir)
     settings = batch_settings(config)
     check_settings(config, record, settings)  # before the model loads (auto precision: after)
@@ -617,7 +618,7 @@ def run(config: BatchConfig, out=None) -> Summary:
             pass
     except OSError as err:
         raise BatchError(f"OUT_DIR {config.out_dir} cannot be written: {err.strerror or err}") from err
-    carry_over(earlier, items)
+    carry_over(earlier, items, written_ns)
     summary = Summary([it.row for it in items], removed_partials=remove_partials(out_dir),
                       precision=denoiser.precision)
     if config.manifest is not None:  # written now, so a manifest that cannot be is refused up front
@@ -662,12 +663,14 @@ def run(config: BatchConfig, out=None) -> Summary:
     return summary
 
 
-def _earlier_manifest(config: BatchConfig) -> list[dict]:
-    """The rows of the manifest a rerun replaces, refusing a file that is no manifest."""
+def _earlier_manifest(config: BatchConfig) -> tuple[list[dict], int | None]:
+    """The rows of the manifest a rerun replaces and when it was written (``None``: no file),
+    refusing a file that is no manifest."""
     if config.manifest is None:
-        return []
+        return [], None
     try:
-        return read_manifest(config.manifest)
+        rows = read_manifest(config.manifest)
+        return rows, config.manifest.stat().st_mtime_ns if rows else None
     except ValueError as err:
         raise BatchError(f"--manifest {config.manifest}: {err}; it is not replaced: choose another "
                          "file name") from err
@@ -875,7 +878,8 @@ class _Pipeline:
         output holds 16 bits; an 8-bit output (``--format jpeg``) takes the full range."""
         bits = self.config.bit_depth
         sixteen_bit_output = self._output_format(item, image.format) in SIXTEEN_BIT_FORMATS
-        if bits and pixels.dtype == np.uint16 and sixteen_bit_output and not image.info.get("maxval"):
+        own_maxval = image.info.get("maxval") and self._output_format(item, image.format) == "PPM"
+        if bits and pixels.dtype == np.uint16 and sixteen_bit_output and not own_maxval:
             return from_full_scale(pixels, bits)
         return pixels
 
@@ -1033,7 +1037,7 @@ def read_manifest(path: Path) -> list[dict]:
     if not path.exists():
         return []
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # (a spreadsheet's save adds a byte-order mark)
         if not text.strip():  # an empty file loses nothing
             return []
         if path.suffix.lower() == ".json":
@@ -1049,10 +1053,12 @@ def read_manifest(path: Path) -> list[dict]:
     return rows
 
 
-def carry_over(earlier: list[dict], items: list[Item]) -> int:
+def carry_over(earlier: list[dict], items: list[Item], written_ns: int | None = None) -> int:
     """Gives each output this run skips as done the figures (size, seconds, PSNR/SSIM) of its
     ``earlier`` manifest row, where that row made this very output: same input, same settings,
-    and the file still the size it wrote. Returns how many rows were carried over."""
+    the file still the size it wrote and not written since the manifest was (``written_ns``,
+    its modification time); PSNR/SSIM only where the ``reference`` folder is the same.
+    Returns how many rows were carried over."""
     compared = ("model_sha256", "strength", "colour", "ensemble", "precision")
     by_input = {(r.get("input"), r.get("output")): r for r in earlier}
     carried = 0
@@ -1062,12 +1068,16 @@ def carry_over(earlier: list[dict], items: list[Item]) -> int:
         if row["reason"] != "output_exists" or old is None or old.get("status") not in ("done", "skipped"):
             continue
         try:
-            size = it.target.stat().st_size
+            stat = it.target.stat()
         except OSError:
             continue
-        if str(old.get("bytes_out")) == str(size) and all(
+        if written_ns is not None and stat.st_mtime_ns > written_ns:  # another run rewrote it since
+            continue
+        if str(old.get("bytes_out")) == str(stat.st_size) and all(
                 str(old.get(k)) == str(row[k]) for k in compared):
-            row.update({k: old.get(k, "") for k in CARRIED_FIELDS})
+            same_reference = str(old.get("reference", "")) == str(row["reference"])
+            row.update({k: old.get(k, "") for k in CARRIED_FIELDS
+                        if same_reference or not k.startswith(("psnr", "ssim"))})
             row["detail"] = ("output exists (its figures are from the run that wrote it); "
                              "--overwrite redoes it")
             carried += 1

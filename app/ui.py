@@ -434,15 +434,18 @@ class DenoiserApp:
                   "width": width, "height": height, "mode": prepared.image.mode,
                   "bit_depth": 8 * result.output.dtype.itemsize, "seconds": round(result.seconds, 3),
                   "precision": denoiser.precision, "ensemble": denoiser.ensemble}
+        notes = []
         if grey_in_colour(prepared, denoiser):
-            report["note"] = GREY_IN_COLOUR
+            notes.append(GREY_IN_COLOUR)
             gr.Warning(GREY_IN_COLOUR)
         if (frames := prepared.image.info.get("frames", 1)) > 1:
-            report["note"] = f"first of {frames} frames: only it is denoised and in the PNG"
+            notes.append(f"first of {frames} frames: only it is denoised and in the PNG")
             every = (" The batch script (python -m app.batch) denoises every page of a TIFF into a TIFF."
                      if prepared.image.format == "TIFF" else "")
             gr.Warning(f"This file has {frames} frames (an animation or pages): only the first is "
                        f"denoised and in the PNG.{every}")
+        if notes:
+            report["note"] = "; ".join(notes)
         preview = (for_display(prepared.image.pixels), for_display(result.output))
         return preview, residual_display(result.residual), report, str(path)
 

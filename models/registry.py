@@ -139,9 +139,10 @@ def _check_card(card: dict, path: Path) -> dict:
 
 ARCHIVE_LIMITS = {"config.json": 16 << 20, "total": 4 << 30, "ratio": 200}
 """What a ``.keras`` archive may unpack to before Keras is let open it: its ``config.json`` at
-most 16 MB, all its members 4 GB, and none over 1 MB compressed more than 200 times (a
-"zip bomb": a few kB that would fill memory). The bundled models' ``config.json`` is under 1 kB
-and their weights are stored uncompressed."""
+most 16 MB, all its members 4 GB, and none but the weights over 1 MB compressed more than 200
+times (a "zip bomb": a few kB that would fill memory; weights of zeros, untrained or pruned,
+rightly pack 700 times, and the 4 GB bound them). The bundled models' ``config.json`` is under
+1 kB and their weights are stored uncompressed."""
 
 
 def _archive_config(path: Path) -> dict:
@@ -169,7 +170,8 @@ def _check_archive(path, members) -> None:
         if m.filename == "config.json" and m.file_size > ARCHIVE_LIMITS["config.json"]:
             raise ModelNotFoundError(f"{path} is not a model this app can use: its config.json "
                                      f"unpacks to {m.file_size / 1e6:.0f} MB")
-        if m.file_size > 1 << 20 and m.file_size > ARCHIVE_LIMITS["ratio"] * max(m.compress_size, 1):
+        if m.filename != "model.weights.h5" and m.file_size > 1 << 20 and (
+                m.file_size > ARCHIVE_LIMITS["ratio"] * max(m.compress_size, 1)):
             raise ModelNotFoundError(f"{path} is not a model this app can use: {m.filename} unpacks "
                                      f"{m.file_size // max(m.compress_size, 1)} times its packed size")
     if (total := sum(m.file_size for m in members)) > ARCHIVE_LIMITS["total"]:

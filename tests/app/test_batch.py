@@ -1146,6 +1146,21 @@ def test_a_rerun_keeps_the_figures_of_the_outputs_it_skips(tmp_path):
     run(config)
     assert rows()["b.png"]["psnr_output"] == ""
     assert rows()["a.png"]["psnr_output"] == first["a.png"]["psnr_output"]
+    # A manifest saved again by a spreadsheet (a byte-order mark before the header) is still one.
+    (tmp_path / "m.csv").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "m.csv").read_bytes())
+    assert run(config).count("done") == 0 and rows()["a.png"]["psnr_output"] == first["a.png"]["psnr_output"]
+    # Against another reference folder, the old scores are not this run's: left empty.
+    shutil.copytree(tmp_path / "ref", tmp_path / "ref2")
+    other = run(dataclasses.replace(config, reference=tmp_path / "ref2"))
+    assert other.count("done") == 0
+    assert rows()["a.png"]["psnr_output"] == ""
+    assert rows()["a.png"]["bytes_out"] == first["a.png"]["bytes_out"]
+    assert rows()["a.png"]["reference"] == str(tmp_path / "ref2")
+    run(config)
+    # An output another run rewrote since (no manifest; same size) keeps no figures of the old one.
+    os.utime(tmp_path / "out" / "a.png", ns=(time.time_ns(), (tmp_path / "m.csv").stat().st_mtime_ns + 10**9))
+    run(config)
+    assert rows()["a.png"]["psnr_output"] == "" and rows()["a.png"]["seconds"] == ""
 
 
 @pytest.mark.parametrize("name,text", [("m.csv", "name,score\nalice,3\n"), ("m.csv", "name,score\n"),
@@ -1184,3 +1199,11 @@ def test_a_twelve_bit_pgm_or_ppm_comes_back_at_its_own_maxval(tmp_path, channels
         if out == "same":  # strength 0: the samples come back exactly
             np.testing.assert_array_equal(samples, raw)
         assert json.loads((tmp_path / f"{out}.json").read_text())[0]["bit_depth"] == 12
+    # Into a PNG, which holds no maxval: with --bit-depth 12, on the 0..4095 scale as every
+    # other 12-bit file of the run; without it, at full scale.
+    for bits, top in ((12, 4095), (None, 65535)):
+        out = tmp_path / f"png{bits}"
+        assert run(BatchConfig(tmp_path / "in", out, MODEL, format="png", bit_depth=bits,
+                               progress=False)).count("done") == 1
+        written = load_image(out / "cam.png").pixels
+        assert written.dtype == np.uint16 and top // 2 < written.max() <= top, (bits, written.max())

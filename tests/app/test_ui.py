@@ -495,3 +495,12 @@ def test_a_grey_image_in_a_colour_model_is_warned_about(tmp_path, app, monkeypat
     assert "note" not in scores and len(warnings) == 1  # a grey model: nothing to say
     app.compare(grey, "photo", "gaussian", 0.1, 0, None, progress=no_progress)
     assert warnings == [ui.GREY_IN_COLOUR] * 2
+
+
+def test_the_report_keeps_every_note(tmp_path, app, monkeypatch):
+    monkeypatch.setattr(ui.gr, "Warning", lambda text: None)
+    grey = load_image(SAMPLES / "photo_clean.png").pixels.mean(-1).astype(np.uint8)
+    path = tmp_path / "two-pages.tif"
+    Image.fromarray(grey).save(path, save_all=True, append_images=[Image.fromarray(grey)])
+    _, _, scores, _ = app.denoise(str(path), "photo", 1.0, "none", 0.0, 0, None, progress=no_progress)
+    assert scores["note"] == f"{ui.GREY_IN_COLOUR}; first of 2 frames: only it is denoised and in the PNG"
