@@ -47,7 +47,7 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
 def model_sha256(name_or_path: str | Path) -> str:
     """The sha256 of a model's ``.keras`` file: what tells two versions of a model at one path
     (or under one name) apart, and the same model at two paths alike. Read once per version of
-    the file (cached by path, modification time and size, as :func:`load_model` caches)."""
+    the file (cached by path and :func:`file_version`, as :func:`load_model` caches)."""
     path = resolve_model_path(name_or_path).resolve()
     return _sha256(str(path), file_version(path))
 
