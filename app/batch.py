@@ -842,9 +842,11 @@ class _Pipeline:
         candidates = [base] + sorted(p for p in base.parent.glob(f"{_glob_escape(base.stem)}.*")
                                      if p.suffix.lower() in IMAGE_SUFFIXES and p != base)
         for path in candidates:
-            if _exists(path) is None:
+            try:
+                is_file = path.is_file()
+            except OSError:  # a folder on the way may not be entered
                 return f"reference unusable: {path} cannot be looked at (permission denied)"
-            if path.is_file():
+            if is_file:
                 try:
                     found = load_image(path, max_pixels=self.config.max_pixels, pages=pages)
                     return self._full_scale_pages(found)
@@ -858,20 +860,18 @@ class _Pipeline:
         """``--format``, else the output name's, else ``own_format`` (the input's)."""
         return _format(self.config.format) or format_for(item.target, own_format)
 
-    def _full_scale(self, pixels: np.ndarray) -> np.ndarray:
-        """16-bit ``pixels`` of ``--bit-depth`` bits brought to the full 16-bit range the model
-        expects (:func:`data.images.to_full_scale`: values above that depth raise
-        :class:`BitDepthError`); 8-bit ones, or any without ``--bit-depth``, as they are."""
+    def _full_scale(self, page) -> np.ndarray:
+        """The pixels of a 16-bit ``page`` of ``--bit-depth`` bits brought to the full 16-bit
+        range the model expects (:func:`data.images.to_full_scale`: values above that depth
+        raise :class:`BitDepthError`); 8-bit ones, ones that declare their own depth (a PGM's
+        maxval, read at full scale already), or any without ``--bit-depth``, as they are."""
         bits = self.config.bit_depth
-        return to_full_scale(pixels, bits) if bits and pixels.dtype == np.uint16 else pixels
+        return to_full_scale(page.pixels, bits) if bits and page.bit_depth == 16 else page.pixels
 
     def _full_scale_pages(self, image):
-        """``image`` with :meth:`_full_scale` applied to every page; a PGM/PPM that declares its
-        own depth (``maxval``, read at full scale already) as it is."""
-        if image.info.get("maxval"):
-            return image
-        return dataclasses.replace(image, pixels=self._full_scale(image.pixels), pages=tuple(
-            dataclasses.replace(page, pixels=self._full_scale(page.pixels)) for page in image.pages))
+        """``image`` with :meth:`_full_scale` applied to every page."""
+        return dataclasses.replace(image, pixels=self._full_scale(image), pages=tuple(
+            dataclasses.replace(page, pixels=self._full_scale(page)) for page in image.pages))
 
     def _file_scale(self, item: Item, image, pixels: np.ndarray) -> np.ndarray:
         """Denoised full-range ``pixels`` back on the input's ``--bit-depth`` scale, where the
@@ -1000,8 +1000,7 @@ def _bit_depths(image, declared: int | None) -> int | str:
     """The manifest's ``bit_depth``: bits per sample as denoised (``declared``, ``--bit-depth``,
     for 16-bit pages): one number, or where a stack's pages differ, the depths it holds
     (``"8+16"``: a spreadsheet would read ``8/16`` as a date)."""
-    bits = {page.info["maxval"].bit_length() if page.info.get("maxval")
-            else declared if declared and page.bit_depth == 16 else page.bit_depth for page in _pages(image)}
+    bits = {declared if declared and page.bit_depth == 16 else page.bit_depth for page in _pages(image)}
     return bits.pop() if len(bits) == 1 else "+".join(map(str, sorted(bits)))
 
 
@@ -1025,6 +1024,9 @@ CARRIED_FIELDS = ("width", "height", "pages", "mode", "bit_depth", "bytes_in", "
                   "psnr_input", "psnr_output", "ssim_input", "ssim_output")
 """What a rerun keeps of an earlier manifest row for an output it skips (:func:`carry_over`)."""
 
+_MANIFEST_KEYS = frozenset({"input", "output", "status"})
+"""The columns every version of the manifest had: a file without them is no manifest."""
+
 
 def read_manifest(path: Path) -> list[dict]:
     """The rows of the manifest at ``path`` (none where there is no file yet).
@@ -1044,11 +1046,11 @@ def read_manifest(path: Path) -> list[dict]:
             rows = json.loads(text)
         else:
             reader = csv.DictReader(io.StringIO(text, newline=""))
-            rows = list(reader) if {"input", "output", "status"} <= set(reader.fieldnames or ()) else None
+            rows = list(reader) if _MANIFEST_KEYS <= set(reader.fieldnames or ()) else None
     except (UnicodeDecodeError, json.JSONDecodeError, csv.Error) as err:
         raise ValueError(f"it exists and is not a manifest ({err})") from err
     if not isinstance(rows, list) or not all(
-            isinstance(r, dict) and {"input", "output", "status"} <= r.keys() for r in rows):
+            isinstance(r, dict) and _MANIFEST_KEYS <= r.keys() for r in rows):
         raise ValueError("it exists and is not a manifest (no input, output and status columns)")
     return rows
 
@@ -1059,7 +1061,7 @@ def carry_over(earlier: list[dict], items: list[Item], written_ns: int | None = 
     the file still the size it wrote and not written since the manifest was (``written_ns``,
     its modification time); PSNR/SSIM only where the ``reference`` folder is the same.
     Returns how many rows were carried over."""
-    compared = ("model_sha256", "strength", "colour", "ensemble", "precision")
+    compared = [k for k in COMPARED_SETTINGS if k in MANIFEST_FIELDS and k != "bit_depth"]  # (each file's)
     by_input = {(r.get("input"), r.get("output")): r for r in earlier}
     carried = 0
     for it in items:

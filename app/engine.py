@@ -189,7 +189,7 @@ def as_denoiser(model, card: dict | None = None, precision: str | None = None,
         from models.registry import model_version, resolve_model_path
 
         path = resolve_model_path(model)
-        den = _load_denoiser(str(model), str(path.resolve()), model_version(model), precision or "float32")
+        den = _load_denoiser(str(model), str(path.resolve()), model_version(path), precision or "float32")
     else:
         from models.registry import with_precision
 

@@ -326,8 +326,9 @@ class ImageFile:
 
     @property
     def bit_depth(self) -> int:
-        """Bits per sample: 8 or 16."""
-        return 8 * self.pixels.dtype.itemsize
+        """Bits per sample as the file declares them: 8 or 16, or what a PGM/PPM's own maxval
+        holds (12 for 4095; its samples are at full scale in ``pixels`` all the same)."""
+        return self.info["maxval"].bit_length() if self.info.get("maxval") else 8 * self.pixels.dtype.itemsize
 
 
 def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS, pages: bool = False) -> ImageFile:
@@ -402,12 +403,12 @@ def _decode_frame(name: str, data: bytes, im, index: int) -> ImageFile:
     mode = "LA" if _is_la16(im) else im.mode  # before getexif(), which loads and drops the tiles
     sixteen = _is_sixteen_bit_colour(im)
     cmyk16 = _is_sixteen_bit_cmyk(im)
-    maxval = _raw_mode(im.tile[0])[1] if im.format == "PPM" and im.tile else None  # (before loading)
+    maxval = _own_maxval(im)  # (from the tiles, before loading drops them)
     with _decoding(name):
         if sixteen and index:  # OpenCV decodes a TIFF's first page only
             pixels, alpha = _decode_sixteen_bit_tiff_page(name, data, im, index)
         elif sixteen:
-            pixels, alpha = _decode_sixteen_bit_colour(name, data, im)
+            pixels, alpha = _decode_sixteen_bit_colour(name, data, im, maxval)
         elif cmyk16:
             pixels, alpha = _decode_sixteen_bit_cmyk(name, data, index), None
         else:
@@ -422,7 +423,7 @@ def _decode_frame(name: str, data: bytes, im, index: int) -> ImageFile:
     opencv_turned = sixteen and im.format == "TIFF" and not index and 274 in im.tag_v2
     orientation = 1 if opencv_turned else _orientation(im)
     info = _keep_info(im, data, frames=not index)
-    if isinstance(maxval, int) and maxval not in (1, 255, 65535):  # read at full scale, written back at it
+    if maxval:  # read at full scale, written back at it
         info["maxval"] = maxval
     pixels, alpha = _orient(pixels, orientation), _orient(alpha, orientation)
     return ImageFile(np.ascontiguousarray(pixels), None if alpha is None else np.ascontiguousarray(alpha),
@@ -712,7 +713,16 @@ def _is_la16(im) -> bool:
     return im.mode == "RGBA" and any(_raw_mode(t)[0].startswith("LA;16") for t in im.tile)
 
 
-def _decode_sixteen_bit_colour(name, data, im):
+def _own_maxval(im) -> int | None:
+    """A PGM/PPM's maxval where it is not its container's full 1, 255 or 65535 (4095 for
+    12-bit data); ``None`` for any other file."""
+    maxval = _raw_mode(im.tile[0])[1] if im.format == "PPM" and im.tile else None
+    return maxval if isinstance(maxval, int) and maxval not in (1, 255, 65535) else None
+
+
+def _decode_sixteen_bit_colour(name, data, im, maxval: int | None = None):
+    """``(pixels, alpha)`` of 16-bit colour, by OpenCV; a PPM's samples scaled from its own
+    ``maxval`` (:func:`_own_maxval`) to the full range, as Pillow scales grey PGMs."""
     import cv2
 
     with _QuietOpenCV():
@@ -723,9 +733,8 @@ def _decode_sixteen_bit_colour(name, data, im):
         raise TruncatedImageError(f"{name}: the 16-bit pixel data cannot be decoded")
     if arr.ndim == 2:
         arr = arr[..., None]
-    maxval = _raw_mode(im.tile[0])[1] if im.format == "PPM" and im.tile else None
-    if isinstance(maxval, int) and 255 < maxval < 65535:  # OpenCV leaves samples unscaled; Pillow
-        scaled = np.rint(arr.astype(np.float64) * (65535 / maxval))  # scales grey PGMs the same way
+    if maxval:  # OpenCV leaves samples unscaled
+        scaled = np.rint(arr.astype(np.float64) * (65535 / maxval))
         arr = np.clip(scaled, 0, 65535).astype(np.uint16)
     if _is_la16(im):
         return arr[..., :1], arr[..., 3]

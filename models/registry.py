@@ -64,10 +64,11 @@ def file_version(path: Path) -> tuple[int, ...]:
     return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
-def model_version(name_or_path: str | Path) -> tuple:
-    """:func:`file_version` of a model's ``.keras`` file and of the files its card comes from
-    (a bundled model's ``.json``; a run folder's ``config.json`` and ``metrics.json``)."""
-    path = resolve_model_path(name_or_path).resolve()
+def model_version(path: Path) -> tuple:
+    """:func:`file_version` of a model's ``.keras`` file (:func:`resolve_model_path`'s answer)
+    and of the files its card comes from (a bundled model's ``.json``; a run folder's
+    ``config.json`` and ``metrics.json``)."""
+    path = Path(path).resolve()
     cards = [path.with_suffix(".json"), path.parent / "config.json", path.parent / "metrics.json"]
     return file_version(path), *map(file_version, cards)
 
@@ -245,14 +246,14 @@ def _load(path: str, _version: tuple, precision: str):
     def unusable(why: str) -> ModelNotFoundError:
         return ModelNotFoundError(f"{path} is not a model this app can use: {why}")
 
-    if not zipfile.is_zipfile(path):
-        raise unusable("it is not a .keras archive (a zip file)")
     try:
         with zipfile.ZipFile(path) as archive:
             _check_archive(path, archive.infolist())
     except ModelNotFoundError:
         raise
-    except (zipfile.BadZipFile, OSError, RuntimeError) as err:
+    except zipfile.BadZipFile as err:
+        raise unusable("it is not a .keras archive (a zip file)") from err
+    except (OSError, RuntimeError) as err:
         raise unusable(f"its zip archive is damaged ({err})") from err
     # Rebuilt under the float32 policy, whatever the global one: layers take the policy in force
     # when built, and a model loaded during a mixed-precision run (pretraining scores its own
@@ -305,20 +306,29 @@ def native_bfloat16() -> bool:
     gpus = gpu_devices()
     if gpus:
         return all(capability >= (8, 0) for _, capability in gpus)
-    return keras.backend.backend() == "tensorflow" and bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    return keras.backend.backend() == "tensorflow" and bool(cpu_flags() & BFLOAT16_FLAGS)
+
+
+BFLOAT16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+"""The ``cpuinfo`` flags of a CPU with bfloat16 units."""
+
+
+def _cpuinfo(cpuinfo: str | Path) -> dict[str, str]:
+    """The first processor's fields in a Linux ``cpuinfo`` file (none where it cannot be read)."""
+    fields = {}
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return fields
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
 
 
 def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
     """The CPU's feature flags from a Linux ``cpuinfo`` file (empty where it cannot be read)."""
-    try:
-        text = Path(cpuinfo).read_text(errors="replace")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            return set(value.split())
-    return set()
+    return set(_cpuinfo(cpuinfo).get("flags", "").split())
 
 
 def cpu_description(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
@@ -328,17 +338,10 @@ def cpu_description(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
     import os
     import platform
 
-    name = ""
-    try:
-        for line in Path(cpuinfo).read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                name = " ".join(value.split())
-                break
-    except OSError:
-        pass
-    name = name or platform.processor() or platform.machine() or "unknown CPU"
-    units = "bfloat16 units" if cpu_flags(cpuinfo) & {"avx512_bf16", "amx_bf16"} else "no bfloat16 units"
+    fields = _cpuinfo(cpuinfo)
+    name = (" ".join(fields.get("model name", "").split()) or platform.processor() or platform.machine()
+            or "unknown CPU")
+    units = "bfloat16 units" if set(fields.get("flags", "").split()) & BFLOAT16_FLAGS else "no bfloat16 units"
     return f"{name}, {os.cpu_count()} cores, {units}"
 
 

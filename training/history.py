@@ -74,8 +74,8 @@ def recover_backup(backup_dir: Path) -> None:
     except OSError:
         shutil.copyfile(previous, weights)
         metadata = Path(backup_dir) / "training_metadata.json"
-        if metadata.with_name(metadata.name + ".bkp").is_file():
-            shutil.copyfile(metadata.with_name(metadata.name + ".bkp"), metadata)
+        if (kept := metadata.with_name(metadata.name + ".bkp")).is_file():
+            shutil.copyfile(kept, metadata)
         else:
             metadata.unlink(missing_ok=True)
 
