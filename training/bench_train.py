@@ -1,15 +1,18 @@
-"""Training speed per precision: milliseconds per step of the default conv DAE, float32
-against 16-bit compute. Prints a Markdown table.
+"""Training speed per precision and XLA setting: milliseconds per step of a conv DAE, float32
+against 16-bit compute, with and without XLA. Prints a Markdown table.
 
-Each precision trains a fresh model (``training.pretrain.build_dae``: pretraining's defaults,
-loss, optimiser and XLA setting, which compiles on a GPU and always on the JAX backend) on a
-fixed batch of corrupted images for ``--warmup`` steps, which include tracing, then for
+Each row trains a fresh model (``training.pretrain.build_dae``: pretraining's loss and
+optimiser, its default network unless ``--widths``/``--bottleneck`` say otherwise) on a fixed
+batch of corrupted images for ``--warmup`` steps, which include tracing and compiling, then for
 ``--steps`` timed steps. ``bfloat16`` is the choice on a CPU with AVX-512 BF16 or AMX units;
-``float16`` is the GPU's (without a GPU it runs, slowly, in emulation).
+``float16`` is the GPU's (without a GPU it runs, slowly, in emulation). ``--jit`` takes
+pretraining's values: ``auto`` compiles on a GPU and always on the JAX backend, ``on`` also on
+a CPU.
 
 Example::
 
     python -m training.bench_train --precision off --precision bfloat16
+    python -m training.bench_train --precision off --jit off --jit on --widths 64 128 --bottleneck 256
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from training.pretrain import PretrainConfig, build_dae, configure_devices
 # pretraining's --mixed-precision choices, less "auto" (which picks one of them)
 PRECISIONS = tuple(c for c in PretrainConfig.__dataclass_fields__["mixed_precision"].metadata["choices"]
                    if c != "auto")
+JITS = PretrainConfig.__dataclass_fields__["jit"].metadata["choices"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +40,12 @@ class BenchTrainConfig:
 
     precision: tuple[str, ...] = field(default=("off", "bfloat16"), metadata={
         "flag": "precision", "help": "--mixed-precision values to compare (off = float32)"})
+    jit: tuple[str, ...] = field(default=("auto",), metadata={
+        "flag": "jit", "help": "--jit values to compare at each precision (auto: XLA on a GPU)"})
+    widths: tuple[int, ...] = field(default=PretrainConfig.widths, metadata={
+        "help": "filters per level, as pretraining's --widths"})
+    bottleneck: int = field(default=PretrainConfig.bottleneck, metadata={
+        "help": "channels of the code, as pretraining's --bottleneck"})
     steps: int = field(default=60, metadata={"help": "timed training steps per precision"})
     warmup: int = field(default=10, metadata={"help": "untimed steps first (tracing, caches)"})
     batch_size: int = field(default=64, metadata={"help": "images per step (pretraining's default)"})
@@ -48,16 +58,20 @@ class BenchTrainConfig:
         unknown = [p for p in self.precision if p not in PRECISIONS]
         if unknown:
             raise ValueError(f"unknown precision {unknown[0]!r}; expected one of {', '.join(PRECISIONS)}")
+        unknown = [j for j in self.jit if j not in JITS]
+        if unknown:
+            raise ValueError(f"unknown --jit {unknown[0]!r}; expected one of {', '.join(JITS)}")
 
 
-def time_steps(config: BenchTrainConfig, precision: str) -> tuple[float, bool]:
-    """Seconds per training step at ``precision`` (a ``--mixed-precision`` value), and whether
-    XLA compiled the step."""
+def time_steps(config: BenchTrainConfig, precision: str, jit: str = "auto") -> tuple[float, bool]:
+    """Seconds per training step at ``precision`` (a ``--mixed-precision`` value) and ``jit``
+    (a ``--jit`` value), and whether XLA compiled the step."""
     import keras
 
     from data.corruption import corrupt_batch
 
-    pretrain = PretrainConfig(mixed_precision=precision)
+    pretrain = PretrainConfig(mixed_precision=precision, jit=jit, widths=config.widths,
+                              bottleneck=config.bottleneck)
     _, jit = configure_devices(pretrain)
     keras.utils.set_random_seed(0)
     clean = np.random.default_rng(0).random(
@@ -80,17 +94,19 @@ def main(argv=None) -> int:
     config = parse_config(BenchTrainConfig, __doc__.split("\n\n")[0], argv)
     import keras
 
-    rows = [(precision, *time_steps(config, precision)) for precision in config.precision]
+    rows = [(precision, *time_steps(config, precision, jit))
+            for precision in config.precision for jit in config.jit]
     base = rows[0][1]
-    print(f"Training speed, default conv DAE, batch {config.batch_size} of "
+    network = "/".join(map(str, config.widths)) + f" filters, code {config.bottleneck}"
+    print(f"Training speed, conv DAE of {network}, batch {config.batch_size} of "
           f"{config.size}x{config.size}x{config.channels}, {config.steps} steps, Keras backend "
-          f"{keras.backend.backend()}, XLA {'on' if rows[0][2] else 'off'} "
-          f"({cpu_description()}):\n")
-    print(f"| precision | ms/step | images/s | vs {rows[0][0]} |")
-    print("|---|---|---|---|")
-    for precision, seconds, _ in rows:
-        print(f"| {precision} | {1000 * seconds:.1f} | {config.batch_size / seconds:,.0f} "
-              f"| {base / seconds:.2f}x |")
+          f"{keras.backend.backend()} ({cpu_description()}):\n")
+    first = f"{rows[0][0]}, XLA {'on' if rows[0][2] else 'off'}"
+    print(f"| precision | XLA | ms/step | images/s | vs {first} |")
+    print("|---|---|---|---|---|")
+    for precision, seconds, jit in rows:
+        print(f"| {precision} | {'on' if jit else 'off'} | {1000 * seconds:.1f} "
+              f"| {config.batch_size / seconds:,.0f} | {base / seconds:.2f}x |")
     return 0
 
 

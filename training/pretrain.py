@@ -7,8 +7,8 @@
 A run writes its folder: ``config.json``, ``model.keras``, ``metrics.json``, ``history.csv``,
 TensorBoard ``logs/``, ``samples.png``. A killed run restarted with the same command resumes
 from its last finished epoch (``keras.callbacks.BackupAndRestore``), and so does a run that
-stopped at its ``--time-limit`` (it keeps ``backup/`` for that); a finished run is refused, not
-trained again.
+stopped at its ``--time-limit`` (it keeps ``backup/`` for that; the restart may change
+``--time-limit`` and ``--jit``); a finished run is refused, not trained again.
 
 On a GPU it uses mixed precision and XLA; with several GPUs ``tf.distribute.MirroredStrategy``;
 with ``TF_CONFIG`` set, ``MultiWorkerMirroredStrategy`` across machines.
@@ -313,8 +313,9 @@ def worker_dir(run_dir: Path, strategy) -> Path:
     return run_dir / "workers" / f"{resolver.task_type}{resolver.task_id}"
 
 
-RESUME_MAY_CHANGE = ("time_limit",)
-"""Config fields that a run resumed in its folder may change: they bound the run, not the model."""
+RESUME_MAY_CHANGE = ("time_limit", "jit")
+"""Config fields that a run resumed in its folder may change: they bound the run or say how its
+steps are compiled (XLA), not what the model is or learns."""
 
 
 def prepare_run_dir(config, run_dir: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-ROW = r"^\| ({}) \| ([\d.]+) \| ([\d,]+) \| ([\d.]+)x \|$"
+ROW = r"^\| ({}) \| (on|off) \| ([\d.]+) \| ([\d,]+) \| ([\d.]+)x \|$"
 
 
 def _within_print_rounding(images_per_s: str, ms: str, batch: int) -> bool:
@@ -26,11 +26,12 @@ def test_bench_train_prints_a_row_per_precision(monkeypatch, capsys):
     import training.bench_train as bench
     from models.registry import computes_in
 
-    real_build, computed_in = bench.build_dae, []
+    real_build, computed_in, compiled = bench.build_dae, [], []
 
     def build_dae(*args, **kwargs):
         model = real_build(*args, **kwargs)
         computed_in.append(computes_in(model))
+        compiled.append(model.jit_compile)
         return model
 
     monkeypatch.setattr(bench, "build_dae", build_dae)
@@ -39,11 +40,14 @@ def test_bench_train_prints_a_row_per_precision(monkeypatch, capsys):
     out = capsys.readouterr().out
     # Each row timed a model that computes in its precision.
     assert computed_in == ["float32", "bfloat16"]
-    assert "batch 8 of 28x28x1, 2 steps, Keras backend tensorflow, XLA off" in out, out
-    assert "| precision | ms/step | images/s | vs off |" in out
+    # "auto" compiles only on a GPU
+    assert compiled == [False, False]
+    assert ("conv DAE of 32/64 filters, code 128, batch 8 of 28x28x1, 2 steps, "
+            "Keras backend tensorflow") in out, out
+    assert "| precision | XLA | ms/step | images/s | vs off, XLA off |" in out
     rows = re.findall(ROW.format("off|bfloat16"), out, re.M)
-    assert [r[0] for r in rows] == ["off", "bfloat16"], out
-    (_, ms_off, images_off, ratio_off), (_, ms_bf16, images_bf16, ratio_bf16) = rows
+    assert [r[:2] for r in rows] == [("off", "off"), ("bfloat16", "off")], out
+    (_, _, ms_off, images_off, ratio_off), (_, _, ms_bf16, images_bf16, ratio_bf16) = rows
     assert float(ms_off) > 0 and float(ms_bf16) > 0, out
     assert _within_print_rounding(images_off, ms_off, 8), out
     assert _within_print_rounding(images_bf16, ms_bf16, 8), out
@@ -64,10 +68,35 @@ def test_bench_train_runs_on_the_jax_backend():
         cwd=ROOT, env={**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"},
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "2 steps, Keras backend jax, XLA on" in proc.stdout
+    assert "2 steps, Keras backend jax" in proc.stdout
     row = re.search(ROW.format("off"), proc.stdout, re.M)
-    assert row and float(row[2]) > 0 and row[4] == "1.00", proc.stdout
-    assert _within_print_rounding(row[3], row[2], 8), proc.stdout
+    assert row and row[2] == "on" and float(row[3]) > 0 and row[5] == "1.00", proc.stdout
+    assert _within_print_rounding(row[4], row[3], 8), proc.stdout
+
+
+def test_bench_train_compares_xla_off_and_on_for_the_network_asked(monkeypatch, capsys):
+    """``--jit off --jit on`` times the same precision twice, the second step compiled by XLA,
+    on the network of ``--widths``/``--bottleneck``."""
+    import training.bench_train as bench
+
+    real_build, built = bench.build_dae, []
+
+    def build_dae(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        filters = [layer.filters for layer in model.get_layer("encoder").layers if hasattr(layer, "filters")]
+        built.append((model.jit_compile, filters))
+        return model
+
+    monkeypatch.setattr(bench, "build_dae", build_dae)
+    assert bench.main(["--steps", "2", "--warmup", "1", "--batch-size", "4", "--precision", "off",
+                       "--jit", "off", "--jit", "on", "--widths", "8", "16", "--bottleneck", "24"]) == 0
+    out = capsys.readouterr().out
+    assert [jit for jit, _ in built] == [False, True]
+    assert built[0][1] == built[1][1] and built[0][1][:2] == [8, 8] and built[0][1][-1] == 24, built
+    assert "conv DAE of 8/16 filters, code 24, batch 4" in out, out
+    rows = re.findall(ROW.format("off"), out, re.M)
+    assert [r[:2] for r in rows] == [("off", "off"), ("off", "on")], out
+    assert rows[0][4] == "1.00", out
 
 
 def test_bench_train_refuses_an_unknown_precision(capsys):
@@ -77,4 +106,14 @@ def test_bench_train_refuses_an_unknown_precision(capsys):
         main(["--precision", "int8"])
     err = capsys.readouterr().err
     assert exited.value.code == 2 and "unknown precision 'int8'" in err
+    assert "Traceback" not in err
+
+
+def test_bench_train_refuses_an_unknown_jit(capsys):
+    from training.bench_train import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--jit", "maybe"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "unknown --jit 'maybe'" in err and "auto, on, off" in err
     assert "Traceback" not in err

@@ -243,13 +243,16 @@ def test_different_config_in_same_folder_is_refused(tmp_path, capsys):
     assert json.loads((run / "config.json").read_text()) == {"dataset": "mnist"}  # left as it was
 
 
-def test_a_resumed_run_may_get_a_new_time_limit_but_not_a_new_model(tmp_path):
+def test_a_resumed_run_may_get_a_new_time_limit_or_xla_but_not_a_new_model(tmp_path):
     from training.pretrain import PretrainConfig, prepare_run_dir
 
     run = tmp_path / "run"
     prepare_run_dir(PretrainConfig(epochs=4, time_limit=30), run)
     prepare_run_dir(PretrainConfig(epochs=4, time_limit=90), run)  # more time for the rest
     assert json.loads((run / "config.json").read_text())["time_limit"] == 90
+    # XLA changes how fast the steps run, not the model: a run begun without it goes on with it.
+    prepare_run_dir(PretrainConfig(epochs=4, time_limit=90, jit="on"), run)
+    assert json.loads((run / "config.json").read_text())["jit"] == "on"
     # The same folder spelled another way (a trailing slash, an absolute path) is the same run.
     prepare_run_dir(PretrainConfig(epochs=4, time_limit=90, out=f"{run.resolve()}/"), run)
     with pytest.raises(ValueError, match=r"different config \(differs in: epochs\)"):
