@@ -70,7 +70,7 @@ OUTPUT_MAX_AGE_S = 3600  # results are copied into Gradio's cache on return; our
 
 DEFAULT_MAX_PIXELS = 25_000_000  # a 24 MP camera photo (6000 x 4000) fits; a few seconds per MP on 2 cores
 COMPARE_SLOW_MAX_PIXELS = 1_000_000
-"""Compare runs the slow classic denoisers (BM3D: about 18 s per megapixel here) only on images
+"""Compare runs the slow classic denoisers (BM3D: 19-25 s per megapixel here) only on images
 up to this size; on larger ones their row says why they were skipped, so one Compare cannot hold
 the server's engine slot for minutes."""
 DEFAULT_MAX_FILE_SIZE = "160mb"
