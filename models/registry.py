@@ -270,6 +270,18 @@ def _load(path: str, _version: tuple, precision: str):
     if not _takes_images(model):
         raise unusable(f"it is a {type(model).__name__}, not an image model "
                        "(a DAE or classifier that takes (batch, height, width, channels) images)")
+    return _serving(model)
+
+
+def _serving(model):
+    """``model`` set to predict without XLA on TensorFlow. Keras's ``jit_compile="auto"`` means
+    XLA wherever there is a GPU, and XLA compiles ``predict`` again for every new input shape
+    (seconds each), where the engine feeds one shape per image size and tile; a TensorFlow graph
+    serves any shape. The JAX backend always compiles."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        model.jit_compile = False
     return model
 
 
@@ -413,7 +425,7 @@ def with_precision(model, precision: str):
         raise ValueError(f"model {model.name} cannot compute in {precision}: its layers keep their "
                          "saved float32 policies")
     clone.set_weights(model.get_weights())
-    return clone
+    return _serving(clone)
 
 
 def _leaf_layers(layer):

@@ -108,7 +108,8 @@ class PretrainConfig:
         "help": "16-bit compute, float32 weights: auto = float16 on a GPU, off on a CPU; bfloat16 "
                 "pays off on CPUs with AVX-512 BF16 or AMX (training.bench_train: 1.7x here)"})
     jit: str = field(default="auto", metadata={
-        "choices": ("auto", "on", "off"), "help": "XLA compilation; auto = on when a GPU is present"})
+        "choices": ("auto", "on", "off"),
+        "help": "XLA compilation; auto = on with one GPU, off on a CPU and under tf.distribute"})
     out: str = field(default="runs/dae", metadata={"help": "run folder"})
 
     def __post_init__(self):
@@ -283,7 +284,14 @@ def configure_devices(config):
     if precision == "auto":
         precision = "float16" if gpus else "off"
     keras.config.set_dtype_policy("float32" if precision == "off" else f"mixed_{precision}")
-    jit = config.jit == "on" or (config.jit == "auto" and bool(gpus))
+    # XLA compiles the whole replicated step on one device, which cannot reach the variables of
+    # the other replicas (TensorFlow's "resource ... located in device ... from device" error on
+    # the first step); Keras's own jit_compile="auto" is off under tf.distribute for that reason.
+    if config.jit == "on" and mode != "none":
+        raise ValueError(f"--jit on cannot train with tf.distribute ({mode}: several devices or "
+                         "TF_CONFIG): XLA compiles the step on one device and cannot reach the other "
+                         "replicas' variables; use --jit auto (XLA off here) or --distribute none")
+    jit = config.jit == "on" or (config.jit == "auto" and bool(gpus) and mode == "none")
     return strategy, jit
 
 

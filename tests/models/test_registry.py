@@ -243,3 +243,33 @@ def test_weights_of_zeros_packed_hundreds_of_times_still_load(tmp_path):
     weights = zipfile.ZipFile(packed).getinfo("model.weights.h5")
     assert weights.file_size > 200 * weights.compress_size > 0  # what the bomb check looks for
     assert isinstance(load_model(packed), keras.Model)
+
+
+def test_a_loaded_model_predicts_without_xla_even_where_keras_would_compile(tmp_path, monkeypatch):
+    """On a GPU Keras's jit_compile "auto" is XLA, which compiles predict again for every new
+    image shape (seconds each); the engine feeds one shape per image size, so models are served
+    as plain TensorFlow graphs, at float32 and at bfloat16."""
+    import shutil
+
+    import tensorflow as tf
+
+    from models.registry import resolve_model_path
+
+    path = tmp_path / "fm.keras"
+    shutil.copy(resolve_model_path("fashion-mnist"), path)
+    real = tf.config.list_physical_devices
+    fake_gpu = tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU")
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: real(kind) + ([fake_gpu] if kind in (None, "GPU") else []))
+    untouched = keras_load(path)
+    assert untouched.jit_compile is True  # what Keras itself decides on this "GPU" machine
+    assert load_model(path).jit_compile is False
+    assert load_model(path, precision="bfloat16").jit_compile is False
+
+
+def keras_load(path):
+    import keras
+
+    import models.conv_dae  # noqa: F401 - registers ConvDAE with Keras
+
+    return keras.saving.load_model(path, safe_mode=True, compile=False)

@@ -259,6 +259,40 @@ def test_a_resumed_run_may_get_a_new_time_limit_or_xla_but_not_a_new_model(tmp_p
         prepare_run_dir(PretrainConfig(epochs=5, time_limit=90), run)
 
 
+def test_xla_under_tf_distribute_is_refused_before_the_run_folder_is_made(tmp_path):
+    """XLA cannot compile a mirrored step (the first step would fail on the other replicas'
+    variables), so ``--jit on`` with a strategy is one line; ``auto`` leaves XLA off there."""
+    run = tmp_path / "run"
+    proc = pretrain(["--limit", "64", "--epochs", "1", *SMALL, "--cpu-devices", "2",
+                     "--distribute", "mirrored", "--jit", "on", "--out", str(run)])
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2, out[-3000:]
+    assert "error: --jit on cannot train with tf.distribute (mirrored" in out and "Traceback" not in out
+    assert not run.exists()
+
+
+def test_xla_auto_is_off_under_tf_distribute_even_with_gpus(monkeypatch):
+    import types
+
+    import tensorflow as tf
+
+    import training.pretrain as pretrain_module
+
+    real = tf.config.list_physical_devices
+    gpus = [tf.config.PhysicalDevice(f"/physical_device:GPU:{i}", "GPU") for i in range(2)]
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: real(kind) + (gpus if kind in (None, "GPU") else []))
+    monkeypatch.setattr(tf.distribute, "MirroredStrategy", lambda devices: "mirrored over " + str(devices))
+
+    def devices(distribute):
+        return types.SimpleNamespace(distribute=distribute, cpu_devices=0, mixed_precision="off",
+                                     jit="auto")
+
+    strategy, jit = pretrain_module.configure_devices(devices("auto"))  # two GPUs: mirrored
+    assert str(strategy).startswith("mirrored over") and jit is False
+    assert pretrain_module.configure_devices(devices("none"))[1] is True  # one device: XLA
+
+
 @real_run
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     run = tmp_path / "run"
