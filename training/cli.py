@@ -128,3 +128,18 @@ def finished_run_config(run_dir, config, ignore=()) -> dict | None:
         return None
     saved = json.loads((run / "config.json").read_text())
     return None if config_differences(saved, config, ignore) else saved
+
+
+def check_out_folder(out, folders=(), what: str = "the runs") -> None:
+    """Refuses ``--out`` (or one of the run ``folders`` under it) where it, or a folder above
+    it, is a file: called before any data are read, any run trains or any report is written.
+
+    Raises:
+        ValueError: naming ``--out`` and the file in the way.
+    """
+    for folder in (Path(out), *map(Path, folders)):
+        for path in (folder, *folder.parents):
+            if path.is_dir():  # an existing folder: those above it are folders too
+                break
+            if path.exists():
+                raise ValueError(f"--out {out}: {path} is a file, not a folder; give a folder for {what}")

@@ -60,24 +60,91 @@ def recover_backup(backup_dir: Path) -> None:
     """Falls back to the previous copy of a ``BackupAndRestore(double_checkpoint=True)`` backup
     whose latest weights cannot be read (a kill while they were written), as Keras would when
     it restores them; done first, so that :func:`resumed_epoch` and the resumable early
-    stopping read the epoch that is restored, not the one whose weights were lost."""
-    import shutil
+    stopping read the epoch that is restored, not the one whose weights were lost. Also where
+    the latest weights are missing altogether.
 
+    Raises:
+        ValueError: the backup names finished epochs but holds no weights to resume them from.
+    """
     import h5py
 
     weights = Path(backup_dir) / "latest.weights.h5"
     previous = weights.with_name(weights.name + ".bkp")
-    if not weights.is_file() or not previous.is_file():
+    metadata = Path(backup_dir) / "training_metadata.json"
+    if not weights.is_file():
+        # Keras would restore no weights yet resume at the epoch its metadata names: the run
+        # would go on from (or, at its last epoch, be saved and scored with) freshly drawn ones.
+        if previous.is_file():
+            _restore_previous(previous, weights, metadata)
+        elif metadata.is_file():
+            raise ValueError(f"cannot resume from {backup_dir}: it records finished epochs but holds "
+                             "no weights; delete that folder to start the run again")
+        return
+    if not previous.is_file():
         return
     try:
         h5py.File(weights, "r").close()
     except OSError:
-        shutil.copyfile(previous, weights)
-        metadata = Path(backup_dir) / "training_metadata.json"
-        if (kept := metadata.with_name(metadata.name + ".bkp")).is_file():
-            shutil.copyfile(kept, metadata)
-        else:
-            metadata.unlink(missing_ok=True)
+        _restore_previous(previous, weights, metadata)
+
+
+def _restore_previous(previous: Path, weights: Path, metadata: Path) -> None:
+    """The backup's previous copy made its latest: the weights and the epoch they were saved at."""
+    import shutil
+
+    shutil.copyfile(previous, weights)
+    if (kept := metadata.with_name(metadata.name + ".bkp")).is_file():
+        shutil.copyfile(kept, metadata)
+    else:
+        metadata.unlink(missing_ok=True)
+
+
+FIT_ENDED = "fit-ended.json"
+"""In a ``BackupAndRestore`` folder: its ``fit`` has ended (early stopping, a NaN, its last
+epoch; not a ``--time-limit`` stop), and what is left is to save and score the model."""
+
+
+def mark_fit_ended(backup_dir: Path) -> None:
+    """Records in the backup that its ``fit`` has ended, at the epochs it holds."""
+    backup_dir = Path(backup_dir)
+    if backup_dir.is_dir():
+        (backup_dir / FIT_ENDED).write_text(json.dumps({"epochs": resumed_epoch(backup_dir)}))
+
+
+def epochs_to_run(backup_dir: Path, epochs: int) -> int:
+    """The ``epochs`` to pass to ``fit``: those asked for, or, where the backup records that its
+    ``fit`` had ended (:func:`mark_fit_ended`) before the run was killed, the epochs done, so
+    that the restart trains none again (early stopping, which checks its count only at an
+    epoch's end, would otherwise run one more, and go on if that one were better) and only
+    restores the backup and the best weights."""
+    return resumed_epoch(backup_dir) if (Path(backup_dir) / FIT_ENDED).is_file() else epochs
+
+
+def remove_backup(backup_dir: Path) -> None:
+    """Deletes a backup without ever leaving part of it: renamed first (one step), then removed,
+    so that a kill while the files go leaves no backup that a restart would take for one with
+    its weights missing. :func:`clear_removed_backup` removes what such a kill leaves."""
+    import shutil
+
+    backup_dir = Path(backup_dir)
+    doomed = _removed_name(backup_dir)
+    shutil.rmtree(doomed, ignore_errors=True)
+    try:
+        backup_dir.rename(doomed)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def clear_removed_backup(backup_dir: Path) -> None:
+    """Removes what a kill during :func:`remove_backup` left behind."""
+    import shutil
+
+    shutil.rmtree(_removed_name(Path(backup_dir)), ignore_errors=True)
+
+
+def _removed_name(backup_dir: Path) -> Path:
+    return backup_dir.with_name(f".{backup_dir.name}.removed")
 
 
 def early_stopping(backup_dir: Path, history_csv: Path, **kwargs):

@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import sys
 from dataclasses import field
 from pathlib import Path
@@ -35,9 +34,19 @@ from data.corruption import BENCHMARK_SETTINGS, CorruptionSpec
 from data.datasets import DatasetNotFoundError, load_dataset, split_validation
 from data.images import atomic_write_json
 from models.registry import ModelNotFoundError, gpu_devices, save_model
-from training.cli import config_differences, finished_run_config, parse_config, save_config
+from training.cli import check_out_folder, config_differences, finished_run_config, parse_config, save_config
 from training.distribute import patch_keras_for_multi_worker
-from training.history import early_stopping, epoch_timer, read_history, recover_backup, resumed_epoch
+from training.history import (
+    clear_removed_backup,
+    early_stopping,
+    epoch_timer,
+    epochs_to_run,
+    mark_fit_ended,
+    read_history,
+    recover_backup,
+    remove_backup,
+    resumed_epoch,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,7 +339,11 @@ def prepare_run_dir(config, run_dir: Path) -> None:
     """Creates the run folder; refuses to mix two different configs in one folder."""
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"--out {run_dir} is a file, not a folder; give a folder for the run")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_out_folder(run_dir, what="the run")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"--out {run_dir}: cannot make the run folder ({err.strerror or err})") from err
     path = run_dir / "config.json"
     if path.exists():
         diff = config_differences(json.loads(path.read_text()), config, ignore=RESUME_MAY_CHANGE)
@@ -374,6 +387,7 @@ def train(config: PretrainConfig) -> dict:
     # Checked before the run folder is made: a wrong --init-from leaves nothing behind.
     initial = initial_weights(config.init_from, config, data.channels) if config.init_from else None
     out_dir = worker_dir(Path(config.out), strategy)
+    clear_removed_backup(out_dir / "backup")
     if finished_run_config(out_dir, config, ignore=RESUME_MAY_CHANGE) is not None:
         raise ValueError(f"{out_dir} holds this run, finished (metrics.json); to train it further, "
                          f"--init-from {out_dir} with another --out")
@@ -415,7 +429,7 @@ def train(config: PretrainConfig) -> dict:
         def on_train_begin(self, logs=None):
             try:
                 super().on_train_begin(logs)
-            except OSError as err:
+            except (OSError, ValueError) as err:  # ValueError: its metadata's JSON cut short
                 raise ValueError(f"cannot resume from {self.backup_dir}: its files are damaged ({err}); "
                                  "delete that folder to start the run again") from err
 
@@ -445,16 +459,23 @@ def train(config: PretrainConfig) -> dict:
     ]
     if on_tensorflow:  # Keras writes TensorBoard logs through tf.summary
         callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "logs")))
-    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
+    # Training that had ended when the run was killed before it was scored runs no epoch again.
+    epochs = config.epochs if multi_worker else epochs_to_run(out_dir / "backup", config.epochs)
+    if epochs != config.epochs:
+        print(f"training had ended after epoch {epochs} when the run was stopped; scoring it",
+              flush=True)
+    model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks,
               shuffle=False,  # the tf.data pipeline shuffles; fit's own flag would only warn
               verbose="auto" if sys.stdout.isatty() else 2)
+    if not multi_worker and not timer.stopped_early:
+        mark_fit_ended(out_dir / "backup")
     save_model(model, out_dir / "model.keras")
     (out_dir / "checkpoint.keras").unlink(missing_ok=True)
     metrics = {}
     if is_chief(strategy):
         metrics = summarize(out_dir, config, x_val, read_history(out_dir / "history.csv"))
     if not timer.stopped_early:  # scored: finished (at --time-limit the backup goes on)
-        shutil.rmtree(out_dir / "backup", ignore_errors=True)
+        remove_backup(out_dir / "backup")
     return metrics
 
 

@@ -176,6 +176,104 @@ def test_a_run_killed_while_it_is_scored_is_scored_again_not_trained_again(tmp_p
 
 
 @real_run
+def test_a_run_that_early_stopping_ended_killed_while_it_is_scored_trains_no_epoch_more(
+        tmp_path, monkeypatch, capsys):
+    """Early stopping's count is only checked at an epoch's end: a restart used to train one
+    epoch more (and, were it better, go on) where the run being scored had ended."""
+    import training.pretrain
+
+    run = tmp_path / "run"
+    # A learning rate of 0 leaves the validation loss as it is: patience 1 ends it after epoch 2.
+    args = ["--limit", "256", "--epochs", "6", "--learning-rate", "0", "--patience", "1", *SMALL,
+            "--out", str(run)]
+    summarize = training.pretrain.summarize
+
+    def killed(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training.pretrain, "summarize", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_main(args)
+    assert epochs_logged(run) == [0, 1] and (run / "backup").is_dir()
+    monkeypatch.setattr(training.pretrain, "summarize", summarize)
+    capsys.readouterr()
+    assert run_main(args) == 0
+    out = capsys.readouterr().out
+    assert "Epoch" not in out and "training had ended after epoch 2 when the run was stopped" in out
+    assert epochs_logged(run) == [0, 1] and not (run / "backup").exists()
+    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 2
+
+
+@real_run
+def test_a_kill_while_the_backup_is_removed_leaves_the_finished_run_as_it_was(tmp_path, monkeypatch,
+                                                                               capsys):
+    """Deleting backup/ file by file and being killed half-way used to leave its metadata
+    without weights: the restart then saved and scored freshly drawn weights as the run."""
+    import shutil
+
+    run = tmp_path / "run"
+    args = ["--limit", "256", "--epochs", "2", *SMALL, "--out", str(run)]
+    rmtree = shutil.rmtree
+
+    def killed_half_way(path, *a, **kw):
+        if "backup" not in Path(path).name or not Path(path).exists():
+            return rmtree(path, *a, **kw)
+        for weights in Path(path).glob("latest.weights.h5*"):
+            weights.unlink()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "rmtree", killed_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        run_main(args)
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    assert (run / "metrics.json").is_file()
+    trained = (run / "model.keras").read_bytes()
+    capsys.readouterr()
+    assert run_main(args) == 2  # finished: refused, not trained or scored again
+    assert "holds this run, finished" in capsys.readouterr().err
+    assert (run / "model.keras").read_bytes() == trained
+    assert sorted(p.name for p in run.iterdir() if "backup" in p.name) == []  # the leftover went
+
+
+def test_a_backup_with_epochs_but_no_weights_is_a_clear_error(tmp_path):
+    from training.history import recover_backup
+
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    (backup / "training_metadata.json").write_text('{"epoch": 3}')
+    with pytest.raises(ValueError, match="records finished epochs but holds no weights; delete that"):
+        recover_backup(backup)
+    # With the previous copy still there, that copy is restored, with the epoch it was saved at.
+    (backup / "latest.weights.h5.bkp").write_bytes(b"previous")
+    (backup / "training_metadata.json.bkp").write_text('{"epoch": 2}')
+    recover_backup(backup)
+    assert (backup / "latest.weights.h5").read_bytes() == b"previous"
+    assert json.loads((backup / "training_metadata.json").read_text()) == {"epoch": 2}
+
+
+@real_run
+def test_a_backup_whose_metadata_was_cut_short_is_a_clear_error(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["--limit", "256", "--epochs", "3", *SMALL, "--out", str(run)]
+    assert run_main([*args, "--time-limit", "0.001"]) == 0
+    (run / "backup" / "training_metadata.json").write_text('{"epo')
+    capsys.readouterr()
+    assert run_main([*args, "--time-limit", "60"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"cannot resume from {run / 'backup'}: its files are damaged" in err
+
+
+def test_an_out_folder_under_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "afile").write_text("keep me")
+    run = tmp_path / "afile" / "run"
+    assert run_main(["--limit", "256", "--epochs", "1", *SMALL, "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"error: --out {run}: {tmp_path / 'afile'} is a file, not a folder" in err
+    assert (tmp_path / "afile").read_text() == "keep me"
+
+
+@real_run
 def test_a_damaged_backup_is_a_clear_error_and_a_stop_by_early_stopping_is_not_a_time_limit_one(
         tmp_path, capsys):
     run = tmp_path / "run"
