@@ -41,7 +41,17 @@ from data.datasets import SOURCES, DatasetNotFoundError
 from data.images import atomic_write_bytes, atomic_write_json
 from models.registry import ModelNotFoundError, save_model
 from training.cli import parse_config
-from training.history import early_stopping, epoch_timer, read_history, resumed_epoch
+from training.history import (
+    clear_removed_backup,
+    early_stopping,
+    epoch_timer,
+    epochs_to_run,
+    mark_fit_ended,
+    read_history,
+    recover_backup,
+    remove_backup,
+    resumed_epoch,
+)
 from training.pretrain import PretrainConfig, adam
 
 MODES = ("linear", "finetune", "scratch")
@@ -216,16 +226,23 @@ def robustness(model, x: np.ndarray, y: np.ndarray, settings=BENCHMARK_SETTINGS,
 def _callbacks(seed_dir: Path, log_dir: Path, phase: str, patience: int) -> list:
     import keras
 
+    backup, history = seed_dir / f"backup-{phase}", seed_dir / f"history-{phase}.csv"
     return [
-        epoch_timer(),  # before CSVLogger, so that the phase's history keeps every epoch's time
-        keras.callbacks.BackupAndRestore(str(seed_dir / f"backup-{phase}")),
-        keras.callbacks.ModelCheckpoint(str(seed_dir / "checkpoint.keras")),
-        keras.callbacks.TerminateOnNaN(),
-        # After BackupAndRestore: a resumed phase keeps its best epoch so far.
-        *([early_stopping(seed_dir / f"backup-{phase}", seed_dir / f"history-{phase}.csv",
-                          monitor="val_accuracy", mode="max", patience=patience)]
+        # A resumed phase keeps its best epoch so far (read from the backup's metadata and the
+        # CSV log, not from the other callbacks, so it need not come after the backup).
+        *([early_stopping(backup, history, monitor="val_accuracy", mode="max", patience=patience)]
           if patience else []),
-        keras.callbacks.CSVLogger(str(seed_dir / f"history-{phase}.csv"), append=True),
+        keras.callbacks.TerminateOnNaN(),
+        epoch_timer(),  # before CSVLogger, so that the phase's history keeps every epoch's time
+        # Before the backup: a phase killed between the two logs an epoch twice (read_history
+        # and _merge_histories keep the last), never not at all, as one killed in the slow
+        # checkpoint save below would if the backup came first.
+        keras.callbacks.CSVLogger(str(history), append=True),
+        # Two copies (a kill while one is written leaves the other), removed by train_seed once
+        # the phase's model is saved, not by Keras as the phase ends (a kill then could leave
+        # half of it, and a kill before that saving would train the phase again).
+        keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True, delete_checkpoint=False),
+        keras.callbacks.ModelCheckpoint(str(seed_dir / "checkpoint.keras")),
         keras.callbacks.TensorBoard(str(log_dir / f"{seed_dir.name}-{phase}")),
     ]
 
@@ -246,7 +263,13 @@ def _fit(model, splits_train, val, config: FinetuneConfig, phase: str, epochs: i
 
     x, y = splits_train
     steps = steps_per_epoch(len(x), config)
-    resumed = resumed_epoch(seed_dir / f"backup-{phase}")
+    backup = seed_dir / f"backup-{phase}"
+    clear_removed_backup(backup)
+    recover_backup(backup)
+    resumed = resumed_epoch(backup)
+    # A phase whose fit had ended when the run was killed (before its model was saved) trains
+    # no epoch again: the fit restores the backup and the best weights.
+    epochs = epochs_to_run(backup, epochs)
     if not resumed:  # a fresh start: no rows of an earlier try at this phase, which CSVLogger appends to
         (seed_dir / f"history-{phase}.csv").unlink(missing_ok=True)
     # A resumed phase goes on with new shuffles, not those of its first epochs again.
@@ -260,6 +283,7 @@ def _fit(model, splits_train, val, config: FinetuneConfig, phase: str, epochs: i
               callbacks=_callbacks(seed_dir, log_dir, phase, config.patience),
               shuffle=False,  # the tf.data pipeline shuffles; fit's flag would only warn
               verbose="auto" if sys.stdout.isatty() else 2)
+    mark_fit_ended(backup)
     return read_history(seed_dir / f"history-{phase}.csv")
 
 
@@ -305,12 +329,13 @@ def train_seed(config: FinetuneConfig, splits: Splits, seed: int, run_dir: Path,
     common = dict(seed=seed, seed_dir=seed_dir, log_dir=run_dir / "logs", jit=jit)
     plan = phases(config)
     for phase, epochs, lr in plan:
-        # Keras drops a phase's backup when the phase ends, so a run killed after that (while
-        # fine-tuning everything, saving, scoring) would train the phase again: its model is
-        # saved whole as it ends (save_model renames a finished file into place, so the file
-        # marks the phase done) and a restart takes it up. The last phase's is the seed's model.
+        # A phase's model is saved whole as it ends (save_model renames a finished file into
+        # place, so the file marks the phase done), and only then does its backup go: a run
+        # killed later (while fine-tuning everything, saving, scoring) takes the model up. The
+        # last phase's is the seed's model.
         done = seed_dir / ("model.keras" if phase == plan[-1][0] else f"{phase}.keras")
         if done.is_file():
+            remove_backup(seed_dir / f"backup-{phase}")  # a kill may have come in between
             model = keras.saving.load_model(done, compile=False)
             histories[phase] = read_history(seed_dir / f"history-{phase}.csv")
             continue
@@ -318,6 +343,7 @@ def train_seed(config: FinetuneConfig, splits: Splits, seed: int, run_dir: Path,
             model = model.with_frozen_encoder(False)
         histories[phase] = _fit(model, train, val, config, phase, epochs, lr, **common)
         save_model(model, done)
+        remove_backup(seed_dir / f"backup-{phase}")
     (seed_dir / "checkpoint.keras").unlink(missing_ok=True)
     y_pred = predict_labels(model, splits.x_test)
     np.save(seed_dir / "test_predictions.npy", y_pred)
@@ -369,7 +395,11 @@ def _merge_histories(run_dir: Path, seeds: list[int]) -> None:
     for seed in seeds:
         for path in sorted((run_dir / "seeds" / f"seed-{seed}").glob("history-*.csv")):
             phase = path.stem.removeprefix("history-")
-            rows += [{"seed": seed, "phase": phase, **row} for row in csv.DictReader(path.open())]
+            with path.open(newline="") as fh:
+                # An epoch logged twice (a phase killed between its CSV row and its backup, then
+                # resumed) counts once, with its last values, as in read_history.
+                logged = {row["epoch"]: row for row in csv.DictReader(fh)}
+            rows += [{"seed": seed, "phase": phase, **row} for row in logged.values()]
     if rows:
         keys = list(dict.fromkeys(k for row in rows for k in row))
         with (run_dir / "history.csv").open("w", newline="") as fh:

@@ -1,5 +1,6 @@
 """Fine-tuning: label sampling, frozen encoders, run folders, the grid, and a real short run."""
 
+import csv
 import hashlib
 import json
 import shutil
@@ -183,6 +184,99 @@ def test_a_seed_killed_while_fine_tuning_everything_keeps_its_head_phase(tmp_pat
     assert (seed_dir / "history-head.csv").read_text() == head_log
     assert metrics["epochs_run"] == {"head": 1, "all": 2}
     assert (seed_dir / "metrics.json").is_file() and not (seed_dir / "head.keras").exists()
+
+
+def _logged_epochs(path) -> list[int]:
+    return [int(row["epoch"]) for row in csv.DictReader(path.open(newline=""))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("killed_in,logged", [
+    # The slow full-model save after the epoch's backup: the epoch must be in the log already.
+    ("ModelCheckpoint", [0, 1, 2, 3]),
+    # Between the epoch's CSV row and its backup: the epoch runs again and is logged twice.
+    ("BackupAndRestore", [0, 1, 1, 2, 3]),
+])
+def test_a_phase_killed_at_an_epoch_end_keeps_every_epoch_once(tmp_path, tiny, monkeypatch, killed_in,
+                                                               logged):
+    config = FinetuneConfig(model=tiny["model"], data_dir=tiny["data_dir"], mode="scratch",
+                            labels_per_class="10", epochs=4, min_steps_per_epoch=2, patience=0,
+                            robustness=False, out=str(tmp_path / "run"), **{
+                                k: v for k, v in TINY.items()
+                                if k not in ("dataset", "epochs", "min_steps_per_epoch")})
+    callback = getattr(keras.callbacks, killed_in)
+    real_epoch_end, killed = callback.on_epoch_end, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1 and not killed:  # the process dies before this callback's save at epoch 1
+            killed.append(epoch)
+            raise Killed
+        return real_epoch_end(self, epoch, logs)
+
+    monkeypatch.setattr(callback, "on_epoch_end", on_epoch_end)
+    with pytest.raises(Killed):
+        run(config)
+    run_dir = tmp_path / "run"
+    seed_dir = run_dir / "seeds" / "seed-0"
+    assert (seed_dir / "backup-scratch").is_dir()  # the restart resumes the phase
+    metrics = run(config)
+    assert killed == [1]
+    assert _logged_epochs(seed_dir / "history-scratch.csv") == logged
+    seed_metrics = json.loads((seed_dir / "metrics.json").read_text())
+    history = read_history(seed_dir / "history-scratch.csv")
+    assert seed_metrics["epochs_run"] == {"scratch": 4} and len(history["epoch_seconds"]) == 4
+    assert seed_metrics["train_seconds"] == pytest.approx(sum(history["epoch_seconds"]), abs=0.1)
+    assert metrics["train_seconds"]["mean"] == pytest.approx(seed_metrics["train_seconds"])
+    # The run's history.csv, merged from the phases' logs, also has each epoch once.
+    assert _logged_epochs(run_dir / "history.csv") == [0, 1, 2, 3]
+
+
+@pytest.mark.slow
+def test_a_phase_killed_after_its_training_ended_trains_no_epoch_again(tmp_path, tiny, monkeypatch):
+    """Keras used to delete the backup as the phase's fit ended: a kill before its model was
+    saved then trained the whole phase again. Now the backup stays until the model is saved,
+    records that the fit had ended, and the restart only restores it."""
+    import training.finetune as finetune
+
+    config = FinetuneConfig(model=tiny["model"], data_dir=tiny["data_dir"], mode="scratch",
+                            labels_per_class="10", epochs=3, min_steps_per_epoch=2, patience=0,
+                            robustness=False, out=str(tmp_path / "run"), **{
+                                k: v for k, v in TINY.items()
+                                if k not in ("dataset", "epochs", "min_steps_per_epoch")})
+    real_save, saved = finetune.save_model, []
+
+    def killed_before_the_first_save(model, path):
+        if not saved:
+            saved.append(model.get_weights())
+            raise Killed
+        return real_save(model, path)
+
+    monkeypatch.setattr(finetune, "save_model", killed_before_the_first_save)
+    with pytest.raises(Killed):
+        run(config)
+    seed_dir = tmp_path / "run" / "seeds" / "seed-0"
+    log = (seed_dir / "history-scratch.csv").read_text()
+    assert (seed_dir / "backup-scratch").is_dir()
+    run(config)
+    assert (seed_dir / "history-scratch.csv").read_text() == log  # no epoch ran again
+    trained = keras.saving.load_model(seed_dir / "model.keras", compile=False).get_weights()
+    for a, b in zip(saved[0], trained, strict=True):
+        np.testing.assert_array_equal(a, b)  # the weights the fit had ended with
+    assert not any(p.name.startswith((".backup", "backup")) for p in seed_dir.iterdir())
+
+
+def test_merged_history_counts_an_epoch_logged_twice_once(tmp_path):
+    from training.finetune import _merge_histories
+
+    seed_dir = tmp_path / "seeds" / "seed-0"
+    seed_dir.mkdir(parents=True)
+    # Killed between the CSV row of epoch 1 and its backup: epoch 1 ran again after the restart.
+    (seed_dir / "history-all.csv").write_text("epoch,loss\n0,0.9\n1,0.8\n1,0.7\n2,0.6\n")
+    (seed_dir / "history-head.csv").write_text("epoch,loss\n0,1.5\n")
+    _merge_histories(tmp_path, [0])
+    rows = list(csv.DictReader((tmp_path / "history.csv").open(newline="")))
+    assert [(row["phase"], row["epoch"], row["loss"]) for row in rows] == [
+        ("all", "0", "0.9"), ("all", "1", "0.7"), ("all", "2", "0.6"), ("head", "0", "1.5")]
 
 
 def test_a_run_begun_from_another_version_of_the_model_is_refused(tmp_path, tiny, monkeypatch, capsys):
