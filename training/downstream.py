@@ -50,8 +50,9 @@ class DownstreamConfig:
         parse_labels_per_class(self.labels_per_class)
         if not self.train or not self.test:
             raise ValueError(f"--train and --test are both needed, got {self.train!r} and {self.test!r}")
-        if self.neighbors < 1:
-            raise ValueError(f"--neighbors must be >= 1, got {self.neighbors}")
+        for name in ("neighbors", "max_iter"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
 
 
 def _labelled(path: str, role: str):
@@ -114,12 +115,17 @@ def check_pair(train, test, train_path: str, test_path: str) -> None:
                          f"test {test.features.shape[1]} (export both with the same model and pooling)")
 
 
+def _is_number(value) -> bool:
+    """A JSON number (not a string, ``null`` or ``true``/``false``): what the report formats."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def compared_runs(runs) -> list[tuple[str, dict | None]]:
     """``(run, metrics)`` of each ``--compare`` folder; metrics is None for an unfinished run.
 
     Raises:
         ValueError: a ``metrics.json`` that is not a fine-tuning run's (no ``test_accuracy``
-            mean and std, ``mode`` or ``labels_per_class``).
+            mean and std that are numbers, ``mode`` or ``labels_per_class``).
     """
     compared = []
     for run in runs:
@@ -132,10 +138,10 @@ def compared_runs(runs) -> list[tuple[str, dict | None]]:
         except json.JSONDecodeError as err:
             raise ValueError(f"--compare {run}: {path} is not valid JSON ({err})") from err
         accuracy = metrics.get("test_accuracy") if isinstance(metrics, dict) else None
-        if (not isinstance(accuracy, dict) or not {"mean", "std"} <= set(accuracy)
+        if (not isinstance(accuracy, dict) or not all(_is_number(accuracy.get(k)) for k in ("mean", "std"))
                 or not {"mode", "labels_per_class"} <= set(metrics)):
-            raise ValueError(f"--compare {run} is not a fine-tuning run (its metrics.json has no "
-                             "test accuracy mean ± std, mode and labels per class); "
+            raise ValueError(f"--compare {run} is not a fine-tuning run ({path} has no numeric test "
+                             "accuracy mean ± std, mode and labels per class); "
                              "give a training.finetune run folder")
         compared.append((run, metrics))
     return compared

@@ -69,9 +69,17 @@ def test_knn_reports_the_k_it_used(feature_files, capsys):
     assert "k=5" not in out
 
 
+FINETUNE_METRICS = {"mode": "finetune", "labels_per_class": "10"}
+
+
 @pytest.mark.parametrize("metrics", [
     {"val_loss": [0.01], "psnr": {"gaussian:0.1": 28.0}},  # a pretraining run's
     {"seed": 0, "test_accuracy": 0.8, "val_accuracy": 0.8},  # one seed's, inside a fine-tuning run
+    # Hand-edited: mean and std that the report could not print as percentages.
+    {**FINETUNE_METRICS, "test_accuracy": {"mean": "0.81", "std": 0.01}},
+    {**FINETUNE_METRICS, "test_accuracy": {"mean": 0.81, "std": None}},
+    {**FINETUNE_METRICS, "test_accuracy": {"mean": True, "std": 0.0}},
+    {**FINETUNE_METRICS, "test_accuracy": {"mean": [0.81], "std": 0.01}},
 ])
 def test_compare_with_a_run_that_is_not_fine_tuning_is_refused(feature_files, tmp_path, capsys, metrics):
     run = tmp_path / "pretrain-run"
@@ -81,9 +89,22 @@ def test_compare_with_a_run_that_is_not_fine_tuning_is_refused(feature_files, tm
                  "--compare", str(run)]) == 2
     captured = capsys.readouterr()
     assert captured.err.strip() == (
-        f"error: --compare {run} is not a fine-tuning run (its metrics.json has no test accuracy "
-        "mean ± std, mode and labels per class); give a training.finetune run folder")
+        f"error: --compare {run} is not a fine-tuning run ({run / 'metrics.json'} has no numeric test "
+        "accuracy mean ± std, mode and labels per class); give a training.finetune run folder")
     assert captured.out == ""  # refused before any classifier is fitted
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_a_max_iter_below_one_is_refused(feature_files, capsys, value):
+    # 0 iterations would report the accuracy of a logistic regression that was never fitted.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--train", feature_files["train"], "--test", feature_files["test"], "--max-iter", value])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines()[-1].endswith(f"error: --max-iter must be >= 1, got {value}")
+    assert "Traceback" not in captured.err and captured.out == ""
+    with pytest.raises(ValueError, match=f"--max-iter must be >= 1, got {value}"):
+        DownstreamConfig(train=feature_files["train"], test=feature_files["test"], max_iter=int(value))
 
 
 @pytest.mark.parametrize("test,message", [
