@@ -8,7 +8,8 @@ go to every run; see ``python -m training.finetune --help``), one run folder per
 of every cell under each corruption), ``OUT/results.json`` and ``OUT/robustness.png``. A cell
 whose folder already holds ``metrics.json`` for the same config is not run again, so a killed
 grid restarted with the same command carries on (refused if the ``--model`` file has changed
-since a cell began: see ``pretrained.json``); ``--report-only`` just rewrites the report.
+since a cell began: see ``pretrained.json``); ``--report-only`` just rewrites the report (refused
+likewise: it would show another model's numbers under this one's name).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from data.datasets import DatasetNotFoundError
 from models.registry import ModelNotFoundError
-from training.cli import build_parser, finished_run_config, parse_split_config
+from training.cli import build_parser, check_out_folder, finished_run_config, parse_split_config
 from training.finetune import MODES, FinetuneConfig, parse_labels_per_class, pretrained_record
 
 
@@ -170,9 +171,13 @@ def run_grid(grid: GridConfig, base: FinetuneConfig) -> dict:
     from training.finetune import run
 
     results = {}
-    for config in cell_configs(grid, base):
-        if not grid.report_only:  # a cell finished from another version of the model is refused
-            pretrained_record(config)
+    cells = cell_configs(grid, base)
+    check_out_folder(grid.out, [config.out for config in cells], what="the grid")
+    # A cell begun from another version of the model is refused, --report-only or not (its numbers
+    # are not this model's): before any cell runs or any report is written.
+    for config in cells:
+        pretrained_record(config)
+    for config in cells:
         metrics = _finished(config)
         if metrics is None and not grid.report_only:
             print(f"== {config.mode}, {config.labels_per_class} labels per class -> {config.out}", flush=True)

@@ -16,7 +16,11 @@ the price of one model for every noise.
 A finished specialist (``metrics.json`` and the same config, up to how it computed: the run
 folder's old name, precision, XLA, distribution) is not trained again, and its row shows the
 command it ran; a killed one resumes from its last finished epoch when the same command runs
-again; ``--report-only`` trains nothing and scores the finished ones.
+again; ``--report-only`` trains nothing and scores the finished ones (refused where no specialist
+finished with the options given and some folder holds a run of another config: the options
+after ``--`` are not the ones they were trained with). A specialist folder that holds a run of
+another config shows it in its row. ``--time-limit`` after ``--`` bounds the whole command: each
+specialist gets what is left of it, and none starts after one stopped at it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import time
 from dataclasses import field
 from pathlib import Path
 
@@ -42,7 +47,13 @@ from training.benchmark import (
     write_atomic,
 )
 from training.bundle import pretrain_command
-from training.cli import config_from_dict, finished_run_config, parse_split_config
+from training.cli import (
+    check_out_folder,
+    config_differences,
+    config_from_dict,
+    finished_run_config,
+    parse_split_config,
+)
 from training.pretrain import PretrainConfig
 
 
@@ -95,15 +106,64 @@ def finished(config: PretrainConfig) -> PretrainConfig | None:
     return None if saved is None else config_from_dict(PretrainConfig, {**saved, "out": config.out})
 
 
-def train_missing(config: SpecialistsConfig, base: PretrainConfig) -> None:
-    """Trains (or resumes) every specialist that has not finished, one after the other."""
+def other_config(config: PretrainConfig) -> list[str]:
+    """The fields (less ``HOW_FIELDS``) in which the run in ``config.out`` differs from this
+    specialist, finished or not; empty where the folder holds no run or a run of this config."""
+    path = Path(config.out) / "config.json"
+    if not path.is_file():
+        return []
+    return config_differences(json.loads(path.read_text()), config, ignore=HOW_FIELDS)
+
+
+def train_missing(config: SpecialistsConfig, base: PretrainConfig, started: float | None = None) -> None:
+    """Trains (or resumes) every specialist that has not finished, one after the other.
+
+    ``base.time_limit`` (minutes, 0 for none) bounds them all together, counted from
+    ``started`` (``time.monotonic()``; now by default): each gets what is left of it, and once
+    one stops at its limit, or nothing is left, the others are not started (the same command
+    goes on from there, with its whole limit again).
+    """
     from training.pretrain import train
 
+    started = time.monotonic() if started is None else started
+    todo = [(text, run) for text in config.setting
+            if finished(run := specialist_config(base, parse_setting(text), config.out)) is None]
+    for i, (text, run) in enumerate(todo):
+        if base.time_limit:
+            left = base.time_limit - (time.monotonic() - started) / 60
+            if left <= 0:
+                print(f"time limit: {base.time_limit:g} min spent; not starting the specialists "
+                      f"{', '.join(t for t, _ in todo[i:])}; the same command goes on from there",
+                      flush=True)
+                return
+            # 3 significant digits, for the printed command; never 0, which would be no limit.
+            run = dataclasses.replace(run, time_limit=float(f"{left:.3g}"))
+        print(f"== specialist {text}: {pretrain_command(run)}", flush=True)
+        train(run)
+        if base.time_limit and finished(run) is None and todo[i + 1:]:  # stopped at its time limit
+            print(f"time limit: specialist {text} stopped at the {base.time_limit:g} min of this command; "
+                  f"not starting the specialists {', '.join(t for t, _ in todo[i + 1:])}; "
+                  "the same command goes on from there", flush=True)
+            return
+
+
+def check_report_matches(config: SpecialistsConfig, base: PretrainConfig) -> None:
+    """For ``--report-only``: refuses options after ``--`` that no specialist was trained with,
+    where some folder holds a run of another config (its report would show none of them).
+
+    Raises:
+        ValueError: naming each folder's differing fields.
+    """
+    others, found = [], False
     for text in config.setting:
         run = specialist_config(base, parse_setting(text), config.out)
-        if finished(run) is None:
-            print(f"== specialist {text}: {pretrain_command(run)}", flush=True)
-            train(run)
+        found = found or finished(run) is not None
+        if diff := other_config(run):
+            others.append(f"{run.out} (differs in: {', '.join(diff)})")
+    if others and not found:
+        raise ValueError("--report-only: no specialist finished with the options given after --, and "
+                         f"these folders hold runs of another config: {'; '.join(others)}; give the "
+                         "options they were trained with (see their config.json), or another --out")
 
 
 def score(config: SpecialistsConfig, base: PretrainConfig) -> dict:
@@ -117,6 +177,8 @@ def score(config: SpecialistsConfig, base: PretrainConfig) -> dict:
         run = specialist_config(base, setting, config.out)
         saved = finished(run)
         row = {"run": run.out, "command": pretrain_command(saved or run), "trained": saved is not None}
+        if saved is None and (diff := other_config(run)):
+            row["other_config"] = diff
         noisy = corrupt_images(data.test, setting, config.seed)
         # Scores only (the report gives no seconds): no untimed warm-up pass over the test split.
         row["blind"] = evaluate(blind, {}, data.test, noisy, warm_up=False)
@@ -126,12 +188,21 @@ def score(config: SpecialistsConfig, base: PretrainConfig) -> dict:
             row["epochs_run"], row["train_seconds"] = metrics["epochs_run"], metrics["train_seconds"]
             row["gap_db"] = round(row["blind"]["psnr"] - row["specialist"]["psnr"], 3)
         settings[setting.label] = row
-        print(f"{setting.label:>16}: blind {row['blind']['psnr']:6.2f} dB, specialist "
-              + (f"{row['specialist']['psnr']:6.2f} dB ({row['gap_db']:+.2f})" if saved else "not trained"),
+        specialist = (f"{row['specialist']['psnr']:6.2f} dB ({row['gap_db']:+.2f})" if saved
+                      else not_trained(row))
+        print(f"{setting.label:>16}: blind {row['blind']['psnr']:6.2f} dB, specialist {specialist}",
               file=sys.stderr, flush=True)
     return {"config": dataclasses.asdict(config), "base": dataclasses.asdict(base),
             "test": data.description["test"], "blind": blind.about | {"name": blind.name},
             "settings": settings}
+
+
+def not_trained(row: dict) -> str:
+    """What a row without a finished specialist says: "not trained", or that its folder holds a
+    run of another config (and in which fields)."""
+    if row.get("other_config"):
+        return f"other config (differs in: {', '.join(row['other_config'])})"
+    return "not trained"
 
 
 def markdown_report(report: dict) -> str:
@@ -146,7 +217,7 @@ def markdown_report(report: dict) -> str:
                          "yes" if gap >= -margin else "**no**", f"{blind['ssim']:.3f}",
                          f"{spec['ssim']:.3f}", f"{row['epochs_run']}, {row['train_seconds'] / 60:.0f} min"])
         else:
-            rows.append([label, f"{blind['psnr']:.2f}", "not trained", "", "",
+            rows.append([label, f"{blind['psnr']:.2f}", not_trained(row), "", "",
                          f"{blind['ssim']:.3f}", "", ""])
     header = ["setting", "blind PSNR", "specialist PSNR", "blind − specialist",
               f"within {margin:g} dB", "blind SSIM", "specialist SSIM", "specialist epochs, time"]
@@ -161,12 +232,17 @@ def markdown_report(report: dict) -> str:
 
 def run(config: SpecialistsConfig, base: PretrainConfig) -> dict:
     """Trains the missing specialists (unless ``report_only``), scores, writes the report."""
+    started = time.monotonic()
+    check_out_folder(config.out, [specialist_config(base, parse_setting(text), config.out).out
+                                  for text in config.setting])
     if base.dataset.startswith("folder:"):
         raise ValueError("specialists are scored on a named dataset's test split; for photo "
                          "models pass each run to python -m training.benchmark --images DIR")
     resolve_model_path(config.blind)  # a wrong --blind fails now, not after hours of training
-    if not config.report_only:
-        train_missing(config, base)
+    if config.report_only:
+        check_report_matches(config, base)  # before the scoring: a refusal leaves the report as it was
+    else:
+        train_missing(config, base, started)
     report = score(config, base)
     write_atomic(str(results_path(config, ".json")), json.dumps(report, indent=2) + "\n")
     write_atomic(str(results_path(config, ".md")), markdown_report(report))

@@ -83,3 +83,36 @@ def test_a_finished_cell_from_another_version_of_the_model_is_refused(tmp_path, 
     with pytest.raises(ValueError, match=f"{folder} holds a run from another version of --model "
                                          f"{model} \\(sha256 {sha256[:12]}, now .*use a new --out"):
         run_grid(grid, FinetuneConfig(model=str(model)))
+
+
+def test_report_only_refuses_a_cell_from_another_version_of_the_model(tmp_path, no_training):
+    model = save_tiny_dae(tmp_path / "dae.keras")
+    grid = GridConfig(labels=("5",), modes=("linear",), out=str(tmp_path / "grid"), report_only=True)
+    cell = cell_configs(grid, FinetuneConfig(model=str(model)))[0]
+    folder = Path(cell.out)
+    folder.mkdir(parents=True)
+    save_config(cell, folder / "config.json")
+    metrics = {"mode": "linear", "labels_per_class": "5", "test_accuracy": {"mean": 0.5, "std": 0.0}}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    sha256 = hashlib.sha256(model.read_bytes()).hexdigest()
+    (folder / "pretrained.json").write_text(json.dumps({"sha256": sha256}))
+    assert run_grid(grid, FinetuneConfig(model=str(model))) == {("5", "linear"): metrics}
+    report = (tmp_path / "grid" / "results.md").read_text()
+    save_tiny_dae(model, seed=1)  # retrained in place: the old numbers are not this model's
+    with pytest.raises(ValueError, match=f"{folder} holds a run from another version of --model "
+                                         f"{model} \\(sha256 {sha256[:12]}, now "):
+        run_grid(grid, FinetuneConfig(model=str(model)))
+    assert (tmp_path / "grid" / "results.md").read_text() == report
+
+
+@pytest.mark.parametrize("report_only", [[], ["--report-only"]])
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_an_out_that_is_or_lies_under_a_file_is_one_error_line(tmp_path, no_training, capsys, report_only,
+                                                               below):
+    model = save_tiny_dae(tmp_path / "dae.keras")
+    (tmp_path / "afile").touch()
+    out = tmp_path / "afile" / below if below else tmp_path / "afile"
+    assert main(["--out", str(out), "--labels", "5", *report_only, "--", "--model", str(model)]) == 2
+    assert capsys.readouterr().err == (f"error: --out {out}: {tmp_path / 'afile'} is a file, not a folder; "
+                                       "give a folder for the grid\n")
+    assert (tmp_path / "afile").read_text() == ""

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -145,3 +146,149 @@ def test_report_only_scores_the_blind_model_where_no_specialist_finished(tmp_pat
     assert (tmp_path / "s" / "results.md").read_text() == "the full test split's report"
     assert json.loads((tmp_path / "s" / "results-first20.json").read_text())["settings"]
     assert not (tmp_path / "s" / "salt_pepper-0.3").exists()
+
+
+def fake_folder(run, *, finished=True, model=None):
+    """``run``'s folder as training.pretrain leaves it: config.json, and metrics.json (and the
+    model) once finished."""
+    from training.cli import save_config
+
+    folder = Path(run.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_config(run, folder / "config.json")
+    if finished:
+        (folder / "metrics.json").write_text('{"epochs_run": 2, "train_seconds": 1.0}')
+        if model is not None:
+            shutil.copy(model, folder / "model.keras")
+    return folder
+
+
+@pytest.fixture
+def fake_training(monkeypatch):
+    """A clock in minutes and a ``train`` that needs ``minutes[label]`` of training per specialist
+    (4 by default), runs until its ``time_limit`` (as the epoch timer stops it) and goes on from
+    there when run again. Returns the clock and the calls, ``(label, time_limit)``."""
+    import types
+
+    import training.pretrain
+    import training.specialists
+
+    clock = types.SimpleNamespace(now=0.0, minutes={}, done={}, calls=[])
+    monkeypatch.setattr(training.specialists, "time", types.SimpleNamespace(monotonic=lambda: 60 * clock.now),
+                        raising=False)
+
+    def train(run):
+        label = run.corruptions[0]
+        clock.calls.append((label, run.time_limit))
+        need = clock.minutes.get(label, 4.0) - clock.done.get(label, 0.0)
+        spent = min(need, run.time_limit or need)
+        clock.now += spent
+        clock.done[label] = clock.done.get(label, 0.0) + spent
+        folder = fake_folder(run)
+        if spent < need:  # stopped at its time limit: the backup stays, to go on from
+            (folder / "backup").mkdir(exist_ok=True)
+        else:
+            shutil.rmtree(folder / "backup", ignore_errors=True)
+        return {}
+
+    monkeypatch.setattr(training.pretrain, "train", train)
+    return clock
+
+
+SETTINGS = ("gaussian:0.1", "masking:0.5", "salt_pepper:0.3")
+
+
+def test_the_time_limit_bounds_the_whole_command_not_each_specialist(tmp_path, fake_training, capsys):
+    from training.specialists import train_missing
+
+    config = SpecialistsConfig(setting=SETTINGS, out=str(tmp_path / "s"))
+    # 10 minutes for three specialists of 4: the second gets the 6 left, the third the 2 left of
+    # those (and stops at them).
+    train_missing(config, PretrainConfig(epochs=3, time_limit=10.0))
+    assert fake_training.calls == [("gaussian:0.1", 10.0), ("masking:0.5", 6.0), ("salt_pepper:0.3", 2.0)]
+    assert fake_training.now == 10.0
+    # Run again, it gets its whole limit again: the third goes on, the others are finished.
+    fake_training.calls.clear()
+    train_missing(config, PretrainConfig(epochs=3, time_limit=10.0))
+    assert fake_training.calls == [("salt_pepper:0.3", 10.0)]
+    assert finished(specialist_config(PretrainConfig(epochs=3), parse_setting(SETTINGS[2]), config.out))
+
+
+def test_no_specialist_starts_after_one_stopped_at_the_time_limit(tmp_path, fake_training, capsys):
+    from training.specialists import train_missing
+
+    config = SpecialistsConfig(setting=SETTINGS, out=str(tmp_path / "s"))
+    train_missing(config, PretrainConfig(epochs=3, time_limit=3.0))
+    assert fake_training.calls == [("gaussian:0.1", 3.0)]  # stopped at 3 of its 4 minutes
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if line.startswith("time limit:")] == [
+        "time limit: specialist gaussian:0.1 stopped at the 3 min of this command; not starting "
+        "the specialists masking:0.5, salt_pepper:0.3; the same command goes on from there"]
+    assert not (tmp_path / "s" / "masking-0.5").exists()
+    # Nothing left after one that finished just in time: the others are not started either.
+    fake_training.calls.clear()
+    fake_training.minutes = {"gaussian:0.1": 5.0}  # the 3 minutes before, and 2 more now
+    train_missing(config, PretrainConfig(epochs=3, time_limit=2.0))
+    assert fake_training.calls == [("gaussian:0.1", 2.0)]
+    assert "time limit: 2 min spent; not starting the specialists masking:0.5, salt_pepper:0.3; " \
+        in capsys.readouterr().out
+    # Without a limit, every specialist trains unbounded.
+    fake_training.calls.clear()
+    train_missing(config, PretrainConfig(epochs=3))
+    assert fake_training.calls == [("masking:0.5", 0.0), ("salt_pepper:0.3", 0.0)]
+
+
+def tiny_args(data_dir, epochs=2):
+    """The options after ``--`` of a tiny specialist on the quadrant dataset."""
+    return ["--dataset", "fashion_mnist", "--data-dir", data_dir, "--epochs", str(epochs), "--widths", "4",
+            "8", "--bottleneck", "8", "--batch-size", "32", "--eval-images", "64"]
+
+
+def test_report_only_refuses_options_no_specialist_was_trained_with(tmp_path, capsys):
+    data_dir = str(write_quadrant_dataset(tmp_path / "data"))
+    blind = save_tiny_dae(tmp_path / "blind.keras")
+    out = tmp_path / "s"
+    base = PretrainConfig(data_dir=data_dir, **TINY)  # trained with 2 epochs
+    for text in ("gaussian:0.1", "masking:0.5"):
+        fake_folder(specialist_config(base, parse_setting(text), out), model=blind)
+    (out / "results-first20.md").write_text("the good report")
+    args = ["--report-only", "--blind", str(blind), "--out", str(out), "--limit", "20",
+            "--setting", "gaussian:0.1", "--setting", "masking:0.5", "--"]
+    assert main([*args, *tiny_args(data_dir, epochs=3)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --report-only: no specialist finished with the options given after --")
+    assert f"{out / 'masking-0.5'} (differs in: epochs)" in err and len(err.strip().splitlines()) == 1
+    assert (out / "results-first20.md").read_text() == "the good report"
+    assert not (out / "results-first20.json").exists()
+
+    # One of them retrained with 3 epochs: the other's row says what its folder holds.
+    fake_folder(specialist_config(dataclasses.replace(base, epochs=3), parse_setting("gaussian:0.1"), out),
+                model=blind)
+    assert main([*args, *tiny_args(data_dir, epochs=3)]) == 0
+    rows = json.loads((out / "results-first20.json").read_text())["settings"]
+    assert rows["gaussian:0.1"]["trained"]
+    assert not rows["masking:0.5"]["trained"] and rows["masking:0.5"]["other_config"] == ["epochs"]
+    line = next(x for x in (out / "results-first20.md").read_text().splitlines() if x.startswith("| masking"))
+    assert "other config (differs in: epochs)" in line
+
+
+@pytest.mark.parametrize("report_only", [False, True])
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_an_out_that_is_or_lies_under_a_file_is_one_error_line(tmp_path, monkeypatch, capsys, report_only,
+                                                               below):
+    import training.pretrain
+
+    def refuse(config):
+        raise AssertionError(f"trained {config.out}: --out is checked first")
+
+    monkeypatch.setattr(training.pretrain, "train", refuse)
+    data_dir = str(write_quadrant_dataset(tmp_path / "data"))
+    blind = save_tiny_dae(tmp_path / "blind.keras")
+    (tmp_path / "afile").touch()
+    out = tmp_path / "afile" / below if below else tmp_path / "afile"
+    args = ["--blind", str(blind), "--out", str(out), "--setting", "gaussian:0.1", "--limit", "20"]
+    assert main([*args, *(["--report-only"] if report_only else []), "--", *tiny_args(data_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: --out {out}: {tmp_path / 'afile'} is a file, not a folder; "
+                   "give a folder for the runs\n")
+    assert (tmp_path / "afile").read_text() == ""
