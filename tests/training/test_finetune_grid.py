@@ -65,15 +65,21 @@ def test_a_cell_option_after_the_separator_is_refused_even_at_its_default(tmp_pa
     assert not grid.exists()
 
 
-def test_a_finished_cell_from_another_version_of_the_model_is_refused(tmp_path, no_training):
+def _one_finished_cell(tmp_path, report_only=False):
+    """A grid of one finished cell (no model record yet): its model file, grid, folder, metrics."""
     model = save_tiny_dae(tmp_path / "dae.keras")
-    grid = GridConfig(labels=("5",), modes=("linear",), out=str(tmp_path / "grid"))
+    grid = GridConfig(labels=("5",), modes=("linear",), out=str(tmp_path / "grid"), report_only=report_only)
     cell = cell_configs(grid, FinetuneConfig(model=str(model)))[0]
     folder = Path(cell.out)
     folder.mkdir(parents=True)
     save_config(cell, folder / "config.json")
     metrics = {"mode": "linear", "labels_per_class": "5", "test_accuracy": {"mean": 0.5, "std": 0.0}}
     (folder / "metrics.json").write_text(json.dumps(metrics))
+    return model, grid, folder, metrics
+
+
+def test_a_finished_cell_from_another_version_of_the_model_is_refused(tmp_path, no_training):
+    model, grid, folder, metrics = _one_finished_cell(tmp_path)
     # A cell finished before runs recorded their model, and one from this very file: reused.
     assert run_grid(grid, FinetuneConfig(model=str(model))) == {("5", "linear"): metrics}
     sha256 = hashlib.sha256(model.read_bytes()).hexdigest()
@@ -86,14 +92,7 @@ def test_a_finished_cell_from_another_version_of_the_model_is_refused(tmp_path, 
 
 
 def test_report_only_refuses_a_cell_from_another_version_of_the_model(tmp_path, no_training):
-    model = save_tiny_dae(tmp_path / "dae.keras")
-    grid = GridConfig(labels=("5",), modes=("linear",), out=str(tmp_path / "grid"), report_only=True)
-    cell = cell_configs(grid, FinetuneConfig(model=str(model)))[0]
-    folder = Path(cell.out)
-    folder.mkdir(parents=True)
-    save_config(cell, folder / "config.json")
-    metrics = {"mode": "linear", "labels_per_class": "5", "test_accuracy": {"mean": 0.5, "std": 0.0}}
-    (folder / "metrics.json").write_text(json.dumps(metrics))
+    model, grid, folder, metrics = _one_finished_cell(tmp_path, report_only=True)
     sha256 = hashlib.sha256(model.read_bytes()).hexdigest()
     (folder / "pretrained.json").write_text(json.dumps({"sha256": sha256}))
     assert run_grid(grid, FinetuneConfig(model=str(model))) == {("5", "linear"): metrics}
