@@ -61,6 +61,17 @@ class BenchTrainConfig:
         unknown = [j for j in self.jit if j not in JITS]
         if unknown:
             raise ValueError(f"unknown --jit {unknown[0]!r}; expected one of {', '.join(JITS)}")
+        self.pretrain_config(self.precision[0], self.jit[0])  # a network that cannot be built
+        stride = 2 ** len(self.widths)
+        if self.size % stride:
+            raise ValueError(f"--size {self.size} does not halve evenly {len(self.widths)} times "
+                             f"(--widths gives {len(self.widths)} levels): use a multiple of {stride}")
+
+    def pretrain_config(self, precision: str, jit: str) -> PretrainConfig:
+        """Pretraining's config for one row: this network, on one device (the model trains
+        outside any tf.distribute strategy, whatever devices the machine has)."""
+        return PretrainConfig(mixed_precision=precision, jit=jit, widths=self.widths,
+                              bottleneck=self.bottleneck, distribute="none", cpu_devices=0)
 
 
 def time_steps(config: BenchTrainConfig, precision: str, jit: str = "auto") -> tuple[float, bool]:
@@ -70,8 +81,7 @@ def time_steps(config: BenchTrainConfig, precision: str, jit: str = "auto") -> t
 
     from data.corruption import corrupt_batch
 
-    pretrain = PretrainConfig(mixed_precision=precision, jit=jit, widths=config.widths,
-                              bottleneck=config.bottleneck)
+    pretrain = config.pretrain_config(precision, jit)
     _, jit = configure_devices(pretrain)
     keras.utils.set_random_seed(0)
     clean = np.random.default_rng(0).random(
@@ -94,8 +104,12 @@ def main(argv=None) -> int:
     config = parse_config(BenchTrainConfig, __doc__.split("\n\n")[0], argv)
     import keras
 
-    rows = [(precision, *time_steps(config, precision, jit))
-            for precision in config.precision for jit in config.jit]
+    try:
+        rows = [(precision, *time_steps(config, precision, jit))
+                for precision in config.precision for jit in config.jit]
+    except ValueError as err:  # e.g. --jit off on the JAX backend, which always compiles
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     base = rows[0][1]
     network = "/".join(map(str, config.widths)) + f" filters, code {config.bottleneck}"
     print(f"Training speed, conv DAE of {network}, batch {config.batch_size} of "

@@ -174,9 +174,16 @@ def run_grid(grid: GridConfig, base: FinetuneConfig) -> dict:
     cells = cell_configs(grid, base)
     check_out_folder(grid.out, [config.out for config in cells], what="the grid")
     # A cell begun from another version of the model is refused, --report-only or not (its numbers
-    # are not this model's): before any cell runs or any report is written.
-    for config in cells:
-        pretrained_record(config)
+    # are not this model's): before any cell runs or any report is written. A report of a grid
+    # whose --model file has moved away since is still written, with a note.
+    try:
+        for config in cells:
+            pretrained_record(config)
+    except ModelNotFoundError as err:
+        if not grid.report_only:
+            raise
+        print(f"note: {err}; the cells are reported without checking which version of it they "
+              "began from", file=sys.stderr)
     for config in cells:
         metrics = _finished(config)
         if metrics is None and not grid.report_only:

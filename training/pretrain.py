@@ -11,7 +11,8 @@ stopped at its ``--time-limit`` (it keeps ``backup/`` for that; the restart may 
 ``--time-limit`` and ``--jit``); a finished run is refused, not trained again.
 
 On a GPU it uses mixed precision and XLA; with several GPUs ``tf.distribute.MirroredStrategy``;
-with ``TF_CONFIG`` set, ``MultiWorkerMirroredStrategy`` across machines.
+with ``TF_CONFIG`` set, ``MultiWorkerMirroredStrategy`` across machines (XLA off under either:
+it cannot compile a replicated step).
 
 With ``KERAS_BACKEND=jax`` the same command trains on one accelerator that has JAX but no
 TensorFlow GPU build: the batches come from :class:`data.pipeline.DenoisingBatches`, with the
@@ -37,6 +38,7 @@ from models.registry import ModelNotFoundError, gpu_devices, save_model
 from training.cli import check_out_folder, config_differences, finished_run_config, parse_config, save_config
 from training.distribute import patch_keras_for_multi_worker
 from training.history import (
+    FIT_ENDED,
     clear_removed_backup,
     early_stopping,
     epoch_timer,
@@ -388,6 +390,8 @@ def train(config: PretrainConfig) -> dict:
     initial = initial_weights(config.init_from, config, data.channels) if config.init_from else None
     out_dir = worker_dir(Path(config.out), strategy)
     clear_removed_backup(out_dir / "backup")
+    if (out_dir / "metrics.json").is_file() and (out_dir / "backup" / FIT_ENDED).is_file():
+        remove_backup(out_dir / "backup")  # scored, killed before its backup went: finished
     if finished_run_config(out_dir, config, ignore=RESUME_MAY_CHANGE) is not None:
         raise ValueError(f"{out_dir} holds this run, finished (metrics.json); to train it further, "
                          f"--init-from {out_dir} with another --out")
@@ -520,8 +524,8 @@ def summarize(run_dir: Path, config: PretrainConfig, x_val: np.ndarray, history:
         "validation_images": int(len(clean)),
         "psnr": evaluate_denoiser(denoise, clean, settings, seed=config.seed),
     }
-    atomic_write_json(run_dir / "metrics.json", metrics)  # last: it marks the run finished
     save_samples(run_dir / "samples.png", model, clean[:8], settings, config.seed)
+    atomic_write_json(run_dir / "metrics.json", metrics)  # last: it marks the run finished
     return metrics
 
 

@@ -117,3 +117,26 @@ def test_bench_train_refuses_an_unknown_jit(capsys):
     err = capsys.readouterr().err
     assert exited.value.code == 2 and "unknown --jit 'maybe'" in err and "auto, on, off" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("args,why", [
+    (["--bottleneck", "0"], "the model cannot be built as asked"),
+    (["--widths", "32", "64", "128"], "--size 28 does not halve evenly 3 times"),
+])
+def test_bench_train_refuses_a_network_it_cannot_build_in_one_line(capsys, args, why):
+    from training.bench_train import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and why in err and "Traceback" not in err
+
+
+def test_bench_train_times_one_device_whatever_the_machine_has():
+    """Its model trains outside any strategy: several GPUs or TF_CONFIG must not turn XLA off
+    (or refuse --jit on) as they do for pretraining's mirrored step."""
+    from training.bench_train import BenchTrainConfig
+
+    pretrain = BenchTrainConfig(widths=(8, 16), bottleneck=24).pretrain_config("off", "on")
+    assert (pretrain.distribute, pretrain.cpu_devices, pretrain.jit) == ("none", 0, "on")
+    assert (pretrain.widths, pretrain.bottleneck) == ((8, 16), 24)

@@ -1,11 +1,13 @@
 """The fine-tuning grid's command line: options after -- that the grid sets per cell; reused cells."""
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
+from models.registry import ModelNotFoundError
 from tests.training.representation_fixtures import save_tiny_dae
 from training.cli import save_config
 from training.finetune import FinetuneConfig
@@ -102,6 +104,18 @@ def test_report_only_refuses_a_cell_from_another_version_of_the_model(tmp_path, 
                                          f"{model} \\(sha256 {sha256[:12]}, now "):
         run_grid(grid, FinetuneConfig(model=str(model)))
     assert (tmp_path / "grid" / "results.md").read_text() == report
+
+
+def test_report_only_still_reports_a_grid_whose_model_file_has_moved_away(tmp_path, no_training, capsys):
+    model, grid, folder, metrics = _one_finished_cell(tmp_path, report_only=True)
+    sha256 = hashlib.sha256(model.read_bytes()).hexdigest()
+    (folder / "pretrained.json").write_text(json.dumps({"sha256": sha256}))
+    model.unlink()
+    assert run_grid(grid, FinetuneConfig(model=str(model))) == {("5", "linear"): metrics}
+    assert "cells are reported without checking which version" in capsys.readouterr().err
+    assert (tmp_path / "grid" / "results.md").is_file()
+    with pytest.raises(ModelNotFoundError):  # training a cell needs the model
+        run_grid(dataclasses.replace(grid, report_only=False), FinetuneConfig(model=str(model)))
 
 
 @pytest.mark.parametrize("report_only", [[], ["--report-only"]])

@@ -235,6 +235,28 @@ def test_a_kill_while_the_backup_is_removed_leaves_the_finished_run_as_it_was(tm
     assert sorted(p.name for p in run.iterdir() if "backup" in p.name) == []  # the leftover went
 
 
+@real_run
+def test_a_run_killed_after_it_was_scored_but_before_its_backup_went_is_finished(tmp_path, monkeypatch,
+                                                                                  capsys):
+    import training.pretrain
+
+    run = tmp_path / "run"
+    args = ["--limit", "256", "--epochs", "1", *SMALL, "--out", str(run)]
+
+    def killed(backup):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training.pretrain, "remove_backup", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_main(args)
+    assert (run / "metrics.json").is_file() and (run / "samples.png").is_file() and (run / "backup").is_dir()
+    monkeypatch.undo()
+    capsys.readouterr()
+    # Refused as finished, with the backup gone: training.bundle takes the run.
+    assert run_main(args) == 2 and "holds this run, finished" in capsys.readouterr().err
+    assert not (run / "backup").exists()
+
+
 def test_a_backup_with_epochs_but_no_weights_is_a_clear_error(tmp_path):
     from training.history import recover_backup
 
