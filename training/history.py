@@ -121,14 +121,16 @@ def epochs_to_run(backup_dir: Path, epochs: int) -> int:
 
 
 def remove_backup(backup_dir: Path) -> None:
-    """Deletes a backup without ever leaving part of it: renamed first (one step), then removed,
-    so that a kill while the files go leaves no backup that a restart would take for one with
-    its weights missing. :func:`clear_removed_backup` removes what such a kill leaves."""
+    """Deletes a backup without ever leaving part of it: renamed first (one step, to a name of
+    its own), then removed, so that a kill while the files go leaves no backup that a restart
+    would take for one with its weights missing. :func:`clear_removed_backup` removes what such
+    a kill leaves."""
     import shutil
+    import uuid
 
     backup_dir = Path(backup_dir)
-    doomed = _removed_name(backup_dir)
-    shutil.rmtree(doomed, ignore_errors=True)
+    clear_removed_backup(backup_dir)
+    doomed = backup_dir.with_name(f"{_removed_prefix(backup_dir)}{uuid.uuid4().hex}")
     try:
         backup_dir.rename(doomed)
     except FileNotFoundError:
@@ -140,11 +142,14 @@ def clear_removed_backup(backup_dir: Path) -> None:
     """Removes what a kill during :func:`remove_backup` left behind."""
     import shutil
 
-    shutil.rmtree(_removed_name(Path(backup_dir)), ignore_errors=True)
+    backup_dir = Path(backup_dir)
+    if backup_dir.parent.is_dir():
+        for leftover in backup_dir.parent.glob(f"{_removed_prefix(backup_dir)}*"):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _removed_name(backup_dir: Path) -> Path:
-    return backup_dir.with_name(f".{backup_dir.name}.removed")
+def _removed_prefix(backup_dir: Path) -> str:
+    return f".{backup_dir.name}.removed-"
 
 
 def early_stopping(backup_dir: Path, history_csv: Path, **kwargs):

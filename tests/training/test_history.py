@@ -152,3 +152,20 @@ def test_a_backup_whose_latest_weights_were_cut_off_falls_back_to_its_previous_c
     recover_backup(backup)
     assert resumed_epoch(backup) == 2 and (backup / "latest.weights.h5").read_bytes() == good
     recover_backup(tmp_path / "none")  # no backup: nothing to do
+
+
+def test_remove_backup_takes_the_backup_and_what_an_earlier_kill_left(tmp_path):
+    from training.history import clear_removed_backup, remove_backup
+
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    (backup / "latest.weights.h5").write_bytes(b"w")
+    leftover = tmp_path / ".backup.removed-earlier"  # a kill while an earlier removal ran
+    leftover.mkdir()
+    (leftover / "training_metadata.json").write_text('{"epoch": 1}')
+    (tmp_path / "history.csv").write_text("epoch\n0\n")
+    remove_backup(backup)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.csv"]
+    remove_backup(backup)  # nothing there: nothing to do
+    clear_removed_backup(tmp_path / "gone" / "backup")  # nor in a folder that does not exist
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.csv"]
