@@ -42,7 +42,6 @@ from data.images import atomic_write_bytes, atomic_write_json
 from models.registry import ModelNotFoundError, save_model
 from training.cli import parse_config
 from training.history import (
-    clear_removed_backup,
     early_stopping,
     epoch_timer,
     epochs_to_run,
@@ -223,10 +222,15 @@ def robustness(model, x: np.ndarray, y: np.ndarray, settings=BENCHMARK_SETTINGS,
     return scores
 
 
+def _phase_files(seed_dir: Path, phase: str) -> tuple[Path, Path]:
+    """A phase's ``BackupAndRestore`` folder and its ``CSVLogger`` file."""
+    return seed_dir / f"backup-{phase}", seed_dir / f"history-{phase}.csv"
+
+
 def _callbacks(seed_dir: Path, log_dir: Path, phase: str, patience: int) -> list:
     import keras
 
-    backup, history = seed_dir / f"backup-{phase}", seed_dir / f"history-{phase}.csv"
+    backup, history = _phase_files(seed_dir, phase)
     return [
         # A resumed phase keeps its best epoch so far (read from the backup's metadata and the
         # CSV log, not from the other callbacks, so it need not come after the backup).
@@ -263,15 +267,14 @@ def _fit(model, splits_train, val, config: FinetuneConfig, phase: str, epochs: i
 
     x, y = splits_train
     steps = steps_per_epoch(len(x), config)
-    backup = seed_dir / f"backup-{phase}"
-    clear_removed_backup(backup)
+    backup, history = _phase_files(seed_dir, phase)
     recover_backup(backup)
     resumed = resumed_epoch(backup)
     # A phase whose fit had ended when the run was killed (before its model was saved) trains
     # no epoch again: the fit restores the backup and the best weights.
     epochs = epochs_to_run(backup, epochs)
     if not resumed:  # a fresh start: no rows of an earlier try at this phase, which CSVLogger appends to
-        (seed_dir / f"history-{phase}.csv").unlink(missing_ok=True)
+        history.unlink(missing_ok=True)
     # A resumed phase goes on with new shuffles, not those of its first epochs again.
     shuffle_seed = epoch_seed(seed, resumed)
     train_ds = (tf.data.Dataset.from_tensor_slices((x, y))
@@ -284,7 +287,7 @@ def _fit(model, splits_train, val, config: FinetuneConfig, phase: str, epochs: i
               shuffle=False,  # the tf.data pipeline shuffles; fit's flag would only warn
               verbose="auto" if sys.stdout.isatty() else 2)
     mark_fit_ended(backup)
-    return read_history(seed_dir / f"history-{phase}.csv")
+    return read_history(history)
 
 
 def build_classifier(config: FinetuneConfig, num_classes: int, image_size):
@@ -334,16 +337,17 @@ def train_seed(config: FinetuneConfig, splits: Splits, seed: int, run_dir: Path,
         # killed later (while fine-tuning everything, saving, scoring) takes the model up. The
         # last phase's is the seed's model.
         done = seed_dir / ("model.keras" if phase == plan[-1][0] else f"{phase}.keras")
+        backup, history = _phase_files(seed_dir, phase)
         if done.is_file():
-            remove_backup(seed_dir / f"backup-{phase}")  # a kill may have come in between
+            remove_backup(backup)  # a kill may have come in between
             model = keras.saving.load_model(done, compile=False)
-            histories[phase] = read_history(seed_dir / f"history-{phase}.csv")
+            histories[phase] = read_history(history)
             continue
         if phase == "all":
             model = model.with_frozen_encoder(False)
         histories[phase] = _fit(model, train, val, config, phase, epochs, lr, **common)
         save_model(model, done)
-        remove_backup(seed_dir / f"backup-{phase}")
+        remove_backup(backup)
     (seed_dir / "checkpoint.keras").unlink(missing_ok=True)
     y_pred = predict_labels(model, splits.x_test)
     np.save(seed_dir / "test_predictions.npy", y_pred)
